@@ -1,0 +1,242 @@
+//! The device layer: the [`BlockDevice`] trait and its backends.
+//!
+//! The trait is shaped for a submit-a-batch / reap-completions model: the
+//! caller hands over a batch of requests whose buffers it borrows, and the
+//! call returns once every request has completed. The buffers are the
+//! folios' own memory (a scatter list per request, so that a run of dirty
+//! blocks spanning several folios is one device I/O): no backend needs a
+//! second copy of the data, and the borrow keeps each buffer alive until its
+//! completion arrives.
+
+mod counters;
+pub mod mem;
+
+pub use counters::{IoCounters, IoStats};
+
+use crate::error::{Error, IoKind, Result};
+use smallvec::SmallVec;
+
+/// The buffers of one request: read into them, or write from them, in order.
+#[derive(Debug)]
+pub enum IoBufs<'a> {
+    /// Fill these buffers from consecutive device bytes.
+    Read(SmallVec<[&'a mut [u8]; 4]>),
+    /// Write these buffers to consecutive device bytes.
+    Write(SmallVec<[&'a [u8]; 4]>),
+}
+
+impl IoBufs<'_> {
+    /// Total length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            IoBufs::Read(v) => v.iter().map(|b| b.len() as u64).sum(),
+            IoBufs::Write(v) => v.iter().map(|b| b.len() as u64).sum(),
+        }
+    }
+
+    /// True when the request moves no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Read or write.
+    pub fn kind(&self) -> IoKind {
+        match self {
+            IoBufs::Read(_) => IoKind::Read,
+            IoBufs::Write(_) => IoKind::Write,
+        }
+    }
+
+    /// Address and length of every segment, for alignment checks.
+    pub fn segments(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let (reads, writes) = match self {
+            IoBufs::Read(v) => (Some(v.iter().map(|b| (b.as_ptr() as usize, b.len()))), None),
+            IoBufs::Write(v) => (None, Some(v.iter().map(|b| (b.as_ptr() as usize, b.len())))),
+        };
+        reads
+            .into_iter()
+            .flatten()
+            .chain(writes.into_iter().flatten())
+    }
+}
+
+/// One device request in a batch, and (after submission) its result.
+#[derive(Debug)]
+pub struct IoRequest<'a> {
+    /// Device byte offset of the first byte.
+    pub offset: u64,
+    /// The buffers.
+    pub bufs: IoBufs<'a>,
+    /// Set by the device when the request completes; `None` before.
+    pub result: Option<Result<()>>,
+}
+
+impl<'a> IoRequest<'a> {
+    /// A read of `buf.len()` bytes at `offset` into one buffer.
+    pub fn read(offset: u64, buf: &'a mut [u8]) -> Self {
+        let mut v = SmallVec::new();
+        v.push(buf);
+        IoRequest {
+            offset,
+            bufs: IoBufs::Read(v),
+            result: None,
+        }
+    }
+
+    /// A write of `buf` at `offset`.
+    pub fn write(offset: u64, buf: &'a [u8]) -> Self {
+        let mut v = SmallVec::new();
+        v.push(buf);
+        IoRequest {
+            offset,
+            bufs: IoBufs::Write(v),
+            result: None,
+        }
+    }
+
+    /// A write gathering several buffers to consecutive device bytes.
+    pub fn writev(offset: u64, bufs: SmallVec<[&'a [u8]; 4]>) -> Self {
+        IoRequest {
+            offset,
+            bufs: IoBufs::Write(bufs),
+            result: None,
+        }
+    }
+
+    /// A read scattering consecutive device bytes into several buffers.
+    pub fn readv(offset: u64, bufs: SmallVec<[&'a mut [u8]; 4]>) -> Self {
+        IoRequest {
+            offset,
+            bufs: IoBufs::Read(bufs),
+            result: None,
+        }
+    }
+
+    /// The request's result; a request the device never completed is an error.
+    pub fn take_result(&mut self) -> Result<()> {
+        let (op, offset, len) = (self.bufs.kind(), self.offset, self.bufs.len());
+        self.result.take().unwrap_or_else(|| {
+            Err(Error::io(
+                op,
+                offset,
+                len,
+                std::io::Error::other("request was not completed by the device"),
+            ))
+        })
+    }
+}
+
+/// A block device (or image file, or RAM) that the page cache reads from and
+/// writes back to.
+///
+/// Offsets and segment lengths must be multiples of
+/// [`logical_block_size`](BlockDevice::logical_block_size); requests must lie
+/// inside [`size`](BlockDevice::size). Backends check both before submitting
+/// anything and fail the request (not the batch) otherwise.
+pub trait BlockDevice: Send + Sync {
+    /// Short backend name for reports: `mem`, `sync`, `uring`, ...
+    fn backend(&self) -> &'static str;
+
+    /// What the device is (a path, or `ram`), for reports.
+    fn describe(&self) -> String;
+
+    /// The smallest unit of I/O, in bytes (512 or 4096 for real devices).
+    fn logical_block_size(&self) -> u32;
+
+    /// Device size in bytes.
+    fn size(&self) -> u64;
+
+    /// True when writes are refused.
+    fn read_only(&self) -> bool {
+        false
+    }
+
+    /// Submits every request of `batch` and returns once all have completed,
+    /// each with its `result` set. Requests may complete in any order.
+    fn submit(&self, batch: &mut [IoRequest<'_>]);
+
+    /// Makes completed writes durable (a device cache flush).
+    fn flush(&self) -> Result<()>;
+
+    /// Counters of the I/O this device has done.
+    fn stats(&self) -> IoStats;
+
+    /// Reads `buf.len()` bytes at `offset` (one request).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let mut req = [IoRequest::read(offset, buf)];
+        self.submit(&mut req);
+        req[0].take_result()
+    }
+
+    /// Writes `buf` at `offset` (one request).
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        let mut req = [IoRequest::write(offset, buf)];
+        self.submit(&mut req);
+        req[0].take_result()
+    }
+}
+
+/// Checks that a request lies inside a device of `size` bytes, is aligned to
+/// `lbs`, and is not a write to a read-only device. Backends call this before
+/// submitting.
+pub fn check_request(req: &IoRequest<'_>, size: u64, lbs: u32, read_only: bool) -> Result<()> {
+    let op = req.bufs.kind();
+    let len = req.bufs.len();
+    if read_only && op == IoKind::Write {
+        return Err(Error::ReadOnly);
+    }
+    let out = Error::OutOfBounds {
+        op,
+        offset: req.offset,
+        len,
+        size,
+    };
+    match req.offset.checked_add(len) {
+        Some(end) if end <= size => {}
+        _ => return Err(out),
+    }
+    let lbs = u64::from(lbs.max(1));
+    let seg_misaligned = req.bufs.segments().any(|(_, l)| l as u64 % lbs != 0);
+    if req.offset % lbs != 0 || seg_misaligned {
+        return Err(Error::Misaligned {
+            op,
+            offset: req.offset,
+            len,
+            align: lbs,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_request_bounds_and_alignment() {
+        let mut buf = [0u8; 1024];
+        let r = IoRequest::read(0, &mut buf);
+        assert!(check_request(&r, 4096, 512, false).is_ok());
+        assert!(matches!(
+            check_request(&r, 512, 512, false),
+            Err(Error::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            check_request(&r, 4096, 4096, false),
+            Err(Error::Misaligned { .. })
+        ));
+        drop(r);
+        let r = IoRequest::read(u64::MAX - 10, &mut buf);
+        assert!(matches!(
+            check_request(&r, u64::MAX, 1, false),
+            Err(Error::OutOfBounds { .. })
+        ));
+        drop(r);
+        let w = [0u8; 512];
+        let r = IoRequest::write(0, &w);
+        assert!(matches!(
+            check_request(&r, 4096, 512, true),
+            Err(Error::ReadOnly)
+        ));
+    }
+}

@@ -1,0 +1,215 @@
+//! Folios: the page-cache unit, 2^order pages of 4 KiB with one aligned data
+//! buffer, folio-level flags and the write path's private per-block state.
+
+use crate::align::AlignedBuf;
+use crate::folio_state::FolioState;
+use std::any::Any;
+use std::sync::{Mutex, MutexGuard};
+
+/// Page size: the unit folio orders count in.
+pub const PAGE_SIZE: usize = 4096;
+/// log2 of [`PAGE_SIZE`].
+pub const PAGE_SHIFT: u32 = 12;
+/// Largest folio order (2 MiB folios, the PMD size on x86-64).
+pub const MAX_ORDER: u8 = 9;
+
+/// Bytes in a folio of `order`.
+pub const fn folio_size(order: u8) -> usize {
+    PAGE_SIZE << order
+}
+
+/// Folio-level flags. "Locked" is not a bit here: a folio is locked while
+/// its [`FolioGuard`] is held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FolioFlags(u8);
+
+impl FolioFlags {
+    /// Every byte of the folio is valid in memory.
+    pub const UPTODATE: FolioFlags = FolioFlags(1);
+    /// The folio holds data not yet written back.
+    pub const DIRTY: FolioFlags = FolioFlags(2);
+    /// Writeback I/O is in flight.
+    pub const WRITEBACK: FolioFlags = FolioFlags(4);
+    /// The last writeback of this folio failed.
+    pub const ERROR: FolioFlags = FolioFlags(8);
+
+    /// True when every bit of `f` is set.
+    pub fn contains(self, f: FolioFlags) -> bool {
+        self.0 & f.0 == f.0
+    }
+
+    /// Sets or clears the bits of `f`.
+    pub fn set(&mut self, f: FolioFlags, on: bool) {
+        if on {
+            self.0 |= f.0
+        } else {
+            self.0 &= !f.0
+        }
+    }
+}
+
+/// Per-block state a write path keeps on a folio (the kernel's
+/// `folio->private`): never both kinds at once.
+#[derive(Default)]
+pub enum FolioPrivate {
+    /// No per-block state: folio flags describe every block.
+    #[default]
+    None,
+    /// The iomap path's sub-block bitmaps.
+    Iomap(FolioState),
+    /// Another path's state (the buffer-head ring lives here).
+    Other(Box<dyn Any + Send>),
+}
+
+impl std::fmt::Debug for FolioPrivate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FolioPrivate::None => f.write_str("None"),
+            FolioPrivate::Iomap(s) => f.debug_tuple("Iomap").field(s).finish(),
+            FolioPrivate::Other(_) => f.write_str("Other(..)"),
+        }
+    }
+}
+
+/// The lockable contents of a folio.
+#[derive(Debug)]
+pub struct FolioData {
+    /// First page index (file offset / 4096); a multiple of 2^order.
+    pub index: u64,
+    /// Folio order.
+    pub order: u8,
+    /// The data, `folio_size(order)` bytes, 4096-aligned.
+    pub data: AlignedBuf,
+    /// Folio flags.
+    pub flags: FolioFlags,
+    /// The write path's per-block state.
+    pub private: FolioPrivate,
+}
+
+impl FolioData {
+    /// File offset of the folio's first byte.
+    pub fn pos(&self) -> u64 {
+        self.index << PAGE_SHIFT
+    }
+
+    /// Folio size in bytes.
+    pub fn size(&self) -> usize {
+        folio_size(self.order)
+    }
+
+    /// True when every block is valid in memory.
+    pub fn uptodate(&self) -> bool {
+        self.flags.contains(FolioFlags::UPTODATE)
+    }
+
+    /// True when the folio holds unwritten-back data.
+    pub fn dirty(&self) -> bool {
+        self.flags.contains(FolioFlags::DIRTY)
+    }
+
+    /// The iomap state, if attached.
+    pub fn iomap_state(&self) -> Option<&FolioState> {
+        match &self.private {
+            FolioPrivate::Iomap(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Memory spent on per-block state for this folio.
+    pub fn private_bytes(&self, other: impl Fn(&(dyn Any + Send)) -> usize) -> usize {
+        match &self.private {
+            FolioPrivate::None => 0,
+            FolioPrivate::Iomap(s) => s.metadata_bytes(),
+            FolioPrivate::Other(b) => other(b.as_ref()),
+        }
+    }
+}
+
+/// A folio in the page cache. Its mutex is the folio lock.
+#[derive(Debug)]
+pub struct Folio {
+    index: u64,
+    order: u8,
+    inner: Mutex<FolioData>,
+}
+
+/// A locked folio.
+pub type FolioGuard<'a> = MutexGuard<'a, FolioData>;
+
+impl Folio {
+    /// A new, clean, not-uptodate folio of `order` at page `index` (which
+    /// must be a multiple of 2^order), filled with zeroes.
+    pub fn new(index: u64, order: u8) -> Self {
+        debug_assert!(order <= MAX_ORDER && index % (1u64 << order) == 0);
+        Folio {
+            index,
+            order,
+            inner: Mutex::new(FolioData {
+                index,
+                order,
+                data: AlignedBuf::zeroed(folio_size(order)),
+                flags: FolioFlags::default(),
+                private: FolioPrivate::None,
+            }),
+        }
+    }
+
+    /// First page index.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Order.
+    pub fn order(&self) -> u8 {
+        self.order
+    }
+
+    /// Number of pages.
+    pub fn nr_pages(&self) -> u64 {
+        1u64 << self.order
+    }
+
+    /// File offset of the first byte.
+    pub fn pos(&self) -> u64 {
+        self.index << PAGE_SHIFT
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> usize {
+        folio_size(self.order)
+    }
+
+    /// Locks the folio. A poisoned lock (a panic while it was held) is
+    /// taken over: the flags and bitmaps are only ever changed together with
+    /// the data they describe, in non-panicking code.
+    pub fn lock(&self) -> FolioGuard<'_> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Locks the folio if nobody holds it.
+    pub fn try_lock(&self) -> Option<FolioGuard<'_>> {
+        self.inner.try_lock().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_and_flags() {
+        let f = Folio::new(512, 9);
+        assert_eq!(f.pos(), 2 << 20);
+        assert_eq!(f.size(), 2 << 20);
+        let mut g = f.lock();
+        assert!(!g.uptodate());
+        g.flags.set(FolioFlags::UPTODATE, true);
+        g.flags.set(FolioFlags::DIRTY, true);
+        assert!(g.uptodate() && g.dirty());
+        g.flags.set(FolioFlags::DIRTY, false);
+        assert!(!g.dirty());
+        assert_eq!(g.data.as_ptr() as usize % 4096, 0);
+        drop(g);
+        assert!(f.try_lock().is_some());
+    }
+}

@@ -1,0 +1,88 @@
+//! The iomap buffered write path: mapping per extent, then per folio, with
+//! per-folio sub-block bitmaps ([`FolioState`]) instead of buffer heads.
+//!
+//! A write asks the mapper once per extent (`iomap_begin`), then for each
+//! folio the extent covers: write_begin (read or zero at most the two
+//! partial edge blocks, only when the folio is not uptodate), copy,
+//! write_end (set the written range's bits, folio uptodate when full, dirty,
+//! i_size). On an uptodate folio the cost depends on the bytes written, not
+//! on the folio's size.
+
+mod read;
+mod write;
+mod writeback;
+
+use crate::error::Result;
+use crate::folio::{FolioData, FolioPrivate};
+use crate::folio_state::FolioState;
+use crate::iov::IovIter;
+use crate::path::{DirtyRun, Inode, WritePath};
+
+/// The iomap write path.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IomapPath;
+
+impl IomapPath {
+    /// The iomap path.
+    pub fn new() -> Self {
+        IomapPath
+    }
+}
+
+/// Blocks in a folio of `size` bytes.
+#[inline]
+fn nblocks(folio: &FolioData, bs: usize) -> usize {
+    folio.size() / bs
+}
+
+/// The folio's state, attached (seeded from the folio flags) if missing.
+/// Only for folios of more than one block.
+fn ensure_state(folio: &mut FolioData, bs: usize) -> &mut FolioState {
+    if !matches!(folio.private, FolioPrivate::Iomap(_)) {
+        let s = FolioState::new(nblocks(folio, bs), folio.uptodate(), folio.dirty());
+        folio.private = FolioPrivate::Iomap(s);
+    }
+    match &mut folio.private {
+        FolioPrivate::Iomap(s) => s,
+        // Just attached above.
+        _ => unreachable!("iomap state attached above"),
+    }
+}
+
+impl WritePath for IomapPath {
+    fn name(&self) -> &'static str {
+        "iomap"
+    }
+
+    fn perform_write(&self, inode: &Inode, pos: u64, src: &mut IovIter<'_>) -> Result<u64> {
+        write::perform_write(inode, pos, src)
+    }
+
+    fn read_folio_range(
+        &self,
+        inode: &Inode,
+        folio: &mut FolioData,
+        from: usize,
+        to: usize,
+    ) -> Result<()> {
+        read::read_folio_range(inode, folio, from, to)
+    }
+
+    fn writeback_runs(
+        &self,
+        inode: &Inode,
+        folio: &mut FolioData,
+        end: usize,
+        runs: &mut Vec<DirtyRun>,
+    ) -> Result<()> {
+        writeback::writeback_runs(inode, folio, end, runs)
+    }
+
+    fn clear_dirty(&self, folio: &mut FolioData, off: usize, len: usize) -> bool {
+        writeback::clear_dirty(folio, off, len)
+    }
+
+    fn private_bytes(&self, folio: &FolioData) -> usize {
+        folio.iomap_state().map_or(0, FolioState::metadata_bytes)
+    }
+}

@@ -1,0 +1,182 @@
+//! iomap write: `iomap_write_iter`, `iomap_write_begin`, `iomap_write_end`.
+
+use super::{ensure_state, nblocks};
+use crate::error::Result;
+use crate::folio::{FolioData, FolioFlags, FolioPrivate};
+use crate::iov::IovIter;
+use crate::mapping::{ExtentKind, Iomap, MapIntent};
+use crate::path::Inode;
+
+/// The write loop: per extent, then per folio inside it.
+pub(super) fn perform_write(inode: &Inode, mut pos: u64, src: &mut IovIter<'_>) -> Result<u64> {
+    let mut written = 0u64;
+    let chunk = inode.cache.max_folio_size();
+    while src.remaining() > 0 {
+        let want = src.remaining();
+        let iomap = match inode.mapper.iomap_begin(pos, want, MapIntent::Write) {
+            Ok(m) => m,
+            Err(e) if written == 0 => return Err(e),
+            Err(_) => return Ok(written),
+        };
+        let ext_end = iomap.end().min(pos + want);
+        let start = pos;
+        while pos < ext_end {
+            let bytes = (chunk - pos % chunk).min(ext_end - pos);
+            match write_one_folio(inode, &iomap, pos, bytes, src) {
+                Ok(n) => {
+                    pos += n;
+                    written += n;
+                }
+                Err(e) => {
+                    // Finishing the mapping is best effort: the write error
+                    // is what the caller needs to see.
+                    let _ = inode.mapper.iomap_end(
+                        start,
+                        ext_end - start,
+                        pos - start,
+                        MapIntent::Write,
+                    );
+                    return if written == 0 { Err(e) } else { Ok(written) };
+                }
+            }
+        }
+        inode
+            .mapper
+            .iomap_end(start, ext_end - start, pos - start, MapIntent::Write)?;
+    }
+    Ok(written)
+}
+
+/// One folio: find or create, lock, write_begin, copy, write_end, i_size,
+/// unlock. Returns the bytes written (the folio may be smaller than asked).
+#[inline]
+fn write_one_folio(
+    inode: &Inode,
+    iomap: &Iomap,
+    pos: u64,
+    bytes: u64,
+    src: &mut IovIter<'_>,
+) -> Result<u64> {
+    let folio = inode.cache.find_or_create(pos, bytes);
+    let mut g = folio.lock();
+    // Offsets come from the folio we got, not from the request.
+    let off = (pos - g.pos()) as usize;
+    let len = (g.size() - off).min(bytes as usize);
+    write_begin(inode, iomap, &mut g, off, len)?;
+    let copied = src.copy_to(&mut g.data[off..off + len]);
+    write_end(inode, &mut g, off, copied);
+    inode.extend_size(pos + copied as u64);
+    Ok(copied as u64)
+}
+
+/// Prepares folio bytes `[off, off + len)` for the copy: on a folio that is
+/// not uptodate, the partial edge blocks that are not uptodate are read
+/// (mapped data inside EOF) or zeroed (holes, unwritten, new, past EOF).
+/// Blocks the write covers entirely are never touched.
+fn write_begin(
+    inode: &Inode,
+    iomap: &Iomap,
+    folio: &mut FolioData,
+    off: usize,
+    len: usize,
+) -> Result<()> {
+    if folio.uptodate() || (off == 0 && len == folio.size()) {
+        return Ok(());
+    }
+    let bs = inode.bs();
+    let end = off + len;
+    let first = off / bs;
+    let last = (end - 1) / bs;
+    if off % bs != 0 {
+        prepare_edge_block(inode, iomap, folio, first, off, end)?;
+    }
+    if end % bs != 0 && (last != first || off % bs == 0) {
+        prepare_edge_block(inode, iomap, folio, last, off, end)?;
+    }
+    Ok(())
+}
+
+/// True when block `b` of the folio is uptodate.
+fn block_uptodate(folio: &FolioData, b: usize) -> bool {
+    match &folio.private {
+        FolioPrivate::Iomap(s) => s.is_uptodate(b, b + 1),
+        _ => folio.uptodate(),
+    }
+}
+
+/// Reads or zeroes one partially written block `b`.
+fn prepare_edge_block(
+    inode: &Inode,
+    iomap: &Iomap,
+    folio: &mut FolioData,
+    b: usize,
+    from: usize,
+    to: usize,
+) -> Result<()> {
+    let bs = inode.bs();
+    if nblocks(folio, bs) > 1 {
+        ensure_state(folio, bs);
+    }
+    if block_uptodate(folio, b) {
+        return Ok(());
+    }
+    let bstart = b * bs;
+    let block_pos = folio.pos() + bstart as u64;
+    let needs_zero = block_pos >= inode.size() || iomap.kind != ExtentKind::Mapped || iomap.new;
+    if needs_zero {
+        // Zero only what the copy will not fill; the block becomes uptodate
+        // in write_end, after the copy (never half-initialised).
+        let block = &mut folio.data[bstart..bstart + bs];
+        let (lo, hi) = (from.max(bstart) - bstart, to.min(bstart + bs) - bstart);
+        block[..lo].fill(0);
+        block[hi..].fill(0);
+        return Ok(());
+    }
+    let addr = block_addr(iomap, block_pos);
+    inode.read_blocks(addr, &mut folio.data[bstart..bstart + bs])?;
+    if let FolioPrivate::Iomap(s) = &mut folio.private {
+        if s.set_uptodate(b, b + 1) {
+            folio.flags.set(FolioFlags::UPTODATE, true);
+        }
+    }
+    Ok(())
+}
+
+/// Device address of the block at file offset `block_pos`. Extents are
+/// block-aligned, so the block holding a mapped byte lies in the same
+/// extent even when it starts before `iomap.offset`.
+fn block_addr(iomap: &Iomap, block_pos: u64) -> u64 {
+    if block_pos >= iomap.offset {
+        iomap.addr + (block_pos - iomap.offset)
+    } else {
+        iomap.addr - (iomap.offset - block_pos)
+    }
+}
+
+/// Commits `copied` bytes at `off`: the written blocks become uptodate and
+/// dirty, the folio uptodate once every block is, and dirty.
+#[inline]
+fn write_end(inode: &Inode, folio: &mut FolioData, off: usize, copied: usize) {
+    if copied == 0 {
+        return;
+    }
+    let bs = inode.bs();
+    let n = nblocks(folio, bs);
+    let (first, last) = (off / bs, (off + copied).div_ceil(bs));
+    let whole = off == 0 && copied == folio.size();
+    let has_state = matches!(folio.private, FolioPrivate::Iomap(_));
+    if n == 1 || (whole && !has_state) {
+        folio.flags.set(FolioFlags::UPTODATE, true);
+    } else if !has_state && folio.uptodate() && folio.dirty() {
+        // Every block is already uptodate and dirty at folio level.
+    } else {
+        let was_uptodate = folio.uptodate();
+        let s = ensure_state(folio, bs);
+        let full = !was_uptodate && s.set_uptodate(first, last);
+        s.set_dirty(first, last);
+        if full {
+            folio.flags.set(FolioFlags::UPTODATE, true);
+        }
+    }
+    inode.mark_folio_dirty(folio);
+}

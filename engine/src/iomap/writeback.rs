@@ -1,0 +1,74 @@
+//! iomap writeback: dirty runs from the dirty bitmap, mapped to the disk.
+
+use super::ensure_state;
+use crate::error::Result;
+use crate::folio::{FolioData, FolioPrivate};
+use crate::mapping::{ExtentKind, MapIntent};
+use crate::path::{DirtyRun, Inode};
+
+/// Appends the folio's dirty runs within `[0, end)`, split where the disk
+/// mapping is discontiguous.
+pub(super) fn writeback_runs(
+    inode: &Inode,
+    folio: &mut FolioData,
+    end: usize,
+    runs: &mut Vec<DirtyRun>,
+) -> Result<()> {
+    let bs = inode.bs();
+    let fpos = folio.pos();
+    if folio.size() / bs == 1 {
+        return map_run(inode, fpos, 0, end, runs);
+    }
+    // A folio dirtied whole (no state yet) gets its state now, all dirty,
+    // so that a partial failure below can keep exactly the failed blocks.
+    let s = ensure_state(folio, bs);
+    let limit = end / bs;
+    let mut b = 0;
+    while let Some((start, stop)) = s.next_dirty_run(b, limit) {
+        map_run(inode, fpos, start * bs, stop * bs, runs)?;
+        b = stop;
+    }
+    Ok(())
+}
+
+/// Maps folio bytes `[off, end)` and appends one run per extent piece.
+fn map_run(
+    inode: &Inode,
+    fpos: u64,
+    mut off: usize,
+    end: usize,
+    runs: &mut Vec<DirtyRun>,
+) -> Result<()> {
+    while off < end {
+        let pos = fpos + off as u64;
+        let m = inode
+            .mapper
+            .iomap_begin(pos, (end - off) as u64, MapIntent::Writeback)?;
+        let len = ((m.end() - pos) as usize).min(end - off);
+        match m.kind {
+            ExtentKind::Mapped => runs.push(DirtyRun {
+                off,
+                len,
+                addr: m.addr_of(pos),
+            }),
+            ExtentKind::Hole => return Err(inode.unsupported_writeback(pos, "a hole")),
+            ExtentKind::Unwritten => return Err(inode.unsupported_writeback(pos, "unwritten")),
+            ExtentKind::Delalloc => return Err(inode.unsupported_writeback(pos, "delalloc")),
+        }
+        off += len;
+    }
+    Ok(())
+}
+
+/// Clears the dirty bits of `[off, off + len)`; true when none is left.
+pub(super) fn clear_dirty(folio: &mut FolioData, off: usize, len: usize) -> bool {
+    match &mut folio.private {
+        FolioPrivate::Iomap(s) => {
+            let bs = folio.data.len() / s.nblocks();
+            s.clear_dirty(off / bs, (off + len).div_ceil(bs));
+            !s.any_dirty()
+        }
+        // One block, or never split: the run covered the whole folio.
+        _ => true,
+    }
+}

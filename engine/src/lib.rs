@@ -1,0 +1,48 @@
+//! bufwrite-engine: a userspace model of the Linux buffered write path.
+//!
+//! A per-file page cache of large folios (4 KiB .. 2 MiB) over a block
+//! device, the iomap write path (per-folio sub-block bitmaps), buffered
+//! read, writeback with I/O merging, and the device layer (RAM, pread/pwrite,
+//! io_uring). The buffer-head path (`bufwrite-compat`) and ext4 mapping
+//! (`bufwrite-ext4`) plug in through [`WritePath`] and [`Mapper`].
+//!
+//! ```
+//! use bufwrite_engine::{device::mem::Mem, File, FileOptions, Flat, IomapPath};
+//! use std::sync::Arc;
+//!
+//! let dev = Arc::new(Mem::new(8 << 20));
+//! let flat = Arc::new(Flat::new(0, 8 << 20, 4096, 0)?);
+//! let file = File::open(dev, flat, Box::new(IomapPath::new()), FileOptions::default())?;
+//! file.pwrite(0, b"hello")?;
+//! let mut buf = [0u8; 5];
+//! assert_eq!(file.pread(0, &mut buf)?, 5);
+//! assert_eq!(&buf, b"hello");
+//! file.fsync()?;
+//! # Ok::<(), bufwrite_engine::Error>(())
+//! ```
+
+pub mod align;
+pub mod bitmap;
+pub mod device;
+mod error;
+mod file;
+pub mod folio;
+mod folio_state;
+pub mod iomap;
+mod iov;
+pub mod mapping;
+pub mod page_cache;
+pub mod path;
+pub mod writeback;
+
+pub use align::AlignedBuf;
+pub use device::{BlockDevice, IoRequest, IoStats};
+pub use error::{Error, IoKind, Result};
+pub use file::{File, FileOptions};
+pub use folio::{Folio, FolioData, FolioFlags, FolioGuard, FolioPrivate};
+pub use folio_state::FolioState;
+pub use iomap::IomapPath;
+pub use iov::IovIter;
+pub use mapping::{BlockMapping, ExtentKind, Flat, Iomap, MapIntent, Mapper};
+pub use page_cache::{OrderPolicy, PageCache};
+pub use path::{DirtyRun, Inode, WalkStats, WritePath};

@@ -1,0 +1,242 @@
+//! Mapping file offsets to the device: the filesystem's side of both write
+//! paths, and the `Flat` mapper.
+
+use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What an extent holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtentKind {
+    /// Blocks on the device holding the file's data.
+    Mapped,
+    /// No blocks: reads see zeroes.
+    Hole,
+    /// Blocks allocated but not yet written: reads see zeroes.
+    Unwritten,
+    /// Reserved for delayed allocation, no disk address yet.
+    Delalloc,
+}
+
+/// Why a mapping is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapIntent {
+    /// A buffered read (or read-in of a partial block).
+    Read,
+    /// A buffered write.
+    Write,
+    /// Writeback of dirty blocks.
+    Writeback,
+}
+
+/// One contiguous mapping returned by [`Mapper::iomap_begin`] (the kernel's
+/// `struct iomap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Iomap {
+    /// File offset of the mapping's first byte.
+    pub offset: u64,
+    /// Bytes covered.
+    pub length: u64,
+    /// What the range holds.
+    pub kind: ExtentKind,
+    /// Device byte address of `offset` (meaningful for `Mapped` and `Unwritten`).
+    pub addr: u64,
+    /// Freshly allocated: the parts a write does not cover must be zeroed.
+    pub new: bool,
+}
+
+impl Iomap {
+    /// File offset one past the mapping's end.
+    pub fn end(&self) -> u64 {
+        self.offset + self.length
+    }
+
+    /// Device address of file offset `pos`, which must lie in the mapping.
+    pub fn addr_of(&self, pos: u64) -> u64 {
+        self.addr + (pos - self.offset)
+    }
+}
+
+/// The mapping of one block, for the block-at-a-time (buffer-head) path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockMapping {
+    /// What the block holds.
+    pub kind: ExtentKind,
+    /// Device byte address of the block (meaningful for `Mapped` and `Unwritten`).
+    pub addr: u64,
+    /// Freshly allocated by this call.
+    pub new: bool,
+}
+
+/// The filesystem's side of the write paths: maps file ranges to the
+/// device and owns i_size.
+pub trait Mapper: Send + Sync {
+    /// The filesystem block size (1, 2 or 4 KiB).
+    fn block_size(&self) -> u32;
+
+    /// Maps `[pos, pos + len)`: returns the extent covering `pos`, clipped
+    /// to the request (it may be shorter; the caller asks again for the rest).
+    fn iomap_begin(&self, pos: u64, len: u64, intent: MapIntent) -> Result<Iomap>;
+
+    /// Ends a mapping once `written` bytes of it were used.
+    fn iomap_end(&self, _pos: u64, _len: u64, _written: u64, _intent: MapIntent) -> Result<()> {
+        Ok(())
+    }
+
+    /// Maps the file block `block` (index in block-size units); `create`
+    /// asks for allocation when there is none.
+    fn get_block(&self, block: u64, create: bool) -> Result<BlockMapping>;
+
+    /// The file size (i_size).
+    fn size(&self) -> u64;
+
+    /// Moves i_size (called under the file's write lock, before the folio
+    /// holding the new EOF is unlocked).
+    fn set_size(&self, size: u64);
+
+    /// The largest size the file can reach (a Flat region's capacity).
+    fn max_size(&self) -> u64;
+
+    /// Checks, before a single byte is copied, that a write of `len` bytes at
+    /// `pos` can be done; refusing here leaves file and cache untouched.
+    fn prepare_write(&self, pos: u64, len: u64) -> Result<()> {
+        let capacity = self.max_size();
+        match pos.checked_add(len) {
+            Some(end) if end <= capacity => Ok(()),
+            Some(_) => Err(Error::FileTooLarge {
+                offset: pos,
+                len,
+                capacity,
+            }),
+            None => Err(Error::RangeOverflow { offset: pos, len }),
+        }
+    }
+}
+
+/// A file that is one contiguous region of a device: `[base, base +
+/// capacity)`. Every block is mapped; the file starts at `size` and can grow
+/// up to `capacity`.
+#[derive(Debug)]
+pub struct Flat {
+    base: u64,
+    capacity: u64,
+    block_size: u32,
+    size: AtomicU64,
+}
+
+impl Flat {
+    /// A Flat file at device offset `base` with room for `capacity` bytes and
+    /// current size `size`. `block_size` must be 1024, 2048 or 4096, and
+    /// `base` and `capacity` multiples of it.
+    pub fn new(base: u64, capacity: u64, block_size: u32, size: u64) -> Result<Self> {
+        if !matches!(block_size, 1024 | 2048 | 4096) {
+            return Err(Error::InvalidArgument(format!(
+                "block size {block_size} (must be 1024, 2048 or 4096)"
+            )));
+        }
+        let bs = u64::from(block_size);
+        if base % bs != 0 || capacity % bs != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "Flat region base {base} and capacity {capacity} must be multiples of the block size {bs}"
+            )));
+        }
+        if base.checked_add(capacity).is_none() || size > capacity {
+            return Err(Error::InvalidArgument(format!(
+                "Flat region at {base} of {capacity} bytes cannot hold size {size}"
+            )));
+        }
+        Ok(Flat {
+            base,
+            capacity,
+            block_size,
+            size: AtomicU64::new(size),
+        })
+    }
+
+    /// Device offset of the file's first byte.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+}
+
+impl Mapper for Flat {
+    fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    #[inline]
+    fn iomap_begin(&self, pos: u64, len: u64, _intent: MapIntent) -> Result<Iomap> {
+        if pos >= self.capacity {
+            return Err(Error::FileTooLarge {
+                offset: pos,
+                len,
+                capacity: self.capacity,
+            });
+        }
+        Ok(Iomap {
+            offset: pos,
+            length: len.min(self.capacity - pos),
+            kind: ExtentKind::Mapped,
+            addr: self.base + pos,
+            new: false,
+        })
+    }
+
+    fn get_block(&self, block: u64, _create: bool) -> Result<BlockMapping> {
+        let bs = u64::from(self.block_size);
+        let pos = block.checked_mul(bs).filter(|&p| p < self.capacity);
+        let Some(pos) = pos else {
+            return Err(Error::FileTooLarge {
+                offset: block.saturating_mul(bs),
+                len: bs,
+                capacity: self.capacity,
+            });
+        };
+        Ok(BlockMapping {
+            kind: ExtentKind::Mapped,
+            addr: self.base + pos,
+            new: false,
+        })
+    }
+
+    fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    fn set_size(&self, size: u64) {
+        self.size.store(size, Ordering::Release);
+    }
+
+    fn max_size(&self) -> u64 {
+        self.capacity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_maps_and_bounds() {
+        let f = Flat::new(8192, 1 << 20, 4096, 0).unwrap();
+        let m = f.iomap_begin(100, 1 << 30, MapIntent::Write).unwrap();
+        assert_eq!(
+            (m.addr, m.length, m.kind),
+            (8292, (1 << 20) - 100, ExtentKind::Mapped)
+        );
+        assert!(f.iomap_begin(1 << 20, 1, MapIntent::Write).is_err());
+        assert_eq!(f.get_block(2, false).unwrap().addr, 8192 + 8192);
+        assert!(f.get_block(256, false).is_err());
+        assert!(f.get_block(u64::MAX, false).is_err());
+        assert!(f.prepare_write((1 << 20) - 1, 1).is_ok());
+        assert!(matches!(
+            f.prepare_write(1 << 20, 1),
+            Err(Error::FileTooLarge { .. })
+        ));
+        assert!(matches!(
+            f.prepare_write(u64::MAX, 2),
+            Err(Error::RangeOverflow { .. })
+        ));
+        assert!(Flat::new(0, 4096, 512, 0).is_err());
+        assert!(Flat::new(0, 1000, 1024, 0).is_err());
+    }
+}

@@ -1,0 +1,178 @@
+//! Writeback: dirty folios in index order, dirty runs merged into device
+//! I/Os, then a flush. Shared by every write path.
+//!
+//! Folios are taken a window at a time and stay locked until their I/O has
+//! completed, so a run of dirty blocks that continues into the next folio,
+//! and is contiguous on disk, goes out as one request gathering both
+//! folios' memory (no copy). On an error the folios whose I/O failed stay
+//! dirty; the first error is returned with its file offset, and the next
+//! writeback retries them.
+
+use crate::device::IoRequest;
+use crate::error::{Error, Result};
+use crate::folio::{FolioFlags, FolioGuard};
+use crate::path::{DirtyRun, Inode, WritePath};
+use smallvec::SmallVec;
+use std::sync::Arc;
+
+/// Largest single writeback I/O.
+pub const MAX_IO_BYTES: usize = 1 << 20;
+/// Most folios locked at once by one writeback window.
+const WINDOW_FOLIOS: usize = 64;
+
+/// A planned device write: runs `[first, last]` of the window, in order.
+struct PlannedIo {
+    addr: u64,
+    len: usize,
+    runs: std::ops::Range<usize>,
+}
+
+/// Writes back every dirty folio of `inode` through `path`, then flushes
+/// the device. Returns the first error (with its file offset); nothing that
+/// failed is marked clean.
+pub fn write_back(inode: &Inode, path: &dyn WritePath) -> Result<()> {
+    let folios = inode.cache.dirty_folios();
+    let mut first_err: Option<Error> = None;
+    for window in folios.chunks(WINDOW_FOLIOS) {
+        if let Err(e) = write_window(inode, path, window) {
+            first_err.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    inode.device.flush()
+}
+
+fn write_window(inode: &Inode, path: &dyn WritePath, window: &[Arc<crate::Folio>]) -> Result<()> {
+    let mut guards: Vec<FolioGuard<'_>> = window.iter().map(|f| f.lock()).collect();
+    // i_size only after the folios are locked: a writer moves it before
+    // unlocking the folio it wrote, so this value is current for them.
+    let isize = inode.size();
+    let mut first_err: Option<Error> = None;
+    let mut runs: Vec<(usize, DirtyRun)> = Vec::new();
+    let mut scratch = Vec::new();
+    for (gi, g) in guards.iter_mut().enumerate() {
+        if !g.dirty() {
+            continue;
+        }
+        match collect_runs(inode, path, g, isize, &mut scratch) {
+            Ok(()) => runs.extend(scratch.drain(..).map(|r| (gi, r))),
+            Err(e) => {
+                g.flags.set(FolioFlags::ERROR, true);
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    let plan = plan_ios(&guards, &runs);
+    let results = submit(inode, &guards, &runs, &plan);
+    for (io, res) in plan.iter().zip(results) {
+        match res {
+            Ok(()) => {
+                for (gi, run) in &runs[io.runs.clone()] {
+                    let g = &mut guards[*gi];
+                    if path.clear_dirty(g, run.off, run.len) {
+                        finish_clean(inode, g);
+                    }
+                }
+            }
+            Err(e) => {
+                let (gi, run) = &runs[io.runs.start];
+                let g = &mut guards[*gi];
+                g.flags.set(FolioFlags::ERROR, true);
+                first_err.get_or_insert(Error::Writeback {
+                    file_offset: g.pos() + run.off as u64,
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// The dirty runs of one locked folio, after EOF handling: a folio wholly
+/// past EOF has nothing to write; one straddling EOF has its bytes past EOF
+/// zeroed, and its dirty state past the EOF block cleared.
+fn collect_runs(
+    inode: &Inode,
+    path: &dyn WritePath,
+    g: &mut FolioGuard<'_>,
+    isize: u64,
+    runs: &mut Vec<DirtyRun>,
+) -> Result<()> {
+    let pos = g.pos();
+    let size = g.size();
+    if pos >= isize {
+        path.clear_dirty(g, 0, size);
+        finish_clean(inode, g);
+        return Ok(());
+    }
+    let valid = usize::try_from(isize - pos).map_or(size, |v| v.min(size));
+    let bs = inode.bs();
+    let end = valid.div_ceil(bs) * bs;
+    if valid < size {
+        g.data[valid..].fill(0);
+    }
+    let before = runs.len();
+    path.writeback_runs(inode, g, end, runs)?;
+    // Dirty state past the EOF block has nothing to write (rule 5: whole-
+    // folio dirtying marks it too); the folio is clean if nothing else is.
+    if end < size && path.clear_dirty(g, end, size - end) && runs.len() == before {
+        finish_clean(inode, g);
+    }
+    Ok(())
+}
+
+fn finish_clean(inode: &Inode, g: &mut FolioGuard<'_>) {
+    g.flags.set(FolioFlags::DIRTY, false);
+    g.flags.set(FolioFlags::ERROR, false);
+    inode.cache.clear_dirty(g.index);
+}
+
+/// Merges runs that follow each other in the file and on the disk into
+/// I/Os of at most [`MAX_IO_BYTES`].
+fn plan_ios(guards: &[FolioGuard<'_>], runs: &[(usize, DirtyRun)]) -> Vec<PlannedIo> {
+    let mut plan: Vec<PlannedIo> = Vec::new();
+    let file_end = |(gi, r): &(usize, DirtyRun)| guards[*gi].pos() + (r.off + r.len) as u64;
+    let file_start = |(gi, r): &(usize, DirtyRun)| guards[*gi].pos() + r.off as u64;
+    for (i, run) in runs.iter().enumerate() {
+        let r = run.1;
+        if let Some(last) = plan.last_mut() {
+            let prev = &runs[last.runs.end - 1];
+            let contiguous = last.addr + last.len as u64 == r.addr
+                && file_end(prev) == file_start(run)
+                && last.len + r.len <= MAX_IO_BYTES;
+            if contiguous {
+                last.len += r.len;
+                last.runs.end = i + 1;
+                continue;
+            }
+        }
+        plan.push(PlannedIo {
+            addr: r.addr,
+            len: r.len,
+            runs: i..i + 1,
+        });
+    }
+    plan
+}
+
+fn submit(
+    inode: &Inode,
+    guards: &[FolioGuard<'_>],
+    runs: &[(usize, DirtyRun)],
+    plan: &[PlannedIo],
+) -> Vec<Result<()>> {
+    let mut reqs: Vec<IoRequest<'_>> = plan
+        .iter()
+        .map(|io| {
+            let segs: SmallVec<[&[u8]; 4]> = runs[io.runs.clone()]
+                .iter()
+                .map(|(gi, r)| &guards[*gi].data[r.off..r.off + r.len])
+                .collect();
+            IoRequest::writev(io.addr, segs)
+        })
+        .collect();
+    inode.device.submit(&mut reqs);
+    reqs.iter_mut().map(IoRequest::take_result).collect()
+}
