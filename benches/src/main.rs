@@ -1,1 +1,38 @@
-fn main() {}
+//! `bufwrite`: the head-to-head measurement of the buffered write paths.
+
+use clap::{Parser, Subcommand};
+
+mod libmicro;
+mod replay;
+mod writeback_cmd;
+
+/// bufwrite: the Linux buffered write path in userspace, buffer heads against iomap.
+#[derive(Debug, Parser)]
+#[command(name = "bufwrite", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The libMicro write cases (cached overwrites at offset 0), usecs/call per path.
+    Libmicro(libmicro::Args),
+    /// Apply a trace of writes, reads and fsyncs read from stdin; print a hash per read.
+    Replay(replay::Args),
+    /// Writeback throughput (MB/s) per backend, queue depth and I/O size.
+    Writeback(writeback_cmd::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Libmicro(a) => libmicro::run(a),
+        Command::Replay(a) => replay::run(a),
+        Command::Writeback(a) => writeback_cmd::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("bufwrite: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -10,8 +10,12 @@
 
 mod counters;
 pub mod mem;
+mod open;
+pub mod sync;
+pub mod uring;
 
 pub use counters::{IoCounters, IoStats};
+pub use open::{open_device, Backend, OpenOptions};
 
 use crate::error::{Error, IoKind, Result};
 use smallvec::SmallVec;

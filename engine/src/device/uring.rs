@@ -1,0 +1,24 @@
+//! `UringDevice`: io_uring backend (work in progress).
+
+use super::open::OpenOptions;
+use super::BlockDevice;
+use crate::error::{Error, Result};
+use std::sync::Arc;
+use std::path::Path;
+
+/// io_uring backend (being written).
+#[derive(Debug)]
+pub struct UringDevice;
+
+impl UringDevice {
+    /// Opens `path`.
+    pub fn open(_path: &Path, _opts: OpenOptions) -> Result<Self> {
+        Err(Error::Unsupported("the uring backend is not built yet".into()))
+    }
+}
+
+/// Opens `path` with this backend, as a shared device.
+pub fn open(path: &Path, opts: OpenOptions) -> Result<Arc<dyn BlockDevice>> {
+    UringDevice::open(path, opts)?;
+    Err(Error::Unsupported("the uring backend is not built yet".into()))
+}
