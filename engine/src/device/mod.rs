@@ -9,6 +9,7 @@
 //! completion arrives.
 
 mod counters;
+pub mod faulty;
 pub mod mem;
 mod open;
 pub mod sync;
