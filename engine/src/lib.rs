@@ -28,6 +28,7 @@ mod error;
 mod file;
 pub mod folio;
 mod folio_state;
+pub mod generic_write;
 pub mod iomap;
 mod iov;
 pub mod mapping;
