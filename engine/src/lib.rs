@@ -34,6 +34,8 @@ mod iov;
 pub mod mapping;
 pub mod page_cache;
 pub mod path;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod writeback;
 
 pub use align::AlignedBuf;

@@ -1,0 +1,458 @@
+//! A model harness for testing a [`File`] (any write path, any device)
+//! against a plain in-memory file. Compiled only with the `testing` feature.
+//!
+//! The pieces:
+//!
+//! - [`Op`]: one file operation (write, pwrite, writev, seek, read, fsync,
+//!   drop-caches). Test crates generate sequences of these with their own
+//!   proptest strategies; this module does not depend on proptest.
+//! - [`byte_at`] / [`fill`]: the fixed byte function of the `replay`
+//!   contract (DESIGN.md, "Command line"), so any tool can reproduce the
+//!   bytes a sequence wrote. A byte depends on the seed and its absolute
+//!   file offset, so overlapping writes with different seeds are visible.
+//! - [`Model`]: a `Vec<u8>` file with a position, a size and a capacity,
+//!   applying each op the way [`File`] must.
+//! - [`apply`]: runs an op on both and describes the first difference
+//!   (bytes read, returned counts, error kind, size, position).
+//! - [`check_device`]: after an fsync, compares the device bytes of the
+//!   file's region with the model.
+//!
+//! ```
+//! use bufwrite_engine::testing::{apply, check_device, Model, Op};
+//! use bufwrite_engine::{device::mem::Mem, File, FileOptions, Flat, IomapPath};
+//! use std::sync::Arc;
+//!
+//! let dev = Arc::new(Mem::new(1 << 20));
+//! let flat = Arc::new(Flat::new(0, 1 << 20, 4096, 0)?);
+//! let file = File::open(dev.clone(), flat, Box::new(IomapPath::new()), FileOptions::default())?;
+//! let mut model = Model::new(1 << 20);
+//! for op in [
+//!     Op::Pwrite { off: 5000, len: 300, seed: 7 },
+//!     Op::Read { off: 0, len: 6000 },
+//!     Op::Fsync,
+//! ] {
+//!     apply(&file, &mut model, &op).unwrap();
+//! }
+//! check_device(&dev.snapshot(0, model.size()), &model).unwrap();
+//! # Ok::<(), bufwrite_engine::Error>(())
+//! ```
+
+use crate::error::Error;
+use crate::file::File;
+use std::fmt;
+use std::io::IoSlice;
+
+/// Largest buffer [`apply`] allocates for one op; larger ops are refused
+/// with an error rather than exhausting memory.
+pub const MAX_OP_BYTES: u64 = 1 << 30;
+
+/// One file operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `write` of `len` bytes at the file position (which advances); the
+    /// bytes are `fill(seed, position, ..)`.
+    Write {
+        /// Bytes to write.
+        len: u64,
+        /// Seed of the byte function.
+        seed: u64,
+    },
+    /// `pwrite` of `len` bytes at `off` (the position does not move).
+    Pwrite {
+        /// File offset.
+        off: u64,
+        /// Bytes to write.
+        len: u64,
+        /// Seed of the byte function.
+        seed: u64,
+    },
+    /// `writev` at the file position of one buffer per length, in order;
+    /// together they hold `fill(seed, position, ..)`.
+    Writev {
+        /// Length of each buffer (zero-length buffers are allowed).
+        lens: Vec<u64>,
+        /// Seed of the byte function.
+        seed: u64,
+    },
+    /// Sets the file position.
+    Seek {
+        /// The new position.
+        off: u64,
+    },
+    /// `pread` of up to `len` bytes at `off` (the position does not move).
+    Read {
+        /// File offset.
+        off: u64,
+        /// Bytes asked for.
+        len: u64,
+    },
+    /// `fsync`: write back everything dirty, flush.
+    Fsync,
+    /// Drop the file's clean folios, so later accesses read the device.
+    DropCaches,
+}
+
+impl fmt::Display for Op {
+    /// The `replay` trace syntax (DESIGN.md); `drop_caches` is not part of
+    /// that contract and prints as a `#` comment.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Write { len, seed } => write!(f, "write {len} {seed}"),
+            Op::Pwrite { off, len, seed } => write!(f, "pwrite {off} {len} {seed}"),
+            Op::Writev { lens, seed } => {
+                write!(f, "writev {seed}")?;
+                lens.iter().try_for_each(|l| write!(f, " {l}"))
+            }
+            Op::Seek { off } => write!(f, "seek {off}"),
+            Op::Read { off, len } => write!(f, "read {off} {len}"),
+            Op::Fsync => f.write_str("fsync"),
+            Op::DropCaches => f.write_str("# drop_caches"),
+        }
+    }
+}
+
+/// splitmix64, as DESIGN.md specifies it (all arithmetic wrapping).
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The byte at absolute file offset `offset` for `seed`:
+/// `(splitmix64(seed ^ (offset >> 3)) >> (8 * (offset & 7))) & 0xff`.
+pub fn byte_at(seed: u64, offset: u64) -> u8 {
+    (splitmix64(seed ^ (offset >> 3)) >> (8 * (offset & 7))) as u8
+}
+
+/// Fills `buf` with the bytes of `seed` for file offsets `offset ..`.
+pub fn fill(seed: u64, offset: u64, buf: &mut [u8]) {
+    // One splitmix64 per 8 bytes rather than per byte: the tests write
+    // megabytes.
+    let mut o = offset;
+    let mut i = 0;
+    while i < buf.len() {
+        let word = splitmix64(seed ^ (o >> 3));
+        let mut k = (o & 7) as u32;
+        while k < 8 && i < buf.len() {
+            buf[i] = (word >> (8 * k)) as u8;
+            i += 1;
+            k += 1;
+            o = o.wrapping_add(1);
+        }
+    }
+}
+
+/// FNV-1a 64 of `bytes` (the `HASH` of the replay output).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The error a write should fail with, as the model predicts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// The write succeeds in full.
+    Ok,
+    /// `offset + len` overflows: [`Error::RangeOverflow`].
+    RangeOverflow,
+    /// The write ends past the capacity: [`Error::FileTooLarge`].
+    FileTooLarge,
+}
+
+/// What a file should hold: its bytes (`data.len()` is the size), its
+/// position and the largest size it may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Model {
+    data: Vec<u8>,
+    pos: u64,
+    capacity: u64,
+}
+
+impl Model {
+    /// An empty file (size 0, position 0) that may grow to `capacity`.
+    pub fn new(capacity: u64) -> Self {
+        Model {
+            data: Vec::new(),
+            pos: 0,
+            capacity,
+        }
+    }
+
+    /// A file that starts with `data` (for a `Flat` opened with a size > 0
+    /// over a device already holding those bytes).
+    pub fn with_data(data: Vec<u8>, capacity: u64) -> Self {
+        Model {
+            data,
+            pos: 0,
+            capacity,
+        }
+    }
+
+    /// The file's bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// i_size.
+    pub fn size(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// The file position.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The capacity.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// How a write of `len` bytes at `pos` must end. Zero-length writes
+    /// always succeed and change nothing.
+    pub fn expect_write(&self, pos: u64, len: u64) -> Expected {
+        if len == 0 {
+            return Expected::Ok;
+        }
+        match pos.checked_add(len) {
+            None => Expected::RangeOverflow,
+            Some(end) if end > self.capacity => Expected::FileTooLarge,
+            Some(_) => Expected::Ok,
+        }
+    }
+
+    /// Applies a successful write of `bytes` at `pos`: a gap past the old
+    /// size reads as zeroes.
+    pub fn write_at(&mut self, pos: u64, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let start = pos as usize;
+        let end = start + bytes.len();
+        if self.data.len() < end {
+            self.data.resize(end, 0);
+        }
+        self.data[start..end].copy_from_slice(bytes);
+    }
+
+    /// The bytes a `pread(off, len)` returns: up to EOF.
+    pub fn read_at(&self, off: u64, len: u64) -> &[u8] {
+        let size = self.size();
+        if off >= size {
+            return &[];
+        }
+        let end = off.saturating_add(len).min(size);
+        &self.data[off as usize..end as usize]
+    }
+
+    /// Sets the position.
+    pub fn seek(&mut self, off: u64) {
+        self.pos = off;
+    }
+}
+
+/// Runs `op` on `file` and on `model`, and returns a description of the
+/// first mismatch: bytes read, returned counts, the error (or its absence),
+/// the size afterwards, the position afterwards.
+///
+/// A write the model expects to fail must fail with the same error kind and
+/// leave the model unchanged; the file's size and position are then
+/// compared with the unchanged model. Device contents are not checked here:
+/// call [`check_device`] after an [`Op::Fsync`].
+pub fn apply(file: &File, model: &mut Model, op: &Op) -> Result<(), String> {
+    match op {
+        Op::Write { len, seed } => {
+            let pos = model.pos;
+            let buf = make_buf(*seed, pos, *len)?;
+            let res = file.write(&buf);
+            check_write(model, op, pos, &buf, res)?;
+            if model.expect_write(pos, *len) == Expected::Ok {
+                model.pos = pos + len;
+            }
+        }
+        Op::Pwrite { off, len, seed } => {
+            let buf = make_buf(*seed, *off, *len)?;
+            let res = file.pwrite(*off, &buf);
+            check_write(model, op, *off, &buf, res)?;
+        }
+        Op::Writev { lens, seed } => {
+            let pos = model.pos;
+            let Some(total) = lens.iter().try_fold(0u64, |a, &l| a.checked_add(l)) else {
+                return Err(format!(
+                    "{op}: iovec lengths overflow; the harness cannot build it"
+                ));
+            };
+            let buf = make_buf(*seed, pos, total)?;
+            let mut slices = Vec::with_capacity(lens.len());
+            let mut at = 0usize;
+            for &l in lens {
+                slices.push(IoSlice::new(&buf[at..at + l as usize]));
+                at += l as usize;
+            }
+            let res = file.writev(&slices);
+            check_write(model, op, pos, &buf, res)?;
+            if model.expect_write(pos, total) == Expected::Ok {
+                model.pos = pos + total;
+            }
+        }
+        Op::Seek { off } => {
+            file.seek(*off);
+            model.seek(*off);
+        }
+        Op::Read { off, len } => {
+            if *len > MAX_OP_BYTES {
+                return Err(format!(
+                    "{op}: longer than the harness's {MAX_OP_BYTES} bytes"
+                ));
+            }
+            let mut buf = vec![0u8; *len as usize];
+            let n = file
+                .pread(*off, &mut buf)
+                .map_err(|e| format!("{op}: failed: {e}"))?;
+            let want = model.read_at(*off, *len);
+            if n != want.len() {
+                return Err(format!(
+                    "{op}: returned {n} bytes, expected {} (size {})",
+                    want.len(),
+                    model.size()
+                ));
+            }
+            if let Some(i) = first_diff(&buf[..n], want) {
+                return Err(format!(
+                    "{op}: byte at file offset {} is {:#04x}, expected {:#04x}",
+                    off + i as u64,
+                    buf[i],
+                    want[i]
+                ));
+            }
+        }
+        Op::Fsync => file.fsync().map_err(|e| format!("{op}: failed: {e}"))?,
+        Op::DropCaches => {
+            file.drop_caches();
+        }
+    }
+    check_size_and_position(file, model, op)
+}
+
+/// Compares the device bytes of the file's region, read after an fsync,
+/// with the model: every byte below the model's size must match.
+/// `file_region_bytes` starts at the file's offset 0 (e.g.
+/// `Mem::snapshot(flat.base(), model.size())`) and may be longer.
+pub fn check_device(file_region_bytes: &[u8], model: &Model) -> Result<(), String> {
+    let want = model.data();
+    if file_region_bytes.len() < want.len() {
+        return Err(format!(
+            "device region holds {} bytes, the file has {}",
+            file_region_bytes.len(),
+            want.len()
+        ));
+    }
+    match first_diff(&file_region_bytes[..want.len()], want) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "device byte at file offset {i} is {:#04x}, expected {:#04x} (file size {})",
+            file_region_bytes[i],
+            want[i],
+            want.len()
+        )),
+    }
+}
+
+fn make_buf(seed: u64, pos: u64, len: u64) -> Result<Vec<u8>, String> {
+    if len > MAX_OP_BYTES {
+        return Err(format!(
+            "a {len}-byte buffer is longer than the harness's {MAX_OP_BYTES} bytes"
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    fill(seed, pos, &mut buf);
+    Ok(buf)
+}
+
+/// Checks a write's result against the model's prediction and, when it
+/// succeeded, applies it to the model.
+fn check_write(
+    model: &mut Model,
+    op: &Op,
+    pos: u64,
+    buf: &[u8],
+    res: crate::Result<usize>,
+) -> Result<(), String> {
+    let len = buf.len() as u64;
+    match (model.expect_write(pos, len), res) {
+        (Expected::Ok, Ok(n)) if n as u64 == len => {
+            model.write_at(pos, buf);
+            Ok(())
+        }
+        (Expected::Ok, Ok(n)) => Err(format!("{op} at {pos}: wrote {n} of {len} bytes")),
+        (Expected::Ok, Err(e)) => Err(format!("{op} at {pos}: failed: {e}")),
+        (Expected::RangeOverflow, Err(Error::RangeOverflow { .. })) => Ok(()),
+        (Expected::FileTooLarge, Err(Error::FileTooLarge { .. })) => Ok(()),
+        (want, Ok(n)) => Err(format!("{op} at {pos}: expected {want:?}, got Ok({n})")),
+        (want, Err(e)) => Err(format!("{op} at {pos}: expected {want:?}, got error {e}")),
+    }
+}
+
+fn check_size_and_position(file: &File, model: &Model, op: &Op) -> Result<(), String> {
+    if file.size() != model.size() {
+        return Err(format!(
+            "after {op}: size is {}, expected {}",
+            file.size(),
+            model.size()
+        ));
+    }
+    if file.position() != model.position() {
+        return Err(format!(
+            "after {op}: position is {}, expected {}",
+            file.position(),
+            model.position()
+        ));
+    }
+    Ok(())
+}
+
+fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .or_else(|| (a.len() != b.len()).then_some(a.len().min(b.len())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_matches_byte_at() {
+        for off in [0u64, 1, 7, 8, 13, 4095, u64::MAX - 20] {
+            let mut buf = [0u8; 19];
+            fill(42, off, &mut buf);
+            for (i, &b) in buf.iter().enumerate() {
+                assert_eq!(b, byte_at(42, off.wrapping_add(i as u64)));
+            }
+        }
+    }
+
+    #[test]
+    fn splitmix64_reference_values() {
+        // splitmix64 seeded with 0 yields 0xe220a8397b1dcdaf as its first
+        // output; this function is that step applied to the state 0.
+        assert_eq!(splitmix64(0), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn model_predictions() {
+        let mut m = Model::new(100);
+        assert_eq!(m.expect_write(u64::MAX, 2), Expected::RangeOverflow);
+        assert_eq!(m.expect_write(90, 11), Expected::FileTooLarge);
+        assert_eq!(m.expect_write(u64::MAX, 0), Expected::Ok);
+        m.write_at(10, &[1, 2]);
+        assert_eq!(m.size(), 12);
+        assert_eq!(m.read_at(8, 10), &[0, 0, 1, 2]);
+        assert!(m.read_at(12, 1).is_empty());
+    }
+}
