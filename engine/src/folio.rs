@@ -140,7 +140,7 @@ impl Folio {
     /// A new, clean, not-uptodate folio of `order` at page `index` (which
     /// must be a multiple of 2^order), filled with zeroes.
     pub fn new(index: u64, order: u8) -> Self {
-        debug_assert!(order <= MAX_ORDER && index % (1u64 << order) == 0);
+        debug_assert!(order <= MAX_ORDER && index.is_multiple_of(1u64 << order));
         Folio {
             index,
             order,

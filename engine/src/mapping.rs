@@ -134,7 +134,7 @@ impl Flat {
             )));
         }
         let bs = u64::from(block_size);
-        if base % bs != 0 || capacity % bs != 0 {
+        if !base.is_multiple_of(bs) || !capacity.is_multiple_of(bs) {
             return Err(Error::InvalidArgument(format!(
                 "Flat region base {base} and capacity {capacity} must be multiples of the block size {bs}"
             )));

@@ -87,10 +87,10 @@ fn write_begin(
     let end = off + len;
     let first = off / bs;
     let last = (end - 1) / bs;
-    if off % bs != 0 {
+    if !off.is_multiple_of(bs) {
         prepare_edge_block(inode, iomap, folio, first, off, end)?;
     }
-    if end % bs != 0 && (last != first || off % bs == 0) {
+    if !end.is_multiple_of(bs) && (last != first || off.is_multiple_of(bs)) {
         prepare_edge_block(inode, iomap, folio, last, off, end)?;
     }
     Ok(())
