@@ -12,6 +12,7 @@ mod counters;
 pub mod faulty;
 pub mod mem;
 mod open;
+pub mod probe;
 pub mod sync;
 pub mod uring;
 

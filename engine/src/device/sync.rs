@@ -7,13 +7,13 @@
 //! files opened O_DIRECT), never assumed.
 
 use super::open::OpenOptions;
+use super::probe;
 use super::{check_request, BlockDevice, IoBufs, IoCounters, IoRequest, IoStats};
 use crate::align::AlignedBuf;
 use crate::error::{Error, IoKind, Result};
-use rustix::fs::{AtFlags, StatxFlags};
 use smallvec::SmallVec;
 use std::fs;
-use std::io::{self, IoSlice, IoSliceMut, Seek, SeekFrom};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,8 +66,8 @@ impl SyncDevice {
                 path.display()
             )));
         }
-        let mut file = open_file(path, opts, is_bdev).map_err(|e| open_error(path, e))?;
-        let size = device_size(&mut file, &meta, is_bdev).map_err(|e| open_error(path, e))?;
+        let file = open_file(path, opts, is_bdev).map_err(|e| open_error(path, e))?;
+        let size = device_size(&file, &meta, is_bdev).map_err(|e| open_error(path, e))?;
         let align =
             query_alignment(&file, is_bdev, opts.direct).map_err(|e| open_error(path, e))?;
         Ok(SyncDevice {
@@ -125,7 +125,10 @@ impl SyncDevice {
     }
 
     fn needs_bounce(&self, bufs: &IoBufs<'_>) -> bool {
-        self.mem_align > 1 && bufs.segments().any(|(addr, _)| addr % self.mem_align != 0)
+        self.mem_align > 1
+            && bufs
+                .segments()
+                .any(|(addr, _)| !addr.is_multiple_of(self.mem_align))
     }
 
     /// Reads consecutive device bytes at `offset` into `segs`, continuing
@@ -287,24 +290,21 @@ fn open_error(path: &Path, e: io::Error) -> Error {
     Error::io(IoKind::Open, 0, 0, io::Error::new(e.kind(), msg))
 }
 
-fn device_size(file: &mut fs::File, meta: &fs::Metadata, is_bdev: bool) -> io::Result<u64> {
+fn device_size(file: &fs::File, meta: &fs::Metadata, is_bdev: bool) -> io::Result<u64> {
     if is_bdev {
-        // A block device's metadata length is 0; its end is its size
-        // (the same value BLKGETSIZE64 reports).
-        let size = file.seek(SeekFrom::End(0))?;
-        file.rewind()?;
-        Ok(size)
+        // A block device's metadata length is 0.
+        probe::block_device_size(file)
     } else {
         Ok(meta.len())
     }
 }
 
 fn query_alignment(file: &fs::File, is_bdev: bool, direct: bool) -> io::Result<Alignment> {
-    let dio = if direct { statx_dio_align(file) } else { None };
+    let dio = if direct { probe::dio_align(file) } else { None };
     if is_bdev {
-        let lbs = rustix::fs::ioctl_blksszget(file)?;
+        let lbs = probe::logical_block_size(file)?;
         let mem = match dio {
-            Some((mem, _)) if mem > 0 => mem as usize,
+            Some(d) if d.mem > 0 => d.mem as usize,
             // Before block devices reported STATX_DIOALIGN the rule was
             // "aligned to the logical block size".
             _ if direct => lbs as usize,
@@ -318,20 +318,12 @@ fn query_alignment(file: &fs::File, is_bdev: bool, direct: bool) -> io::Result<A
             mem: 1,
         });
     }
-    let (mem, off) = dio.unwrap_or((0, 0));
+    let d = dio.unwrap_or(probe::DioAlign { mem: 0, offset: 0 });
     let or_fallback = |v: u32| if v == 0 { DIO_FALLBACK_ALIGN } else { v };
     Ok(Alignment {
-        lbs: or_fallback(off),
-        mem: or_fallback(mem) as usize,
+        lbs: or_fallback(d.offset),
+        mem: or_fallback(d.mem) as usize,
     })
-}
-
-/// `(stx_dio_mem_align, stx_dio_offset_align)`, or `None` when the kernel
-/// or filesystem does not report them.
-fn statx_dio_align(file: &fs::File) -> Option<(u32, u32)> {
-    let st = rustix::fs::statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::DIOALIGN).ok()?;
-    (st.stx_mask & StatxFlags::DIOALIGN.bits() != 0)
-        .then_some((st.stx_dio_mem_align, st.stx_dio_offset_align))
 }
 
 fn retry_eintr(mut f: impl FnMut() -> rustix::io::Result<usize>) -> io::Result<usize> {
