@@ -202,8 +202,8 @@ pub fn check_request(req: &IoRequest<'_>, size: u64, lbs: u32, read_only: bool) 
         _ => return Err(out),
     }
     let lbs = u64::from(lbs.max(1));
-    let seg_misaligned = req.bufs.segments().any(|(_, l)| l as u64 % lbs != 0);
-    if req.offset % lbs != 0 || seg_misaligned {
+    let seg_misaligned = req.bufs.segments().any(|(_, l)| !(l as u64).is_multiple_of(lbs));
+    if !req.offset.is_multiple_of(lbs) || seg_misaligned {
         return Err(Error::Misaligned {
             op,
             offset: req.offset,
