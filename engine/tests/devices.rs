@@ -94,6 +94,7 @@ fn round_trip_multi(direct: bool) {
     let mut batch = [IoRequest::readv(65536, smallvec![&mut x[..], &mut y[..]])];
     dev.submit(&mut batch);
     batch[0].take_result().unwrap();
+    drop(batch);
     assert_eq!([&x[..], &y[..]].concat(), expect);
     let s = dev.stats();
     assert_eq!((s.reads, s.writes), (1, 1));
@@ -160,6 +161,7 @@ fn direct_misaligned_memory_is_bounced() {
     )];
     dev.submit(&mut batch);
     batch[0].take_result().unwrap();
+    drop(batch);
     assert_eq!([&a[..], &b[1..]].concat(), &data[..]);
 }
 

@@ -1,89 +1,97 @@
-//! `Faulty`: a device wrapper that injects I/O errors and models a crash,
-//! for reliability tests.
+//! `Faulty`: a wrapper over any device that injects I/O errors and models
+//! a crash, for reliability tests of the write paths.
 //!
-//! Faults are armed and cleared at run time from any thread. A request that
-//! is failed by injection never reaches the inner device, so the inner
-//! device's counters (which `Faulty` reports as its own) show only the I/O
-//! that really happened.
+//! Faults: reads or writes overlapping a device byte range fail; the next N
+//! reads, writes or flushes fail. An injected failure is an `EIO` that
+//! reaches the caller as [`Error::Io`] with the request's operation, offset
+//! and length; nothing of that request reaches the inner device.
+//!
+//! Crash model: every write completed since the last successful flush is
+//! logged. [`Faulty::crash`] hands that log over; with [`CrashMode::Lose`]
+//! it also puts back the bytes those writes overwrote, so the device holds
+//! what it held at the last flush (a crash that lost the volatile cache).
 
-use super::{check_request, BlockDevice, IoBufs, IoRequest, IoStats};
+use super::{check_request, BlockDevice, IoBufs, IoCounters, IoRequest, IoStats};
 use crate::align::AlignedBuf;
 use crate::error::{Error, IoKind, Result};
+use smallvec::SmallVec;
 use std::io;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// The armed faults.
+/// What [`Faulty::crash`] does to the writes that were not flushed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Only report them: the device keeps the bytes (they happened to
+    /// reach the media).
+    #[default]
+    Keep,
+    /// Undo them: restore the bytes each write overwrote. Costs a read of
+    /// the old bytes before every write (hidden from [`BlockDevice::stats`]).
+    Lose,
+}
+
+/// A write completed on the inner device but not yet flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnflushedWrite {
+    /// Device byte offset.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// How many failures were injected so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultStats {
+    /// Failed read requests.
+    pub reads: u64,
+    /// Failed write requests.
+    pub writes: u64,
+    /// Failed flushes.
+    pub flushes: u64,
+}
+
 #[derive(Debug, Default)]
-struct Faults {
+struct State {
     read_ranges: Vec<Range<u64>>,
     write_ranges: Vec<Range<u64>>,
     next_reads: u64,
     next_writes: u64,
     next_flushes: u64,
+    mode: CrashMode,
+    unflushed: Vec<UnflushedWrite>,
+    /// Pre-write bytes, oldest first (`CrashMode::Lose` only).
+    undo: Vec<(u64, AlignedBuf)>,
+    injected: FaultStats,
 }
 
-impl Faults {
-    /// Decides whether `req` fails, consuming a "fail the next N" count.
-    fn should_fail(&mut self, kind: IoKind, range: Range<u64>) -> bool {
-        let (ranges, next) = match kind {
-            IoKind::Read => (&self.read_ranges, &mut self.next_reads),
-            _ => (&self.write_ranges, &mut self.next_writes),
-        };
-        if ranges.iter().any(|r| overlaps(r, &range)) {
-            return true;
-        }
-        take_one(next)
-    }
-}
-
-/// One write since the last flush: where it went and what was there before.
-#[derive(Debug)]
-struct Undo {
-    offset: u64,
-    before: AlignedBuf,
-}
-
-/// A [`BlockDevice`] that fails chosen requests with EIO and can forget
-/// unflushed writes, over any inner device.
+/// A [`BlockDevice`] that forwards to an inner device and injects faults.
+/// Thread-safe: faults may be armed or healed while I/O is running.
 pub struct Faulty {
     inner: Arc<dyn BlockDevice>,
-    faults: Mutex<Faults>,
-    /// `Some` when the crash model is on: the pre-images of the writes
-    /// since the last successful flush, oldest first.
-    unflushed: Option<Mutex<Vec<Undo>>>,
-    injected: AtomicU64,
+    state: Mutex<State>,
+    /// I/O the wrapper itself did on the inner device (crash-model reads
+    /// and restores), subtracted from the forwarded stats.
+    own_io: IoCounters,
 }
 
 impl std::fmt::Debug for Faulty {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Faulty")
             .field("inner", &self.inner.describe())
-            .field("faults", &*self.faults())
-            .field("injected", &self.injected())
+            .field("state", &*self.lock())
             .finish()
     }
 }
 
 impl Faulty {
-    /// Wraps `inner` with no fault armed and the crash model off.
-    pub fn new(inner: Arc<dyn BlockDevice>) -> Self {
+    /// Wraps `inner` with no faults armed and [`CrashMode::Keep`].
+    pub fn new(inner: Arc<dyn BlockDevice>) -> Faulty {
         Faulty {
             inner,
-            faults: Mutex::new(Faults::default()),
-            unflushed: None,
-            injected: AtomicU64::new(0),
+            state: Mutex::new(State::default()),
+            own_io: IoCounters::default(),
         }
-    }
-
-    /// Turns the crash model on: every write first reads the bytes it will
-    /// overwrite (those reads show in [`stats`](BlockDevice::stats)), so
-    /// that [`crash_lose_unflushed`](Faulty::crash_lose_unflushed) can put
-    /// them back.
-    pub fn with_crash_model(mut self) -> Self {
-        self.unflushed = Some(Mutex::new(Vec::new()));
-        self
     }
 
     /// The wrapped device.
@@ -91,150 +99,153 @@ impl Faulty {
         &self.inner
     }
 
-    /// Fails every read that overlaps the device bytes `range`, until healed.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Fails every read request that overlaps device bytes `range`, until
+    /// healed.
     pub fn fail_reads_in(&self, range: Range<u64>) {
-        self.faults().read_ranges.push(range);
+        self.lock().read_ranges.push(range);
     }
 
-    /// Fails every write that overlaps the device bytes `range`, until healed.
+    /// Fails every write request that overlaps device bytes `range`, until
+    /// healed.
     pub fn fail_writes_in(&self, range: Range<u64>) {
-        self.faults().write_ranges.push(range);
+        self.lock().write_ranges.push(range);
     }
 
-    /// Fails the next `n` read requests (in addition to any already armed).
+    /// Fails the next `n` read requests (on top of any still armed).
     pub fn fail_next_reads(&self, n: u64) {
-        self.faults().next_reads += n;
+        let mut s = self.lock();
+        s.next_reads = s.next_reads.saturating_add(n);
     }
 
-    /// Fails the next `n` write requests.
+    /// Fails the next `n` write requests (on top of any still armed).
     pub fn fail_next_writes(&self, n: u64) {
-        self.faults().next_writes += n;
+        let mut s = self.lock();
+        s.next_writes = s.next_writes.saturating_add(n);
     }
 
-    /// Fails the next `n` flushes.
+    /// Fails the next `n` flushes (on top of any still armed).
     pub fn fail_next_flushes(&self, n: u64) {
-        self.faults().next_flushes += n;
+        let mut s = self.lock();
+        s.next_flushes = s.next_flushes.saturating_add(n);
     }
 
-    /// Clears every armed fault. The injected-failure count is kept.
+    /// Disarms every fault. The injected counts, the crash log and the
+    /// crash mode are kept.
     pub fn heal(&self) {
-        *self.faults() = Faults::default();
+        let mut s = self.lock();
+        s.read_ranges.clear();
+        s.write_ranges.clear();
+        s.next_reads = 0;
+        s.next_writes = 0;
+        s.next_flushes = 0;
     }
 
-    /// How many requests and flushes have been failed by injection.
-    pub fn injected(&self) -> u64 {
-        self.injected.load(Relaxed)
+    /// Failures injected so far.
+    pub fn injected(&self) -> FaultStats {
+        self.lock().injected
     }
 
-    /// Simulates a crash: every write since the last successful flush is
-    /// undone (newest first, so the oldest pre-image wins), as if the
-    /// device lost its volatile cache. Returns how many writes were undone.
-    /// Fails with `Unsupported` when the crash model is off.
-    pub fn crash_lose_unflushed(&self) -> Result<usize> {
-        let Some(log) = &self.unflushed else {
-            return Err(Error::Unsupported(
-                "crash model is off (use Faulty::with_crash_model)".into(),
-            ));
+    /// Chooses what [`crash`](Faulty::crash) does. Switching to `Lose`
+    /// only covers writes submitted from then on.
+    pub fn set_crash_mode(&self, mode: CrashMode) {
+        let mut s = self.lock();
+        s.mode = mode;
+        if mode == CrashMode::Keep {
+            s.undo.clear();
+        }
+    }
+
+    /// Writes completed since the last successful flush, oldest first.
+    pub fn unflushed(&self) -> Vec<UnflushedWrite> {
+        self.lock().unflushed.clone()
+    }
+
+    /// Simulates a crash: returns the writes not yet flushed and forgets
+    /// them; with [`CrashMode::Lose`] first restores the bytes they
+    /// overwrote, newest first, so the device is as at the last flush.
+    pub fn crash(&self) -> Result<Vec<UnflushedWrite>> {
+        let (lost, undo) = {
+            let mut s = self.lock();
+            (
+                std::mem::take(&mut s.unflushed),
+                std::mem::take(&mut s.undo),
+            )
         };
-        let mut log = lock(log);
-        let n = log.len();
-        while let Some(undo) = log.pop() {
-            self.inner.write_at(undo.offset, &undo.before)?;
+        for (offset, old) in undo.iter().rev() {
+            self.inner.write_at(*offset, old)?;
+            self.own_io.record_write(old.len() as u64);
         }
-        Ok(n)
+        Ok(lost)
     }
 
-    fn faults(&self) -> MutexGuard<'_, Faults> {
-        lock(&self.faults)
-    }
-
-    /// Fails the requests that are invalid or chosen by a fault, leaving
-    /// `result` unset on the others.
-    fn screen(&self, batch: &mut [IoRequest<'_>]) {
-        let (size, lbs, ro) = (
-            self.inner.size(),
-            self.inner.logical_block_size(),
-            self.inner.read_only(),
+    /// Decides whether `req` gets an injected failure. Requests the inner
+    /// device would refuse anyway are left to it, so they keep their own
+    /// error and use up no fault.
+    fn inject(&self, req: &IoRequest<'_>) -> Option<Error> {
+        let inner = &self.inner;
+        let valid = check_request(
+            req,
+            inner.size(),
+            inner.logical_block_size(),
+            inner.read_only(),
         );
-        let mut faults = self.faults();
-        for req in batch.iter_mut() {
-            // An invalid request gets its real error and uses up no fault.
-            if let Err(e) = check_request(req, size, lbs, ro) {
-                req.result = Some(Err(e));
-                continue;
-            }
-            let (kind, len) = (req.bufs.kind(), req.bufs.len());
-            if faults.should_fail(kind, req.offset..req.offset + len) {
-                self.injected.fetch_add(1, Relaxed);
-                req.result = Some(Err(Error::io(kind, req.offset, len, eio())));
-            }
+        if valid.is_err() {
+            return None;
         }
+        let (op, offset, len) = (req.bufs.kind(), req.offset, req.bufs.len());
+        let mut s = self.lock();
+        let s = &mut *s;
+        let (ranges, next, count) = match op {
+            IoKind::Write => (&s.write_ranges, &mut s.next_writes, &mut s.injected.writes),
+            _ => (&s.read_ranges, &mut s.next_reads, &mut s.injected.reads),
+        };
+        let hit = ranges.iter().any(|r| overlaps(r, offset, len)) || take_one(next);
+        hit.then(|| {
+            *count += 1;
+            Error::io(op, offset, len, eio())
+        })
     }
 
-    /// Records the pre-image of every write about to go to the device.
-    fn save_pre_images(&self, batch: &[IoRequest<'_>], log: &mut Vec<Undo>) -> Result<()> {
-        for req in batch {
-            if let IoBufs::Write(_) = req.bufs {
-                let len = usize::try_from(req.bufs.len()).map_err(|_| Error::RangeOverflow {
-                    offset: req.offset,
-                    len: req.bufs.len(),
-                })?;
-                let mut before = AlignedBuf::zeroed(len);
-                self.inner.read_at(req.offset, &mut before)?;
-                log.push(Undo {
-                    offset: req.offset,
-                    before,
-                });
-            }
+    /// In `Lose` mode, saves the bytes a write is about to overwrite.
+    fn save_undo(&self, req: &IoRequest<'_>) -> Result<()> {
+        if req.bufs.kind() != IoKind::Write || self.lock().mode != CrashMode::Lose {
+            return Ok(());
         }
+        let len = usize::try_from(req.bufs.len()).map_err(|_| Error::RangeOverflow {
+            offset: req.offset,
+            len: req.bufs.len(),
+        })?;
+        let mut old = AlignedBuf::zeroed(len);
+        self.inner.read_at(req.offset, &mut old)?;
+        self.own_io.record_read(len as u64);
+        self.lock().undo.push((req.offset, old));
         Ok(())
     }
 
-    /// Sends the requests without a result to the inner device as one batch.
-    fn forward(&self, batch: &mut [IoRequest<'_>]) {
-        let pending: Vec<usize> = (0..batch.len())
-            .filter(|&i| batch[i].result.is_none())
-            .collect();
-        if pending.len() == batch.len() {
-            return self.forward_all(batch);
-        }
-        // Move the survivors into a batch of their own, so the inner device
-        // still sees one submission, then move them back.
-        let mut sub: Vec<IoRequest<'_>> = pending
-            .iter()
-            .map(|&i| std::mem::replace(&mut batch[i], IoRequest::write(0, &[])))
-            .collect();
-        self.forward_all(&mut sub);
-        for (&i, req) in pending.iter().zip(sub) {
-            batch[i] = req;
+    /// Takes `req` for forwarding, or fails it here.
+    fn admit(&self, req: &IoRequest<'_>) -> Result<()> {
+        match self.inject(req) {
+            Some(e) => Err(e),
+            None => self.save_undo(req),
         }
     }
 
-    fn forward_all(&self, batch: &mut [IoRequest<'_>]) {
-        if batch.is_empty() {
-            return;
-        }
-        let Some(log) = &self.unflushed else {
-            return self.inner.submit(batch);
-        };
-        // Held across the submit so that a pre-image and its write cannot
-        // interleave with another thread's.
-        let mut log = lock(log);
-        if let Err(e) = self.save_pre_images(batch, &mut log) {
-            fail_all(batch, &e);
-            return;
-        }
-        self.inner.submit(batch);
+    fn log_write(&self, offset: u64, len: u64) {
+        self.lock().unflushed.push(UnflushedWrite { offset, len });
     }
 }
 
 impl BlockDevice for Faulty {
     fn backend(&self) -> &'static str {
-        self.inner.backend()
+        "faulty"
     }
 
     fn describe(&self) -> String {
-        format!("faulty({})", self.inner.describe())
+        format!("faulty over {}", self.inner.describe())
     }
 
     fn logical_block_size(&self) -> u32 {
@@ -250,60 +261,82 @@ impl BlockDevice for Faulty {
     }
 
     fn submit(&self, batch: &mut [IoRequest<'_>]) {
-        self.screen(batch);
-        self.forward(batch);
+        let mut fwd = Vec::with_capacity(batch.len());
+        let mut slots = Vec::with_capacity(batch.len());
+        for (i, req) in batch.iter_mut().enumerate() {
+            match self.admit(req) {
+                Err(e) => req.result = Some(Err(e)),
+                Ok(()) => {
+                    slots.push(i);
+                    fwd.push(detach(req));
+                }
+            }
+        }
+        if fwd.is_empty() {
+            return;
+        }
+        self.inner.submit(&mut fwd);
+        for (i, mut done) in slots.into_iter().zip(fwd) {
+            let res = done.take_result();
+            if res.is_ok() && done.bufs.kind() == IoKind::Write {
+                self.log_write(done.offset, done.bufs.len());
+            }
+            batch[i].bufs = done.bufs;
+            batch[i].result = Some(res);
+        }
     }
 
     fn flush(&self) -> Result<()> {
-        if take_one(&mut self.faults().next_flushes) {
-            self.injected.fetch_add(1, Relaxed);
-            return Err(Error::io(IoKind::Flush, 0, 0, eio()));
-        }
-        match &self.unflushed {
-            Some(log) => {
-                let mut log = lock(log);
-                self.inner.flush()?;
-                log.clear();
-                Ok(())
+        let (logged, saved) = {
+            let mut s = self.lock();
+            if take_one(&mut s.next_flushes) {
+                s.injected.flushes += 1;
+                return Err(Error::io(IoKind::Flush, 0, 0, eio()));
             }
-            None => self.inner.flush(),
-        }
+            (s.unflushed.len(), s.undo.len())
+        };
+        self.inner.flush()?;
+        // Only what was logged before the flush began is known durable.
+        let mut s = self.lock();
+        let logged = logged.min(s.unflushed.len());
+        let saved = saved.min(s.undo.len());
+        s.unflushed.drain(..logged);
+        s.undo.drain(..saved);
+        Ok(())
     }
 
-    /// The inner device's counters: injected failures never reach it.
     fn stats(&self) -> IoStats {
-        self.inner.stats()
+        self.inner.stats() - self.own_io.snapshot()
     }
 }
 
-fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
-    a.start < b.end && b.start < a.end
+/// Moves a request's buffers into a new request for the inner device; the
+/// caller puts them back when it completes.
+fn detach<'a>(req: &mut IoRequest<'a>) -> IoRequest<'a> {
+    let empty = match req.bufs {
+        IoBufs::Read(_) => IoBufs::Read(SmallVec::new()),
+        IoBufs::Write(_) => IoBufs::Write(SmallVec::new()),
+    };
+    IoRequest {
+        offset: req.offset,
+        bufs: std::mem::replace(&mut req.bufs, empty),
+        result: None,
+    }
 }
 
-/// Decrements a "fail the next N" count; true when one was taken.
+fn overlaps(r: &Range<u64>, offset: u64, len: u64) -> bool {
+    len > 0 && offset < r.end && r.start < offset.saturating_add(len)
+}
+
+/// Uses up one of a "fail the next N" budget; true when one was left.
 fn take_one(n: &mut u64) -> bool {
-    let armed = *n > 0;
+    let had = *n > 0;
     *n = n.saturating_sub(1);
-    armed
+    had
 }
 
 fn eio() -> io::Error {
     io::Error::from_raw_os_error(libc::EIO)
-}
-
-/// Fails every request of `batch` with a copy of `e` (the pre-image read
-/// failed, so none of them may reach the device untracked).
-fn fail_all(batch: &mut [IoRequest<'_>], e: &Error) {
-    for req in batch.iter_mut() {
-        let (kind, len) = (req.bufs.kind(), req.bufs.len());
-        let source = io::Error::other(format!("crash model could not save a pre-image: {e}"));
-        req.result = Some(Err(Error::io(kind, req.offset, len, source)));
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic in another test thread must not hide the faults.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -311,33 +344,125 @@ mod tests {
     use super::*;
     use crate::device::mem::Mem;
 
-    #[test]
-    fn next_n_counts_down_and_heal_clears() {
-        let f = Faulty::new(Arc::new(Mem::new(8192)));
-        f.fail_next_writes(2);
-        assert!(f.write_at(0, &[1; 512]).is_err());
-        assert!(f.write_at(0, &[1; 512]).is_err());
-        f.write_at(0, &[1; 512]).unwrap();
-        f.fail_reads_in(1024..1025);
-        let mut b = [0u8; 512];
-        f.read_at(512, &mut b).unwrap();
-        assert!(f.read_at(1024, &mut b).is_err());
-        f.heal();
-        f.read_at(1024, &mut b).unwrap();
-        assert_eq!(f.injected(), 3);
-        let s = f.stats();
-        assert_eq!((s.reads, s.writes), (2, 1));
+    fn faulty(size: u64) -> (Arc<Mem>, Faulty) {
+        let mem = Arc::new(Mem::new(size));
+        let f = Faulty::new(mem.clone());
+        (mem, f)
     }
 
     #[test]
-    fn invalid_requests_use_up_no_fault() {
-        let f = Faulty::new(Arc::new(Mem::new(4096)));
+    fn range_faults_hit_only_overlapping_requests() {
+        let (mem, f) = faulty(8192);
+        f.fail_writes_in(1024..1025);
+        assert!(f.write_at(0, &[1u8; 1024]).is_ok());
+        let err = f.write_at(512, &[2u8; 1024]).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Io {
+                op: IoKind::Write,
+                offset: 512,
+                len: 1024,
+                ..
+            }
+        ));
+        assert!(f.write_at(1536, &[3u8; 512]).is_ok());
+        assert_eq!(
+            mem.snapshot(512, 1024),
+            [&[1u8; 512][..], &[0u8; 512][..]].concat()
+        );
+        assert_eq!(f.injected().writes, 1);
+        f.heal();
+        assert!(f.write_at(512, &[2u8; 1024]).is_ok());
+    }
+
+    #[test]
+    fn next_n_faults_are_used_up() {
+        let (_mem, f) = faulty(4096);
+        f.fail_next_reads(1);
+        f.fail_next_reads(1);
+        f.fail_next_flushes(1);
+        let mut buf = [0u8; 512];
+        assert!(f.read_at(0, &mut buf).is_err());
+        assert!(f.read_at(0, &mut buf).is_err());
+        assert!(f.read_at(0, &mut buf).is_ok());
+        assert!(matches!(
+            f.flush(),
+            Err(Error::Io {
+                op: IoKind::Flush,
+                ..
+            })
+        ));
+        assert!(f.flush().is_ok());
+        assert_eq!(
+            f.injected(),
+            FaultStats {
+                reads: 2,
+                writes: 0,
+                flushes: 1
+            }
+        );
+        assert_eq!((f.stats().reads, f.stats().flushes), (1, 1));
+    }
+
+    #[test]
+    fn invalid_requests_keep_their_own_error_and_use_no_fault() {
+        let (_mem, f) = faulty(4096);
         f.fail_next_writes(1);
         assert!(matches!(
-            f.write_at(100, &[0; 512]),
+            f.write_at(100, &[0u8; 512]),
             Err(Error::Misaligned { .. })
         ));
-        assert!(matches!(f.write_at(0, &[0; 512]), Err(Error::Io { .. })));
-        assert_eq!(f.injected(), 1);
+        assert!(f.write_at(0, &[0u8; 512]).is_err());
+        assert_eq!(f.injected().writes, 1);
+    }
+
+    #[test]
+    fn crash_keep_reports_and_lose_restores() {
+        let (mem, f) = faulty(8192);
+        f.write_at(0, &[1u8; 1024]).unwrap();
+        f.flush().unwrap();
+        assert!(f.unflushed().is_empty());
+        f.set_crash_mode(CrashMode::Lose);
+        f.write_at(512, &[2u8; 512]).unwrap();
+        f.write_at(0, &[3u8; 1024]).unwrap();
+        let before = f.stats();
+        assert_eq!((before.reads, before.writes), (0, 3));
+        let lost = f.crash().unwrap();
+        assert_eq!(
+            lost,
+            [
+                UnflushedWrite {
+                    offset: 512,
+                    len: 512
+                },
+                UnflushedWrite {
+                    offset: 0,
+                    len: 1024
+                }
+            ]
+        );
+        assert_eq!(mem.snapshot(0, 1024), vec![1u8; 1024]);
+        assert_eq!(f.stats(), before);
+        f.set_crash_mode(CrashMode::Keep);
+        f.write_at(0, &[4u8; 512]).unwrap();
+        assert_eq!(f.crash().unwrap().len(), 1);
+        assert_eq!(mem.snapshot(0, 512), vec![4u8; 512]);
+    }
+
+    #[test]
+    fn a_failed_write_is_not_logged_and_flush_clears_the_log() {
+        let (_mem, f) = faulty(4096);
+        f.fail_next_writes(1);
+        assert!(f.write_at(0, &[1u8; 512]).is_err());
+        f.write_at(512, &[1u8; 512]).unwrap();
+        assert_eq!(
+            f.unflushed(),
+            [UnflushedWrite {
+                offset: 512,
+                len: 512
+            }]
+        );
+        f.flush().unwrap();
+        assert!(f.crash().unwrap().is_empty());
     }
 }
