@@ -14,6 +14,7 @@ pub mod mem;
 mod open;
 pub mod probe;
 pub mod sync;
+pub mod loopdev;
 pub mod uring;
 
 pub use counters::{IoCounters, IoStats};

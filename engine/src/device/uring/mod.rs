@@ -1,0 +1,305 @@
+//! `UringDevice`: the io_uring backend (O_DIRECT on an image file or a block
+//! device).
+//!
+//! A batch from the page cache goes to the kernel as it is: each request's
+//! scatter list becomes one Read/Write (one segment) or Readv/Writev SQE
+//! over the folios' own memory, so aligned buffers are never copied
+//! (misaligned ones go through an aligned bounce buffer). At most
+//! `queue_depth` requests are in flight; completions are matched by slot
+//! index, short transfers are resubmitted for the rest, and the call
+//! returns only once every request has completed. A flush is an fsync
+//! (DATASYNC) issued after all of the data completions it must cover.
+//!
+//! Registered files are used when registration works (it needs no locked
+//! memory); registered buffers are not: folio memory is owned by the page
+//! cache, not a fixed arena, and `bufwrite writeback --fixed-buffers`
+//! measures what registering an arena would buy.
+
+mod ring;
+mod sys;
+
+use super::open::OpenOptions;
+use super::{check_request, BlockDevice, IoCounters, IoRequest, IoStats};
+use crate::error::{Error, IoKind, Result};
+use io_uring::IoUring;
+use ring::{Ctx, Ring, Target};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Largest queue depth accepted (the kernel allows more; nothing here needs it).
+pub const MAX_QUEUE_DEPTH: u32 = 4096;
+
+/// How to set up a [`UringDevice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UringConfig {
+    /// Most requests in flight at once (1 ..= [`MAX_QUEUE_DEPTH`]); the SQ
+    /// has this many entries and the CQ twice as many.
+    pub queue_depth: u32,
+    /// SQEs queued before the kernel is entered to submit them (1 ..=
+    /// `queue_depth`); the default submits a full queue per call.
+    pub batch: u32,
+    /// Register the descriptor with the ring (falls back to the plain fd
+    /// when registration fails).
+    pub register_file: bool,
+    /// Refuse writes.
+    pub read_only: bool,
+}
+
+impl Default for UringConfig {
+    fn default() -> Self {
+        UringConfig {
+            queue_depth: 32,
+            batch: 32,
+            register_file: true,
+            read_only: false,
+        }
+    }
+}
+
+impl UringConfig {
+    /// The config an [`OpenOptions`] asks for.
+    pub fn from_open_options(opts: &OpenOptions) -> Self {
+        UringConfig {
+            queue_depth: opts.queue_depth,
+            batch: opts.queue_depth,
+            read_only: opts.read_only,
+            ..UringConfig::default()
+        }
+    }
+}
+
+/// The io_uring backend.
+pub struct UringDevice {
+    file: std::fs::File,
+    desc: String,
+    size: u64,
+    lbs: u32,
+    mem_align: usize,
+    read_only: bool,
+    fixed_file: bool,
+    queue_depth: u32,
+    batch: u32,
+    ring: Mutex<Ring>,
+    counters: IoCounters,
+}
+
+impl std::fmt::Debug for UringDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringDevice")
+            .field("desc", &self.desc)
+            .field("size", &self.size)
+            .field("lbs", &self.lbs)
+            .field("mem_align", &self.mem_align)
+            .field("queue_depth", &self.queue_depth)
+            .field("fixed_file", &self.fixed_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UringDevice {
+    /// Opens `path` (an image file or a block device) as [`OpenOptions`] say;
+    /// `direct` is implied.
+    pub fn open(path: &Path, opts: OpenOptions) -> Result<Self> {
+        Self::open_with(path, &UringConfig::from_open_options(&opts))
+    }
+
+    /// Opens `path` with O_DIRECT (and O_EXCL for a block device: a mounted
+    /// or otherwise held device is refused) and sets up a ring.
+    pub fn open_with(path: &Path, cfg: &UringConfig) -> Result<Self> {
+        check_config(cfg)?;
+        let (file, is_block) = sys::open_direct(path, cfg.read_only)?;
+        let geo = sys::geometry(&file, is_block).map_err(|e| Error::io(IoKind::Open, 0, 0, e))?;
+        Self::build(file, path.display().to_string(), geo, cfg)
+    }
+
+    /// Wraps a descriptor opened by the caller (it should be O_DIRECT, or
+    /// the host page cache sits below this one). `size` and `lbs` are taken
+    /// as given: requests are checked against them before submission.
+    pub fn from_file(
+        file: std::fs::File,
+        desc: String,
+        size: u64,
+        lbs: u32,
+        cfg: &UringConfig,
+    ) -> Result<Self> {
+        check_config(cfg)?;
+        if !lbs.is_power_of_two() {
+            return Err(Error::InvalidArgument(format!(
+                "logical block size {lbs} is not a power of two"
+            )));
+        }
+        let geo = sys::Geometry {
+            size,
+            lbs,
+            mem_align: lbs as usize,
+        };
+        Self::build(file, desc, geo, cfg)
+    }
+
+    fn build(
+        file: std::fs::File,
+        desc: String,
+        geo: sys::Geometry,
+        cfg: &UringConfig,
+    ) -> Result<Self> {
+        let uring = setup_ring(cfg.queue_depth)?;
+        let fd = file.as_raw_fd();
+        let fixed_file = cfg.register_file && uring.submitter().register_files(&[fd]).is_ok();
+        let target = if fixed_file {
+            Target::Fixed
+        } else {
+            Target::Fd(fd)
+        };
+        let qd = cfg.queue_depth as usize;
+        Ok(UringDevice {
+            file,
+            desc,
+            size: geo.size,
+            lbs: geo.lbs,
+            mem_align: geo.mem_align,
+            read_only: cfg.read_only,
+            fixed_file,
+            queue_depth: cfg.queue_depth,
+            batch: cfg.batch,
+            ring: Mutex::new(Ring::new(uring, target, qd, cfg.batch as usize)),
+            counters: IoCounters::default(),
+        })
+    }
+
+    /// Most requests in flight.
+    pub fn queue_depth(&self) -> u32 {
+        self.queue_depth
+    }
+
+    /// SQEs queued per kernel entry.
+    pub fn batch(&self) -> u32 {
+        self.batch
+    }
+
+    /// True when SQEs use the registered file instead of the fd.
+    pub fn fixed_file(&self) -> bool {
+        self.fixed_file
+    }
+
+    /// Buffer address alignment O_DIRECT needs here; buffers aligned to it
+    /// go to the kernel without a copy.
+    pub fn mem_align(&self) -> usize {
+        self.mem_align
+    }
+
+    /// The open descriptor (for queries; I/O goes through the ring).
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
+        // A panic inside `run` can only come from a bug, and it leaves no
+        // request in flight that a later call could confuse with its own:
+        // slot indices are reused only once their CQE was reaped.
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for UringDevice {
+    fn drop(&mut self) {
+        // The ring's teardown is asynchronous, and a registered file is only
+        // released with it: a block device would stay claimed (O_EXCL) for a
+        // moment after the drop, and a mkfs or mount right after would see it
+        // busy. Unregistering waits for the table to be released.
+        if self.fixed_file {
+            let _ = self.lock().unregister_files();
+        }
+    }
+}
+
+fn check_config(cfg: &UringConfig) -> Result<()> {
+    if cfg.queue_depth == 0 || cfg.queue_depth > MAX_QUEUE_DEPTH {
+        return Err(Error::InvalidArgument(format!(
+            "queue depth {} (must be 1 ..= {MAX_QUEUE_DEPTH})",
+            cfg.queue_depth
+        )));
+    }
+    if cfg.batch == 0 || cfg.batch > cfg.queue_depth {
+        return Err(Error::InvalidArgument(format!(
+            "batch {} (must be 1 ..= the queue depth {})",
+            cfg.batch, cfg.queue_depth
+        )));
+    }
+    Ok(())
+}
+
+/// A ring with `qd` SQ entries and a CQ twice that size, so that `qd`
+/// requests in flight can never overflow it. COOP_TASKRUN (5.19+) spares an
+/// interrupt per completion, since the submitting thread also reaps; older
+/// kernels get a plain ring.
+fn setup_ring(qd: u32) -> Result<IoUring> {
+    let cq = 2 * qd.next_power_of_two();
+    IoUring::builder()
+        .setup_coop_taskrun()
+        .setup_cqsize(cq)
+        .build(qd)
+        .or_else(|e| match e.raw_os_error() {
+            Some(libc::EINVAL) => IoUring::builder().setup_cqsize(cq).build(qd),
+            _ => Err(e),
+        })
+        .map_err(sys::setup_error)
+}
+
+/// Checks that io_uring can be used here: sets up (and drops) a small ring.
+/// The error says why not and names `--backend sync`.
+pub fn probe() -> Result<()> {
+    setup_ring(1).map(drop)
+}
+
+impl BlockDevice for UringDevice {
+    fn backend(&self) -> &'static str {
+        "uring"
+    }
+
+    fn describe(&self) -> String {
+        self.desc.clone()
+    }
+
+    fn logical_block_size(&self) -> u32 {
+        self.lbs
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn submit(&self, batch: &mut [IoRequest<'_>]) {
+        for req in batch.iter_mut() {
+            req.result = check_request(req, self.size, self.lbs, self.read_only)
+                .err()
+                .map(Err);
+        }
+        let ctx = Ctx {
+            mem_align: self.mem_align,
+            counters: &self.counters,
+        };
+        self.lock().run(batch, &ctx);
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.lock()
+            .flush()
+            .map_err(|e| Error::io(IoKind::Flush, 0, 0, e))?;
+        self.counters.record_flush();
+        Ok(())
+    }
+
+    fn stats(&self) -> IoStats {
+        self.counters.snapshot()
+    }
+}
+
+/// Opens `path` with this backend, as a shared device.
+pub fn open(path: &Path, opts: OpenOptions) -> Result<Arc<dyn BlockDevice>> {
+    Ok(Arc::new(UringDevice::open(path, opts)?))
+}
