@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 mod libmicro;
+mod paths;
 mod replay;
+mod setup;
+mod table;
+mod trace;
 mod writeback_cmd;
 
 /// bufwrite: the Linux buffered write path in userspace, buffer heads against iomap.

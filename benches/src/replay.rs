@@ -1,10 +1,158 @@
-//! `bufwrite replay` (being written).
+//! `bufwrite replay`: applies a trace of writes, reads and fsyncs to a new,
+//! empty Flat file and prints `read OFF LEN HASH` for each read.
 
-/// Arguments.
+use crate::setup::{self, CommonArgs, Target};
+use crate::trace::{self, Line, Op};
+use anyhow::Context;
+use bufwrite_engine::File;
+use std::io::{IoSlice, Read, Write};
+use std::path::PathBuf;
+
+/// Arguments of `bufwrite replay`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(group = clap::ArgGroup::new("target").required(true).args(["mem", "device"]))]
+pub struct Args {
+    /// Run on a RAM device of SIZE bytes (suffixes K, M, G): the file starts
+    /// empty and can grow to SIZE.
+    #[arg(long, value_name = "SIZE", value_parser = setup::parse_size)]
+    pub mem: Option<u64>,
+    /// Run on this image file or block device: the file starts empty and
+    /// can grow to the device's size. Its old contents are overwritten.
+    #[arg(long, value_name = "PATH")]
+    pub device: Option<PathBuf>,
+    /// The write path.
+    #[arg(long, default_value = "iomap")]
+    pub path: String,
+    /// Read the trace from FILE instead of stdin.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
 
 /// Runs the command.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("this command is not built yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    crate::paths::make_path(&args.path)?;
+    let text = read_trace(args.trace.as_deref())?;
+    // The whole trace is checked before anything touches the file.
+    let lines = trace::parse(&text)?;
+    let file = open_file(&args)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let result = lines.iter().try_for_each(|line| {
+        apply(&file, line, &mut out)
+            .with_context(|| format!("trace line {} ({}) failed", line.number, describe(&line.op)))
+    });
+    // The reads before a failure are still printed.
+    out.flush().context("cannot write to stdout")?;
+    result
+}
+
+fn read_trace(path: Option<&std::path::Path>) -> anyhow::Result<String> {
+    match path {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read the trace {}", p.display())),
+        None => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read the trace from stdin")?;
+            Ok(s)
+        }
+    }
+}
+
+fn open_file(args: &Args) -> anyhow::Result<File> {
+    let bs = u64::from(args.common.block_size);
+    let (target, size) = match (&args.device, args.mem) {
+        (Some(path), _) => (Target::Device(path.clone()), 0),
+        (None, Some(size)) => {
+            if size == 0 || size % bs != 0 {
+                anyhow::bail!(
+                    "--mem {size}: the size must be a positive multiple of the block size {bs}"
+                );
+            }
+            (Target::Mem, size)
+        }
+        (None, None) => anyhow::bail!("give --mem SIZE or --device PATH"),
+    };
+    let opened = setup::open_target(&target, size, args.common.backend)?;
+    // A device's tail that is not a whole block cannot be part of the file.
+    let capacity = opened.device.size() / bs * bs;
+    setup::flat_file(&opened.device, 0, capacity, 0, &args.common, &args.path)
+}
+
+fn apply(file: &File, line: &Line, out: &mut impl Write) -> anyhow::Result<()> {
+    match &line.op {
+        Op::Pwrite { off, len, seed } => {
+            let buf = pattern(file, *seed, *off, *len)?;
+            expect_all(file.pwrite(*off, &buf)?, *len)
+        }
+        Op::Write { len, seed } => {
+            let buf = pattern(file, *seed, file.position(), *len)?;
+            expect_all(file.write(&buf)?, *len)
+        }
+        Op::Seek { off } => {
+            file.seek(*off);
+            Ok(())
+        }
+        Op::Writev { seed, lens } => writev(file, *seed, lens),
+        Op::Read { off, len } => {
+            // As pread: bytes past EOF are not returned, so at most the
+            // file's size is allocated, whatever LEN says.
+            let avail = file.size().saturating_sub(*off).min(*len);
+            let mut buf = vec![0u8; usize::try_from(avail)?];
+            let n = file.pread(*off, &mut buf)?;
+            // LEN printed is the requested length, not the bytes returned,
+            // so a line reads back as the trace's own `read` line.
+            writeln!(out, "read {off} {len} {:016x}", trace::fnv1a64(&buf[..n]))?;
+            Ok(())
+        }
+        Op::Fsync => Ok(file.fsync()?),
+    }
+}
+
+/// The pattern bytes of a write of `len` at `off`, after checking that it
+/// fits the file (so a bad trace line cannot allocate past the capacity).
+fn pattern(file: &File, seed: u64, off: u64, len: u64) -> anyhow::Result<Vec<u8>> {
+    file.inode().mapper.prepare_write(off, len)?;
+    let mut buf = vec![0u8; usize::try_from(len)?];
+    trace::fill_pattern(seed, off, &mut buf);
+    Ok(buf)
+}
+
+fn writev(file: &File, seed: u64, lens: &[u64]) -> anyhow::Result<()> {
+    let total: u64 = lens.iter().sum();
+    // The buffers are consecutive in the file: one pattern over the whole
+    // range, cut into the trace's pieces.
+    let all = pattern(file, seed, file.position(), total)?;
+    let mut slices = Vec::with_capacity(lens.len());
+    let mut rest = &all[..];
+    for &l in lens {
+        let (head, tail) = rest.split_at(l as usize);
+        slices.push(IoSlice::new(head));
+        rest = tail;
+    }
+    expect_all(file.writev(&slices)?, total)
+}
+
+fn expect_all(written: usize, len: u64) -> anyhow::Result<()> {
+    if written as u64 != len {
+        anyhow::bail!("short write: {written} of {len} bytes");
+    }
+    Ok(())
+}
+
+fn describe(op: &Op) -> String {
+    match op {
+        Op::Pwrite { off, len, seed } => format!("pwrite {off} {len} {seed}"),
+        Op::Write { len, seed } => format!("write {len} {seed}"),
+        Op::Seek { off } => format!("seek {off}"),
+        Op::Writev { seed, lens } => {
+            let lens: Vec<String> = lens.iter().map(u64::to_string).collect();
+            format!("writev {seed} {}", lens.join(" "))
+        }
+        Op::Read { off, len } => format!("read {off} {len}"),
+        Op::Fsync => "fsync".to_string(),
+    }
 }

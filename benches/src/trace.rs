@@ -1,0 +1,492 @@
+//! The replay trace: its grammar, the fixed byte pattern writes carry, and
+//! the hash printed for reads. Both are specified in DESIGN.md ("Command
+//! line") so that any other tool can reproduce a replay byte for byte.
+
+use std::fmt;
+
+/// One operation of a trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `pwrite OFF LEN SEED`: write at OFF; the file position stays.
+    Pwrite {
+        /// File offset.
+        off: u64,
+        /// Bytes to write.
+        len: u64,
+        /// Pattern seed.
+        seed: u64,
+    },
+    /// `write LEN SEED`: write at the file position and advance it.
+    Write {
+        /// Bytes to write.
+        len: u64,
+        /// Pattern seed.
+        seed: u64,
+    },
+    /// `seek OFF`: set the file position.
+    Seek {
+        /// The new position.
+        off: u64,
+    },
+    /// `writev SEED LEN LEN ...`: one vectored write at the file position
+    /// (the buffers land consecutively), advancing it.
+    Writev {
+        /// Pattern seed.
+        seed: u64,
+        /// Length of each buffer.
+        lens: Vec<u64>,
+    },
+    /// `read OFF LEN`: read at OFF and print its hash; the position stays.
+    Read {
+        /// File offset.
+        off: u64,
+        /// Bytes asked for.
+        len: u64,
+    },
+    /// `fsync`: write back every dirty block and flush the device.
+    Fsync,
+}
+
+/// An operation and the trace line it came from (1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// Line number in the trace, counting from 1.
+    pub number: usize,
+    /// The operation.
+    pub op: Op,
+}
+
+/// What is wrong with a malformed trace line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseErrorKind {
+    /// The first word is not an operation.
+    UnknownOp(String),
+    /// An argument is missing.
+    Missing {
+        /// The operation.
+        op: &'static str,
+        /// The argument's name.
+        arg: &'static str,
+    },
+    /// More arguments than the operation takes.
+    Extra {
+        /// The operation.
+        op: &'static str,
+        /// The first surplus word.
+        word: String,
+    },
+    /// An argument is not a decimal or `0x` hex number that fits in 64 bits.
+    BadNumber {
+        /// The argument's name.
+        arg: &'static str,
+        /// What was written.
+        word: String,
+    },
+    /// The range's end (offset plus lengths) does not fit in 64 bits.
+    Overflow,
+}
+
+/// A malformed trace line: its number and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("trace line {line}: {kind}")]
+pub struct ParseError {
+    /// Line number, counting from 1.
+    pub line: usize,
+    /// What is wrong.
+    pub kind: ParseErrorKind,
+}
+
+impl fmt::Display for ParseErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownOp(w) => write!(
+                f,
+                "unknown operation {w:?} (expected pwrite, write, seek, writev, read or fsync)"
+            ),
+            Self::Missing { op, arg } => write!(f, "{op} is missing its {arg} argument"),
+            Self::Extra { op, word } => write!(f, "{op} takes no more arguments, found {word:?}"),
+            Self::BadNumber { arg, word } => write!(
+                f,
+                "{arg} {word:?} is not a number (decimal or 0x hex, at most 64 bits)"
+            ),
+            Self::Overflow => f.write_str("offset plus length overflows 64 bits"),
+        }
+    }
+}
+
+/// Parses a whole trace; the first malformed line is an error and nothing
+/// is returned. Blank lines and `#` comments (whole-line or trailing) are
+/// skipped.
+pub fn parse(text: &str) -> Result<Vec<Line>, ParseError> {
+    let mut lines = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let code = raw.split('#').next().unwrap_or("");
+        let mut words = code.split_whitespace();
+        let Some(name) = words.next() else { continue };
+        let op = parse_op(name, &mut words).map_err(|kind| ParseError { line: i + 1, kind })?;
+        lines.push(Line { number: i + 1, op });
+    }
+    Ok(lines)
+}
+
+type Words<'a, 'b> = &'b mut std::str::SplitWhitespace<'a>;
+
+fn parse_op(name: &str, words: Words<'_, '_>) -> Result<Op, ParseErrorKind> {
+    let op = match name {
+        "pwrite" => {
+            let off = arg(words, "pwrite", "OFF")?;
+            let len = arg(words, "pwrite", "LEN")?;
+            let seed = arg(words, "pwrite", "SEED")?;
+            off.checked_add(len).ok_or(ParseErrorKind::Overflow)?;
+            Op::Pwrite { off, len, seed }
+        }
+        "write" => Op::Write {
+            len: arg(words, "write", "LEN")?,
+            seed: arg(words, "write", "SEED")?,
+        },
+        "seek" => Op::Seek {
+            off: arg(words, "seek", "OFF")?,
+        },
+        "writev" => return parse_writev(words),
+        "read" => {
+            let off = arg(words, "read", "OFF")?;
+            let len = arg(words, "read", "LEN")?;
+            off.checked_add(len).ok_or(ParseErrorKind::Overflow)?;
+            Op::Read { off, len }
+        }
+        "fsync" => Op::Fsync,
+        _ => return Err(ParseErrorKind::UnknownOp(name.to_string())),
+    };
+    no_more(words, op_name(&op))?;
+    Ok(op)
+}
+
+fn parse_writev(words: Words<'_, '_>) -> Result<Op, ParseErrorKind> {
+    let seed = arg(words, "writev", "SEED")?;
+    let lens = words
+        .map(|w| number(w, "LEN"))
+        .collect::<Result<Vec<u64>, _>>()?;
+    if lens.is_empty() {
+        return Err(ParseErrorKind::Missing {
+            op: "writev",
+            arg: "LEN",
+        });
+    }
+    lens.iter()
+        .try_fold(0u64, |sum, &l| sum.checked_add(l))
+        .ok_or(ParseErrorKind::Overflow)?;
+    Ok(Op::Writev { seed, lens })
+}
+
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Pwrite { .. } => "pwrite",
+        Op::Write { .. } => "write",
+        Op::Seek { .. } => "seek",
+        Op::Writev { .. } => "writev",
+        Op::Read { .. } => "read",
+        Op::Fsync => "fsync",
+    }
+}
+
+fn arg(words: Words<'_, '_>, op: &'static str, name: &'static str) -> Result<u64, ParseErrorKind> {
+    let word = words
+        .next()
+        .ok_or(ParseErrorKind::Missing { op, arg: name })?;
+    number(word, name)
+}
+
+fn no_more(words: Words<'_, '_>, op: &'static str) -> Result<(), ParseErrorKind> {
+    match words.next() {
+        Some(w) => Err(ParseErrorKind::Extra {
+            op,
+            word: w.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn number(word: &str, arg: &'static str) -> Result<u64, ParseErrorKind> {
+    parse_number(word).ok_or_else(|| ParseErrorKind::BadNumber {
+        arg,
+        word: word.to_string(),
+    })
+}
+
+/// Parses a decimal or `0x`/`0X` hex number that fits in a `u64`. Signs,
+/// separators and empty digits are refused.
+pub fn parse_number(word: &str) -> Option<u64> {
+    let (digits, radix) = match word.strip_prefix("0x").or_else(|| word.strip_prefix("0X")) {
+        Some(hex) => (hex, 16),
+        None => (word, 10),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u64::from_str_radix(digits, radix).ok()
+}
+
+/// The splitmix64 finaliser (wrapping arithmetic), as DESIGN.md gives it.
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The byte at absolute file offset `o` written with seed `s`: the
+/// definition, which [`fill_pattern`] computes eight bytes at a time (the
+/// tests hold the two together).
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn pattern_byte(s: u64, o: u64) -> u8 {
+    (splitmix64(s ^ (o >> 3)) >> (8 * (o & 7))) as u8
+}
+
+/// Fills `buf` with the bytes of seed `seed` for file offsets `off..`.
+pub fn fill_pattern(seed: u64, off: u64, buf: &mut [u8]) {
+    // One splitmix64 per 8-byte group of the file, not per byte.
+    let mut o = off;
+    let mut i = 0;
+    while i < buf.len() {
+        let word = splitmix64(seed ^ (o >> 3)).to_le_bytes();
+        let first = (o & 7) as usize;
+        let n = (8 - first).min(buf.len() - i);
+        buf[i..i + n].copy_from_slice(&word[first..first + n]);
+        i += n;
+        o += n as u64;
+    }
+}
+
+/// FNV-1a 64 of `bytes`.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(text: &str) -> (usize, ParseErrorKind) {
+        let e = parse(text).unwrap_err();
+        (e.line, e.kind)
+    }
+
+    #[test]
+    fn parses_every_op_with_comments_blanks_and_hex() {
+        let t = "# header\n\npwrite 0x10 4096 7\nwrite 5 1 # trailing\n  seek 0\n\
+                 writev 3 1 2 0X3\nread 0 10\nfsync\n";
+        let ops: Vec<(usize, Op)> = parse(t)
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.number, l.op))
+            .collect();
+        assert_eq!(
+            ops,
+            vec![
+                (
+                    3,
+                    Op::Pwrite {
+                        off: 16,
+                        len: 4096,
+                        seed: 7
+                    }
+                ),
+                (4, Op::Write { len: 5, seed: 1 }),
+                (5, Op::Seek { off: 0 }),
+                (
+                    6,
+                    Op::Writev {
+                        seed: 3,
+                        lens: vec![1, 2, 3]
+                    }
+                ),
+                (7, Op::Read { off: 0, len: 10 }),
+                (8, Op::Fsync),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_malformed_kind_names_its_line() {
+        use ParseErrorKind::*;
+        assert_eq!(kind("fsync\ntruncate 0"), (2, UnknownOp("truncate".into())));
+        assert_eq!(
+            kind("pwrite 0 1"),
+            (
+                1,
+                Missing {
+                    op: "pwrite",
+                    arg: "SEED"
+                }
+            )
+        );
+        assert_eq!(
+            kind("write"),
+            (
+                1,
+                Missing {
+                    op: "write",
+                    arg: "LEN"
+                }
+            )
+        );
+        assert_eq!(
+            kind("seek"),
+            (
+                1,
+                Missing {
+                    op: "seek",
+                    arg: "OFF"
+                }
+            )
+        );
+        assert_eq!(
+            kind("read 1"),
+            (
+                1,
+                Missing {
+                    op: "read",
+                    arg: "LEN"
+                }
+            )
+        );
+        assert_eq!(
+            kind("writev 1"),
+            (
+                1,
+                Missing {
+                    op: "writev",
+                    arg: "LEN"
+                }
+            )
+        );
+        assert_eq!(
+            kind("writev"),
+            (
+                1,
+                Missing {
+                    op: "writev",
+                    arg: "SEED"
+                }
+            )
+        );
+        assert_eq!(
+            kind("\n\nfsync now"),
+            (
+                3,
+                Extra {
+                    op: "fsync",
+                    word: "now".into()
+                }
+            )
+        );
+        assert_eq!(
+            kind("seek 1 2"),
+            (
+                1,
+                Extra {
+                    op: "seek",
+                    word: "2".into()
+                }
+            )
+        );
+        assert_eq!(
+            kind("read 0 -1"),
+            (
+                1,
+                BadNumber {
+                    arg: "LEN",
+                    word: "-1".into()
+                }
+            )
+        );
+        assert_eq!(
+            kind("write +5 1"),
+            (
+                1,
+                BadNumber {
+                    arg: "LEN",
+                    word: "+5".into()
+                }
+            )
+        );
+        assert_eq!(
+            kind("seek 0x"),
+            (
+                1,
+                BadNumber {
+                    arg: "OFF",
+                    word: "0x".into()
+                }
+            )
+        );
+        assert_eq!(
+            kind("seek 0xg"),
+            (
+                1,
+                BadNumber {
+                    arg: "OFF",
+                    word: "0xg".into()
+                }
+            )
+        );
+        assert_eq!(
+            kind("writev 1 2 x"),
+            (
+                1,
+                BadNumber {
+                    arg: "LEN",
+                    word: "x".into()
+                }
+            )
+        );
+        assert_eq!(
+            kind("pwrite 1 2 18446744073709551616"),
+            (
+                1,
+                BadNumber {
+                    arg: "SEED",
+                    word: "18446744073709551616".into()
+                }
+            )
+        );
+        assert_eq!(kind("pwrite 0xffffffffffffffff 2 0"), (1, Overflow));
+        assert_eq!(kind("read 0xffffffffffffffff 1"), (1, Overflow));
+        assert_eq!(kind("writev 0 0xffffffffffffffff 1"), (1, Overflow));
+        let msg = parse("fsync\nfsync\nwrite 1").unwrap_err().to_string();
+        assert_eq!(msg, "trace line 3: write is missing its SEED argument");
+    }
+
+    #[test]
+    fn splitmix64_fixed_values() {
+        // Reference values of the published splitmix64 finaliser applied to
+        // x (the generator's first output from state x).
+        assert_eq!(splitmix64(0), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(splitmix64(1), 0x910a_2dec_8902_5cc1);
+    }
+
+    #[test]
+    fn pattern_bytes_are_little_endian_groups_of_eight() {
+        let w0 = 0xe220_a839_7b1d_cdafu64.to_le_bytes();
+        for o in 0..8 {
+            assert_eq!(pattern_byte(0, o), w0[o as usize]);
+        }
+        // Offsets 8..16 use splitmix64(0 ^ 1), and the seed is xored in.
+        assert_eq!(pattern_byte(0, 8), 0xc1);
+        assert_eq!(pattern_byte(1, 0), 0xc1);
+        let mut buf = [0u8; 21];
+        fill_pattern(9, 5, &mut buf);
+        for (i, b) in buf.iter().enumerate() {
+            assert_eq!(*b, pattern_byte(9, 5 + i as u64), "offset {}", 5 + i);
+        }
+    }
+
+    #[test]
+    fn fnv1a64_known_vectors() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x85944171f73967e8);
+    }
+}
