@@ -1,1 +1,243 @@
-//! placeholder
+//! bufwrite-compat: the legacy buffer-head write path over the bufwrite
+//! engine, in three modes.
+//!
+//! Each folio written through this path carries a [`BufferRing`]: one
+//! [`BufferHead`] per block, each its own heap node, linked in a ring from
+//! the head, so that walking it costs what the kernel's walk costs. Writes
+//! go through the engine's shared loop ([`generic_perform_write`]); this
+//! crate supplies write_begin and commit, which walk the ring as the
+//! [`Mode`] says, plus read-in and the writeback runs. The page cache, the
+//! copy, i_size and the writeback batcher are the engine's.
+//!
+//! ```
+//! use bufwrite_compat::{BufferHeadPath, Mode};
+//! use bufwrite_engine::{device::mem::Mem, File, FileOptions, Flat, OrderPolicy};
+//! use std::sync::Arc;
+//!
+//! let dev = Arc::new(Mem::new(4 << 20));
+//! let flat = Arc::new(Flat::new(0, 4 << 20, 4096, 2 << 20)?);
+//! let opts = FileOptions { order: OrderPolicy::Fixed(9) };
+//! let file = File::open(dev, flat, Box::new(BufferHeadPath::new(Mode::TailSkip)), opts)?;
+//! file.pwrite(0, &vec![1u8; 2 << 20])?; // the folio becomes uptodate
+//! file.path().reset_walk_stats();
+//! file.pwrite(0, &[2u8; 1024])?;
+//! assert_eq!(file.walk_stats().write_begin, 1); // stopped after the written head
+//! file.fsync()?;
+//! # Ok::<(), bufwrite_engine::Error>(())
+//! ```
+
+mod buffer_head;
+mod read;
+mod ring;
+mod write;
+mod writeback;
+
+pub use buffer_head::{BhState, BufferHead};
+pub use ring::{BufferRing, Walk};
+
+use bufwrite_engine::generic_write::{generic_perform_write, FolioWriteOps};
+use bufwrite_engine::{
+    DirtyRun, Error, FolioData, FolioPrivate, Inode, IovIter, Result, WalkStats, WritePath,
+};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// How write_begin and commit walk the ring; chosen per file at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Walk every head in both walks (Linux v6.16 .. before the fix).
+    Legacy,
+    /// The upstream fix (both patches): when the folio was uptodate on
+    /// entry, stop once past the written range; otherwise walk every head.
+    TailSkip,
+    /// The rejected v1 variant, as an experiment: on an uptodate folio,
+    /// start at the first written head (through a seek index the kernel's
+    /// ring does not have) and stop after the last; otherwise walk every head.
+    SeekToFrom,
+}
+
+impl Mode {
+    /// All modes, in the order reports list them.
+    pub const ALL: [Mode; 3] = [Mode::Legacy, Mode::TailSkip, Mode::SeekToFrom];
+
+    /// The path name used in reports and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Legacy => "bh-legacy",
+            Mode::TailSkip => "bh-tailskip",
+            Mode::SeekToFrom => "bh-seek",
+        }
+    }
+
+    /// The mode named `name` (`bh-legacy`, `bh-tailskip`, `bh-seek`).
+    pub fn from_name(name: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// Heads visited by write_begin and commit.
+///
+/// Writes to one file are serialised by the `File`'s write lock, so the
+/// counters are bumped with a relaxed load and store (plain moves, no
+/// locked read-modify-write): the count costs next to nothing whether or not
+/// anyone reads it. Readers on other threads may see a slightly stale value.
+#[derive(Debug, Default)]
+struct WalkCounters {
+    write_begin: AtomicU64,
+    commit: AtomicU64,
+}
+
+impl WalkCounters {
+    #[inline]
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.store(counter.load(Relaxed) + n as u64, Relaxed);
+    }
+}
+
+/// The buffer-head write path in one [`Mode`].
+#[derive(Debug)]
+pub struct BufferHeadPath {
+    mode: Mode,
+    walks: WalkCounters,
+}
+
+impl BufferHeadPath {
+    /// The buffer-head path walking its rings as `mode` says.
+    pub fn new(mode: Mode) -> Self {
+        BufferHeadPath {
+            mode,
+            walks: WalkCounters::default(),
+        }
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+}
+
+/// The folio's ring, if it has one.
+pub fn folio_ring(folio: &FolioData) -> Option<&BufferRing> {
+    match &folio.private {
+        FolioPrivate::Other(b) => b.downcast_ref::<BufferRing>(),
+        _ => None,
+    }
+}
+
+/// Attaches a ring to the folio if it has none (`create_empty_buffers`),
+/// seeding every head from the folio flags: uptodate folio, uptodate heads;
+/// dirty (and uptodate) folio, dirty heads.
+fn ensure_ring(folio: &mut FolioData, bs: usize, seek_index: bool) -> Result<&mut BufferRing> {
+    if matches!(folio.private, FolioPrivate::None) {
+        let mut state = BhState::empty();
+        if folio.uptodate() {
+            state.insert(BhState::UPTODATE);
+            if folio.dirty() {
+                state.insert(BhState::DIRTY);
+            }
+        }
+        let ring = BufferRing::new(folio.size() / bs, bs as u32, state, seek_index);
+        folio.private = FolioPrivate::Other(Box::new(ring));
+    }
+    ring_mut(folio).ok_or_else(|| {
+        Error::InvalidArgument(
+            "folio carries another write path's per-block state, not a buffer ring".into(),
+        )
+    })
+}
+
+/// The folio's ring, mutably, if it has one.
+fn ring_mut(folio: &mut FolioData) -> Option<&mut BufferRing> {
+    match &mut folio.private {
+        FolioPrivate::Other(b) => b.downcast_mut::<BufferRing>(),
+        _ => None,
+    }
+}
+
+/// The folio's ring and its data, borrowed apart so a walk can fill the
+/// blocks it visits.
+fn ring_and_data(folio: &mut FolioData) -> Option<(&mut BufferRing, &mut [u8])> {
+    let FolioData { data, private, .. } = folio;
+    match private {
+        FolioPrivate::Other(b) => Some((b.downcast_mut::<BufferRing>()?, &mut data[..])),
+        _ => None,
+    }
+}
+
+impl FolioWriteOps for BufferHeadPath {
+    fn write_begin(
+        &self,
+        inode: &Inode,
+        folio: &mut FolioData,
+        off: usize,
+        len: usize,
+    ) -> Result<()> {
+        let (visited, res) = write::write_begin(self.mode, inode, folio, off, off + len);
+        WalkCounters::add(&self.walks.write_begin, visited);
+        res
+    }
+
+    fn write_end(
+        &self,
+        inode: &Inode,
+        folio: &mut FolioData,
+        off: usize,
+        len: usize,
+        copied: usize,
+    ) -> usize {
+        let (copied, visited) = write::write_end(self.mode, inode, folio, off, len, copied);
+        WalkCounters::add(&self.walks.commit, visited);
+        copied
+    }
+}
+
+impl WritePath for BufferHeadPath {
+    fn name(&self) -> &'static str {
+        self.mode.name()
+    }
+
+    fn perform_write(&self, inode: &Inode, pos: u64, src: &mut IovIter<'_>) -> Result<u64> {
+        generic_perform_write(inode, self, pos, src)
+    }
+
+    fn read_folio_range(
+        &self,
+        inode: &Inode,
+        folio: &mut FolioData,
+        from: usize,
+        to: usize,
+    ) -> Result<()> {
+        read::read_folio_range(self.mode, inode, folio, from, to)
+    }
+
+    fn writeback_runs(
+        &self,
+        inode: &Inode,
+        folio: &mut FolioData,
+        end: usize,
+        runs: &mut Vec<DirtyRun>,
+    ) -> Result<()> {
+        let fpos = folio.pos();
+        let ring = ensure_ring(folio, inode.bs(), self.mode == Mode::SeekToFrom)?;
+        writeback::writeback_runs(inode, fpos, ring, end, runs)
+    }
+
+    fn clear_dirty(&self, folio: &mut FolioData, off: usize, len: usize) -> bool {
+        ring_mut(folio).is_none_or(|ring| writeback::clear_dirty(ring, off, off + len))
+    }
+
+    fn private_bytes(&self, folio: &FolioData) -> usize {
+        folio_ring(folio).map_or(0, BufferRing::memory_bytes)
+    }
+
+    fn walk_stats(&self) -> WalkStats {
+        WalkStats {
+            write_begin: self.walks.write_begin.load(Relaxed),
+            commit: self.walks.commit.load(Relaxed),
+        }
+    }
+
+    fn reset_walk_stats(&self) {
+        self.walks.write_begin.store(0, Relaxed);
+        self.walks.commit.store(0, Relaxed);
+    }
+}

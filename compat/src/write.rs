@@ -1,0 +1,292 @@
+//! write_begin and commit over the buffer ring (`ext4_block_write_begin`,
+//! `block_write_end` / `block_commit_write`), in the three modes.
+
+use crate::buffer_head::{BhState, BufferHead};
+use crate::ring::BufferRing;
+use crate::{ensure_ring, ring_and_data, Mode};
+use bufwrite_engine::{Error, FolioData, FolioFlags, Inode, Result};
+
+/// Where one walk starts, and whether it may stop once past the range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    stop_after_to: bool,
+}
+
+/// The walk a mode does over folio bytes starting at `from`.
+///
+/// `uptodate_on_entry` must be the folio flag sampled once when the
+/// operation began. Skipping heads is only sound because an uptodate folio
+/// guarantees that every head outside the written range is already
+/// uptodate and needs nothing: that is a statement about the state before
+/// this operation touched anything. Re-reading the flag later could see it
+/// turn on part-way (commit's own discovery, or the read-in of an edge
+/// block completing the folio) and stop a walk that began as a
+/// not-uptodate walk, so the prefix would have been treated one way and the
+/// tail skipped as if the other: the not-uptodate work (partial-block
+/// reads, New-block zeroing, the partial scan that decides whether the
+/// folio is now uptodate) would be half done. One sample keeps every head's
+/// treatment and the stop condition consistent.
+fn span(mode: Mode, uptodate_on_entry: bool, from: usize, bs: usize) -> Span {
+    let full = Span {
+        start: 0,
+        stop_after_to: false,
+    };
+    match mode {
+        Mode::Legacy => full,
+        // Not uptodate: the walk must see every head (reads, zeroing, the
+        // partial scan); only the uptodate case is trimmed.
+        _ if !uptodate_on_entry => full,
+        Mode::TailSkip => Span {
+            start: 0,
+            stop_after_to: true,
+        },
+        Mode::SeekToFrom => Span {
+            start: from / bs,
+            stop_after_to: true,
+        },
+    }
+}
+
+/// Prepares folio bytes `[from, to)` for the copy. Returns the heads the
+/// walk visited and the outcome; on error the New blocks in the range are
+/// zeroed (they must never expose stale bytes).
+pub(crate) fn write_begin(
+    mode: Mode,
+    inode: &Inode,
+    folio: &mut FolioData,
+    from: usize,
+    to: usize,
+) -> (usize, Result<()>) {
+    let bs = inode.bs();
+    let up = folio.uptodate();
+    let ctx = Ctx {
+        inode,
+        fpos: folio.pos(),
+        isize: inode.size(),
+        from,
+        to,
+        up,
+    };
+    if let Err(e) = ensure_ring(folio, bs, mode == Mode::SeekToFrom) {
+        return (0, Err(e));
+    }
+    let Some((ring, data)) = ring_and_data(folio) else {
+        return (0, Err(no_ring()));
+    };
+    let span = span(mode, up, from, bs);
+    let mut visited = 0;
+    let mut res = Ok(());
+    for bh in ring.walk_from(span.start) {
+        visited += 1;
+        if bh.outside(from, to) {
+            if up {
+                bh.state.insert(BhState::UPTODATE);
+            }
+        } else if let Err(e) = ctx.prepare(bh, data) {
+            res = Err(e);
+            break;
+        }
+        if span.stop_after_to && bh.range().1 >= to {
+            break;
+        }
+    }
+    if res.is_err() && zero_new_buffers(ring, data, from, to) {
+        inode.mark_folio_dirty(folio);
+    }
+    (visited, res)
+}
+
+fn no_ring() -> Error {
+    Error::InvalidArgument("folio has no buffer ring after write_begin".into())
+}
+
+/// What every head of one write_begin walk needs to know.
+struct Ctx<'a> {
+    inode: &'a Inode,
+    fpos: u64,
+    isize: u64,
+    from: usize,
+    to: usize,
+    up: bool,
+}
+
+impl Ctx<'_> {
+    /// One head inside the written range: map it, then make its bytes the
+    /// copy will not cover valid (zero a new block's, read a partial one's).
+    fn prepare(&self, bh: &mut BufferHead, data: &mut [u8]) -> Result<()> {
+        // A New bit left by a failed write is stale.
+        bh.state.remove(BhState::NEW);
+        let (start, end) = bh.range();
+        let block_pos = self.fpos + start as u64;
+        if !bh.mapped() {
+            let m = self
+                .inode
+                .mapper
+                .get_block(block_pos / u64::from(bh.size), true)?;
+            bh.map(&m)?;
+        }
+        if self.up {
+            bh.state.insert(BhState::UPTODATE);
+            return Ok(());
+        }
+        if bh.uptodate() {
+            return Ok(());
+        }
+        if bh.reads_as_zero() || block_pos >= self.isize {
+            // Nothing valid on disk: zero what the copy will not fill. The
+            // block becomes uptodate only at commit, after the copy.
+            bh.state.insert(BhState::NEW);
+            let (lo, hi) = (self.from.max(start), self.to.min(end));
+            data[start..lo].fill(0);
+            data[hi..end].fill(0);
+            return Ok(());
+        }
+        if self.from > start || self.to < end {
+            // Only the first and last block of a write can get here.
+            bh.state.insert(BhState::LOCK | BhState::REQ);
+            let r = self.inode.read_blocks(bh.addr(), &mut data[start..end]);
+            bh.state.remove(BhState::LOCK);
+            r?;
+            bh.state.insert(BhState::UPTODATE);
+        }
+        Ok(())
+    }
+}
+
+/// `folio_zero_new_buffers`: New blocks overlapping `[from, to)` get that
+/// part zeroed (the rest was zeroed by write_begin) and become uptodate and
+/// dirty, so a block allocated for a write that did not happen holds zeroes,
+/// not stale disk bytes. Returns true when it dirtied a head.
+fn zero_new_buffers(ring: &mut BufferRing, data: &mut [u8], from: usize, to: usize) -> bool {
+    if from >= to {
+        return false;
+    }
+    let mut dirtied = false;
+    for bh in ring.walk() {
+        if !bh.state.contains(BhState::NEW) || bh.outside(from, to) {
+            continue;
+        }
+        let (start, end) = bh.range();
+        if !bh.uptodate() {
+            data[from.max(start)..to.min(end)].fill(0);
+            bh.state.insert(BhState::UPTODATE);
+        }
+        bh.state.remove(BhState::NEW);
+        bh.state.insert(BhState::DIRTY);
+        dirtied = true;
+    }
+    dirtied
+}
+
+/// `block_write_end`: a short copy into a folio that is not uptodate is
+/// rejected whole (its New blocks zeroed); then commit. Returns the bytes
+/// accepted and the heads commit visited.
+pub(crate) fn write_end(
+    mode: Mode,
+    inode: &Inode,
+    folio: &mut FolioData,
+    from: usize,
+    len: usize,
+    copied: usize,
+) -> (usize, usize) {
+    let bs = inode.bs();
+    let up = folio.uptodate();
+    let Some((ring, data)) = ring_and_data(folio) else {
+        return (0, 0);
+    };
+    let mut copied = copied;
+    let mut dirtied = false;
+    if copied < len {
+        if !up {
+            copied = 0;
+        }
+        dirtied = zero_new_buffers(ring, data, from + copied, from + len);
+    }
+    let c = commit(ring, span(mode, up, from, bs), from, from + copied);
+    if !c.partial {
+        folio.flags.set(FolioFlags::UPTODATE, true);
+    }
+    if dirtied || copied > 0 {
+        inode.mark_folio_dirty(folio);
+    }
+    (copied, c.visited)
+}
+
+/// What a commit walk found.
+struct Commit {
+    visited: usize,
+    partial: bool,
+}
+
+/// `block_commit_write`: written heads become uptodate and dirty; a head
+/// outside the range that is not uptodate means the folio is not uptodate
+/// yet. The walk shape comes from the mode (the upstream patch 1/2 for
+/// TailSkip: stop once past `to` when the folio was uptodate on entry).
+fn commit(ring: &mut BufferRing, span: Span, from: usize, to: usize) -> Commit {
+    let mut c = Commit {
+        visited: 0,
+        partial: false,
+    };
+    for bh in ring.walk_from(span.start) {
+        c.visited += 1;
+        if bh.outside(from, to) {
+            c.partial |= !bh.uptodate();
+        } else {
+            bh.state.insert(BhState::UPTODATE | BhState::DIRTY);
+        }
+        bh.state.remove(BhState::NEW);
+        if span.stop_after_to && bh.range().1 >= to {
+            break;
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_per_mode() {
+        let full = Span {
+            start: 0,
+            stop_after_to: false,
+        };
+        for m in Mode::ALL {
+            assert_eq!(span(m, false, 8192, 4096), full);
+        }
+        assert_eq!(span(Mode::Legacy, true, 8192, 4096), full);
+        assert_eq!(span(Mode::TailSkip, true, 8192, 4096).start, 0);
+        assert_eq!(span(Mode::SeekToFrom, true, 8192, 4096).start, 2);
+        assert!(span(Mode::SeekToFrom, true, 8192, 4096).stop_after_to);
+    }
+
+    #[test]
+    fn commit_discovers_uptodate_only_on_a_full_walk() {
+        let mut ring = BufferRing::new(4, 1024, BhState::empty(), false);
+        let full = span(Mode::TailSkip, false, 0, 1024);
+        let c = commit(&mut ring, full, 0, 2048);
+        assert_eq!((c.visited, c.partial), (4, true));
+        let c = commit(&mut ring, full, 2048, 4096);
+        assert_eq!((c.visited, c.partial), (4, false));
+        assert!(ring.iter().all(|bh| bh.uptodate() && bh.dirty()));
+        let c = commit(&mut ring, span(Mode::TailSkip, true, 0, 1024), 0, 100);
+        assert_eq!(c.visited, 1);
+    }
+
+    #[test]
+    fn zero_new_buffers_zeroes_and_dirties() {
+        let mut ring = BufferRing::new(2, 1024, BhState::empty(), false);
+        let mut data = vec![9u8; 2048];
+        if let Some(bh) = ring.walk_from(1).next() {
+            bh.state.insert(BhState::NEW | BhState::MAPPED);
+        }
+        assert!(zero_new_buffers(&mut ring, &mut data, 1500, 2048));
+        assert!(data[1500..].iter().all(|&b| b == 0));
+        assert_eq!(data[1499], 9);
+        let states: Vec<bool> = ring.iter().map(|bh| bh.dirty() && bh.uptodate()).collect();
+        assert_eq!(states, vec![false, true]);
+        assert!(!zero_new_buffers(&mut ring, &mut data, 0, 0));
+    }
+}
