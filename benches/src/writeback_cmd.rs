@@ -1,10 +1,377 @@
-//! `bufwrite writeback_cmd` (being written).
+//! `bufwrite writeback`: writeback throughput (MB/s) per backend, queue
+//! depth, I/O size and dirty layout.
+//!
+//! Each run hands the device what writeback hands it: windows of up to 64
+//! dirty runs, each one request of `io_size` bytes from page-aligned folio
+//! memory, one `submit` per window, in ascending device order (writeback
+//! walks dirty folios by index), then one flush. `seq` dirties consecutive
+//! runs; `random` dirties runs at random `io_size`-aligned places in the
+//! region. The figure is bytes written / (time from the first submit to the
+//! end of the flush), median of `--runs`. The run prints the fio command
+//! that does the same I/O, for comparison.
 
-/// Arguments.
+use anyhow::{bail, Context, Result};
+use bufwrite_engine::device::uring::{UringConfig, UringDevice};
+use bufwrite_engine::device::{open_device, Backend, OpenOptions};
+use bufwrite_engine::{AlignedBuf, BlockDevice, IoRequest};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Requests per submitted batch: writeback's window of 64 folios.
+const WINDOW: usize = 64;
+
+/// Arguments of `bufwrite writeback`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Backends to measure (comma-separated: uring, sync).
+    #[arg(long, value_delimiter = ',', default_value = "uring,sync")]
+    backend: Vec<String>,
+    /// io_uring queue depths (comma-separated); sync has none and runs once.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    qd: Vec<u32>,
+    /// I/O sizes (comma-separated, with K/M suffixes).
+    #[arg(long, value_delimiter = ',', default_value = "4K,16K,64K,256K,1M")]
+    io_size: Vec<String>,
+    /// Dirty layouts (comma-separated: seq, random).
+    #[arg(long, value_delimiter = ',', default_value = "seq,random")]
+    layout: Vec<String>,
+    /// Bytes written back per run (K/M/G suffixes).
+    #[arg(long, default_value = "64M")]
+    total: String,
+    /// Runs per configuration; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// A device or image file to write to (its contents are destroyed);
+    /// default: a temp image file.
+    #[arg(long)]
+    device: Option<PathBuf>,
+    /// Size of the temp image (and of the region random runs spread over).
+    #[arg(long, default_value = "512M")]
+    image_size: String,
+    /// Directory of the temp image (must support O_DIRECT; not tmpfs).
+    #[arg(long, default_value = "/var/tmp")]
+    dir: PathBuf,
+    /// Also measure io_uring without the registered file.
+    #[arg(long)]
+    compare_registered_file: bool,
+    /// Seed of the random layout.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// One JSON object per configuration instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One measured configuration.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Row {
+    backend: String,
+    qd: u32,
+    registered_file: bool,
+    io_size: u64,
+    layout: String,
+    bytes: u64,
+    mb_per_s: f64,
+    runs_mb_per_s: Vec<f64>,
+    fio: String,
+}
 
 /// Runs the command.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("this command is not built yet")
+pub fn run(args: Args) -> Result<()> {
+    let total = parse_size(&args.total)?;
+    let sizes = args
+        .io_size
+        .iter()
+        .map(|s| parse_size(s))
+        .collect::<Result<Vec<_>>>()?;
+    for l in &args.layout {
+        if l != "seq" && l != "random" {
+            bail!("layout {l:?} (expected seq or random)");
+        }
+    }
+    let (_tmp, target) = match &args.device {
+        Some(p) => (None, p.clone()),
+        None => {
+            let size = parse_size(&args.image_size)?;
+            let (dir, path) = make_image(&args.dir, size)?;
+            (Some(dir), path)
+        }
+    };
+    if !args.json {
+        println!(
+            "# writeback to {} ({} per run, median of {})",
+            target.display(),
+            args.total,
+            args.runs
+        );
+        println!(
+            "{:<8} {:>3} {:>4} {:>8} {:<7} {:>10}",
+            "backend", "qd", "reg", "io_size", "layout", "MB/s"
+        );
+    }
+    for config in configs(&args)? {
+        for &io_size in &sizes {
+            for layout in &args.layout {
+                let row = measure(&args, &target, &config, io_size, layout, total)?;
+                print_row(&row, args.json)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A backend set-up to measure.
+struct Config {
+    backend: Backend,
+    qd: u32,
+    registered_file: bool,
+}
+
+fn configs(args: &Args) -> Result<Vec<Config>> {
+    let mut out = Vec::new();
+    for b in &args.backend {
+        let backend: Backend = b.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        match backend {
+            Backend::Sync => out.push(Config {
+                backend,
+                qd: 1,
+                registered_file: false,
+            }),
+            Backend::Uring => {
+                for &qd in &args.qd {
+                    out.push(Config {
+                        backend,
+                        qd,
+                        registered_file: true,
+                    });
+                    if args.compare_registered_file {
+                        out.push(Config {
+                            backend,
+                            qd,
+                            registered_file: false,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn open(target: &Path, c: &Config) -> Result<Arc<dyn BlockDevice>> {
+    let dev: Arc<dyn BlockDevice> = match c.backend {
+        Backend::Uring => {
+            let cfg = UringConfig {
+                queue_depth: c.qd,
+                batch: c.qd,
+                register_file: c.registered_file,
+                read_only: false,
+            };
+            Arc::new(UringDevice::open_with(target, &cfg)?)
+        }
+        Backend::Sync => {
+            let opts = OpenOptions {
+                backend: Backend::Sync,
+                direct: true,
+                ..OpenOptions::default()
+            };
+            open_device(target, opts)?
+        }
+    };
+    Ok(dev)
+}
+
+fn measure(
+    args: &Args,
+    target: &Path,
+    c: &Config,
+    io_size: u64,
+    layout: &str,
+    total: u64,
+) -> Result<Row> {
+    let dev = open(target, c)?;
+    let lbs = u64::from(dev.logical_block_size());
+    if io_size == 0 || io_size % lbs != 0 {
+        bail!("I/O size {io_size} is not a multiple of the device's block size {lbs}");
+    }
+    let slots = dev.size() / io_size;
+    let count = (total / io_size).min(slots);
+    if count == 0 {
+        bail!("the device ({} bytes) is smaller than one I/O", dev.size());
+    }
+    let offsets = layout_offsets(layout, count, slots, io_size, args.seed);
+    let window = AlignedBuf::zeroed(WINDOW * io_size as usize);
+    let mut runs = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs.max(1) {
+        let t = Instant::now();
+        write_back(dev.as_ref(), &offsets, &window, io_size as usize)?;
+        let secs = t.elapsed().as_secs_f64();
+        runs.push((count * io_size) as f64 / secs / 1e6);
+    }
+    let mut sorted = runs.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(Row {
+        backend: c.backend.to_string(),
+        qd: c.qd,
+        registered_file: c.registered_file,
+        io_size,
+        layout: layout.to_string(),
+        bytes: count * io_size,
+        mb_per_s: sorted[sorted.len() / 2],
+        runs_mb_per_s: runs,
+        fio: fio_command(target, c, io_size, layout, count * io_size),
+    })
+}
+
+/// Device offsets of the dirty runs, in writeback order per window.
+fn layout_offsets(layout: &str, count: u64, slots: u64, io_size: u64, seed: u64) -> Vec<u64> {
+    let mut picked: Vec<u64> = if layout == "seq" {
+        (0..count).collect()
+    } else {
+        // Partial Fisher-Yates: `count` distinct slots of the region.
+        let mut all: Vec<u64> = (0..slots).collect();
+        let mut rng = seed | 1;
+        for i in 0..count as usize {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let j = i + (rng % (slots - i as u64)) as usize;
+            all.swap(i, j);
+        }
+        all.truncate(count as usize);
+        all
+    };
+    for w in picked.chunks_mut(WINDOW) {
+        w.sort_unstable();
+    }
+    picked.into_iter().map(|s| s * io_size).collect()
+}
+
+/// Submits the runs a window at a time, then flushes.
+fn write_back(dev: &dyn BlockDevice, offsets: &[u64], mem: &[u8], io_size: usize) -> Result<()> {
+    for w in offsets.chunks(WINDOW) {
+        let mut reqs: Vec<IoRequest<'_>> = w
+            .iter()
+            .zip(mem.chunks(io_size))
+            .map(|(&off, buf)| IoRequest::write(off, buf))
+            .collect();
+        dev.submit(&mut reqs);
+        for r in &mut reqs {
+            r.take_result().context("writeback request")?;
+        }
+    }
+    dev.flush().context("flush")?;
+    Ok(())
+}
+
+/// The fio job doing the same I/O through io_uring (O_DIRECT, one fdatasync
+/// at the end); for a random layout it is fio's own random pattern.
+fn fio_command(target: &Path, c: &Config, io_size: u64, layout: &str, bytes: u64) -> String {
+    let rw = if layout == "seq" {
+        "write"
+    } else {
+        "randwrite"
+    };
+    let engine = match c.backend {
+        Backend::Uring => format!("--ioengine=io_uring --iodepth={}", c.qd),
+        Backend::Sync => "--ioengine=psync".to_string(),
+    };
+    format!(
+        "fio --name=wb --filename={} --rw={rw} --bs={io_size} {engine} --direct=1 \
+         --size={bytes} --end_fsync=1 --randrepeat=0 --norandommap",
+        target.display()
+    )
+}
+
+fn print_row(r: &Row, json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, r)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{:<8} {:>3} {:>4} {:>8} {:<7} {:>10.1}",
+            r.backend,
+            r.qd,
+            if r.registered_file { "yes" } else { "no" },
+            human(r.io_size),
+            r.layout,
+            r.mb_per_s
+        )?;
+    }
+    Ok(())
+}
+
+fn human(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}M", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}K", n >> 10),
+        n => n.to_string(),
+    }
+}
+
+/// `4096`, `4K`, `64k`, `1M`, `2G`.
+fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, shift) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 10),
+        Some((i, 'm' | 'M')) => (&s[..i], 20),
+        Some((i, 'g' | 'G')) => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = num.parse().with_context(|| format!("size {s:?}"))?;
+    n.checked_mul(1 << shift)
+        .with_context(|| format!("size {s:?} overflows"))
+}
+
+/// A temp image of `size` bytes, written through once so that the runs
+/// overwrite allocated blocks (as fio lays out its file) instead of
+/// allocating them.
+fn make_image(dir: &Path, size: u64) -> Result<(tempfile::TempDir, PathBuf)> {
+    let tmp =
+        tempfile::tempdir_in(dir).with_context(|| format!("temp dir in {}", dir.display()))?;
+    let path = tmp.path().join("writeback.img");
+    let mut f = std::fs::File::create(&path)?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()?;
+    Ok((tmp, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("4K").unwrap(), 4096);
+        assert_eq!(parse_size("1m").unwrap(), 1 << 20);
+        assert!(parse_size("x").is_err());
+        assert_eq!(human(65536), "64K");
+    }
+
+    #[test]
+    fn layouts_are_distinct_aligned_and_sorted_per_window() {
+        for layout in ["seq", "random"] {
+            let offs = layout_offsets(layout, 200, 1000, 4096, 7);
+            assert_eq!(offs.len(), 200);
+            let mut u = offs.clone();
+            u.sort_unstable();
+            u.dedup();
+            assert_eq!(u.len(), 200);
+            assert!(offs.iter().all(|o| o % 4096 == 0 && *o < 1000 * 4096));
+            for w in offs.chunks(WINDOW) {
+                assert!(w.windows(2).all(|p| p[0] < p[1]));
+            }
+        }
+    }
 }
