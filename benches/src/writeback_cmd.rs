@@ -193,7 +193,7 @@ fn measure(
 ) -> Result<Row> {
     let dev = open(target, c)?;
     let lbs = u64::from(dev.logical_block_size());
-    if io_size == 0 || io_size % lbs != 0 {
+    if io_size == 0 || !io_size.is_multiple_of(lbs) {
         bail!("I/O size {io_size} is not a multiple of the device's block size {lbs}");
     }
     let slots = dev.size() / io_size;
@@ -307,8 +307,8 @@ fn print_row(r: &Row, json: bool) -> Result<()> {
 
 fn human(n: u64) -> String {
     match n {
-        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}M", n >> 20),
-        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}K", n >> 10),
+        n if n >= 1 << 20 && n.is_multiple_of(1 << 20) => format!("{}M", n >> 20),
+        n if n >= 1 << 10 && n.is_multiple_of(1 << 10) => format!("{}K", n >> 10),
         n => n.to_string(),
     }
 }

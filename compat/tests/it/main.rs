@@ -1,0 +1,6 @@
+//! bufwrite-compat integration tests, one binary: walk counts and read-in
+//! counts per mode, and the four paths against the model.
+
+mod common;
+mod model;
+mod walks;
