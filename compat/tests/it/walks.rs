@@ -80,10 +80,13 @@ fn a_whole_folio_write_makes_it_uptodate_and_later_walks_short() {
 /// Blocks a cold write of `[off, off + len)` must read: its partial edge blocks.
 fn edge_blocks(off: u64, len: u64, bs: u64) -> u64 {
     let end = off + len;
-    let first_partial = off % bs != 0;
-    let last_partial = end % bs != 0 && (end - 1) / bs != off / bs;
-    let single_partial = end % bs != 0 && (end - 1) / bs == off / bs && !first_partial;
-    u64::from(first_partial) + u64::from(last_partial) + u64::from(single_partial)
+    let first_partial = !off.is_multiple_of(bs);
+    let last_partial = !end.is_multiple_of(bs);
+    if (end - 1) / bs == off / bs {
+        u64::from(first_partial || last_partial)
+    } else {
+        u64::from(first_partial) + u64::from(last_partial)
+    }
 }
 
 #[test]
