@@ -1,17 +1,434 @@
-//! Integration tests of the engine against the model harness.
+//! Specific behaviour of the engine's iomap path: what a write costs in
+//! device I/O, which bits it touches, how writeback merges, and what an
+//! invalid write leaves behind.
 
-use bufwrite_engine::testing::{apply, check_device, Model, Op};
-use bufwrite_engine::{device::mem::Mem, File, FileOptions, Flat, IomapPath};
+mod common;
+
+use bufwrite_engine::testing::{apply, check_device, fill, Model, Op};
+use bufwrite_engine::{Error, File, IoStats, OrderPolicy};
+use common::Rig;
+use std::io::IoSlice;
 use std::sync::Arc;
 
-#[test]
-fn harness_smoke() {
-    let dev = Arc::new(Mem::new(1 << 20));
-    let flat = Arc::new(Flat::new(0, 1 << 20, 4096, 0).unwrap());
-    let file = File::open(dev.clone(), flat, Box::new(IomapPath::new()), FileOptions::default()).unwrap();
-    let mut model = Model::new(1 << 20);
-    for op in [Op::Pwrite { off: 5000, len: 300, seed: 7 }, Op::Read { off: 0, len: 6000 }, Op::Fsync] {
-        apply(&file, &mut model, &op).unwrap();
+const MIB: u64 = 1 << 20;
+const ZERO: IoStats = IoStats {
+    reads: 0,
+    writes: 0,
+    bytes_read: 0,
+    bytes_written: 0,
+    flushes: 0,
+};
+
+/// Per-block (uptodate, dirty) bits of the folio holding `pos`; a folio
+/// without state reports its flags for every block.
+fn bits(file: &File, pos: u64) -> Vec<(bool, bool)> {
+    let folio = file.inode().cache.find(pos).expect("folio cached");
+    let g = folio.lock();
+    let n = g.size() / file.inode().bs();
+    match g.iomap_state() {
+        Some(s) => (0..n)
+            .map(|b| (s.is_uptodate(b, b + 1), s.is_dirty(b)))
+            .collect(),
+        None => vec![(g.uptodate(), g.dirty()); n],
     }
-    check_device(&dev.snapshot(0, model.size()), &model).unwrap();
+}
+
+fn bytes(seed: u64, pos: u64, len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len];
+    fill(seed, pos, &mut b);
+    b
+}
+
+/// A file of `len` bytes written with seed 1, written back and (if `cold`)
+/// dropped from the cache.
+fn prepared(bs: u32, order: OrderPolicy, len: u64, cold: bool) -> Rig {
+    let rig = Rig::mem(bs, order, 8 * MIB);
+    rig.file.pwrite(0, &bytes(1, 0, len as usize)).unwrap();
+    rig.file.fsync().unwrap();
+    if cold {
+        rig.file.drop_caches();
+        assert!(rig.file.inode().cache.is_empty());
+    }
+    rig
+}
+
+fn read_back(file: &File, pos: u64, len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len];
+    assert_eq!(file.pread(pos, &mut b).unwrap(), len);
+    b
+}
+
+#[test]
+fn cached_overwrite_does_no_io_and_touches_only_its_bits() {
+    for bs in [1024u32, 2048, 4096] {
+        let rig = prepared(bs, OrderPolicy::Fixed(9), 2 * MIB, false);
+        let f = &rig.file;
+        // After writeback the folio is uptodate and clean.
+        let before = bits(f, 0);
+        assert!(before.iter().all(|&(u, d)| u && !d), "bs {bs}");
+        let (pos, len) = (5000u64, 3000usize);
+        let s0 = f.device_stats();
+        assert_eq!(f.pwrite(pos, &bytes(2, pos, len)).unwrap(), len);
+        assert_eq!(f.device_stats() - s0, ZERO, "bs {bs}");
+        let after = bits(f, 0);
+        let bsz = bs as u64;
+        let written = (pos / bsz) as usize..(pos + len as u64).div_ceil(bsz) as usize;
+        for (b, (&(u0, d0), &(u1, d1))) in before.iter().zip(&after).enumerate() {
+            assert!(u1 && u0, "bs {bs} block {b} uptodate");
+            assert_eq!(d1, written.contains(&b) || d0, "bs {bs} block {b} dirty");
+        }
+        // A second overwrite of the now dirty folio: still no I/O.
+        let s1 = f.device_stats();
+        f.pwrite(MIB, &bytes(3, MIB, 100)).unwrap();
+        assert_eq!(f.device_stats() - s1, ZERO);
+        assert_eq!(read_back(f, pos, len), bytes(2, pos, len));
+    }
+}
+
+#[test]
+fn cold_partial_writes_read_only_the_edge_blocks() {
+    // (offset, length, blocks read): middle of a block, aligned block,
+    // straddling two blocks, two whole blocks, a partial head and tail.
+    let cases = [
+        (MIB + 100, 1024u64, 1u64),
+        (MIB, 4096, 0),
+        (MIB + 4096 - 512, 1024, 2),
+        (MIB, 8192, 0),
+        (MIB + 100, 3 * 4096, 2),
+        (MIB + 4096, 4000, 1),
+    ];
+    for (pos, len, blocks) in cases {
+        let rig = prepared(4096, OrderPolicy::Fixed(9), 2 * MIB, true);
+        let f = &rig.file;
+        let s0 = f.device_stats();
+        f.pwrite(pos, &bytes(2, pos, len as usize)).unwrap();
+        let d = f.device_stats() - s0;
+        assert_eq!(
+            (d.reads, d.bytes_read),
+            (blocks, blocks * 4096),
+            "{pos} {len}"
+        );
+        assert_eq!(d.writes, 0);
+        // The written blocks are uptodate and dirty, every other block
+        // neither (nothing else was read).
+        let first = pos / 4096;
+        let last = (pos + len).div_ceil(4096);
+        for (b, &(u, dirty)) in bits(f, pos).iter().enumerate() {
+            let inside = (first..last).contains(&(b as u64));
+            assert_eq!((u, dirty), (inside, inside), "{pos} {len} block {b}");
+        }
+        let mut want = bytes(1, 0, 2 * MIB as usize);
+        want[pos as usize..(pos + len) as usize].copy_from_slice(&bytes(2, pos, len as usize));
+        assert_eq!(read_back(f, 0, want.len()), want);
+        f.fsync().unwrap();
+        assert_eq!(rig.region_bytes()[..want.len()], want[..]);
+    }
+}
+
+#[test]
+fn cold_writes_with_small_blocks() {
+    // 1 KiB blocks: a 100-byte write inside a block reads that block,
+    // one straddling two blocks reads both.
+    for (pos, blocks) in [(2100u64, 1u64), (3000, 2)] {
+        let rig = prepared(1024, OrderPolicy::Fixed(9), 2 * MIB, true);
+        let s0 = rig.file.device_stats();
+        rig.file.pwrite(pos, &bytes(2, pos, 100)).unwrap();
+        let d = rig.file.device_stats() - s0;
+        assert_eq!((d.reads, d.bytes_read), (blocks, blocks * 1024));
+    }
+}
+
+#[test]
+fn writes_past_eof_zero_without_reading() {
+    let rig = prepared(4096, OrderPolicy::Fixed(9), 5000, true);
+    let f = &rig.file;
+    let s0 = f.device_stats();
+    // Starts in the EOF block (which holds data: one read), then a gap.
+    f.pwrite(100_000, &bytes(2, 100_000, 10)).unwrap();
+    let d = f.device_stats() - s0;
+    assert_eq!((d.reads, d.bytes_read), (1, 4096));
+    let mut want = bytes(1, 0, 5000);
+    want.resize(100_000, 0);
+    want.extend(bytes(2, 100_000, 10));
+    assert_eq!(read_back(f, 0, want.len()), want);
+}
+
+#[test]
+fn writeback_merges_runs_across_folios() {
+    for bs in [1024u32, 4096] {
+        let bsz = u64::from(bs);
+        let rig = prepared(bs, OrderPolicy::Fixed(9), 4 * MIB, false);
+        let f = &rig.file;
+        // One block each side of the folio boundary at 2 MiB.
+        f.pwrite(2 * MIB - bsz, &bytes(2, 2 * MIB - bsz, 2 * bs as usize))
+            .unwrap();
+        assert_eq!(f.inode().cache.nr_dirty(), 2);
+        let s0 = f.device_stats();
+        f.fsync().unwrap();
+        let d = f.device_stats() - s0;
+        assert_eq!(
+            (d.writes, d.bytes_written, d.flushes),
+            (1, 2 * bsz, 1),
+            "bs {bs}"
+        );
+        assert_eq!(f.inode().cache.nr_dirty(), 0);
+
+        // Two dirty runs separated by one clean block: two writes, and only
+        // the dirty blocks.
+        f.pwrite(10 * bsz + 1, &[7u8; 3]).unwrap();
+        f.pwrite(12 * bsz, &[8u8; 2]).unwrap();
+        let s0 = f.device_stats();
+        f.fsync().unwrap();
+        let d = f.device_stats() - s0;
+        assert_eq!((d.writes, d.bytes_written), (2, 2 * bsz), "bs {bs}");
+
+        // Small unaligned writes in scattered blocks: bytes written is the
+        // dirty block bytes.
+        let offs = [5u64, 3 * MIB + 17, MIB + 3 * bsz - 1, 100 * bsz + 40];
+        let mut blocks = std::collections::BTreeSet::new();
+        for &o in &offs {
+            f.pwrite(o, &[9u8; 2]).unwrap();
+            blocks.insert(o / bsz);
+            blocks.insert((o + 1) / bsz);
+        }
+        let s0 = f.device_stats();
+        f.fsync().unwrap();
+        let d = f.device_stats() - s0;
+        assert_eq!(d.bytes_written, blocks.len() as u64 * bsz, "bs {bs}");
+        assert_eq!(d.reads, 0);
+    }
+}
+
+#[test]
+fn writeback_merges_small_folios() {
+    // Order-0 folios: 16 dirty 4 KiB folios in a row are one write.
+    let rig = Rig::mem(4096, OrderPolicy::Fixed(0), 4 * MIB);
+    rig.file.pwrite(0, &bytes(1, 0, 65536)).unwrap();
+    let s0 = rig.file.device_stats();
+    rig.file.fsync().unwrap();
+    let d = rig.file.device_stats() - s0;
+    assert_eq!((d.writes, d.bytes_written), (1, 65536));
+}
+
+#[test]
+fn folio_state_invariants() {
+    // Rules 1, 3 and 4: uptodate folio <=> every block uptodate; a dirty
+    // block is uptodate; dirty blocks only in dirty folios.
+    let mut model = Model::new(4 * MIB);
+    let rig = Rig::mem(1024, OrderPolicy::FromWrite { max_order: 9 }, 4 * MIB);
+    let ops = [
+        Op::Pwrite {
+            off: 0,
+            len: 2 * MIB,
+            seed: 1,
+        },
+        Op::Fsync,
+        Op::DropCaches,
+        Op::Pwrite {
+            off: 3000,
+            len: 100,
+            seed: 2,
+        },
+        Op::Read {
+            off: 40_000,
+            len: 10_000,
+        },
+        Op::Pwrite {
+            off: MIB + 5,
+            len: 70_000,
+            seed: 3,
+        },
+        Op::Pwrite {
+            off: 2 * MIB + 100,
+            len: 10,
+            seed: 4,
+        },
+        Op::Fsync,
+        Op::Pwrite {
+            off: 500,
+            len: 10,
+            seed: 5,
+        },
+    ];
+    for op in &ops {
+        apply(&rig.file, &mut model, op).unwrap();
+        common::check_invariants(&rig.file).unwrap_or_else(|e| panic!("after {op}: {e}"));
+    }
+    apply(&rig.file, &mut model, &Op::Fsync).unwrap();
+    common::check_invariants(&rig.file).unwrap();
+    check_device(&rig.region_bytes(), &model).unwrap();
+}
+
+#[test]
+fn zero_length_writes_are_no_ops() {
+    let rig = prepared(4096, OrderPolicy::Fixed(2), 10_000, true);
+    let f = &rig.file;
+    let s0 = f.device_stats();
+    f.seek(1 << 40);
+    assert_eq!(f.pwrite(1 << 40, &[]).unwrap(), 0);
+    assert_eq!(f.pwrite(u64::MAX, &[]).unwrap(), 0);
+    assert_eq!(f.write(&[]).unwrap(), 0);
+    assert_eq!(f.writev(&[]).unwrap(), 0);
+    let empty = [IoSlice::new(&[]), IoSlice::new(&[])];
+    assert_eq!(f.writev(&empty).unwrap(), 0);
+    assert_eq!(f.pwritev(1 << 50, &empty).unwrap(), 0);
+    assert_eq!(f.size(), 10_000);
+    assert_eq!(f.position(), 1 << 40);
+    assert!(f.inode().cache.is_empty());
+    assert_eq!(f.device_stats() - s0, ZERO);
+}
+
+/// Runs a failing op and checks that nothing changed: contents, size,
+/// cache, device I/O.
+fn assert_refused(rig: &Rig, model: &Model, what: &str, run: impl FnOnce(&File) -> Error) {
+    let f = &rig.file;
+    let cached = f.inode().cache.len();
+    let dirty = f.inode().cache.nr_dirty();
+    let s0 = f.device_stats();
+    let err = run(f);
+    assert!(
+        matches!(
+            err,
+            Error::RangeOverflow { .. } | Error::FileTooLarge { .. }
+        ),
+        "{what}: {err}"
+    );
+    assert_eq!(f.device_stats() - s0, ZERO, "{what}");
+    assert_eq!(f.size(), model.size(), "{what}");
+    assert_eq!(f.inode().cache.len(), cached, "{what}");
+    assert_eq!(f.inode().cache.nr_dirty(), dirty, "{what}");
+    let mut m = model.clone();
+    m.seek(f.position());
+    let all = Op::Read {
+        off: 0,
+        len: model.size() + 10,
+    };
+    apply(f, &mut m, &all).unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+#[test]
+fn invalid_writes_change_nothing() {
+    let cap = 4 * MIB;
+    let rig = Rig::mem(4096, OrderPolicy::FromWrite { max_order: 9 }, cap);
+    let mut model = Model::new(cap);
+    // Acknowledged: some data, part of it written back, part dirty.
+    for op in [
+        Op::Pwrite {
+            off: 0,
+            len: 10_000,
+            seed: 1,
+        },
+        Op::Fsync,
+        Op::Pwrite {
+            off: 5000,
+            len: 100,
+            seed: 2,
+        },
+    ] {
+        apply(&rig.file, &mut model, &op).unwrap();
+    }
+    let buf = vec![1u8; 20];
+    assert_refused(&rig, &model, "pwrite overflow", |f| {
+        f.pwrite(u64::MAX - 10, &buf).unwrap_err()
+    });
+    assert_refused(&rig, &model, "pwrite past capacity", |f| {
+        f.pwrite(cap - 10, &buf).unwrap_err()
+    });
+    assert_refused(
+        &rig,
+        &model,
+        "pwrite far past capacity (no gap zeroing)",
+        |f| f.pwrite(cap + 100_000, &buf).unwrap_err(),
+    );
+    assert_refused(&rig, &model, "pwrite at capacity", |f| {
+        f.pwrite(cap, &buf[..1]).unwrap_err()
+    });
+    assert_refused(&rig, &model, "write at a position near u64::MAX", |f| {
+        f.seek(u64::MAX - 3);
+        let e = f.write(&buf).unwrap_err();
+        assert_eq!(f.position(), u64::MAX - 3);
+        e
+    });
+    assert_refused(&rig, &model, "writev past capacity", |f| {
+        f.seek(cap - 30);
+        let v = [IoSlice::new(&buf), IoSlice::new(&buf)];
+        let e = f.writev(&v).unwrap_err();
+        assert_eq!(f.position(), cap - 30);
+        e
+    });
+    assert_refused(&rig, &model, "pwritev overflow", |f| {
+        let v = [IoSlice::new(&buf), IoSlice::new(&buf)];
+        f.pwritev(u64::MAX - 30, &v).unwrap_err()
+    });
+    // A write that exactly fills the capacity still works.
+    f_fill_to_capacity(&rig, &mut model, cap);
+}
+
+fn f_fill_to_capacity(rig: &Rig, model: &mut Model, cap: u64) {
+    apply(&rig.file, model, &Op::Seek { off: 0 }).unwrap();
+    apply(
+        &rig.file,
+        model,
+        &Op::Pwrite {
+            off: cap - 3000,
+            len: 3000,
+            seed: 9,
+        },
+    )
+    .unwrap();
+    apply(&rig.file, model, &Op::Fsync).unwrap();
+    check_device(&rig.region_bytes(), model).unwrap();
+    rig.check_outside().unwrap();
+}
+
+#[test]
+fn file_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<File>();
+}
+
+#[test]
+fn concurrent_writers_and_reader() {
+    let rig = Rig::mem(1024, OrderPolicy::FromWrite { max_order: 9 }, 8 * MIB);
+    let file = Arc::new(rig.file);
+    let half = 3 * MIB;
+    // Give the file its size first, so the writers never zero a gap.
+    file.pwrite(0, &vec![0u8; 2 * half as usize]).unwrap();
+    std::thread::scope(|s| {
+        for (t, base) in [(1u64, 0u64), (2, half)] {
+            let file = &file;
+            s.spawn(move || {
+                let mut pos = base;
+                let mut n = 0u64;
+                while pos < base + half {
+                    let len = (1 + (n * 7919) % 50_000).min(base + half - pos);
+                    file.pwrite(pos, &bytes(t, pos, len as usize)).unwrap();
+                    pos += len;
+                    n += 1;
+                }
+            });
+        }
+        let file = &file;
+        s.spawn(move || {
+            let mut buf = vec![0u8; 100_000];
+            for i in 0..200u64 {
+                let pos = (i * 31_337) % (2 * half - 100_000);
+                assert_eq!(file.pread(pos, &mut buf).unwrap(), buf.len());
+                if i % 50 == 0 {
+                    file.fsync().unwrap();
+                }
+            }
+        });
+    });
+    file.fsync().unwrap();
+    let mut want = bytes(1, 0, half as usize);
+    want.extend(bytes(2, half, half as usize));
+    let mut got = vec![0u8; want.len()];
+    assert_eq!(file.pread(0, &mut got).unwrap(), want.len());
+    assert!(got == want, "cached contents differ");
+    let m = rig.mem.as_ref().unwrap();
+    assert!(
+        m.snapshot(0, want.len() as u64) == want,
+        "device contents differ"
+    );
 }

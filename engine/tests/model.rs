@@ -103,6 +103,7 @@ fn run(dev: Dev, s: &Setup, ops: &[Op]) -> Result<(), String> {
     };
     for (i, op) in ops.iter().enumerate() {
         apply(&rig.file, &mut model, op).map_err(|e| format!("op {i}: {e}"))?;
+        common::check_invariants(&rig.file).map_err(|e| format!("after op {i} ({op}): {e}"))?;
         if *op == Op::Fsync {
             check(&model).map_err(|e| format!("after op {i} ({op}): {e}"))?;
         }

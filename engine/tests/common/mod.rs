@@ -124,3 +124,38 @@ impl Rig {
         Ok(())
     }
 }
+
+/// Checks UPSTREAM §8 rules 1, 3 and 4 on every cached folio: the folio is
+/// uptodate exactly when every block is; a dirty block is uptodate; dirty
+/// blocks only in a dirty folio, and a dirty folio is in the dirty set.
+pub fn check_invariants(file: &File) -> Result<(), String> {
+    let bs = file.inode().bs();
+    for folio in file.inode().cache.folios() {
+        let g = folio.lock();
+        let at = g.pos();
+        if let Some(s) = g.iomap_state() {
+            if s.nblocks() != g.size() / bs {
+                return Err(format!("folio {at}: {} blocks in its state", s.nblocks()));
+            }
+            if s.all_uptodate() != g.uptodate() {
+                return Err(format!(
+                    "folio {at}: flag uptodate {} but bitmap full {}",
+                    g.uptodate(),
+                    s.all_uptodate()
+                ));
+            }
+            for b in 0..s.nblocks() {
+                if s.is_dirty(b) && !s.is_uptodate(b, b + 1) {
+                    return Err(format!("folio {at}: block {b} dirty but not uptodate"));
+                }
+            }
+            if s.any_dirty() && !g.dirty() {
+                return Err(format!("folio {at}: dirty blocks in a clean folio"));
+            }
+        }
+        if g.dirty() && !g.uptodate() && g.iomap_state().is_none() {
+            return Err(format!("folio {at}: dirty, not uptodate, no state"));
+        }
+    }
+    Ok(())
+}
