@@ -186,14 +186,22 @@ impl PageCache {
     }
 
     /// Drops every clean, unlocked folio (drop_caches for this file), so the
-    /// next access reads from the device. Dirty and locked folios stay.
+    /// next access reads from the device. Dirty and locked folios stay, and
+    /// so do folios someone holds a reference to: a writer that found a
+    /// folio and has not locked it yet would otherwise write into a folio
+    /// the cache no longer holds, and its data would never be written back.
     /// Returns how many folios were dropped.
     pub fn drop_clean(&self) -> usize {
         let mut map = self.folios.write().unwrap_or_else(|e| e.into_inner());
         let before = map.len();
-        map.retain(|_, f| match f.try_lock() {
-            Some(g) => g.dirty(),
-            None => true,
+        // With the map's write lock held nobody can take a new reference,
+        // so a count of one (the map's) means nobody is about to use it.
+        map.retain(|_, f| {
+            Arc::strong_count(f) > 1
+                || match f.try_lock() {
+                    Some(g) => g.dirty(),
+                    None => true,
+                }
         });
         before - map.len()
     }
@@ -239,6 +247,9 @@ mod tests {
         b.lock().flags.set(crate::FolioFlags::DIRTY, true);
         c.mark_dirty(b.index());
         assert_eq!(c.dirty_folios().len(), 1);
+        // A folio still referenced outside the cache stays.
+        assert_eq!(c.drop_clean(), 0);
+        drop(a);
         assert_eq!(c.drop_clean(), 1);
         assert_eq!(c.len(), 1);
         c.clear_dirty(0);
