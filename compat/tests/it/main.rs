@@ -2,5 +2,6 @@
 //! counts per mode, and the four paths against the model.
 
 mod common;
+mod faults;
 mod model;
 mod walks;
