@@ -268,17 +268,22 @@ fn prefill(file: &File, size: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Calls per sample so that a sample takes about [`SAMPLE_TARGET`].
+/// Calls per sample so that a sample takes about [`SAMPLE_TARGET`]: grow
+/// the count until it takes a quarter of that (which also warms the path
+/// up), then take the fastest of a few trials, so that one disturbed trial
+/// on a shared machine does not shrink every sample.
 fn calibrate(r: &Runner, case: Case) -> anyhow::Result<u64> {
     let mut n = 1u64;
-    loop {
-        let t = time_calls(r, case, n)?;
-        if t >= SAMPLE_TARGET / 4 || n >= 1 << 24 {
-            let per_call = t.as_secs_f64() / n as f64;
-            return Ok(((SAMPLE_TARGET.as_secs_f64() / per_call) as u64).max(1));
-        }
+    let mut t = time_calls(r, case, n)?;
+    while t < SAMPLE_TARGET / 4 && n < 1 << 24 {
         n *= 2;
+        t = time_calls(r, case, n)?;
     }
+    for _ in 0..3 {
+        t = t.min(time_calls(r, case, n)?);
+    }
+    let per_call = t.as_secs_f64() / n as f64;
+    Ok(((SAMPLE_TARGET.as_secs_f64() / per_call) as u64).max(1))
 }
 
 fn sample(r: &mut Runner, case: Case) -> anyhow::Result<()> {

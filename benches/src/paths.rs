@@ -1,16 +1,19 @@
 //! The write paths a run can compare, by the names reports use.
 
+use bufwrite_compat::{BufferHeadPath, Mode};
 use bufwrite_engine::{IomapPath, WritePath};
 
-/// Every write path this build knows, in report order (the buffer-head
-/// paths of `bufwrite-compat` join this list once they exist).
-pub const PATHS: &[&str] = &["iomap"];
+/// Every write path this build knows, in report order.
+pub const PATHS: &[&str] = &["iomap", "bh-legacy", "bh-tailskip", "bh-seek"];
 
 /// A fresh write path by name; an unknown name is an error that lists the
 /// valid ones.
 pub fn make_path(name: &str) -> anyhow::Result<Box<dyn WritePath>> {
     match name {
         "iomap" => Ok(Box::new(IomapPath::new())),
+        "bh-legacy" => Ok(Box::new(BufferHeadPath::new(Mode::Legacy))),
+        "bh-tailskip" => Ok(Box::new(BufferHeadPath::new(Mode::TailSkip))),
+        "bh-seek" => Ok(Box::new(BufferHeadPath::new(Mode::SeekToFrom))),
         _ => anyhow::bail!(
             "unknown write path {name:?} (valid paths: {})",
             PATHS.join(", ")

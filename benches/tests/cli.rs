@@ -132,7 +132,7 @@ fn bad_flags_are_clear_errors() {
     let cases: &[(&[&str], &str)] = &[
         (
             &["replay", "--mem", "64K", "--path", "ext9"],
-            "valid paths: iomap",
+            "valid paths: iomap, bh-legacy, bh-tailskip, bh-seek",
         ),
         (&["replay", "--mem", "1000"], "multiple of the block size"),
         (&["replay", "--mem", "12Q"], "is not a size"),
