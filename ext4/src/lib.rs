@@ -1,1 +1,46 @@
-//! placeholder
+//! bufwrite-ext4: reads ext4 images (superblock, group descriptors, inodes,
+//! extent trees, directories, all with metadata_csum verification), maps
+//! files for both write paths ([`Ext4File`] is a [`bufwrite_engine::Mapper`]),
+//! and reports which features keep files off the iomap buffered path.
+//!
+//! Only overwrites of written extents are supported: anything that would
+//! allocate or change metadata is refused before a byte is written.
+//!
+//! ```no_run
+//! use bufwrite_engine::device::{open_device, OpenOptions};
+//! use bufwrite_engine::{File, FileOptions, IomapPath};
+//! use bufwrite_ext4::Ext4;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dev = open_device("img".as_ref(), OpenOptions::default())?;
+//! let fs = Ext4::open(dev.clone())?;
+//! let mapper = fs.open_file("/dir/f")?;
+//! let file = File::open(dev, mapper, Box::new(IomapPath::new()), FileOptions::default())?;
+//! file.pwrite(0, b"overwrite")?;
+//! file.fsync()?;
+//! println!("{}", fs.gaps()?);
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod checksum;
+mod dir;
+mod error;
+pub mod extent;
+mod file;
+mod fs;
+pub mod gaps;
+mod group_desc;
+mod indirect;
+pub mod inode;
+pub mod superblock;
+mod util;
+
+pub use error::{Ext4Error, Result};
+pub use extent::Extent;
+pub use file::Ext4File;
+pub use fs::Ext4;
+pub use gaps::{Gap, GapReport};
+pub use group_desc::GroupDesc;
+pub use inode::Inode;
+pub use superblock::Superblock;

@@ -1,0 +1,185 @@
+//! Directory lookup, linear and htree.
+//!
+//! Lookup scans every leaf block in order. For an htree directory the root
+//! (block 0) and the interior index blocks are found by walking the index
+//! from the root (no name hashing is needed to know which blocks are index
+//! blocks); they are checksummed and skipped, the leaves are scanned.
+
+use crate::checksum::chksum;
+use crate::error::{Ext4Error, Result};
+use crate::extent::{find, Extent, TreeCtx};
+use crate::inode::{flags, Inode};
+use crate::util::{le16, le32, read_meta};
+use std::collections::HashSet;
+
+/// htree depth limit (3 with large_dir).
+const MAX_DX_LEVELS: u8 = 3;
+
+/// A directory with its block map, ready for lookups.
+pub(crate) struct Dir<'a, 'b> {
+    pub ctx: &'b TreeCtx<'a>,
+    pub inode: &'b Inode,
+    pub extents: &'b [Extent],
+    /// Directory entries carry a file type byte (so name_len is one byte).
+    pub filetype: bool,
+}
+
+impl Dir<'_, '_> {
+    fn bad(&self, lblk: u64, detail: String) -> Ext4Error {
+        Ext4Error::corrupt(
+            format!("directory block of inode {}", self.inode.ino),
+            format!("file block {lblk}"),
+            detail,
+        )
+    }
+
+    fn read(&self, lblk: u64) -> Result<Option<Vec<u8>>> {
+        let Ok(i) = find(self.extents, lblk) else {
+            return Ok(None);
+        };
+        let e = self.extents[i];
+        if e.unwritten {
+            return Ok(None);
+        }
+        let bs = self.ctx.block_size;
+        let pblk = e.pblk + (lblk - e.lblk);
+        let structure = format!("directory block of inode {}", self.inode.ino);
+        read_meta(self.ctx.dev, &structure, pblk * u64::from(bs), bs as usize).map(Some)
+    }
+
+    /// The inode number of `name` in this directory, if present.
+    pub fn lookup(&self, name: &[u8]) -> Result<Option<u32>> {
+        let bs = u64::from(self.ctx.block_size);
+        let nblocks = self.inode.size.div_ceil(bs);
+        let index_blocks = if self.inode.has_flag(flags::INDEX) {
+            self.index_blocks()?
+        } else {
+            HashSet::new()
+        };
+        for lblk in 0..nblocks {
+            if index_blocks.contains(&lblk) {
+                continue;
+            }
+            let Some(b) = self.read(lblk)? else { continue };
+            if let Some(ino) = self.scan_leaf(lblk, &b, name)? {
+                return Ok(Some(ino));
+            }
+        }
+        Ok(None)
+    }
+
+    /// File blocks of the htree root and its interior index nodes,
+    /// checksums verified.
+    fn index_blocks(&self) -> Result<HashSet<u64>> {
+        let mut set = HashSet::from([0u64]);
+        let root = self.read(0)?.ok_or_else(|| self.bad(0, "htree root is a hole".into()))?;
+        let info_len = usize::from(root[0x1D]);
+        let levels = root[0x1E];
+        if info_len != 8 || levels >= MAX_DX_LEVELS {
+            return Err(self.bad(0, format!("htree root info length {info_len}, levels {levels}")));
+        }
+        let children = self.dx_children(0, &root, 0x18 + info_len)?;
+        let mut frontier = children;
+        for _ in 0..levels {
+            let mut next = Vec::new();
+            for lblk in frontier {
+                if !set.insert(lblk) {
+                    return Err(self.bad(lblk, "htree index block reached twice".into()));
+                }
+                let b = self.read(lblk)?.ok_or_else(|| self.bad(lblk, "index block is a hole".into()))?;
+                next.extend(self.dx_children(lblk, &b, 8)?);
+            }
+            frontier = next;
+        }
+        Ok(set)
+    }
+
+    /// Checks an index node's count/limit and checksum tail; returns the
+    /// file blocks it points at.
+    fn dx_children(&self, lblk: u64, b: &[u8], count_off: usize) -> Result<Vec<u64>> {
+        let limit = usize::from(le16(b, count_off));
+        let count = usize::from(le16(b, count_off + 2));
+        let tail = if self.ctx.csum { 8 } else { 0 };
+        let room = (b.len() - count_off - tail) / 8;
+        if count == 0 || count > limit || limit > room {
+            return Err(self.bad(lblk, format!("htree node count {count}, limit {limit}, room {room}")));
+        }
+        if self.ctx.csum {
+            let t = count_off + limit * 8;
+            // The tail is covered whole, its checksum field as zeroes.
+            let mut c = chksum(self.inode.csum_seed, &b[..count_off + count * 8]);
+            c = chksum(c, &b[t..t + 4]);
+            c = chksum(c, &[0; 4]);
+            let want = le32(b, t + 4);
+            if c != want {
+                return Err(self.bad(lblk, format!("htree checksum {want:#010x} on disk, computed {c:#010x}")));
+            }
+        }
+        let nblocks = self.inode.size.div_ceil(u64::from(self.ctx.block_size));
+        (0..count)
+            .map(|i| {
+                let blk = u64::from(le32(b, count_off + 8 * i + 4) & 0x0FFF_FFFF);
+                if blk >= nblocks {
+                    return Err(self.bad(lblk, format!("htree entry {i} points at block {blk}")));
+                }
+                Ok(blk)
+            })
+            .collect()
+    }
+
+    fn rec_len(&self, raw: u16) -> usize {
+        let bs = self.ctx.block_size as usize;
+        if bs >= 65536 && (raw == 0 || raw == 65535) {
+            return bs;
+        }
+        usize::from(raw & 65532) | (usize::from(raw & 3) << 16)
+    }
+
+    fn scan_leaf(&self, lblk: u64, b: &[u8], name: &[u8]) -> Result<Option<u32>> {
+        let end = if self.ctx.csum {
+            self.verify_leaf(lblk, b)?
+        } else {
+            b.len()
+        };
+        let mut off = 0usize;
+        while off < end {
+            if off + 8 > end {
+                return Err(self.bad(lblk, format!("entry at byte {off} overruns the block")));
+            }
+            let ino = le32(b, off);
+            let rec_len = self.rec_len(le16(b, off + 4));
+            let name_len = if self.filetype {
+                usize::from(b[off + 6])
+            } else {
+                usize::from(le16(b, off + 6))
+            };
+            if rec_len < 12 || rec_len % 4 != 0 || off + rec_len > end || 8 + name_len > rec_len {
+                return Err(self.bad(
+                    lblk,
+                    format!("entry at byte {off}: rec_len {rec_len}, name_len {name_len}"),
+                ));
+            }
+            if ino != 0 && &b[off + 8..off + 8 + name_len] == name {
+                return Ok(Some(ino));
+            }
+            off += rec_len;
+        }
+        Ok(None)
+    }
+
+    /// Verifies the 12-byte checksum tail of a leaf; returns where the
+    /// entries end.
+    fn verify_leaf(&self, lblk: u64, b: &[u8]) -> Result<usize> {
+        let t = b.len() - 12;
+        let is_tail = le32(b, t) == 0 && le16(b, t + 4) == 12 && b[t + 6] == 0 && b[t + 7] == 0xDE;
+        if !is_tail {
+            return Err(self.bad(lblk, "no checksum tail at the end of the block".into()));
+        }
+        let want = le32(b, t + 8);
+        let got = chksum(self.inode.csum_seed, &b[..t]);
+        if want != got {
+            return Err(self.bad(lblk, format!("checksum {want:#010x} on disk, computed {got:#010x}")));
+        }
+        Ok(t)
+    }
+}

@@ -1,0 +1,271 @@
+//! `Ext4`: an opened image: superblock, group descriptors, inode reads,
+//! path lookup and opening files for both write paths.
+
+use crate::dir::Dir;
+use crate::error::{Ext4Error, Result};
+use crate::extent::{Extent, TreeCtx};
+use crate::file::Ext4File;
+use crate::gaps::GapReport;
+use crate::group_desc::{self, GroupDesc};
+use crate::inode::{flags, Inode};
+use crate::superblock::{incompat, ro_compat, Superblock};
+use crate::util::read_meta;
+use crate::{extent, indirect};
+use bufwrite_engine::BlockDevice;
+use std::sync::Arc;
+
+/// The root directory's inode number.
+const ROOT_INO: u32 = 2;
+/// Symlinks are not followed, so a path has at most this many components
+/// worth walking; more is refused rather than walked forever.
+const MAX_PATH_COMPONENTS: usize = 4096;
+
+/// An ext4 (or ext2/ext3) filesystem on a block device, opened for reading
+/// its metadata and mapping its files.
+pub struct Ext4 {
+    dev: Arc<dyn BlockDevice>,
+    sb: Superblock,
+    groups: Vec<GroupDesc>,
+}
+
+impl std::fmt::Debug for Ext4 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ext4")
+            .field("device", &self.dev.describe())
+            .field("block_size", &self.sb.block_size)
+            .field("groups", &self.groups.len())
+            .finish()
+    }
+}
+
+impl Ext4 {
+    /// Reads and verifies the superblock and every group descriptor.
+    ///
+    /// Images with incompatible features this crate does not understand
+    /// are refused outright; images it can read but must not write (journal
+    /// needing recovery, MMP, ...) open, and [`Ext4::open_file`] refuses them.
+    pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Ext4> {
+        let sb = Superblock::read(dev.as_ref())?;
+        let unknown = sb.unknown_incompat();
+        if unknown != 0 {
+            return Err(Ext4Error::Unsupported(format!(
+                "incompatible features bufwrite does not understand: {}",
+                crate::superblock::incompat_names(unknown)
+            )));
+        }
+        let groups = group_desc::read_all(dev.as_ref(), &sb)?;
+        Ok(Ext4 { dev, sb, groups })
+    }
+
+    /// The superblock.
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    /// The device the filesystem lives on.
+    pub fn device(&self) -> &Arc<dyn BlockDevice> {
+        &self.dev
+    }
+
+    /// Block size in bytes.
+    pub fn block_size(&self) -> u32 {
+        self.sb.block_size
+    }
+
+    /// Why nothing on this image may be written (empty when it may).
+    pub fn write_blockers(&self) -> Vec<String> {
+        self.sb.write_blockers()
+    }
+
+    fn fs_seed(&self) -> Option<u32> {
+        self.sb.has_metadata_csum().then_some(self.sb.csum_seed)
+    }
+
+    pub(crate) fn tree_ctx(&self) -> TreeCtx<'_> {
+        TreeCtx {
+            dev: self.dev.as_ref(),
+            block_size: self.sb.block_size,
+            blocks_count: self.sb.blocks_count,
+            csum: self.sb.has_metadata_csum(),
+        }
+    }
+
+    /// Device byte offset of inode `ino`.
+    fn inode_offset(&self, ino: u32) -> Result<u64> {
+        if ino == 0 || ino > self.sb.inodes_count {
+            return Err(Ext4Error::corrupt(
+                format!("inode {ino}"),
+                "inode number",
+                format!("outside 1..={}", self.sb.inodes_count),
+            ));
+        }
+        let idx = u64::from(ino - 1);
+        let ipg = u64::from(self.sb.inodes_per_group);
+        let g = &self.groups[(idx / ipg) as usize];
+        let table = g.inode_table * u64::from(self.sb.block_size);
+        Ok(table + (idx % ipg) * u64::from(self.sb.inode_size))
+    }
+
+    /// Reads and verifies inode `ino`.
+    pub fn read_inode(&self, ino: u32) -> Result<Inode> {
+        let off = self.inode_offset(ino)?;
+        let size = usize::from(self.sb.inode_size);
+        let raw = read_meta(self.dev.as_ref(), &format!("inode {ino}"), off, size)?;
+        Inode::parse(ino, &raw, self.fs_seed(), &format!("byte {off}"))
+    }
+
+    /// Parses an inode already read as part of an inode table.
+    pub(crate) fn parse_inode(&self, ino: u32, raw: &[u8], off: u64) -> Result<Inode> {
+        Inode::parse(ino, raw, self.fs_seed(), &format!("byte {off}"))
+    }
+
+    /// The file's block map as a sorted extent list, from its extent tree
+    /// or (for non-extent files) its indirect block map.
+    pub fn map_inode(&self, inode: &Inode) -> Result<Vec<Extent>> {
+        if inode.has_flag(flags::INLINE_DATA) {
+            return Err(Ext4Error::Unsupported(format!(
+                "inode {} keeps its data inline in the inode (inline_data): it has no blocks to map",
+                inode.ino
+            )));
+        }
+        let ctx = self.tree_ctx();
+        if inode.has_flag(flags::EXTENTS) {
+            extent::load(&ctx, inode)
+        } else {
+            indirect::load(&ctx, inode)
+        }
+    }
+
+    /// Looks up an absolute path (`/a/b/c`) and returns its inode.
+    pub fn lookup(&self, path: &str) -> Result<Inode> {
+        let mut inode = self.read_inode(ROOT_INO)?;
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+        if parts.len() > MAX_PATH_COMPONENTS {
+            return Err(Ext4Error::NotFound(format!("{path}: too many components")));
+        }
+        for (i, part) in parts.iter().enumerate() {
+            let so_far = format!("/{}", parts[..i].join("/"));
+            if !inode.is_dir() {
+                return Err(Ext4Error::WrongType(format!("{so_far} is not a directory")));
+            }
+            if inode.has_flag(flags::ENCRYPT) {
+                return Err(Ext4Error::Unsupported(format!(
+                    "{so_far} is an encrypted directory: its names cannot be read without the key"
+                )));
+            }
+            let extents = self.map_inode(&inode)?;
+            let dir = Dir {
+                ctx: &self.tree_ctx(),
+                inode: &inode,
+                extents: &extents,
+                filetype: self.sb.has_incompat(incompat::FILETYPE),
+            };
+            let ino = dir
+                .lookup(part.as_bytes())?
+                .ok_or_else(|| Ext4Error::NotFound(format!("{path}: no {part} in {so_far}")))?;
+            inode = self.read_inode(ino)?;
+        }
+        Ok(inode)
+    }
+
+    /// Why the file `inode` cannot be written in place by bufwrite, or `None`.
+    fn file_write_refusal(&self, inode: &Inode) -> Option<String> {
+        if inode.has_flag(flags::ENCRYPT) {
+            return Some("it is encrypted (fscrypt): bufwrite would write plaintext".into());
+        }
+        if inode.has_flag(flags::VERITY) {
+            return Some("it is an fs-verity file: its contents are immutable".into());
+        }
+        if !inode.has_flag(flags::EXTENTS) {
+            return Some(
+                "it is mapped by indirect blocks (no extents flag): bufwrite maps such files read-only"
+                    .into(),
+            );
+        }
+        None
+    }
+
+    fn open_inode(&self, path: &str) -> Result<(Inode, Vec<Extent>)> {
+        let inode = self.lookup(path)?;
+        if !inode.is_file() {
+            return Err(Ext4Error::WrongType(format!("{path} is not a regular file")));
+        }
+        if inode.has_flag(flags::ENCRYPT) {
+            return Err(Ext4Error::Unsupported(format!(
+                "{path} is encrypted (fscrypt): its blocks cannot be read or written without the key"
+            )));
+        }
+        let extents = self.map_inode(&inode)?;
+        Ok((inode, extents))
+    }
+
+    /// Opens the regular file at `path` for writing through either path.
+    ///
+    /// Refused, with the reasons named, when the image must not be written
+    /// (see [`Ext4::write_blockers`]) or the file cannot be overwritten in
+    /// place (indirect-mapped, inline, encrypted, verity).
+    pub fn open_file(&self, path: &str) -> Result<Arc<Ext4File>> {
+        let blockers = self.write_blockers();
+        if !blockers.is_empty() {
+            return Err(Ext4Error::Unsupported(format!(
+                "refusing to write this image: {}",
+                blockers.join("; ")
+            )));
+        }
+        let (inode, extents) = self.open_inode(path)?;
+        if let Some(why) = self.file_write_refusal(&inode) {
+            return Err(Ext4Error::Unsupported(format!("refusing to write {path}: {why}")));
+        }
+        Ok(Arc::new(Ext4File::new(path, &inode, extents, self.sb.block_size, None)))
+    }
+
+    /// Opens the regular file at `path` for reading only: any mappable file
+    /// (extents or indirect blocks); every write is refused.
+    pub fn open_file_read_only(&self, path: &str) -> Result<Arc<Ext4File>> {
+        let (inode, extents) = self.open_inode(path)?;
+        let why = self
+            .file_write_refusal(&inode)
+            .unwrap_or_else(|| "it was opened read-only".into());
+        Ok(Arc::new(Ext4File::new(path, &inode, extents, self.sb.block_size, Some(why))))
+    }
+
+    /// Calls `f` for every in-use inode from the first non-reserved one (and
+    /// the root directory), reading inode tables a block at a time and
+    /// skipping uninitialised tables and their unused tails.
+    pub fn for_each_inode(&self, mut f: impl FnMut(&Inode) -> Result<()>) -> Result<()> {
+        let bs = u64::from(self.sb.block_size);
+        let isz = u64::from(self.sb.inode_size);
+        let per_block = bs / isz;
+        let ipg = u64::from(self.sb.inodes_per_group);
+        let tails_valid = self.sb.has_metadata_csum() || self.sb.has_ro_compat(ro_compat::GDT_CSUM);
+        for (g, gd) in self.groups.iter().enumerate() {
+            if tails_valid && gd.inode_uninit() {
+                continue;
+            }
+            let used = if tails_valid { ipg - u64::from(gd.itable_unused) } else { ipg };
+            for tb in 0..used.div_ceil(per_block) {
+                let off = (gd.inode_table + tb) * bs;
+                let block = read_meta(self.dev.as_ref(), &format!("inode table of group {g}"), off, bs as usize)?;
+                for k in 0..per_block.min(used - tb * per_block) {
+                    let idx = g as u64 * ipg + tb * per_block + k;
+                    let ino = (idx + 1) as u32;
+                    if ino < self.sb.first_ino && ino != ROOT_INO {
+                        continue;
+                    }
+                    let raw = &block[(k * isz) as usize..((k + 1) * isz) as usize];
+                    let (mode, links) = (crate::util::le16(raw, 0), crate::util::le16(raw, 0x1A));
+                    if mode == 0 || links == 0 {
+                        continue;
+                    }
+                    f(&self.parse_inode(ino, raw, off + k * isz)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The iomap feature-gap report for this image.
+    pub fn gaps(&self) -> Result<GapReport> {
+        GapReport::scan(self)
+    }
+}

@@ -1,0 +1,140 @@
+//! Block group descriptors: where each group's inode table is, and whether
+//! its inode table is initialised.
+
+use crate::checksum::chksum;
+use crate::error::{Ext4Error, Result};
+use crate::superblock::{incompat, ro_compat, Superblock};
+use crate::util::{hilo, le16, le32, read_meta};
+use bufwrite_engine::BlockDevice;
+
+/// `bg_flags`: the group's inode table is not initialised (reads as zeroes).
+const BG_INODE_UNINIT: u16 = 0x1;
+
+/// The descriptor fields bufwrite uses.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupDesc {
+    /// First block of the group's inode table.
+    pub inode_table: u64,
+    /// `bg_flags`.
+    pub flags: u16,
+    /// Inodes at the end of the table never used (valid with group checksums).
+    pub itable_unused: u32,
+}
+
+impl GroupDesc {
+    /// True when the inode table was never initialised.
+    pub fn inode_uninit(&self) -> bool {
+        self.flags & BG_INODE_UNINIT != 0
+    }
+}
+
+/// Reads every group descriptor, verifying metadata_csum checksums.
+pub fn read_all(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Vec<GroupDesc>> {
+    let bs = u64::from(sb.block_size);
+    let ds = u64::from(sb.desc_size);
+    let per_block = bs / ds;
+    let groups = sb.group_count();
+    let table_blocks = groups.div_ceil(per_block);
+    let mut out = Vec::with_capacity(usize::try_from(groups).unwrap_or(0).min(1 << 20));
+    for i in 0..table_blocks {
+        let blk = desc_block(sb, i, per_block);
+        if blk >= sb.blocks_count {
+            return Err(Ext4Error::corrupt(
+                "group descriptor table",
+                format!("block {blk}"),
+                format!("past the filesystem's {} blocks", sb.blocks_count),
+            ));
+        }
+        let buf = read_meta(dev, "group descriptor table", blk * bs, bs as usize)?;
+        for j in 0..per_block {
+            let g = i * per_block + j;
+            if g >= groups {
+                break;
+            }
+            let at = (j * ds) as usize;
+            let d = &buf[at..at + ds as usize];
+            let loc = format!("block {blk} byte {at}");
+            check_csum(sb, g, d, &loc)?;
+            out.push(parse(sb, g, d, &loc)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Block number of descriptor-table block `i`: contiguous after the
+/// superblock, except under meta_bg where each meta group holds its own.
+fn desc_block(sb: &Superblock, i: u64, per_block: u64) -> u64 {
+    let first = u64::from(sb.first_data_block) + 1;
+    if !sb.has_incompat(incompat::META_BG) || i < u64::from(sb.first_meta_bg) {
+        return first + i;
+    }
+    let g = i * per_block;
+    let group_start = u64::from(sb.first_data_block) + g * u64::from(sb.blocks_per_group);
+    group_start + u64::from(has_super(sb, g))
+}
+
+/// Whether group `g` holds a superblock backup.
+fn has_super(sb: &Superblock, g: u64) -> bool {
+    if g <= 1 || !sb.has_ro_compat(ro_compat::SPARSE_SUPER) {
+        return true;
+    }
+    [3u64, 5, 7].iter().any(|&p| {
+        let mut x = g;
+        while x % p == 0 {
+            x /= p;
+        }
+        x == 1
+    })
+}
+
+fn check_csum(sb: &Superblock, g: u64, d: &[u8], loc: &str) -> Result<()> {
+    if !sb.has_metadata_csum() {
+        return Ok(());
+    }
+    let mut copy = d.to_vec();
+    copy[0x1E] = 0;
+    copy[0x1F] = 0;
+    let group = u32::try_from(g).unwrap_or(u32::MAX);
+    let got = chksum(chksum(sb.csum_seed, &group.to_le_bytes()), &copy) & 0xFFFF;
+    let want = u32::from(le16(d, 0x1E));
+    if got != want {
+        return Err(Ext4Error::corrupt(
+            format!("group descriptor {g}"),
+            loc,
+            format!("checksum {want:#06x} on disk, computed {got:#06x}"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse(sb: &Superblock, g: u64, d: &[u8], loc: &str) -> Result<GroupDesc> {
+    let wide = d.len() >= 64;
+    let hi32 = |off| if wide { le32(d, off) } else { 0 };
+    let hi16 = |off| if wide { u32::from(le16(d, off)) } else { 0 };
+    let inode_table = hilo(hi32(0x28), le32(d, 0x8));
+    let itable_unused = (hi16(0x32) << 16) | u32::from(le16(d, 0x1C));
+    let table_blocks = (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size))
+        .div_ceil(u64::from(sb.block_size));
+    let fits = inode_table
+        .checked_add(table_blocks)
+        .is_some_and(|end| end <= sb.blocks_count);
+    if inode_table == 0 || !fits {
+        return Err(Ext4Error::corrupt(
+            format!("group descriptor {g}"),
+            loc,
+            format!("inode table at block {inode_table} does not fit in the filesystem"),
+        ));
+    }
+    if itable_unused > sb.inodes_per_group {
+        return Err(Ext4Error::corrupt(
+            format!("group descriptor {g}"),
+            loc,
+            format!("{itable_unused} unused inodes in a group of {}", sb.inodes_per_group),
+        ));
+    }
+    Ok(GroupDesc {
+        inode_table,
+        flags: le16(d, 0x12),
+        itable_unused,
+    })
+}

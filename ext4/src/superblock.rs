@@ -1,0 +1,373 @@
+//! The superblock: geometry, feature flags, default mount options and the
+//! checksum seed.
+
+use crate::checksum::chksum;
+use crate::error::{Ext4Error, Result};
+use crate::util::{hilo, le16, le32, read_meta};
+use bufwrite_engine::BlockDevice;
+
+/// Byte offset of the primary superblock on the device.
+pub const SUPERBLOCK_OFFSET: u64 = 1024;
+const SB_SIZE: usize = 1024;
+const MAGIC: u16 = 0xEF53;
+
+/// `s_feature_compat` bits.
+pub mod compat {
+    /// A journal inode exists.
+    pub const HAS_JOURNAL: u32 = 0x4;
+    /// Extended attributes.
+    pub const EXT_ATTR: u32 = 0x8;
+    /// Hashed (htree) directories.
+    pub const DIR_INDEX: u32 = 0x20;
+    /// Fast commits in the journal.
+    pub const FAST_COMMIT: u32 = 0x400;
+}
+
+/// `s_feature_incompat` bits.
+pub mod incompat {
+    /// Compression (never implemented upstream).
+    pub const COMPRESSION: u32 = 0x1;
+    /// Directory entries carry a file type.
+    pub const FILETYPE: u32 = 0x2;
+    /// The journal needs recovery.
+    pub const RECOVER: u32 = 0x4;
+    /// This is an external journal device.
+    pub const JOURNAL_DEV: u32 = 0x8;
+    /// Descriptor blocks spread over meta block groups.
+    pub const META_BG: u32 = 0x10;
+    /// Extent-mapped files.
+    pub const EXTENTS: u32 = 0x40;
+    /// 64-bit block numbers.
+    pub const BIT64: u32 = 0x80;
+    /// Multiple-mount protection.
+    pub const MMP: u32 = 0x100;
+    /// Flexible block groups.
+    pub const FLEX_BG: u32 = 0x200;
+    /// Large extended-attribute values in their own inodes.
+    pub const EA_INODE: u32 = 0x400;
+    /// Data in directory entries (Lustre).
+    pub const DIRDATA: u32 = 0x1000;
+    /// The checksum seed is stored in the superblock.
+    pub const CSUM_SEED: u32 = 0x2000;
+    /// Directories larger than 2 GiB / 3-level htrees.
+    pub const LARGEDIR: u32 = 0x4000;
+    /// Small files stored in the inode.
+    pub const INLINE_DATA: u32 = 0x8000;
+    /// fscrypt encryption.
+    pub const ENCRYPT: u32 = 0x10000;
+    /// Case-insensitive directories.
+    pub const CASEFOLD: u32 = 0x20000;
+    /// Every flag this crate can read an image with.
+    pub const UNDERSTOOD: u32 = FILETYPE
+        | RECOVER
+        | META_BG
+        | EXTENTS
+        | BIT64
+        | MMP
+        | FLEX_BG
+        | EA_INODE
+        | CSUM_SEED
+        | LARGEDIR
+        | INLINE_DATA
+        | ENCRYPT
+        | CASEFOLD;
+}
+
+/// `s_feature_ro_compat` bits.
+pub mod ro_compat {
+    /// Sparse superblock backups.
+    pub const SPARSE_SUPER: u32 = 0x1;
+    /// Files larger than 2 GiB.
+    pub const LARGE_FILE: u32 = 0x2;
+    /// Block counts in filesystem blocks.
+    pub const HUGE_FILE: u32 = 0x8;
+    /// crc16 group descriptor checksums.
+    pub const GDT_CSUM: u32 = 0x10;
+    /// More than 65000 subdirectories.
+    pub const DIR_NLINK: u32 = 0x20;
+    /// Large inodes carry extra fields.
+    pub const EXTRA_ISIZE: u32 = 0x40;
+    /// Quota inodes.
+    pub const QUOTA: u32 = 0x100;
+    /// Clusters of blocks as allocation unit.
+    pub const BIGALLOC: u32 = 0x200;
+    /// crc32c metadata checksums.
+    pub const METADATA_CSUM: u32 = 0x400;
+    /// Read-only filesystem.
+    pub const READONLY: u32 = 0x1000;
+    /// Project quotas.
+    pub const PROJECT: u32 = 0x2000;
+    /// fs-verity.
+    pub const VERITY: u32 = 0x8000;
+    /// Orphan file has entries.
+    pub const ORPHAN_PRESENT: u32 = 0x10000;
+    /// Every flag whose meaning this crate knows: others refuse writing, as
+    /// the kernel refuses a read-write mount.
+    pub const UNDERSTOOD: u32 = SPARSE_SUPER
+        | LARGE_FILE
+        | HUGE_FILE
+        | GDT_CSUM
+        | DIR_NLINK
+        | EXTRA_ISIZE
+        | QUOTA
+        | BIGALLOC
+        | METADATA_CSUM
+        | READONLY
+        | PROJECT
+        | VERITY
+        | ORPHAN_PRESENT;
+}
+
+/// Journalling mode bits of `s_default_mount_opts`.
+const DEFM_JMODE_MASK: u32 = 0x60;
+const DEFM_JMODE_DATA: u32 = 0x20;
+
+/// The superblock fields bufwrite uses.
+#[derive(Debug, Clone)]
+pub struct Superblock {
+    /// Total inodes.
+    pub inodes_count: u32,
+    /// Total blocks.
+    pub blocks_count: u64,
+    /// First data block (1 for 1 KiB blocks, else 0).
+    pub first_data_block: u32,
+    /// Block size in bytes (1 KiB .. 64 KiB).
+    pub block_size: u32,
+    /// Blocks per group.
+    pub blocks_per_group: u32,
+    /// Inodes per group.
+    pub inodes_per_group: u32,
+    /// Filesystem state (bit 0: cleanly unmounted, bit 1: errors).
+    pub state: u16,
+    /// Revision level (0: fixed 128-byte inodes).
+    pub rev_level: u32,
+    /// First non-reserved inode.
+    pub first_ino: u32,
+    /// On-disk inode size.
+    pub inode_size: u16,
+    /// Compatible features.
+    pub feature_compat: u32,
+    /// Incompatible features.
+    pub feature_incompat: u32,
+    /// Read-only compatible features.
+    pub feature_ro_compat: u32,
+    /// Filesystem UUID.
+    pub uuid: [u8; 16],
+    /// Group descriptor size (32, or 64 and up with 64bit).
+    pub desc_size: u16,
+    /// Default mount options.
+    pub default_mount_opts: u32,
+    /// First meta block group (meta_bg).
+    pub first_meta_bg: u32,
+    /// The `s_mount_opts` string (mount options stored by `mke2fs -E mount_opts=`).
+    pub mount_opts: String,
+    /// The seed of every metadata checksum except the superblock's own.
+    pub csum_seed: u32,
+}
+
+impl Superblock {
+    /// Reads and checks the primary superblock.
+    pub fn read(dev: &dyn BlockDevice) -> Result<Superblock> {
+        let b = read_meta(dev, "superblock", SUPERBLOCK_OFFSET, SB_SIZE)?;
+        Self::parse(&b)
+    }
+
+    fn parse(b: &[u8]) -> Result<Superblock> {
+        let bad = |detail: String| Ext4Error::corrupt("superblock", "byte 1024", detail);
+        let magic = le16(b, 0x38);
+        if magic != MAGIC {
+            return Err(bad(format!("magic {magic:#06x}, expected {MAGIC:#06x}: not ext2/3/4")));
+        }
+        let ro = le32(b, 0x64);
+        if ro & ro_compat::METADATA_CSUM != 0 {
+            if b[0x175] != 1 {
+                return Err(bad(format!("checksum type {} is not crc32c (1)", b[0x175])));
+            }
+            let want = le32(b, 0x3FC);
+            let got = chksum(!0, &b[..0x3FC]);
+            if want != got {
+                return Err(bad(format!("checksum {want:#010x} on disk, computed {got:#010x}")));
+            }
+        }
+        let log_bs = le32(b, 0x18);
+        if log_bs > 6 {
+            return Err(bad(format!("s_log_block_size {log_bs}: block size above 64 KiB")));
+        }
+        let block_size = 1024u32 << log_bs;
+        let incompat = le32(b, 0x60);
+        let rev_level = le32(b, 0x4C);
+        let (inode_size, first_ino) = if rev_level == 0 {
+            (128, 11)
+        } else {
+            (le16(b, 0x58), le32(b, 0x54))
+        };
+        if inode_size < 128 || !inode_size.is_power_of_two() || u32::from(inode_size) > block_size
+        {
+            return Err(bad(format!("inode size {inode_size}")));
+        }
+        let desc_size = if incompat & incompat::BIT64 != 0 {
+            le16(b, 0xFE)
+        } else {
+            32
+        };
+        if desc_size < 32 || !desc_size.is_power_of_two() || u32::from(desc_size) > block_size {
+            return Err(bad(format!("group descriptor size {desc_size}")));
+        }
+        let blocks_hi = if incompat & incompat::BIT64 != 0 {
+            le32(b, 0x150)
+        } else {
+            0
+        };
+        let blocks_per_group = le32(b, 0x20);
+        let inodes_per_group = le32(b, 0x28);
+        if blocks_per_group == 0 || inodes_per_group == 0 {
+            return Err(bad("zero blocks or inodes per group".into()));
+        }
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&b[0x68..0x78]);
+        let csum_seed = if incompat & incompat::CSUM_SEED != 0 {
+            le32(b, 0x270)
+        } else {
+            chksum(!0, &uuid)
+        };
+        let mo = &b[0x200..0x240];
+        let mo_len = mo.iter().position(|&c| c == 0).unwrap_or(mo.len());
+        let sb = Superblock {
+            inodes_count: le32(b, 0x0),
+            blocks_count: hilo(blocks_hi, le32(b, 0x4)),
+            first_data_block: le32(b, 0x14),
+            block_size,
+            blocks_per_group,
+            inodes_per_group,
+            state: le16(b, 0x3A),
+            rev_level,
+            first_ino,
+            inode_size,
+            feature_compat: le32(b, 0x5C),
+            feature_incompat: incompat,
+            feature_ro_compat: ro,
+            uuid,
+            desc_size,
+            default_mount_opts: le32(b, 0x100),
+            first_meta_bg: le32(b, 0x104),
+            mount_opts: String::from_utf8_lossy(&mo[..mo_len]).into_owned(),
+            csum_seed,
+        };
+        sb.check_geometry()?;
+        Ok(sb)
+    }
+
+    fn check_geometry(&self) -> Result<()> {
+        let bad = |detail: String| Ext4Error::corrupt("superblock", "byte 1024", detail);
+        if u64::from(self.first_data_block) >= self.blocks_count {
+            return Err(bad(format!(
+                "first data block {} is not below the block count {}",
+                self.first_data_block, self.blocks_count
+            )));
+        }
+        let groups = self.group_count();
+        let inodes = groups.checked_mul(u64::from(self.inodes_per_group));
+        if inodes != Some(u64::from(self.inodes_count)) {
+            return Err(bad(format!(
+                "{} inodes in {groups} groups of {} inodes",
+                self.inodes_count, self.inodes_per_group
+            )));
+        }
+        if self.first_ino < 11 || self.first_ino > self.inodes_count {
+            return Err(bad(format!("first inode {}", self.first_ino)));
+        }
+        Ok(())
+    }
+
+    /// Number of block groups.
+    pub fn group_count(&self) -> u64 {
+        (self.blocks_count - u64::from(self.first_data_block))
+            .div_ceil(u64::from(self.blocks_per_group))
+    }
+
+    /// True when metadata_csum is on.
+    pub fn has_metadata_csum(&self) -> bool {
+        self.feature_ro_compat & ro_compat::METADATA_CSUM != 0
+    }
+
+    /// True when an incompat feature bit is set.
+    pub fn has_incompat(&self, bit: u32) -> bool {
+        self.feature_incompat & bit != 0
+    }
+
+    /// True when a ro_compat feature bit is set.
+    pub fn has_ro_compat(&self, bit: u32) -> bool {
+        self.feature_ro_compat & bit != 0
+    }
+
+    /// True when data=journal is the default journalling mode, set either in
+    /// the default mount options (`tune2fs -o journal_data`) or in the
+    /// stored mount option string (`mke2fs -E mount_opts=data=journal`).
+    pub fn data_journal_default(&self) -> bool {
+        self.default_mount_opts & DEFM_JMODE_MASK == DEFM_JMODE_DATA
+            || self.mount_opts.split(',').any(|o| o.trim() == "data=journal")
+    }
+
+    /// Incompat feature bits this crate does not understand.
+    pub fn unknown_incompat(&self) -> u32 {
+        self.feature_incompat & !incompat::UNDERSTOOD
+    }
+
+    /// Reasons this image must not be written, empty when it may be.
+    pub fn write_blockers(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.has_incompat(incompat::RECOVER) {
+            v.push("the journal needs recovery (needs_recovery): run e2fsck or mount it first".into());
+        }
+        if self.has_incompat(incompat::MMP) {
+            v.push("multiple-mount protection (mmp) is on and bufwrite does not take the MMP lock".into());
+        }
+        let unknown = self.unknown_incompat();
+        if unknown != 0 {
+            v.push(format!("unknown incompatible features {}", incompat_names(unknown)));
+        }
+        let unknown_ro = self.feature_ro_compat & !ro_compat::UNDERSTOOD;
+        if unknown_ro != 0 {
+            v.push(format!("unknown read-only-compatible features {unknown_ro:#x}"));
+        }
+        if self.has_ro_compat(ro_compat::READONLY) {
+            v.push("the read-only feature is set".into());
+        }
+        if self.state & 2 != 0 {
+            v.push("the filesystem is marked as having errors: run e2fsck first".into());
+        }
+        v
+    }
+}
+
+/// Names of incompat bits, for error messages.
+pub fn incompat_names(bits: u32) -> String {
+    const NAMES: [(u32, &str); 16] = [
+        (incompat::COMPRESSION, "compression"),
+        (incompat::FILETYPE, "filetype"),
+        (incompat::RECOVER, "needs_recovery"),
+        (incompat::JOURNAL_DEV, "journal_dev"),
+        (incompat::META_BG, "meta_bg"),
+        (incompat::EXTENTS, "extent"),
+        (incompat::BIT64, "64bit"),
+        (incompat::MMP, "mmp"),
+        (incompat::FLEX_BG, "flex_bg"),
+        (incompat::EA_INODE, "ea_inode"),
+        (incompat::DIRDATA, "dirdata"),
+        (incompat::CSUM_SEED, "metadata_csum_seed"),
+        (incompat::LARGEDIR, "large_dir"),
+        (incompat::INLINE_DATA, "inline_data"),
+        (incompat::ENCRYPT, "encrypt"),
+        (incompat::CASEFOLD, "casefold"),
+    ];
+    let mut out: Vec<String> = NAMES
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, n)| (*n).to_string())
+        .collect();
+    let known = NAMES.iter().fold(0, |a, (b, _)| a | b);
+    if bits & !known != 0 {
+        out.push(format!("{:#x}", bits & !known));
+    }
+    out.join(", ")
+}

@@ -1,0 +1,101 @@
+//! Image building with e2fsprogs (no root, no mounts) and the write paths.
+
+use bufwrite_compat::{BufferHeadPath, Mode};
+use bufwrite_engine::device::mem::Mem;
+use bufwrite_engine::device::{open_device, Backend, OpenOptions};
+use bufwrite_engine::{BlockDevice, IomapPath, WritePath};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+/// Deterministic bytes for file contents.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Runs `mkfs.ext4 -q -F -b BS -O FEATURES IMG SIZE` plus `extra` args.
+pub fn mkfs(dir: &Path, name: &str, bs: u32, features: &str, size_mb: u32, extra: &[&str]) -> PathBuf {
+    let img = dir.join(name);
+    let mut c = Command::new("mkfs.ext4");
+    c.args(["-q", "-F", "-b", &bs.to_string()]);
+    if !features.is_empty() {
+        c.args(["-O", features]);
+    }
+    c.args(extra).arg(&img).arg(format!("{size_mb}M"));
+    let out = c.output().expect("mkfs.ext4 is installed");
+    assert!(out.status.success(), "mkfs failed: {}", String::from_utf8_lossy(&out.stderr));
+    img
+}
+
+/// Runs debugfs commands (write mode) from a command file.
+pub fn debugfs_w(img: &Path, cmds: &[String]) {
+    let f = img.with_extension("cmds");
+    std::fs::write(&f, cmds.join("\n") + "\n").unwrap();
+    let out = Command::new("debugfs").arg("-w").arg("-f").arg(&f).arg(img).output().unwrap();
+    assert!(out.status.success(), "debugfs failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// One debugfs request, read-only; returns stdout.
+pub fn debugfs_r(img: &Path, req: &str) -> String {
+    let out = Command::new("debugfs").arg("-R").arg(req).arg(img).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The file's bytes as e2fsprogs reads them.
+pub fn dump(img: &Path, path: &str) -> Vec<u8> {
+    let out = img.with_extension("dump");
+    let _ = std::fs::remove_file(&out);
+    debugfs_r(img, &format!("dump {path} {}", out.display()));
+    std::fs::read(&out).unwrap()
+}
+
+/// `e2fsck -fn` passes.
+pub fn fsck_ok(img: &Path) {
+    let out = Command::new("e2fsck").arg("-fn").arg(img).output().unwrap();
+    assert!(
+        out.status.success(),
+        "e2fsck -fn failed on {}:\n{}{}",
+        img.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The write paths under test.
+pub fn paths() -> Vec<(&'static str, fn() -> Box<dyn WritePath>)> {
+    vec![
+        ("iomap", || Box::new(IomapPath::new())),
+        ("bh-legacy", || Box::new(BufferHeadPath::new(Mode::Legacy))),
+        ("bh-tailskip", || Box::new(BufferHeadPath::new(Mode::TailSkip))),
+        ("bh-seek", || Box::new(BufferHeadPath::new(Mode::SeekToFrom))),
+    ]
+}
+
+/// A device over an image file, by backend name. `mem` loads the file
+/// into RAM and is written back by [`finish`]. Returns `None` when the
+/// backend is unavailable here (io_uring in a sandbox).
+pub fn device(img: &Path, backend: &str) -> Option<Arc<dyn BlockDevice>> {
+    match backend {
+        "mem" => Some(Arc::new(Mem::from_bytes(std::fs::read(img).unwrap(), 512))),
+        "sync" => Some(open_device(img, OpenOptions { backend: Backend::Sync, ..Default::default() }).unwrap()),
+        "uring" => open_device(img, OpenOptions { backend: Backend::Uring, direct: true, ..Default::default() }).ok(),
+        _ => unreachable!(),
+    }
+}
+
+/// Writes a `mem` device back to its image file.
+pub fn finish(img: &Path, backend: &str, dev: &Arc<dyn BlockDevice>) {
+    if backend == "mem" {
+        let mut buf = vec![0u8; dev.size() as usize];
+        dev.read_at(0, &mut buf).unwrap();
+        std::fs::write(img, buf).unwrap();
+    }
+}

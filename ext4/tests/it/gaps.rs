@@ -1,0 +1,114 @@
+//! The feature-gap report names exactly what each image has.
+
+use crate::common::*;
+use bufwrite_engine::device::mem::Mem;
+use bufwrite_engine::BlockDevice;
+use bufwrite_ext4::{Ext4, GapReport};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+fn report(img: &Path) -> GapReport {
+    let dev = Arc::new(Mem::from_bytes(std::fs::read(img).unwrap(), 512));
+    let r = Ext4::open(dev.clone()).unwrap().gaps().unwrap();
+    assert_eq!(dev.stats().writes, 0);
+    r
+}
+
+/// Makes an image with `mkfs_args`, writes two small and one larger file,
+/// runs `after` (debugfs commands) and `tune` (tune2fs args).
+fn image(dir: &Path, name: &str, features: &str, extra: &[&str], after: &[&str], tune: &[&str]) -> std::path::PathBuf {
+    let img = mkfs(dir, name, 4096, features, 16, extra);
+    let small = dir.join("small");
+    std::fs::write(&small, pattern(40, 1)).unwrap();
+    let large = dir.join("large");
+    std::fs::write(&large, pattern(100_000, 2)).unwrap();
+    let mut cmds = vec![
+        format!("write {} /s1", small.display()),
+        format!("write {} /s2", small.display()),
+        "mkdir /d".into(),
+        format!("write {} /d/l", large.display()),
+    ];
+    cmds.extend(after.iter().map(|s| s.to_string()));
+    debugfs_w(&img, &cmds);
+    if !tune.is_empty() {
+        let out = Command::new("tune2fs").args(tune).arg(&img).output().unwrap();
+        assert!(out.status.success(), "tune2fs: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    img
+}
+
+fn blocking(r: &GapReport) -> Vec<(String, u64)> {
+    r.blocking().map(|g| (g.name.clone(), g.files_affected)).collect()
+}
+
+fn names(v: &[(&str, u64)]) -> Vec<(String, u64)> {
+    v.iter().map(|(n, c)| (n.to_string(), *c)).collect()
+}
+
+#[test]
+fn gaps_name_exactly_what_each_image_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases: Vec<(std::path::PathBuf, Vec<(&str, u64)>)> = vec![
+        (image(d, "default.img", "", &[], &[], &[]), vec![]),
+        (image(d, "inline.img", "inline_data", &[], &[], &[]), vec![("inline_data", 3)]),
+        (image(d, "encrypt.img", "encrypt", &[], &[], &[]), vec![("encrypt (fscrypt)", 3)]),
+        (image(d, "verity.img", "verity", &[], &[], &[]), vec![("verity (fs-verity)", 3)]),
+        (
+            image(d, "dj-o.img", "", &[], &[], &["-o", "journal_data"]),
+            vec![("data=journal (default mount option)", 3)],
+        ),
+        (
+            image(d, "dj-e.img", "", &[], &[], &["-E", "mount_opts=data=journal"]),
+            vec![("data=journal (default mount option)", 3)],
+        ),
+        (
+            image(d, "jflag.img", "", &[], &["set_inode_field /d/l flags 0x84000"], &[]),
+            vec![("journal_data inode flag (chattr +j)", 1)],
+        ),
+        (
+            image(d, "noextent.img", "^extent,^64bit", &[], &[], &[]),
+            vec![("non-extent (indirect-mapped) files", 3)],
+        ),
+    ];
+    for (img, want) in cases {
+        let r = report(&img);
+        assert_eq!(blocking(&r), names(&want), "{}:\n{r}", img.display());
+        assert_eq!(r.regular_files, 3, "{}", img.display());
+        let eligible = if want.is_empty() { 3 } else if want[0].1 == 1 { 2 } else { 0 };
+        assert_eq!(r.iomap_eligible_files, eligible, "{}", img.display());
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(json["features"].as_array().unwrap().len(), r.features.len());
+        assert!(r.to_string().contains("feature"));
+    }
+    // mkfs.ext3 images: no extent feature, journal; files read-only mapped.
+    let img = d.join("ext3.img");
+    let out = Command::new("mkfs.ext3").args(["-q", "-F"]).arg(&img).arg("16M").output().unwrap();
+    assert!(out.status.success());
+    let large = d.join("large");
+    debugfs_w(&img, &["mkdir /d".into(), format!("write {} /d/l", large.display())]);
+    let r = report(&img);
+    assert_eq!(blocking(&r), names(&[("non-extent (indirect-mapped) files", 1)]));
+    let dev = Arc::new(Mem::from_bytes(std::fs::read(&img).unwrap(), 512));
+    let fs = Ext4::open(dev.clone()).unwrap();
+    let e = fs.open_file("/d/l").unwrap_err().to_string();
+    assert!(e.contains("indirect blocks"), "{e}");
+    let f = fs.open_file_read_only("/d/l").unwrap();
+    let file = bufwrite_engine::File::open(dev, f, paths()[0].1(), Default::default()).unwrap();
+    let mut buf = vec![0u8; 100_000];
+    assert_eq!(file.pread(0, &mut buf).unwrap(), 100_000);
+    assert!(buf == std::fs::read(&large).unwrap());
+}
+
+/// A journal that needs recovery refuses writing, naming it.
+#[test]
+fn needs_recovery_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "rec.img", "", &[], &["feature needs_recovery"], &[]);
+    let dev = Arc::new(Mem::from_bytes(std::fs::read(&img).unwrap(), 512));
+    let fs = Ext4::open(dev).unwrap();
+    let e = fs.open_file("/d/l").unwrap_err().to_string();
+    assert!(e.contains("needs recovery"), "{e}");
+    assert!(fs.open_file_read_only("/d/l").is_ok());
+}
