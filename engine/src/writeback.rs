@@ -59,6 +59,10 @@ fn write_window(inode: &Inode, path: &dyn WritePath, window: &[Arc<crate::Folio>
         match collect_runs(inode, path, g, isize, &mut scratch) {
             Ok(()) => runs.extend(scratch.drain(..).map(|r| (gi, r))),
             Err(e) => {
+                // Runs mapped before the failure belong to this folio, which
+                // stays dirty as a whole: they must not be credited to the
+                // next folio (its memory would go to this folio's blocks).
+                scratch.clear();
                 g.flags.set(FolioFlags::ERROR, true);
                 first_err.get_or_insert(e);
             }
