@@ -482,3 +482,85 @@ fn concurrent_writes_and_drop_caches_lose_nothing() {
     }
     assert!(read_back(file, 0, len) == want, "a write was lost");
 }
+
+/// A Flat file whose writeback mapping reports a hole over one range, so
+/// that writeback of a folio fails part-way through mapping it.
+struct HoleAtWriteback {
+    flat: bufwrite_engine::Flat,
+    hole: std::ops::Range<u64>,
+}
+
+impl bufwrite_engine::Mapper for HoleAtWriteback {
+    fn block_size(&self) -> u32 {
+        self.flat.block_size()
+    }
+    fn iomap_begin(
+        &self,
+        pos: u64,
+        len: u64,
+        intent: bufwrite_engine::MapIntent,
+    ) -> bufwrite_engine::Result<bufwrite_engine::Iomap> {
+        let mut m = self.flat.iomap_begin(pos, len, intent)?;
+        if intent == bufwrite_engine::MapIntent::Writeback {
+            if self.hole.contains(&pos) {
+                m.kind = bufwrite_engine::ExtentKind::Hole;
+                m.length = m.length.min(self.hole.end - pos);
+            } else if pos < self.hole.start {
+                m.length = m.length.min(self.hole.start - pos);
+            }
+        }
+        Ok(m)
+    }
+    fn get_block(
+        &self,
+        block: u64,
+        create: bool,
+    ) -> bufwrite_engine::Result<bufwrite_engine::BlockMapping> {
+        self.flat.get_block(block, create)
+    }
+    fn size(&self) -> u64 {
+        self.flat.size()
+    }
+    fn set_size(&self, size: u64) {
+        self.flat.set_size(size)
+    }
+    fn max_size(&self) -> u64 {
+        self.flat.max_size()
+    }
+}
+
+#[test]
+fn writeback_mapping_failure_writes_nothing_wrong() {
+    use bufwrite_engine::device::mem::Mem;
+    // Folio A = [0, 16K), folio B = [16K, 32K); block 3 of A cannot be
+    // mapped for writeback.
+    let mem = Arc::new(Mem::new(MIB));
+    let mapper = Arc::new(HoleAtWriteback {
+        flat: bufwrite_engine::Flat::new(0, MIB, 4096, 0).unwrap(),
+        hole: 12288..16384,
+    });
+    let opts = bufwrite_engine::FileOptions {
+        order: OrderPolicy::Fixed(2),
+    };
+    let file = File::open(
+        mem.clone(),
+        mapper,
+        Box::new(bufwrite_engine::IomapPath::new()),
+        opts,
+    )
+    .unwrap();
+    file.pwrite(0, &bytes(1, 0, 32768)).unwrap();
+    let err = file.fsync().unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+    // A failed entirely and stays dirty; B went out, at its own address.
+    assert!(
+        mem.snapshot(0, 16384).iter().all(|&b| b == 0),
+        "folio A's blocks were written"
+    );
+    assert!(mem.snapshot(16384, 16384) == bytes(1, 16384, 16384));
+    assert_eq!(file.inode().cache.nr_dirty(), 1);
+    // Another fsync retries A and fails the same way, writing nothing.
+    let s0 = file.device_stats();
+    assert!(file.fsync().is_err());
+    assert_eq!((file.device_stats() - s0).writes, 0);
+}
