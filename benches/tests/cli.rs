@@ -177,6 +177,8 @@ fn libmicro_table_and_json() {
             "2",
             "--cases",
             "write_u1k,writev_u10k",
+            "--paths",
+            "iomap,bh-legacy,bh-tailskip",
             "--json",
             json.to_str().unwrap(),
         ],
@@ -194,6 +196,10 @@ fn libmicro_table_and_json() {
     );
     assert!(!table.contains("pwrite_u1k"), "{table}");
     assert!(
+        table.contains("legacy/iomap") && table.contains("tailskip/iomap"),
+        "{table}"
+    );
+    assert!(
         table.contains("bytes per cached GiB") || table.contains("metadata"),
         "{table}"
     );
@@ -203,10 +209,18 @@ fn libmicro_table_and_json() {
     assert!(doc["machine"]["cores"].as_u64().unwrap() >= 1);
     assert_eq!(doc["params"]["runs"], 3);
     let results = doc["results"].as_array().unwrap();
-    assert_eq!(results.len(), 2);
-    let r = &results[1];
-    assert_eq!(r["case"], "writev_u10k");
-    assert_eq!(r["path"], "iomap");
+    assert_eq!(results.len(), 6, "two cases by three paths");
+    let find = |case: &str, path: &str| {
+        results
+            .iter()
+            .find(|r| r["case"] == case && r["path"] == path)
+            .unwrap_or_else(|| panic!("no result for {case} on {path}"))
+    };
+    // Order 2 with 4 KiB blocks: 4 heads per folio, walked twice per call
+    // by the legacy path; iomap walks none.
+    assert_eq!(find("write_u1k", "bh-legacy")["walked_heads"], 8);
+    assert_eq!(find("write_u1k", "iomap")["walked_heads"], 0);
+    let r = find("writev_u10k", "iomap");
     assert_eq!(
         (r["order"].as_u64(), r["block_size"].as_u64()),
         (Some(2), Some(4096))
