@@ -40,9 +40,14 @@ pub(super) fn perform_write(inode: &Inode, mut pos: u64, src: &mut IovIter<'_>) 
                 }
             }
         }
-        inode
+        // The bytes are in the cache and i_size covers them: report them
+        // (the contract of perform_write) rather than the end error.
+        let ended = inode
             .mapper
-            .iomap_end(start, ext_end - start, pos - start, MapIntent::Write)?;
+            .iomap_end(start, ext_end - start, pos - start, MapIntent::Write);
+        if let Err(e) = ended {
+            return if written == 0 { Err(e) } else { Ok(written) };
+        }
     }
     Ok(written)
 }
