@@ -564,3 +564,65 @@ fn writeback_mapping_failure_writes_nothing_wrong() {
     assert!(file.fsync().is_err());
     assert_eq!((file.device_stats() - s0).writes, 0);
 }
+
+/// A Flat file whose `iomap_end` fails for writes.
+struct EndFails(bufwrite_engine::Flat);
+
+impl bufwrite_engine::Mapper for EndFails {
+    fn block_size(&self) -> u32 {
+        self.0.block_size()
+    }
+    fn iomap_begin(
+        &self,
+        pos: u64,
+        len: u64,
+        intent: bufwrite_engine::MapIntent,
+    ) -> bufwrite_engine::Result<bufwrite_engine::Iomap> {
+        self.0.iomap_begin(pos, len, intent)
+    }
+    fn iomap_end(
+        &self,
+        _pos: u64,
+        _len: u64,
+        _written: u64,
+        _intent: bufwrite_engine::MapIntent,
+    ) -> bufwrite_engine::Result<()> {
+        Err(Error::Unsupported("iomap_end fails".into()))
+    }
+    fn get_block(
+        &self,
+        block: u64,
+        create: bool,
+    ) -> bufwrite_engine::Result<bufwrite_engine::BlockMapping> {
+        self.0.get_block(block, create)
+    }
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn set_size(&self, size: u64) {
+        self.0.set_size(size)
+    }
+    fn max_size(&self) -> u64 {
+        self.0.max_size()
+    }
+}
+
+#[test]
+fn iomap_end_failure_after_progress_reports_the_bytes() {
+    use bufwrite_engine::device::mem::Mem;
+    let mem = Arc::new(Mem::new(MIB));
+    let mapper = Arc::new(EndFails(
+        bufwrite_engine::Flat::new(0, MIB, 4096, 0).unwrap(),
+    ));
+    let file = File::open(
+        mem,
+        mapper,
+        Box::new(bufwrite_engine::IomapPath::new()),
+        bufwrite_engine::FileOptions::default(),
+    )
+    .unwrap();
+    // The bytes reached the cache and i_size: the call says so.
+    assert_eq!(file.pwrite(0, &bytes(1, 0, 5000)).unwrap(), 5000);
+    assert_eq!(file.size(), 5000);
+    assert_eq!(read_back(&file, 0, 5000), bytes(1, 0, 5000));
+}
