@@ -53,7 +53,7 @@ pub struct Args {
     /// Directory of the temp image (must support O_DIRECT; not tmpfs).
     #[arg(long, default_value = "/var/tmp")]
     dir: PathBuf,
-    /// Also measure io_uring without the registered file.
+    /// Also measure io_uring with the file registered with the ring.
     #[arg(long)]
     compare_registered_file: bool,
     /// Seed of the random layout.
@@ -144,13 +144,13 @@ fn configs(args: &Args) -> Result<Vec<Config>> {
                     out.push(Config {
                         backend,
                         qd,
-                        registered_file: true,
+                        registered_file: false,
                     });
                     if args.compare_registered_file {
                         out.push(Config {
                             backend,
                             qd,
-                            registered_file: false,
+                            registered_file: true,
                         });
                     }
                 }

@@ -108,13 +108,15 @@ fn many_requests_through_a_small_queue() {
         return;
     }
     let (_d, path) = image(1 << 20);
-    for (qd, batch) in [(1, 1), (4, 2), (8, 8)] {
+    for (qd, batch, register_file) in [(1, 1, false), (4, 2, true), (8, 8, false), (8, 3, true)] {
         let cfg = UringConfig {
             queue_depth: qd,
             batch,
-            ..UringConfig::default()
+            register_file,
+            read_only: false,
         };
         let dev = UringDevice::open_with(&path, &cfg).unwrap();
+        assert_eq!(dev.fixed_file(), register_file);
         let bufs: Vec<_> = (0..100u8).map(|i| aligned(4096, i)).collect();
         let mut reqs: Vec<_> = bufs
             .iter()
