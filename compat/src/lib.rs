@@ -26,8 +26,12 @@
 //! # Ok::<(), bufwrite_engine::Error>(())
 //! ```
 
+#![deny(unsafe_code)]
+
 mod buffer_head;
 mod read;
+// The ring is the one place that needs raw pointers (see its module doc).
+#[allow(unsafe_code)]
 mod ring;
 mod write;
 mod writeback;
