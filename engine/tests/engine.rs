@@ -626,3 +626,42 @@ fn iomap_end_failure_after_progress_reports_the_bytes() {
     assert_eq!(file.size(), 5000);
     assert_eq!(read_back(&file, 0, 5000), bytes(1, 0, 5000));
 }
+
+#[test]
+fn appends_racing_fsync_keep_every_byte() {
+    // Writeback zeroes a folio past i_size (rule 14); a writer moves i_size
+    // before unlocking the folio it wrote (rule 12), so appends racing
+    // fsync must never lose bytes to that zeroing.
+    for order in [
+        OrderPolicy::Fixed(9),
+        OrderPolicy::FromWrite { max_order: 9 },
+    ] {
+        let rig = Rig::mem(1024, order, 4 * MIB);
+        let file = &rig.file;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let mut total = 0u64;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    file.fsync().unwrap();
+                }
+            });
+            for i in 0..400u64 {
+                let len = 1 + (i * 104_729) % 3000;
+                file.write(&bytes(7, total, len as usize)).unwrap();
+                total += len;
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        file.fsync().unwrap();
+        let want = bytes(7, 0, total as usize);
+        assert!(
+            read_back(file, 0, total as usize) == want,
+            "{order:?}: cache"
+        );
+        assert!(
+            rig.region_bytes()[..total as usize] == want[..],
+            "{order:?}: device"
+        );
+    }
+}
