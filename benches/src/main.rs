@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod gaps_cmd;
 mod libmicro;
 mod paths;
 mod replay;
@@ -26,6 +27,8 @@ enum Command {
     Replay(replay::Args),
     /// Writeback throughput (MB/s) per backend, queue depth and I/O size.
     Writeback(writeback_cmd::Args),
+    /// The ext4 iomap feature-gap report for an image or unmounted device
+    Gaps(gaps_cmd::Args),
 }
 
 fn main() {
@@ -34,6 +37,7 @@ fn main() {
         Command::Libmicro(a) => libmicro::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Writeback(a) => writeback_cmd::run(a),
+        Command::Gaps(a) => gaps_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("bufwrite: {e:#}");

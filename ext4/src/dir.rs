@@ -72,11 +72,16 @@ impl Dir<'_, '_> {
     /// checksums verified.
     fn index_blocks(&self) -> Result<HashSet<u64>> {
         let mut set = HashSet::from([0u64]);
-        let root = self.read(0)?.ok_or_else(|| self.bad(0, "htree root is a hole".into()))?;
+        let root = self
+            .read(0)?
+            .ok_or_else(|| self.bad(0, "htree root is a hole".into()))?;
         let info_len = usize::from(root[0x1D]);
         let levels = root[0x1E];
         if info_len != 8 || levels >= MAX_DX_LEVELS {
-            return Err(self.bad(0, format!("htree root info length {info_len}, levels {levels}")));
+            return Err(self.bad(
+                0,
+                format!("htree root info length {info_len}, levels {levels}"),
+            ));
         }
         let children = self.dx_children(0, &root, 0x18 + info_len)?;
         let mut frontier = children;
@@ -86,7 +91,9 @@ impl Dir<'_, '_> {
                 if !set.insert(lblk) {
                     return Err(self.bad(lblk, "htree index block reached twice".into()));
                 }
-                let b = self.read(lblk)?.ok_or_else(|| self.bad(lblk, "index block is a hole".into()))?;
+                let b = self
+                    .read(lblk)?
+                    .ok_or_else(|| self.bad(lblk, "index block is a hole".into()))?;
                 next.extend(self.dx_children(lblk, &b, 8)?);
             }
             frontier = next;
@@ -102,7 +109,10 @@ impl Dir<'_, '_> {
         let tail = if self.ctx.csum { 8 } else { 0 };
         let room = (b.len() - count_off - tail) / 8;
         if count == 0 || count > limit || limit > room {
-            return Err(self.bad(lblk, format!("htree node count {count}, limit {limit}, room {room}")));
+            return Err(self.bad(
+                lblk,
+                format!("htree node count {count}, limit {limit}, room {room}"),
+            ));
         }
         if self.ctx.csum {
             let t = count_off + limit * 8;
@@ -112,7 +122,10 @@ impl Dir<'_, '_> {
             c = chksum(c, &[0; 4]);
             let want = le32(b, t + 4);
             if c != want {
-                return Err(self.bad(lblk, format!("htree checksum {want:#010x} on disk, computed {c:#010x}")));
+                return Err(self.bad(
+                    lblk,
+                    format!("htree checksum {want:#010x} on disk, computed {c:#010x}"),
+                ));
             }
         }
         let nblocks = self.inode.size.div_ceil(u64::from(self.ctx.block_size));
@@ -153,7 +166,7 @@ impl Dir<'_, '_> {
             } else {
                 usize::from(le16(b, off + 6))
             };
-            if rec_len < 12 || rec_len % 4 != 0 || off + rec_len > end || 8 + name_len > rec_len {
+            if rec_len < 12 || !rec_len.is_multiple_of(4) || off + rec_len > end || 8 + name_len > rec_len {
                 return Err(self.bad(
                     lblk,
                     format!("entry at byte {off}: rec_len {rec_len}, name_len {name_len}"),
@@ -178,7 +191,10 @@ impl Dir<'_, '_> {
         let want = le32(b, t + 8);
         let got = chksum(self.inode.csum_seed, &b[..t]);
         if want != got {
-            return Err(self.bad(lblk, format!("checksum {want:#010x} on disk, computed {got:#010x}")));
+            return Err(self.bad(
+                lblk,
+                format!("checksum {want:#010x} on disk, computed {got:#010x}"),
+            ));
         }
         Ok(t)
     }

@@ -65,12 +65,23 @@ pub(crate) fn load(ctx: &TreeCtx<'_>, inode: &Inode) -> Result<Vec<Extent>> {
 
 impl Walk<'_, '_> {
     fn bad(&self, loc: &str, detail: String) -> Ext4Error {
-        Ext4Error::corrupt(format!("extent tree of inode {}", self.inode.ino), loc, detail)
+        Ext4Error::corrupt(
+            format!("extent tree of inode {}", self.inode.ino),
+            loc,
+            detail,
+        )
     }
 
     /// Parses one node. `want_depth` is the depth the parent promised;
     /// `[lo, hi)` the file-block range the parent gave this node.
-    fn node(&mut self, b: &[u8], loc: &str, want_depth: Option<u16>, lo: u64, hi: u64) -> Result<()> {
+    fn node(
+        &mut self,
+        b: &[u8],
+        loc: &str,
+        want_depth: Option<u16>,
+        lo: u64,
+        hi: u64,
+    ) -> Result<()> {
         if le16(b, 0) != EXT_MAGIC {
             return Err(self.bad(loc, format!("header magic {:#06x}", le16(b, 0))));
         }
@@ -92,7 +103,10 @@ impl Walk<'_, '_> {
                 hi
             };
             if start < prev_end || start >= hi || next <= start {
-                return Err(self.bad(loc, format!("entry {i} starts at block {start} out of order")));
+                return Err(self.bad(
+                    loc,
+                    format!("entry {i} starts at block {start} out of order"),
+                ));
             }
             if depth == 0 {
                 prev_end = self.leaf(e, loc, i, hi)?;
@@ -116,7 +130,9 @@ impl Walk<'_, '_> {
         let pblk = hilo(u32::from(le16(e, 6)), le32(e, 8));
         let len = u64::from(len);
         let end = lblk + len;
-        let in_fs = pblk.checked_add(len).is_some_and(|p| p <= self.ctx.blocks_count);
+        let in_fs = pblk
+            .checked_add(len)
+            .is_some_and(|p| p <= self.ctx.blocks_count);
         if len == 0 || end > hi || !in_fs || pblk == 0 {
             return Err(self.bad(
                 loc,
@@ -142,7 +158,12 @@ impl Walk<'_, '_> {
         }
         let bs = self.ctx.block_size as usize;
         let structure = format!("extent block of inode {}", self.inode.ino);
-        let b = read_meta(self.ctx.dev, &structure, blk * u64::from(self.ctx.block_size), bs)?;
+        let b = read_meta(
+            self.ctx.dev,
+            &structure,
+            blk * u64::from(self.ctx.block_size),
+            bs,
+        )?;
         if self.ctx.csum {
             self.verify(&b, &loc)?;
         }
@@ -160,7 +181,10 @@ impl Walk<'_, '_> {
         let want = le32(b, tail);
         let got = chksum(self.inode.csum_seed, &b[..tail]);
         if want != got {
-            return Err(self.bad(loc, format!("checksum {want:#010x} on disk, computed {got:#010x}")));
+            return Err(self.bad(
+                loc,
+                format!("checksum {want:#010x} on disk, computed {got:#010x}"),
+            ));
         }
         Ok(())
     }

@@ -68,7 +68,10 @@ impl Ext4File {
     }
 
     fn refuse(&self, what: String) -> Error {
-        Error::Unsupported(format!("{} (inode {}): {what}; nothing was written", self.path, self.ino))
+        Error::Unsupported(format!(
+            "{} (inode {}): {what}; nothing was written",
+            self.path, self.ino
+        ))
     }
 
     /// The mapping covering `pos`, clipped to `[pos, pos + len)`.
@@ -82,7 +85,11 @@ impl Ext4File {
                 Iomap {
                     offset: pos,
                     length: len.min(e.end() * bs - pos),
-                    kind: if e.unwritten { ExtentKind::Unwritten } else { ExtentKind::Mapped },
+                    kind: if e.unwritten {
+                        ExtentKind::Unwritten
+                    } else {
+                        ExtentKind::Mapped
+                    },
                     addr: e.pblk * bs + (pos - start),
                     new: false,
                 }
@@ -128,7 +135,11 @@ impl Mapper for Ext4File {
                     )));
                 }
                 Ok(BlockMapping {
-                    kind: if e.unwritten { ExtentKind::Unwritten } else { ExtentKind::Mapped },
+                    kind: if e.unwritten {
+                        ExtentKind::Unwritten
+                    } else {
+                        ExtentKind::Mapped
+                    },
                     addr: (e.pblk + (block - e.lblk)) * bs,
                     new: false,
                 })
@@ -161,7 +172,9 @@ impl Mapper for Ext4File {
         if let Some(why) = &self.refusal {
             return Err(self.refuse(format!("writes are refused because {why}")));
         }
-        let end = pos.checked_add(len).ok_or(Error::RangeOverflow { offset: pos, len })?;
+        let end = pos
+            .checked_add(len)
+            .ok_or(Error::RangeOverflow { offset: pos, len })?;
         if len == 0 {
             return Ok(());
         }

@@ -139,7 +139,10 @@ impl Ext4 {
     /// Looks up an absolute path (`/a/b/c`) and returns its inode.
     pub fn lookup(&self, path: &str) -> Result<Inode> {
         let mut inode = self.read_inode(ROOT_INO)?;
-        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+        let parts: Vec<&str> = path
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
         if parts.len() > MAX_PATH_COMPONENTS {
             return Err(Ext4Error::NotFound(format!("{path}: too many components")));
         }
@@ -188,7 +191,9 @@ impl Ext4 {
     fn open_inode(&self, path: &str) -> Result<(Inode, Vec<Extent>)> {
         let inode = self.lookup(path)?;
         if !inode.is_file() {
-            return Err(Ext4Error::WrongType(format!("{path} is not a regular file")));
+            return Err(Ext4Error::WrongType(format!(
+                "{path} is not a regular file"
+            )));
         }
         if inode.has_flag(flags::ENCRYPT) {
             return Err(Ext4Error::Unsupported(format!(
@@ -214,9 +219,17 @@ impl Ext4 {
         }
         let (inode, extents) = self.open_inode(path)?;
         if let Some(why) = self.file_write_refusal(&inode) {
-            return Err(Ext4Error::Unsupported(format!("refusing to write {path}: {why}")));
+            return Err(Ext4Error::Unsupported(format!(
+                "refusing to write {path}: {why}"
+            )));
         }
-        Ok(Arc::new(Ext4File::new(path, &inode, extents, self.sb.block_size, None)))
+        Ok(Arc::new(Ext4File::new(
+            path,
+            &inode,
+            extents,
+            self.sb.block_size,
+            None,
+        )))
     }
 
     /// Opens the regular file at `path` for reading only: any mappable file
@@ -226,7 +239,13 @@ impl Ext4 {
         let why = self
             .file_write_refusal(&inode)
             .unwrap_or_else(|| "it was opened read-only".into());
-        Ok(Arc::new(Ext4File::new(path, &inode, extents, self.sb.block_size, Some(why))))
+        Ok(Arc::new(Ext4File::new(
+            path,
+            &inode,
+            extents,
+            self.sb.block_size,
+            Some(why),
+        )))
     }
 
     /// Calls `f` for every in-use inode from the first non-reserved one (and
@@ -242,10 +261,19 @@ impl Ext4 {
             if tails_valid && gd.inode_uninit() {
                 continue;
             }
-            let used = if tails_valid { ipg - u64::from(gd.itable_unused) } else { ipg };
+            let used = if tails_valid {
+                ipg - u64::from(gd.itable_unused)
+            } else {
+                ipg
+            };
             for tb in 0..used.div_ceil(per_block) {
                 let off = (gd.inode_table + tb) * bs;
-                let block = read_meta(self.dev.as_ref(), &format!("inode table of group {g}"), off, bs as usize)?;
+                let block = read_meta(
+                    self.dev.as_ref(),
+                    &format!("inode table of group {g}"),
+                    off,
+                    bs as usize,
+                )?;
                 for k in 0..per_block.min(used - tb * per_block) {
                     let idx = g as u64 * ipg + tb * per_block + k;
                     let ino = (idx + 1) as u32;

@@ -163,14 +163,28 @@ impl GapReport {
 
 impl fmt::Display for GapReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "ext4 iomap feature gaps: {} (block size {})", self.device, self.block_size)?;
+        writeln!(
+            f,
+            "ext4 iomap feature gaps: {} (block size {})",
+            self.device, self.block_size
+        )?;
         writeln!(
             f,
             "{} regular files, {} eligible for the iomap buffered path\n",
             self.regular_files, self.iomap_eligible_files
         )?;
-        let w = self.features.iter().map(|g| g.name.len()).max().unwrap_or(7).max(7);
-        writeln!(f, "{:<w$}  {:<7}  {:<6}  {:>6}  why", "feature", "present", "blocks", "files")?;
+        let w = self
+            .features
+            .iter()
+            .map(|g| g.name.len())
+            .max()
+            .unwrap_or(7)
+            .max(7);
+        writeln!(
+            f,
+            "{:<w$}  {:<7}  {:<6}  {:>6}  why",
+            "feature", "present", "blocks", "files"
+        )?;
         for g in &self.features {
             let yes = |b: bool| if b { "yes" } else { "no" };
             writeln!(
@@ -183,11 +197,19 @@ impl fmt::Display for GapReport {
                 g.why
             )?;
             if g.present && !g.detail.is_empty() {
-                writeln!(f, "{:<w$}  {:<7}  {:<6}  {:>6}  ({})", "", "", "", "", g.detail)?;
+                writeln!(
+                    f,
+                    "{:<w$}  {:<7}  {:<6}  {:>6}  ({})",
+                    "", "", "", "", g.detail
+                )?;
             }
         }
         if !self.bufwrite_write_blockers.is_empty() {
-            writeln!(f, "\nbufwrite refuses to write this image: {}", self.bufwrite_write_blockers.join("; "))?;
+            writeln!(
+                f,
+                "\nbufwrite refuses to write this image: {}",
+                self.bufwrite_write_blockers.join("; ")
+            )?;
         }
         Ok(())
     }

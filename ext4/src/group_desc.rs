@@ -80,7 +80,7 @@ fn has_super(sb: &Superblock, g: u64) -> bool {
     }
     [3u64, 5, 7].iter().any(|&p| {
         let mut x = g;
-        while x % p == 0 {
+        while x.is_multiple_of(p) {
             x /= p;
         }
         x == 1
@@ -129,7 +129,10 @@ fn parse(sb: &Superblock, g: u64, d: &[u8], loc: &str) -> Result<GroupDesc> {
         return Err(Ext4Error::corrupt(
             format!("group descriptor {g}"),
             loc,
-            format!("{itable_unused} unused inodes in a group of {}", sb.inodes_per_group),
+            format!(
+                "{itable_unused} unused inodes in a group of {}",
+                sb.inodes_per_group
+            ),
         ));
     }
     Ok(GroupDesc {

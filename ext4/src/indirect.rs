@@ -48,7 +48,11 @@ struct Map<'a, 'b> {
 
 impl Map<'_, '_> {
     fn bad(&self, blk: u64, detail: &str) -> Ext4Error {
-        Ext4Error::corrupt(format!("block map of inode {}", self.ino), format!("block {blk}"), detail)
+        Ext4Error::corrupt(
+            format!("block map of inode {}", self.ino),
+            format!("block {blk}"),
+            detail,
+        )
     }
 
     fn push(&mut self, lblk: u64, pblk: u64) -> Result<()> {
@@ -87,7 +91,12 @@ impl Map<'_, '_> {
         }
         let bs = self.ctx.block_size as usize;
         let structure = format!("indirect block of inode {}", self.ino);
-        let b = read_meta(self.ctx.dev, &structure, blk * u64::from(self.ctx.block_size), bs)?;
+        let b = read_meta(
+            self.ctx.dev,
+            &structure,
+            blk * u64::from(self.ctx.block_size),
+            bs,
+        )?;
         let span = self.per.saturating_pow(level - 1);
         for i in 0..self.per {
             let child = u64::from(le32(&b, (i * 4) as usize));

@@ -65,7 +65,11 @@ impl Inode {
         block.copy_from_slice(&raw[0x28..0x64]);
         let size = hilo(le32(raw, 0x6C), le32(raw, 0x4));
         if size > i64::MAX as u64 {
-            return Err(Ext4Error::corrupt(structure(), location, format!("i_size {size}")));
+            return Err(Ext4Error::corrupt(
+                structure(),
+                location,
+                format!("i_size {size}"),
+            ));
         }
         Ok(Inode {
             ino,

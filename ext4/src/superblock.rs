@@ -176,7 +176,9 @@ impl Superblock {
         let bad = |detail: String| Ext4Error::corrupt("superblock", "byte 1024", detail);
         let magic = le16(b, 0x38);
         if magic != MAGIC {
-            return Err(bad(format!("magic {magic:#06x}, expected {MAGIC:#06x}: not ext2/3/4")));
+            return Err(bad(format!(
+                "magic {magic:#06x}, expected {MAGIC:#06x}: not ext2/3/4"
+            )));
         }
         let ro = le32(b, 0x64);
         if ro & ro_compat::METADATA_CSUM != 0 {
@@ -186,12 +188,16 @@ impl Superblock {
             let want = le32(b, 0x3FC);
             let got = chksum(!0, &b[..0x3FC]);
             if want != got {
-                return Err(bad(format!("checksum {want:#010x} on disk, computed {got:#010x}")));
+                return Err(bad(format!(
+                    "checksum {want:#010x} on disk, computed {got:#010x}"
+                )));
             }
         }
         let log_bs = le32(b, 0x18);
         if log_bs > 6 {
-            return Err(bad(format!("s_log_block_size {log_bs}: block size above 64 KiB")));
+            return Err(bad(format!(
+                "s_log_block_size {log_bs}: block size above 64 KiB"
+            )));
         }
         let block_size = 1024u32 << log_bs;
         let incompat = le32(b, 0x60);
@@ -201,8 +207,7 @@ impl Superblock {
         } else {
             (le16(b, 0x58), le32(b, 0x54))
         };
-        if inode_size < 128 || !inode_size.is_power_of_two() || u32::from(inode_size) > block_size
-        {
+        if inode_size < 128 || !inode_size.is_power_of_two() || u32::from(inode_size) > block_size {
             return Err(bad(format!("inode size {inode_size}")));
         }
         let desc_size = if incompat & incompat::BIT64 != 0 {
@@ -305,7 +310,10 @@ impl Superblock {
     /// stored mount option string (`mke2fs -E mount_opts=data=journal`).
     pub fn data_journal_default(&self) -> bool {
         self.default_mount_opts & DEFM_JMODE_MASK == DEFM_JMODE_DATA
-            || self.mount_opts.split(',').any(|o| o.trim() == "data=journal")
+            || self
+                .mount_opts
+                .split(',')
+                .any(|o| o.trim() == "data=journal")
     }
 
     /// Incompat feature bits this crate does not understand.
@@ -317,18 +325,28 @@ impl Superblock {
     pub fn write_blockers(&self) -> Vec<String> {
         let mut v = Vec::new();
         if self.has_incompat(incompat::RECOVER) {
-            v.push("the journal needs recovery (needs_recovery): run e2fsck or mount it first".into());
+            v.push(
+                "the journal needs recovery (needs_recovery): run e2fsck or mount it first".into(),
+            );
         }
         if self.has_incompat(incompat::MMP) {
-            v.push("multiple-mount protection (mmp) is on and bufwrite does not take the MMP lock".into());
+            v.push(
+                "multiple-mount protection (mmp) is on and bufwrite does not take the MMP lock"
+                    .into(),
+            );
         }
         let unknown = self.unknown_incompat();
         if unknown != 0 {
-            v.push(format!("unknown incompatible features {}", incompat_names(unknown)));
+            v.push(format!(
+                "unknown incompatible features {}",
+                incompat_names(unknown)
+            ));
         }
         let unknown_ro = self.feature_ro_compat & !ro_compat::UNDERSTOOD;
         if unknown_ro != 0 {
-            v.push(format!("unknown read-only-compatible features {unknown_ro:#x}"));
+            v.push(format!(
+                "unknown read-only-compatible features {unknown_ro:#x}"
+            ));
         }
         if self.has_ro_compat(ro_compat::READONLY) {
             v.push("the read-only feature is set".into());

@@ -77,7 +77,10 @@ mod tests {
         assert_eq!(hilo(1, 2), (1 << 32) | 2);
         let data: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
         let dev = Mem::from_bytes(data, 512);
-        assert_eq!(read_meta(&dev, "x", 1000, 4).unwrap(), vec![232, 233, 234, 235]);
+        assert_eq!(
+            read_meta(&dev, "x", 1000, 4).unwrap(),
+            vec![232, 233, 234, 235]
+        );
         assert!(matches!(
             read_meta(&dev, "x", 4000, 200),
             Err(Ext4Error::Corrupt { .. })

@@ -23,8 +23,16 @@ struct Img {
 fn inode_offset(img: &Path, path: &str, bs: u64) -> u64 {
     let out = debugfs_r(img, &format!("imap {path}"));
     let w: Vec<&str> = out.split_whitespace().collect();
-    let blk = w.iter().position(|&x| x == "located").map(|i| w[i + 3].trim_end_matches(',').parse::<u64>().unwrap()).unwrap();
-    let off = w.iter().position(|&x| x == "offset").map(|i| u64::from_str_radix(w[i + 1].trim_start_matches("0x"), 16).unwrap()).unwrap();
+    let blk = w
+        .iter()
+        .position(|&x| x == "located")
+        .map(|i| w[i + 3].trim_end_matches(',').parse::<u64>().unwrap())
+        .unwrap();
+    let off = w
+        .iter()
+        .position(|&x| x == "offset")
+        .map(|i| u64::from_str_radix(w[i + 1].trim_start_matches("0x"), 16).unwrap())
+        .unwrap();
     blk * bs + off
 }
 
@@ -32,7 +40,11 @@ fn make(dir: &Path, bs: u32, features: &str, size_mb: u32) -> Img {
     let img = mkfs(dir, &format!("bad-{bs}.img"), bs, features, size_mb, &[]);
     let f = dir.join("src");
     std::fs::write(&f, pattern(300 * bs as usize, 9)).unwrap();
-    let mut cmds = vec!["mkdir /d".to_string(), format!("write {} /d/f", f.display()), format!("write {} /frag", f.display())];
+    let mut cmds = vec![
+        "mkdir /d".to_string(),
+        format!("write {} /d/f", f.display()),
+        format!("write {} /frag", f.display()),
+    ];
     for b in (1..300).step_by(2) {
         cmds.push(format!("punch /frag {b} {b}"));
     }
@@ -41,7 +53,11 @@ fn make(dir: &Path, bs: u32, features: &str, size_mb: u32) -> Img {
     let dev: Arc<dyn BlockDevice> = Arc::new(Mem::from_bytes(bytes.clone(), 512));
     let fs = Ext4::open(dev).unwrap();
     let frag = fs.lookup("/frag").unwrap();
-    assert_eq!(u16::from_le_bytes([frag.block[6], frag.block[7]]), 1, "frag tree depth 1 expected");
+    assert_eq!(
+        u16::from_le_bytes([frag.block[6], frag.block[7]]),
+        1,
+        "frag tree depth 1 expected"
+    );
     let leaf = u64::from(u32::from_le_bytes(frag.block[16..20].try_into().unwrap()));
     let d = fs.lookup("/d").unwrap();
     let dir_block = fs.map_inode(&d).unwrap()[0].pblk;
@@ -63,7 +79,10 @@ fn expect_err(bytes: Vec<u8>, path: &str, want: &str, case: &str) {
     let dev = Arc::new(Mem::from_bytes(bytes, 512));
     let r = Ext4::open(dev.clone()).and_then(|fs| fs.open_file(path).map(|_| ()));
     let e = r.expect_err(case).to_string();
-    assert!(e.contains(want), "{case}: error {e:?} does not mention {want:?}");
+    assert!(
+        e.contains(want),
+        "{case}: error {e:?} does not mention {want:?}"
+    );
     assert_eq!(dev.stats().writes, 0, "{case}");
 }
 
@@ -75,7 +94,12 @@ fn corruptions(img: &Img) {
     };
     let gdt = if img.bs == 1024 { 2048 } else { img.bs };
     let c = img.csum;
-    expect_err(flip(1024 + if c { 0x20 } else { 0x38 }), "/d/f", "superblock", "superblock");
+    expect_err(
+        flip(1024 + if c { 0x20 } else { 0x38 }),
+        "/d/f",
+        "superblock",
+        "superblock",
+    );
     let mut b = img.bytes.clone();
     if c {
         b[gdt as usize] ^= 1;
@@ -83,7 +107,11 @@ fn corruptions(img: &Img) {
         b[gdt as usize + 8..gdt as usize + 12].copy_from_slice(&[0xFF; 4]);
     }
     expect_err(b, "/d/f", "group descriptor 0", "group descriptor");
-    let (at, want) = if c { (img.f_inode + 0x21, "inode") } else { (img.f_inode + 0x28, "extent tree of inode") };
+    let (at, want) = if c {
+        (img.f_inode + 0x21, "inode")
+    } else {
+        (img.f_inode + 0x28, "extent tree of inode")
+    };
     expect_err(flip(at), "/d/f", want, "inode");
     expect_err(flip(img.leaf * img.bs), "/frag", "extent", "extent header");
     let dir = img.dir_block * img.bs;

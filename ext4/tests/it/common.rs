@@ -22,7 +22,14 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Runs `mkfs.ext4 -q -F -b BS -O FEATURES IMG SIZE` plus `extra` args.
-pub fn mkfs(dir: &Path, name: &str, bs: u32, features: &str, size_mb: u32, extra: &[&str]) -> PathBuf {
+pub fn mkfs(
+    dir: &Path,
+    name: &str,
+    bs: u32,
+    features: &str,
+    size_mb: u32,
+    extra: &[&str],
+) -> PathBuf {
     let img = dir.join(name);
     let mut c = Command::new("mkfs.ext4");
     c.args(["-q", "-F", "-b", &bs.to_string()]);
@@ -31,7 +38,11 @@ pub fn mkfs(dir: &Path, name: &str, bs: u32, features: &str, size_mb: u32, extra
     }
     c.args(extra).arg(&img).arg(format!("{size_mb}M"));
     let out = c.output().expect("mkfs.ext4 is installed");
-    assert!(out.status.success(), "mkfs failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mkfs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     img
 }
 
@@ -39,13 +50,28 @@ pub fn mkfs(dir: &Path, name: &str, bs: u32, features: &str, size_mb: u32, extra
 pub fn debugfs_w(img: &Path, cmds: &[String]) {
     let f = img.with_extension("cmds");
     std::fs::write(&f, cmds.join("\n") + "\n").unwrap();
-    let out = Command::new("debugfs").arg("-w").arg("-f").arg(&f).arg(img).output().unwrap();
-    assert!(out.status.success(), "debugfs failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&f)
+        .arg(img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "debugfs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// One debugfs request, read-only; returns stdout.
 pub fn debugfs_r(img: &Path, req: &str) -> String {
-    let out = Command::new("debugfs").arg("-R").arg(req).arg(img).output().unwrap();
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(req)
+        .arg(img)
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -69,13 +95,20 @@ pub fn fsck_ok(img: &Path) {
     );
 }
 
+/// Makes a fresh write path.
+pub type MakePath = fn() -> Box<dyn WritePath>;
+
 /// The write paths under test.
-pub fn paths() -> Vec<(&'static str, fn() -> Box<dyn WritePath>)> {
+pub fn paths() -> Vec<(&'static str, MakePath)> {
     vec![
         ("iomap", || Box::new(IomapPath::new())),
         ("bh-legacy", || Box::new(BufferHeadPath::new(Mode::Legacy))),
-        ("bh-tailskip", || Box::new(BufferHeadPath::new(Mode::TailSkip))),
-        ("bh-seek", || Box::new(BufferHeadPath::new(Mode::SeekToFrom))),
+        ("bh-tailskip", || {
+            Box::new(BufferHeadPath::new(Mode::TailSkip))
+        }),
+        ("bh-seek", || {
+            Box::new(BufferHeadPath::new(Mode::SeekToFrom))
+        }),
     ]
 }
 
@@ -85,8 +118,25 @@ pub fn paths() -> Vec<(&'static str, fn() -> Box<dyn WritePath>)> {
 pub fn device(img: &Path, backend: &str) -> Option<Arc<dyn BlockDevice>> {
     match backend {
         "mem" => Some(Arc::new(Mem::from_bytes(std::fs::read(img).unwrap(), 512))),
-        "sync" => Some(open_device(img, OpenOptions { backend: Backend::Sync, ..Default::default() }).unwrap()),
-        "uring" => open_device(img, OpenOptions { backend: Backend::Uring, direct: true, ..Default::default() }).ok(),
+        "sync" => Some(
+            open_device(
+                img,
+                OpenOptions {
+                    backend: Backend::Sync,
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        ),
+        "uring" => open_device(
+            img,
+            OpenOptions {
+                backend: Backend::Uring,
+                direct: true,
+                ..Default::default()
+            },
+        )
+        .ok(),
         _ => unreachable!(),
     }
 }

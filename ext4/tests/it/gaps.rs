@@ -17,7 +17,14 @@ fn report(img: &Path) -> GapReport {
 
 /// Makes an image with `mkfs_args`, writes two small and one larger file,
 /// runs `after` (debugfs commands) and `tune` (tune2fs args).
-fn image(dir: &Path, name: &str, features: &str, extra: &[&str], after: &[&str], tune: &[&str]) -> std::path::PathBuf {
+fn image(
+    dir: &Path,
+    name: &str,
+    features: &str,
+    extra: &[&str],
+    after: &[&str],
+    tune: &[&str],
+) -> std::path::PathBuf {
     let img = mkfs(dir, name, 4096, features, 16, extra);
     let small = dir.join("small");
     std::fs::write(&small, pattern(40, 1)).unwrap();
@@ -32,14 +39,24 @@ fn image(dir: &Path, name: &str, features: &str, extra: &[&str], after: &[&str],
     cmds.extend(after.iter().map(|s| s.to_string()));
     debugfs_w(&img, &cmds);
     if !tune.is_empty() {
-        let out = Command::new("tune2fs").args(tune).arg(&img).output().unwrap();
-        assert!(out.status.success(), "tune2fs: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("tune2fs")
+            .args(tune)
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tune2fs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     img
 }
 
 fn blocking(r: &GapReport) -> Vec<(String, u64)> {
-    r.blocking().map(|g| (g.name.clone(), g.files_affected)).collect()
+    r.blocking()
+        .map(|g| (g.name.clone(), g.files_affected))
+        .collect()
 }
 
 fn names(v: &[(&str, u64)]) -> Vec<(String, u64)> {
@@ -52,19 +69,42 @@ fn gaps_name_exactly_what_each_image_has() {
     let d = dir.path();
     let cases: Vec<(std::path::PathBuf, Vec<(&str, u64)>)> = vec![
         (image(d, "default.img", "", &[], &[], &[]), vec![]),
-        (image(d, "inline.img", "inline_data", &[], &[], &[]), vec![("inline_data", 3)]),
-        (image(d, "encrypt.img", "encrypt", &[], &[], &[]), vec![("encrypt (fscrypt)", 3)]),
-        (image(d, "verity.img", "verity", &[], &[], &[]), vec![("verity (fs-verity)", 3)]),
+        (
+            image(d, "inline.img", "inline_data", &[], &[], &[]),
+            vec![("inline_data", 3)],
+        ),
+        (
+            image(d, "encrypt.img", "encrypt", &[], &[], &[]),
+            vec![("encrypt (fscrypt)", 3)],
+        ),
+        (
+            image(d, "verity.img", "verity", &[], &[], &[]),
+            vec![("verity (fs-verity)", 3)],
+        ),
         (
             image(d, "dj-o.img", "", &[], &[], &["-o", "journal_data"]),
             vec![("data=journal (default mount option)", 3)],
         ),
         (
-            image(d, "dj-e.img", "", &[], &[], &["-E", "mount_opts=data=journal"]),
+            image(
+                d,
+                "dj-e.img",
+                "",
+                &[],
+                &[],
+                &["-E", "mount_opts=data=journal"],
+            ),
             vec![("data=journal (default mount option)", 3)],
         ),
         (
-            image(d, "jflag.img", "", &[], &["set_inode_field /d/l flags 0x84000"], &[]),
+            image(
+                d,
+                "jflag.img",
+                "",
+                &[],
+                &["set_inode_field /d/l flags 0x84000"],
+                &[],
+            ),
             vec![("journal_data inode flag (chattr +j)", 1)],
         ),
         (
@@ -76,7 +116,13 @@ fn gaps_name_exactly_what_each_image_has() {
         let r = report(&img);
         assert_eq!(blocking(&r), names(&want), "{}:\n{r}", img.display());
         assert_eq!(r.regular_files, 3, "{}", img.display());
-        let eligible = if want.is_empty() { 3 } else if want[0].1 == 1 { 2 } else { 0 };
+        let eligible = if want.is_empty() {
+            3
+        } else if want[0].1 == 1 {
+            2
+        } else {
+            0
+        };
         assert_eq!(r.iomap_eligible_files, eligible, "{}", img.display());
         let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(json["features"].as_array().unwrap().len(), r.features.len());
@@ -84,12 +130,23 @@ fn gaps_name_exactly_what_each_image_has() {
     }
     // mkfs.ext3 images: no extent feature, journal; files read-only mapped.
     let img = d.join("ext3.img");
-    let out = Command::new("mkfs.ext3").args(["-q", "-F"]).arg(&img).arg("16M").output().unwrap();
+    let out = Command::new("mkfs.ext3")
+        .args(["-q", "-F"])
+        .arg(&img)
+        .arg("16M")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let large = d.join("large");
-    debugfs_w(&img, &["mkdir /d".into(), format!("write {} /d/l", large.display())]);
+    debugfs_w(
+        &img,
+        &["mkdir /d".into(), format!("write {} /d/l", large.display())],
+    );
     let r = report(&img);
-    assert_eq!(blocking(&r), names(&[("non-extent (indirect-mapped) files", 1)]));
+    assert_eq!(
+        blocking(&r),
+        names(&[("non-extent (indirect-mapped) files", 1)])
+    );
     let dev = Arc::new(Mem::from_bytes(std::fs::read(&img).unwrap(), 512));
     let fs = Ext4::open(dev.clone()).unwrap();
     let e = fs.open_file("/d/l").unwrap_err().to_string();
@@ -105,7 +162,14 @@ fn gaps_name_exactly_what_each_image_has() {
 #[test]
 fn needs_recovery_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let img = image(dir.path(), "rec.img", "", &[], &["feature needs_recovery"], &[]);
+    let img = image(
+        dir.path(),
+        "rec.img",
+        "",
+        &[],
+        &["feature needs_recovery"],
+        &[],
+    );
     let dev = Arc::new(Mem::from_bytes(std::fs::read(&img).unwrap(), 512));
     let fs = Ext4::open(dev).unwrap();
     let e = fs.open_file("/d/l").unwrap_err().to_string();

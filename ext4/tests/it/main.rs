@@ -35,7 +35,10 @@ fn build(dir: &Path, bs: u32, features: &str) -> Base {
         "mkdir /a/b".into(),
         "mkdir /a/b/c".into(),
         format!("write {} /a/b/c/f", src("f", 300_000, 1)),
-        format!("write {} /frag", src("frag", (frag_blocks * u64::from(bs)) as usize, 2)),
+        format!(
+            "write {} /frag",
+            src("frag", (frag_blocks * u64::from(bs)) as usize, 2)
+        ),
         format!("write {} /h", src("h", 40 * bs as usize, 3)),
         "punch /h 5 7".into(),
         format!("write {} /u", src("u", 40 * bs as usize, 4)),
@@ -48,15 +51,29 @@ fn build(dir: &Path, bs: u32, features: &str) -> Base {
     }
     let small = src("small", 10, 5);
     for i in 0..400 {
-        cmds.push(format!("write {small} /big/a_rather_long_file_name_number_{i:05}"));
+        cmds.push(format!(
+            "write {small} /big/a_rather_long_file_name_number_{i:05}"
+        ));
     }
     cmds.push(format!("write {} /big/target", src("target", 50_000, 6)));
     debugfs_w(&img, &cmds);
     // e2fsck -D builds hashed indexes for the large directory.
-    let out = std::process::Command::new("e2fsck").arg("-fyD").arg(&img).output().unwrap();
-    assert!(out.status.code().unwrap_or(8) < 4, "e2fsck -fyD: {}", String::from_utf8_lossy(&out.stdout));
+    let out = std::process::Command::new("e2fsck")
+        .arg("-fyD")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code().unwrap_or(8) < 4,
+        "e2fsck -fyD: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     fsck_ok(&img);
-    Base { img, bs, frag_blocks }
+    Base {
+        img,
+        bs,
+        frag_blocks,
+    }
 }
 
 /// The writes applied to each target: (path, [(offset, len)]).
@@ -66,7 +83,10 @@ fn writes(base: &Base) -> Vec<(&'static str, Vec<(u64, usize)>)> {
     frag.push(((base.frag_blocks - 2) * bs, bs as usize));
     frag.retain(|(o, _)| (o / bs) % 2 == 0);
     vec![
-        ("/a/b/c/f", vec![(0, 5000), (12_345, 70_000), (299_000, 1000)]),
+        (
+            "/a/b/c/f",
+            vec![(0, 5000), (12_345, 70_000), (299_000, 1000)],
+        ),
         ("/frag", frag),
         ("/big/target", vec![(1000, 40_000), (49_999, 1)]),
         ("/h", vec![(bs + 7, 2 * bs as usize)]),
@@ -95,24 +115,35 @@ fn overwrite_everywhere(bs: u32, features: &str) {
             for (path, ws) in writes(&base) {
                 let mut model = dump(&base.img, path);
                 let mapper = fs.open_file(path).unwrap();
-                let file = File::open(dev.clone(), mapper, mkpath(), FileOptions::default()).unwrap();
+                let file =
+                    File::open(dev.clone(), mapper, mkpath(), FileOptions::default()).unwrap();
                 for (i, &(off, len)) in ws.iter().enumerate() {
                     let data = pattern(len, 100 + i as u64);
-                    assert_eq!(file.pwrite(off, &data).unwrap(), len, "{pname} {backend} {path}");
+                    assert_eq!(
+                        file.pwrite(off, &data).unwrap(),
+                        len,
+                        "{pname} {backend} {path}"
+                    );
                     model[off as usize..off as usize + len].copy_from_slice(&data);
                 }
                 file.fsync().unwrap();
                 let mut back = vec![0u8; model.len()];
                 file.drop_caches();
                 assert_eq!(file.pread(0, &mut back).unwrap(), model.len());
-                assert!(back == model, "{pname} {backend} {path}: pread differs from model");
+                assert!(
+                    back == model,
+                    "{pname} {backend} {path}: pread differs from model"
+                );
                 models.push((path, model));
             }
             drop(fs);
             finish(&img, backend, &dev);
             drop(dev);
             for (path, model) in models {
-                assert!(dump(&img, path) == model, "{pname} {backend} {path}: debugfs dump differs");
+                assert!(
+                    dump(&img, path) == model,
+                    "{pname} {backend} {path}: debugfs dump differs"
+                );
             }
             fsck_ok(&img);
         }
@@ -124,25 +155,60 @@ fn overwrite_everywhere(bs: u32, features: &str) {
 /// debugfs.
 fn check_layout(base: &Base) {
     let stat = debugfs_r(&base.img, "stat /frag");
-    let depth_line = stat.lines().find(|l| l.contains("Level Entries")).map(str::to_owned);
+    let depth_line = stat
+        .lines()
+        .find(|l| l.contains("Level Entries"))
+        .map(str::to_owned);
     let ex = debugfs_r(&base.img, "ex /frag");
-    let levels = ex.lines().filter_map(|l| l.split_whitespace().next()?.split('/').next()?.parse::<u32>().ok()).max();
-    assert!(levels.unwrap_or(0) >= 2, "frag tree depth {levels:?}: {depth_line:?}\n{ex}");
+    let levels = ex
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .next()?
+                .split('/')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+        .max();
+    assert!(
+        levels.unwrap_or(0) >= 2,
+        "frag tree depth {levels:?}: {depth_line:?}\n{ex}"
+    );
     let big = debugfs_r(&base.img, "stat /big");
-    assert!(big.contains("Flags: 0x81000") || big.contains("Flags: 0x1000"), "no htree: {big}");
+    assert!(
+        big.contains("Flags: 0x81000") || big.contains("Flags: 0x1000"),
+        "no htree: {big}"
+    );
     let dev = device(&base.img, "mem").unwrap();
     let fs = Ext4::open(dev.clone()).unwrap();
-    for path in ["/a/b/c/f", "/frag", "/big/target", "/big/a_rather_long_file_name_number_00399", "/h", "/u"] {
+    for path in [
+        "/a/b/c/f",
+        "/frag",
+        "/big/target",
+        "/big/a_rather_long_file_name_number_00399",
+        "/h",
+        "/u",
+    ] {
         let f = fs.open_file_read_only(path).unwrap();
         let model = dump(&base.img, path);
         let file = File::open(dev.clone(), f, paths()[0].1(), FileOptions::default()).unwrap();
         let mut buf = vec![0u8; model.len() + 10];
         let n = file.pread(0, &mut buf).unwrap();
-        assert!(n == model.len() && buf[..n] == model[..], "read of {path} differs from debugfs");
+        assert!(
+            n == model.len() && buf[..n] == model[..],
+            "read of {path} differs from debugfs"
+        );
     }
     let f = fs.open_file_read_only("/u").unwrap();
-    assert!(f.extents().iter().any(|e| e.unwritten), "no unwritten extent in /u");
-    assert!(matches!(fs.open_file("/nope/x"), Err(Ext4Error::NotFound(_))));
+    assert!(
+        f.extents().iter().any(|e| e.unwritten),
+        "no unwritten extent in /u"
+    );
+    assert!(matches!(
+        fs.open_file("/nope/x"),
+        Err(Ext4Error::NotFound(_))
+    ));
     assert!(matches!(fs.open_file("/a/b"), Err(Ext4Error::WrongType(_))));
     assert_eq!(dev.stats().writes, 0);
 }
@@ -176,20 +242,29 @@ fn refusals_leave_image_identical() {
     let before = std::fs::read(&base.img).unwrap();
     let bs = 4096u64;
     let cases: [(&str, u64, usize); 5] = [
-        ("/h", 5 * bs, 10),               // hole
+        ("/h", 5 * bs, 10),                // hole
         ("/h", 4 * bs + 100, bs as usize), // runs into the hole
-        ("/u", 12 * bs, 10),              // unwritten
-        ("/a/b/c/f", 299_999, 2),         // past EOF
-        ("/a/b/c/f", 400_000, 1),         // far past EOF
+        ("/u", 12 * bs, 10),               // unwritten
+        ("/a/b/c/f", 299_999, 2),          // past EOF
+        ("/a/b/c/f", 400_000, 1),          // far past EOF
     ];
     for (pname, mkpath) in paths() {
         for backend in ["mem", "sync"] {
             let dev = device(&base.img, backend).unwrap();
             let fs = Ext4::open(dev.clone()).unwrap();
             for &(path, off, len) in &cases {
-                let file = File::open(dev.clone(), fs.open_file(path).unwrap(), mkpath(), FileOptions::default()).unwrap();
+                let file = File::open(
+                    dev.clone(),
+                    fs.open_file(path).unwrap(),
+                    mkpath(),
+                    FileOptions::default(),
+                )
+                .unwrap();
                 let e = file.pwrite(off, &vec![0xAB; len]).unwrap_err();
-                assert!(e.to_string().contains("unsupported"), "{pname} {path}@{off}: {e}");
+                assert!(
+                    e.to_string().contains("unsupported"),
+                    "{pname} {path}@{off}: {e}"
+                );
                 file.fsync().unwrap();
             }
             let ro = fs.open_file_read_only("/a/b/c/f").unwrap();
