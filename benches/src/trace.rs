@@ -1,8 +1,12 @@
-//! The replay trace: its grammar, the fixed byte pattern writes carry, and
-//! the hash printed for reads. Both are specified in DESIGN.md ("Command
-//! line") so that any other tool can reproduce a replay byte for byte.
+//! The replay trace: its grammar, and (re-exported from
+//! [`bufwrite_engine::pattern`]) the fixed byte pattern writes carry and the
+//! hash printed for reads. All are specified in DESIGN.md ("Command line")
+//! so that any other tool can reproduce a replay byte for byte.
 
 use std::fmt;
+
+/// The byte pattern and read hash of the replay contract.
+pub use bufwrite_engine::pattern::{fill as fill_pattern, fnv1a64};
 
 /// One operation of a trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,44 +230,6 @@ pub fn parse_number(word: &str) -> Option<u64> {
     u64::from_str_radix(digits, radix).ok()
 }
 
-/// The splitmix64 finaliser (wrapping arithmetic), as DESIGN.md gives it.
-pub fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// The byte at absolute file offset `o` written with seed `s`: the
-/// definition, which [`fill_pattern`] computes eight bytes at a time (the
-/// tests hold the two together).
-#[cfg_attr(not(test), allow(dead_code))]
-pub fn pattern_byte(s: u64, o: u64) -> u8 {
-    (splitmix64(s ^ (o >> 3)) >> (8 * (o & 7))) as u8
-}
-
-/// Fills `buf` with the bytes of seed `seed` for file offsets `off..`.
-pub fn fill_pattern(seed: u64, off: u64, buf: &mut [u8]) {
-    // One splitmix64 per 8-byte group of the file, not per byte.
-    let mut o = off;
-    let mut i = 0;
-    while i < buf.len() {
-        let word = splitmix64(seed ^ (o >> 3)).to_le_bytes();
-        let first = (o & 7) as usize;
-        let n = (8 - first).min(buf.len() - i);
-        buf[i..i + n].copy_from_slice(&word[first..first + n]);
-        i += n;
-        o += n as u64;
-    }
-}
-
-/// FNV-1a 64 of `bytes`.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,36 +423,5 @@ mod tests {
         assert_eq!(kind("writev 0 0xffffffffffffffff 1"), (1, Overflow));
         let msg = parse("fsync\nfsync\nwrite 1").unwrap_err().to_string();
         assert_eq!(msg, "trace line 3: write is missing its SEED argument");
-    }
-
-    #[test]
-    fn splitmix64_fixed_values() {
-        // Reference values of the published splitmix64 finaliser applied to
-        // x (the generator's first output from state x).
-        assert_eq!(splitmix64(0), 0xe220_a839_7b1d_cdaf);
-        assert_eq!(splitmix64(1), 0x910a_2dec_8902_5cc1);
-    }
-
-    #[test]
-    fn pattern_bytes_are_little_endian_groups_of_eight() {
-        let w0 = 0xe220_a839_7b1d_cdafu64.to_le_bytes();
-        for o in 0..8 {
-            assert_eq!(pattern_byte(0, o), w0[o as usize]);
-        }
-        // Offsets 8..16 use splitmix64(0 ^ 1), and the seed is xored in.
-        assert_eq!(pattern_byte(0, 8), 0xc1);
-        assert_eq!(pattern_byte(1, 0), 0xc1);
-        let mut buf = [0u8; 21];
-        fill_pattern(9, 5, &mut buf);
-        for (i, b) in buf.iter().enumerate() {
-            assert_eq!(*b, pattern_byte(9, 5 + i as u64), "offset {}", 5 + i);
-        }
-    }
-
-    #[test]
-    fn fnv1a64_known_vectors() {
-        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64(b"foobar"), 0x85944171f73967e8);
     }
 }

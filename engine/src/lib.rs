@@ -34,6 +34,7 @@ mod iov;
 pub mod mapping;
 pub mod page_cache;
 pub mod path;
+pub mod pattern;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod writeback;

@@ -6,10 +6,10 @@
 //! - [`Op`]: one file operation (write, pwrite, writev, seek, read, fsync,
 //!   drop-caches). Test crates generate sequences of these with their own
 //!   proptest strategies; this module does not depend on proptest.
-//! - [`byte_at`] / [`fill`]: the fixed byte function of the `replay`
-//!   contract (DESIGN.md, "Command line"), so any tool can reproduce the
-//!   bytes a sequence wrote. A byte depends on the seed and its absolute
-//!   file offset, so overlapping writes with different seeds are visible.
+//! - [`byte_at`] / [`fill`] / [`fnv1a64`]: re-exported from
+//!   [`crate::pattern`], the fixed byte function of the `replay` contract
+//!   (DESIGN.md, "Command line"), so any tool can reproduce the bytes a
+//!   sequence wrote.
 //! - [`Model`]: a `Vec<u8>` file with a position, a size and a capacity,
 //!   applying each op the way [`File`] must.
 //! - [`apply`]: runs an op on both and describes the first difference
@@ -41,6 +41,8 @@ use crate::error::Error;
 use crate::file::File;
 use std::fmt;
 use std::io::IoSlice;
+
+pub use crate::pattern::{byte_at, fill, fnv1a64, splitmix64};
 
 /// Largest buffer [`apply`] allocates for one op; larger ops are refused
 /// with an error rather than exhausting memory.
@@ -109,45 +111,6 @@ impl fmt::Display for Op {
             Op::DropCaches => f.write_str("# drop_caches"),
         }
     }
-}
-
-/// splitmix64, as DESIGN.md specifies it (all arithmetic wrapping).
-pub fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// The byte at absolute file offset `offset` for `seed`:
-/// `(splitmix64(seed ^ (offset >> 3)) >> (8 * (offset & 7))) & 0xff`.
-pub fn byte_at(seed: u64, offset: u64) -> u8 {
-    (splitmix64(seed ^ (offset >> 3)) >> (8 * (offset & 7))) as u8
-}
-
-/// Fills `buf` with the bytes of `seed` for file offsets `offset ..`.
-pub fn fill(seed: u64, offset: u64, buf: &mut [u8]) {
-    // One splitmix64 per 8 bytes rather than per byte: the tests write
-    // megabytes.
-    let mut o = offset;
-    let mut i = 0;
-    while i < buf.len() {
-        let word = splitmix64(seed ^ (o >> 3));
-        let mut k = (o & 7) as u32;
-        while k < 8 && i < buf.len() {
-            buf[i] = (word >> (8 * k)) as u8;
-            i += 1;
-            k += 1;
-            o = o.wrapping_add(1);
-        }
-    }
-}
-
-/// FNV-1a 64 of `bytes` (the `HASH` of the replay output).
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// The error a write should fail with, as the model predicts it.
@@ -423,26 +386,6 @@ fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fill_matches_byte_at() {
-        for off in [0u64, 1, 7, 8, 13, 4095, u64::MAX - 20] {
-            let mut buf = [0u8; 19];
-            fill(42, off, &mut buf);
-            for (i, &b) in buf.iter().enumerate() {
-                assert_eq!(b, byte_at(42, off.wrapping_add(i as u64)));
-            }
-        }
-    }
-
-    #[test]
-    fn splitmix64_reference_values() {
-        // splitmix64 seeded with 0 yields 0xe220a8397b1dcdaf as its first
-        // output; this function is that step applied to the state 0.
-        assert_eq!(splitmix64(0), 0xe220_a839_7b1d_cdaf);
-        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-    }
 
     #[test]
     fn model_predictions() {
