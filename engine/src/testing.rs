@@ -4,8 +4,9 @@
 //! The pieces:
 //!
 //! - [`Op`]: one file operation (write, pwrite, writev, seek, read, fsync,
-//!   drop-caches). Test crates generate sequences of these with their own
-//!   proptest strategies; this module does not depend on proptest.
+//!   drop-caches). Test crates generate sequences of these with
+//!   [`op_strategy`] / [`ops_strategy`] (weights in [`OpWeights`]), over a
+//!   file set up as [`setup_strategy`] draws it ([`Setup`]).
 //! - [`byte_at`] / [`fill`] / [`fnv1a64`]: re-exported from
 //!   [`crate::pattern`], the fixed byte function of the `replay` contract
 //!   (DESIGN.md, "Command line"), so any tool can reproduce the bytes a
@@ -39,8 +40,12 @@
 
 use crate::error::Error;
 use crate::file::File;
+use crate::page_cache::OrderPolicy;
+use proptest::prelude::*;
+use proptest::strategy::Union;
 use std::fmt;
 use std::io::IoSlice;
+use std::ops::Range;
 
 pub use crate::pattern::{byte_at, fill, fnv1a64, splitmix64};
 
@@ -111,6 +116,178 @@ impl fmt::Display for Op {
             Op::DropCaches => f.write_str("# drop_caches"),
         }
     }
+}
+
+const MIB: u64 = 1 << 20;
+
+/// One file setup for a random-sequence test: block size, folio order
+/// policy, and a `Flat` file of `capacity` bytes at device offset `base`
+/// whose first `size` bytes the device already holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setup {
+    /// Block size (1024, 2048 or 4096).
+    pub bs: u32,
+    /// Folio order policy of the page cache.
+    pub order: OrderPolicy,
+    /// The largest size the file may reach.
+    pub capacity: u64,
+    /// Device offset of the file's first byte.
+    pub base: u64,
+    /// Initial file size: bytes the device already holds for the file.
+    pub size: u64,
+}
+
+/// Every block size (1, 2, 4 KiB) and order policy (fixed 0, 2, 9; from
+/// the write up to 9); a capacity of 4 MiB (two order-9 folios exactly) or
+/// 3 MiB + 12 KiB (ends inside one, so folios reach past the capacity); a
+/// base of 0 or 64 KiB; an initial size of 0 (weight `empty_weight`), 5000
+/// or 1 MiB + 777 (weight 1 each).
+pub fn setup_strategy(empty_weight: u32) -> impl Strategy<Value = Setup> {
+    let bs = prop_oneof![Just(1024u32), Just(2048), Just(4096)];
+    let order = prop_oneof![
+        Just(OrderPolicy::Fixed(0)),
+        Just(OrderPolicy::Fixed(2)),
+        Just(OrderPolicy::Fixed(9)),
+        Just(OrderPolicy::FromWrite { max_order: 9 }),
+    ];
+    let capacity = prop_oneof![Just(4 * MIB), Just(3 * MIB + (12 << 10))];
+    let base = prop_oneof![Just(0u64), Just(64 << 10)];
+    let size = prop_oneof![
+        empty_weight => Just(0u64),
+        1 => Just(5000),
+        1 => Just(MIB + 777),
+    ];
+    (bs, order, capacity, base, size).prop_map(|(bs, order, capacity, base, size)| Setup {
+        bs,
+        order,
+        capacity,
+        base,
+        size,
+    })
+}
+
+/// Relative weights of the kinds of [`Op`] that [`op_strategy`] draws; a
+/// kind of weight 0 is never drawn. The default is the engine model
+/// test's mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpWeights {
+    /// [`Op::Write`].
+    pub write: u32,
+    /// [`Op::Pwrite`] at an [offset](op_strategy) below the capacity.
+    pub pwrite: u32,
+    /// [`Op::Pwrite`] within 5000 bytes of `u64::MAX`, whose end overflows.
+    pub pwrite_near_max: u32,
+    /// [`Op::Writev`] of up to five buffers.
+    pub writev: u32,
+    /// [`Op::Seek`].
+    pub seek: u32,
+    /// [`Op::Read`].
+    pub read: u32,
+    /// [`Op::Fsync`].
+    pub fsync: u32,
+    /// [`Op::DropCaches`].
+    pub drop_caches: u32,
+}
+
+impl Default for OpWeights {
+    fn default() -> Self {
+        OpWeights {
+            write: 4,
+            pwrite: 8,
+            pwrite_near_max: 1,
+            writev: 3,
+            seek: 3,
+            read: 5,
+            fsync: 2,
+            drop_caches: 2,
+        }
+    }
+}
+
+/// A file offset: small, near the 16 KiB and 2 MiB boundaries, anywhere
+/// below `capacity`, or near the capacity's end.
+fn offset(capacity: u64) -> impl Strategy<Value = u64> {
+    prop_oneof![
+        4 => 0u64..64 << 10,
+        3 => (0u64..=2, -3000i64..3000).prop_map(|(k, d)| (k * 2 * MIB).saturating_add_signed(d)),
+        2 => (0u64..256, -700i64..700).prop_map(|(k, d)| (k * 16384).saturating_add_signed(d)),
+        2 => 0..capacity,
+        1 => (0u64..20000).prop_map(move |d| capacity.saturating_sub(d)),
+    ]
+}
+
+/// A write or read length: mostly small, sometimes folio-sized, sometimes 0.
+fn length() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        6 => 1u64..5000,
+        3 => 1u64..40000,
+        1 => (2 * MIB - 8192)..(2 * MIB + 70000),
+        1 => Just(0u64),
+    ]
+}
+
+/// One random [`Op`] for a file of `capacity` bytes, drawn with `weights`.
+/// Offsets are small, near 16 KiB / 2 MiB boundaries, anywhere below the
+/// capacity or near its end; lengths mostly small, sometimes folio-sized or
+/// zero; seeds any `u64`.
+///
+/// # Panics
+///
+/// When every weight is 0.
+pub fn op_strategy(capacity: u64, weights: OpWeights) -> impl Strategy<Value = Op> {
+    let seed = any::<u64>();
+    let w = weights;
+    let kinds: Vec<(u32, BoxedStrategy<Op>)> = vec![
+        (
+            w.write,
+            (length(), seed)
+                .prop_map(|(len, seed)| Op::Write { len, seed })
+                .boxed(),
+        ),
+        (
+            w.pwrite,
+            (offset(capacity), length(), seed)
+                .prop_map(|(off, len, seed)| Op::Pwrite { off, len, seed })
+                .boxed(),
+        ),
+        (
+            w.pwrite_near_max,
+            (u64::MAX - 5000..=u64::MAX, 1u64..10000, seed)
+                .prop_map(|(off, len, seed)| Op::Pwrite { off, len, seed })
+                .boxed(),
+        ),
+        (
+            w.writev,
+            (
+                prop::collection::vec(prop_oneof![4 => 0u64..3000, 1 => 0u64..20000], 0..6),
+                seed,
+            )
+                .prop_map(|(lens, seed)| Op::Writev { lens, seed })
+                .boxed(),
+        ),
+        (
+            w.seek,
+            offset(capacity).prop_map(|off| Op::Seek { off }).boxed(),
+        ),
+        (
+            w.read,
+            (offset(capacity), length())
+                .prop_map(|(off, len)| Op::Read { off, len })
+                .boxed(),
+        ),
+        (w.fsync, Just(Op::Fsync).boxed()),
+        (w.drop_caches, Just(Op::DropCaches).boxed()),
+    ];
+    Union::new_weighted(kinds.into_iter().filter(|(w, _)| *w > 0).collect())
+}
+
+/// A sequence of [`op_strategy`] ops whose length is drawn from `len`.
+pub fn ops_strategy(
+    capacity: u64,
+    weights: OpWeights,
+    len: Range<usize>,
+) -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(op_strategy(capacity, weights), len)
 }
 
 /// The error a write should fail with, as the model predicts it.

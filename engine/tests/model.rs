@@ -3,88 +3,18 @@
 
 mod common;
 
-use bufwrite_engine::testing::{apply, check_device, Model, Op};
+use bufwrite_engine::testing::{
+    apply, check_device, ops_strategy, setup_strategy, Model, Op, OpWeights, Setup,
+};
 use bufwrite_engine::OrderPolicy;
 use common::{Dev, Rig};
 use proptest::prelude::*;
 
 const MIB: u64 = 1 << 20;
 
-/// One test setup.
-#[derive(Debug, Clone)]
-struct Setup {
-    bs: u32,
-    order: OrderPolicy,
-    capacity: u64,
-    base: u64,
-    /// Initial file size: bytes the device already holds for the file.
-    size: u64,
-}
-
-fn setup() -> impl Strategy<Value = Setup> {
-    let bs = prop_oneof![Just(1024u32), Just(2048), Just(4096)];
-    let order = prop_oneof![
-        Just(OrderPolicy::Fixed(0)),
-        Just(OrderPolicy::Fixed(2)),
-        Just(OrderPolicy::Fixed(9)),
-        Just(OrderPolicy::FromWrite { max_order: 9 }),
-    ];
-    // 4 MiB holds two order-9 folios exactly; 3 MiB + 12 KiB ends inside
-    // one, so folios reach past the capacity.
-    let capacity = prop_oneof![Just(4 * MIB), Just(3 * MIB + (12 << 10))];
-    let base = prop_oneof![Just(0u64), Just(64 << 10)];
-    let size = prop_oneof![3 => Just(0u64), 1 => Just(5000), 1 => Just(MIB + 777)];
-    (bs, order, capacity, base, size).prop_map(|(bs, order, capacity, base, size)| Setup {
-        bs,
-        order,
-        capacity,
-        base,
-        size,
-    })
-}
-
-/// A file offset: small, near 16 KiB / 2 MiB boundaries, anywhere below
-/// the capacity, or near the capacity's end.
-fn offset(capacity: u64) -> impl Strategy<Value = u64> {
-    prop_oneof![
-        4 => 0u64..64 << 10,
-        3 => (0u64..=2, -3000i64..3000).prop_map(|(k, d)| (k * 2 * MIB).saturating_add_signed(d)),
-        2 => (0u64..256, -700i64..700).prop_map(|(k, d)| (k * 16384).saturating_add_signed(d)),
-        2 => 0..capacity,
-        1 => (0u64..20000).prop_map(move |d| capacity.saturating_sub(d)),
-    ]
-}
-
-/// A write or read length: mostly small, sometimes folio-sized.
-fn length() -> impl Strategy<Value = u64> {
-    prop_oneof![
-        6 => 1u64..5000,
-        3 => 1u64..40000,
-        1 => (2 * MIB - 8192)..(2 * MIB + 70000),
-        1 => Just(0u64),
-    ]
-}
-
-fn op(capacity: u64) -> impl Strategy<Value = Op> {
-    let seed = any::<u64>();
-    prop_oneof![
-        4 => (length(), seed).prop_map(|(len, seed)| Op::Write { len, seed }),
-        8 => (offset(capacity), length(), seed)
-            .prop_map(|(off, len, seed)| Op::Pwrite { off, len, seed }),
-        1 => (u64::MAX - 5000..=u64::MAX, 1u64..10000, seed)
-            .prop_map(|(off, len, seed)| Op::Pwrite { off, len, seed }),
-        3 => (prop::collection::vec(prop_oneof![4 => 0u64..3000, 1 => 0u64..20000], 0..6), seed)
-            .prop_map(|(lens, seed)| Op::Writev { lens, seed }),
-        3 => offset(capacity).prop_map(|off| Op::Seek { off }),
-        5 => (offset(capacity), length()).prop_map(|(off, len)| Op::Read { off, len }),
-        2 => Just(Op::Fsync),
-        2 => Just(Op::DropCaches),
-    ]
-}
-
 fn case() -> impl Strategy<Value = (Setup, Vec<Op>)> {
-    setup().prop_flat_map(|s| {
-        let ops = prop::collection::vec(op(s.capacity), 1..24);
+    setup_strategy(3).prop_flat_map(|s| {
+        let ops = ops_strategy(s.capacity, OpWeights::default(), 1..24);
         (Just(s), ops)
     })
 }
