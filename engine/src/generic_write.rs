@@ -71,21 +71,21 @@ fn write_one_folio(
     bytes: u64,
     src: &mut IovIter<'_>,
 ) -> Result<u64> {
-    let folio = inode.cache.find_or_create(pos, bytes);
-    let mut g = folio.lock();
-    // The folio may be smaller or larger than the chunk: offsets come from it.
-    let off = (pos - g.pos()) as usize;
-    let len = (g.size() - off).min(bytes as usize);
-    ops.write_begin(inode, &mut g, off, len)?;
-    // `len <= src.remaining()`, and an IovIter never faults, so the copy is
-    // whole; a rejected commit (0) ends the loop instead of retrying, since a
-    // retry could not copy more.
-    let copied = src.copy_to(&mut g.data[off..off + len]);
-    let status = ops.write_end(inode, &mut g, off, len, copied).min(copied);
-    // i_size moves while the folio is still locked, so writeback never sees
-    // the new data beyond a stale EOF.
-    inode.extend_size(pos + status as u64);
-    Ok(status as u64)
+    inode.cache.with_locked(pos, bytes, |g| {
+        // The folio may be smaller or larger than the chunk: offsets come from it.
+        let off = (pos - g.pos()) as usize;
+        let len = (g.size() - off).min(bytes as usize);
+        ops.write_begin(inode, g, off, len)?;
+        // `len <= src.remaining()`, and an IovIter never faults, so the copy is
+        // whole; a rejected commit (0) ends the loop instead of retrying, since a
+        // retry could not copy more.
+        let copied = src.copy_to(&mut g.data[off..off + len]);
+        let status = ops.write_end(inode, g, off, len, copied).min(copied);
+        // i_size moves while the folio is still locked, so writeback never sees
+        // the new data beyond a stale EOF.
+        inode.extend_size(pos + status as u64);
+        Ok(status as u64)
+    })
 }
 
 #[cfg(test)]

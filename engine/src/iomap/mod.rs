@@ -32,7 +32,8 @@ impl IomapPath {
 /// Blocks in a folio of `size` bytes.
 #[inline]
 fn nblocks(folio: &FolioData, bs: usize) -> usize {
-    folio.size() / bs
+    // Block sizes are powers of two: a shift, not a division, on the hot path.
+    folio.size() >> bs.trailing_zeros()
 }
 
 /// The folio's state, attached (seeded from the folio flags) if missing.

@@ -11,6 +11,9 @@ use crate::path::Inode;
 pub(super) fn perform_write(inode: &Inode, mut pos: u64, src: &mut IovIter<'_>) -> Result<u64> {
     let mut written = 0u64;
     let chunk = inode.cache.max_folio_size();
+    // Only writers move i_size, and the caller holds the write lock: read
+    // it once and keep it current here instead of asking the mapper per folio.
+    let mut isize = inode.size();
     while src.remaining() > 0 {
         let want = src.remaining();
         let iomap = match inode.mapper.iomap_begin(pos, want, MapIntent::Write) {
@@ -22,7 +25,7 @@ pub(super) fn perform_write(inode: &Inode, mut pos: u64, src: &mut IovIter<'_>) 
         let start = pos;
         while pos < ext_end {
             let bytes = (chunk - pos % chunk).min(ext_end - pos);
-            match write_one_folio(inode, &iomap, pos, bytes, src) {
+            match write_one_folio(inode, &iomap, pos, bytes, src, &mut isize) {
                 Ok(n) => {
                     pos += n;
                     written += n;
@@ -61,17 +64,23 @@ fn write_one_folio(
     pos: u64,
     bytes: u64,
     src: &mut IovIter<'_>,
+    isize: &mut u64,
 ) -> Result<u64> {
-    let folio = inode.cache.find_or_create(pos, bytes);
-    let mut g = folio.lock();
-    // Offsets come from the folio we got, not from the request.
-    let off = (pos - g.pos()) as usize;
-    let len = (g.size() - off).min(bytes as usize);
-    write_begin(inode, iomap, &mut g, off, len)?;
-    let copied = src.copy_to(&mut g.data[off..off + len]);
-    write_end(inode, &mut g, off, copied);
-    inode.extend_size(pos + copied as u64);
-    Ok(copied as u64)
+    inode.cache.with_locked(pos, bytes, |g| {
+        // Offsets come from the folio we got, not from the request.
+        let off = (pos - g.pos()) as usize;
+        let len = (g.size() - off).min(bytes as usize);
+        write_begin(inode, iomap, g, off, len, *isize)?;
+        let copied = src.copy_to(&mut g.data[off..off + len]);
+        write_end(inode, g, off, copied);
+        // i_size moves before the folio is unlocked (rule 12).
+        let end = pos + copied as u64;
+        if end > *isize {
+            inode.mapper.set_size(end);
+            *isize = end;
+        }
+        Ok(copied as u64)
+    })
 }
 
 /// Prepares folio bytes `[off, off + len)` for the copy: on a folio that is
@@ -84,6 +93,7 @@ fn write_begin(
     folio: &mut FolioData,
     off: usize,
     len: usize,
+    isize: u64,
 ) -> Result<()> {
     if folio.uptodate() || (off == 0 && len == folio.size()) {
         return Ok(());
@@ -93,10 +103,10 @@ fn write_begin(
     let first = off / bs;
     let last = (end - 1) / bs;
     if !off.is_multiple_of(bs) {
-        prepare_edge_block(inode, iomap, folio, first, off, end)?;
+        prepare_edge_block(inode, iomap, folio, first, (off, end), isize)?;
     }
     if !end.is_multiple_of(bs) && (last != first || off.is_multiple_of(bs)) {
-        prepare_edge_block(inode, iomap, folio, last, off, end)?;
+        prepare_edge_block(inode, iomap, folio, last, (off, end), isize)?;
     }
     Ok(())
 }
@@ -115,8 +125,8 @@ fn prepare_edge_block(
     iomap: &Iomap,
     folio: &mut FolioData,
     b: usize,
-    from: usize,
-    to: usize,
+    (from, to): (usize, usize),
+    isize: u64,
 ) -> Result<()> {
     let bs = inode.bs();
     if nblocks(folio, bs) > 1 {
@@ -127,7 +137,7 @@ fn prepare_edge_block(
     }
     let bstart = b * bs;
     let block_pos = folio.pos() + bstart as u64;
-    let needs_zero = block_pos >= inode.size() || iomap.kind != ExtentKind::Mapped || iomap.new;
+    let needs_zero = block_pos >= isize || iomap.kind != ExtentKind::Mapped || iomap.new;
     if needs_zero {
         // Zero only what the copy will not fill; the block becomes uptodate
         // in write_end, after the copy (never half-initialised).
@@ -166,8 +176,9 @@ fn write_end(inode: &Inode, folio: &mut FolioData, off: usize, copied: usize) {
         return;
     }
     let bs = inode.bs();
+    let bits = bs.trailing_zeros();
     let n = nblocks(folio, bs);
-    let (first, last) = (off / bs, (off + copied).div_ceil(bs));
+    let (first, last) = (off >> bits, (off + copied + bs - 1) >> bits);
     let whole = off == 0 && copied == folio.size();
     let has_state = matches!(folio.private, FolioPrivate::Iomap(_));
     if n == 1 || (whole && !has_state) {
