@@ -14,21 +14,12 @@ use crate::error::{Error, IoKind, Result};
 use smallvec::SmallVec;
 use std::fs;
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Most segments one `preadv`/`pwritev` may take (Linux's `UIO_MAXIOV`);
 /// longer scatter lists go out in several calls.
 const IOV_MAX: usize = 1024;
-
-/// Offset alignment assumed when a file opened O_DIRECT does not report one
-/// (statx without STATX_DIOALIGN, or a filesystem that answers 0).
-const DIO_FALLBACK_ALIGN: u32 = 4096;
-
-/// Logical block size of a buffered (not O_DIRECT) regular file: the sector
-/// size, so that images behave like the 512-byte devices they stand for.
-const BUFFERED_FILE_LBS: u32 = 512;
 
 /// A device or image file accessed with pread/pwrite.
 #[derive(Debug)]
@@ -44,13 +35,6 @@ pub struct SyncDevice {
     counters: IoCounters,
 }
 
-/// The alignment rules of an opened file: offsets/lengths, and memory.
-#[derive(Debug, Clone, Copy)]
-struct Alignment {
-    lbs: u32,
-    mem: usize,
-}
-
 impl SyncDevice {
     /// Opens the image file or block device at `path`.
     ///
@@ -58,24 +42,13 @@ impl SyncDevice {
     /// A block device is opened exclusively (O_EXCL), so one that is
     /// mounted or held by another opener is refused.
     pub fn open(path: &Path, opts: OpenOptions) -> Result<SyncDevice> {
-        let meta = fs::metadata(path).map_err(|e| open_error(path, e))?;
-        let is_bdev = meta.file_type().is_block_device();
-        if !is_bdev && !meta.is_file() {
-            return Err(Error::InvalidArgument(format!(
-                "{} is neither a regular file nor a block device",
-                path.display()
-            )));
-        }
-        let file = open_file(path, opts, is_bdev).map_err(|e| open_error(path, e))?;
-        let size = device_size(&file, &meta, is_bdev).map_err(|e| open_error(path, e))?;
-        let align =
-            query_alignment(&file, is_bdev, opts.direct).map_err(|e| open_error(path, e))?;
+        let (file, geo) = probe::open_for_io(path, opts.direct, opts.read_only)?;
         Ok(SyncDevice {
             file,
             path: path.to_path_buf(),
-            size,
-            lbs: align.lbs,
-            mem_align: align.mem,
+            size: geo.size,
+            lbs: geo.lbs,
+            mem_align: geo.mem_align,
             direct: opts.direct,
             read_only: opts.read_only,
             counters: IoCounters::default(),
@@ -257,73 +230,6 @@ impl BlockDevice for SyncDevice {
 /// Opens `path` with this backend, as a shared device.
 pub fn open(path: &Path, opts: OpenOptions) -> Result<Arc<dyn BlockDevice>> {
     Ok(Arc::new(SyncDevice::open(path, opts)?))
-}
-
-fn open_file(path: &Path, opts: OpenOptions, is_bdev: bool) -> io::Result<fs::File> {
-    let mut flags = 0;
-    if opts.direct {
-        flags |= libc::O_DIRECT;
-    }
-    if is_bdev {
-        // On a block device O_EXCL (without O_CREAT) claims it exclusively:
-        // the open fails with EBUSY while it is mounted or claimed.
-        flags |= libc::O_EXCL;
-    }
-    fs::OpenOptions::new()
-        .read(true)
-        .write(!opts.read_only)
-        .custom_flags(flags)
-        .open(path)
-}
-
-/// An open failure whose message names the path, and says plainly when the
-/// device is busy.
-fn open_error(path: &Path, e: io::Error) -> Error {
-    let msg = if e.raw_os_error() == Some(libc::EBUSY) {
-        format!(
-            "cannot open {}: it is mounted or in use by another opener ({e})",
-            path.display()
-        )
-    } else {
-        format!("cannot open {}: {e}", path.display())
-    };
-    Error::io(IoKind::Open, 0, 0, io::Error::new(e.kind(), msg))
-}
-
-fn device_size(file: &fs::File, meta: &fs::Metadata, is_bdev: bool) -> io::Result<u64> {
-    if is_bdev {
-        // A block device's metadata length is 0.
-        probe::block_device_size(file)
-    } else {
-        Ok(meta.len())
-    }
-}
-
-fn query_alignment(file: &fs::File, is_bdev: bool, direct: bool) -> io::Result<Alignment> {
-    let dio = if direct { probe::dio_align(file) } else { None };
-    if is_bdev {
-        let lbs = probe::logical_block_size(file)?;
-        let mem = match dio {
-            Some(d) if d.mem > 0 => d.mem as usize,
-            // Before block devices reported STATX_DIOALIGN the rule was
-            // "aligned to the logical block size".
-            _ if direct => lbs as usize,
-            _ => 1,
-        };
-        return Ok(Alignment { lbs, mem });
-    }
-    if !direct {
-        return Ok(Alignment {
-            lbs: BUFFERED_FILE_LBS,
-            mem: 1,
-        });
-    }
-    let d = dio.unwrap_or(probe::DioAlign { mem: 0, offset: 0 });
-    let or_fallback = |v: u32| if v == 0 { DIO_FALLBACK_ALIGN } else { v };
-    Ok(Alignment {
-        lbs: or_fallback(d.offset),
-        mem: or_fallback(d.mem) as usize,
-    })
 }
 
 fn retry_eintr(mut f: impl FnMut() -> rustix::io::Result<usize>) -> io::Result<usize> {

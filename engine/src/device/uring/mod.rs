@@ -23,6 +23,7 @@ mod ring;
 mod sys;
 
 use super::open::OpenOptions;
+use super::probe::{self, Geometry};
 use super::{check_request, BlockDevice, IoCounters, IoRequest, IoStats};
 use crate::error::{Error, IoKind, Result};
 use io_uring::IoUring;
@@ -112,8 +113,7 @@ impl UringDevice {
     /// or otherwise held device is refused) and sets up a ring.
     pub fn open_with(path: &Path, cfg: &UringConfig) -> Result<Self> {
         check_config(cfg)?;
-        let (file, is_block) = sys::open_direct(path, cfg.read_only)?;
-        let geo = sys::geometry(&file, is_block).map_err(|e| Error::io(IoKind::Open, 0, 0, e))?;
+        let (file, geo) = probe::open_for_io(path, true, cfg.read_only)?;
         Self::build(file, path.display().to_string(), geo, cfg)
     }
 
@@ -133,7 +133,7 @@ impl UringDevice {
                 "logical block size {lbs} is not a power of two"
             )));
         }
-        let geo = sys::Geometry {
+        let geo = Geometry {
             size,
             lbs,
             mem_align: lbs as usize,
@@ -141,12 +141,7 @@ impl UringDevice {
         Self::build(file, desc, geo, cfg)
     }
 
-    fn build(
-        file: std::fs::File,
-        desc: String,
-        geo: sys::Geometry,
-        cfg: &UringConfig,
-    ) -> Result<Self> {
+    fn build(file: std::fs::File, desc: String, geo: Geometry, cfg: &UringConfig) -> Result<Self> {
         let uring = setup_ring(cfg.queue_depth)?;
         let fd = file.as_raw_fd();
         let fixed_file = cfg.register_file && uring.submitter().register_files(&[fd]).is_ok();
