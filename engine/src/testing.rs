@@ -189,18 +189,23 @@ pub struct OpWeights {
     pub drop_caches: u32,
 }
 
+impl OpWeights {
+    /// The engine model test's mix (the [`Default`]).
+    pub const MODEL: OpWeights = OpWeights {
+        write: 4,
+        pwrite: 8,
+        pwrite_near_max: 1,
+        writev: 3,
+        seek: 3,
+        read: 5,
+        fsync: 2,
+        drop_caches: 2,
+    };
+}
+
 impl Default for OpWeights {
     fn default() -> Self {
-        OpWeights {
-            write: 4,
-            pwrite: 8,
-            pwrite_near_max: 1,
-            writev: 3,
-            seek: 3,
-            read: 5,
-            fsync: 2,
-            drop_caches: 2,
-        }
+        OpWeights::MODEL
     }
 }
 

@@ -16,14 +16,9 @@ const MIB: u64 = 1 << 20;
 /// The engine model test's mix without the pwrites near `u64::MAX`, with
 /// more fsyncs (every fsync checks all four devices).
 const WEIGHTS: OpWeights = OpWeights {
-    write: 4,
-    pwrite: 8,
     pwrite_near_max: 0,
-    writev: 3,
-    seek: 3,
-    read: 5,
     fsync: 3,
-    drop_caches: 2,
+    ..OpWeights::MODEL
 };
 
 fn case() -> impl Strategy<Value = (Setup, Vec<Op>)> {
