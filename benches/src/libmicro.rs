@@ -9,6 +9,7 @@
 use crate::paths::{check_paths, PATHS};
 use crate::setup::{self, CommonArgs, Target};
 use crate::table;
+use crate::timing::{self, summary, Summary};
 use anyhow::Context;
 use bufwrite_engine::{BlockDevice, File};
 use serde::Serialize;
@@ -81,9 +82,6 @@ const fn case(name: &'static str, call: Call, kib: usize) -> Case {
     }
 }
 
-/// How long a sample should take when `--batch` is not given.
-const SAMPLE_TARGET: Duration = Duration::from_millis(1);
-
 /// Arguments of `bufwrite libmicro`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -111,14 +109,6 @@ pub struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
-}
-
-/// usecs/call over the samples.
-#[derive(Debug, Clone, Copy, Serialize)]
-struct Summary {
-    median: f64,
-    min: f64,
-    max: f64,
 }
 
 /// The result of one case on one path.
@@ -268,22 +258,9 @@ fn prefill(file: &File, size: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Calls per sample so that a sample takes about [`SAMPLE_TARGET`]: grow
-/// the count until it takes a quarter of that (which also warms the path
-/// up), then take the fastest of a few trials, so that one disturbed trial
-/// on a shared machine does not shrink every sample.
+/// Calls per sample so that a sample takes about [`timing::SAMPLE_TARGET`].
 fn calibrate(r: &Runner, case: Case) -> anyhow::Result<u64> {
-    let mut n = 1u64;
-    let mut t = time_calls(r, case, n)?;
-    while t < SAMPLE_TARGET / 4 && n < 1 << 24 {
-        n *= 2;
-        t = time_calls(r, case, n)?;
-    }
-    for _ in 0..3 {
-        t = t.min(time_calls(r, case, n)?);
-    }
-    let per_call = t.as_secs_f64() / n as f64;
-    Ok(((SAMPLE_TARGET.as_secs_f64() / per_call) as u64).max(1))
+    timing::calibrate(|n| time_calls(r, case, n), timing::SAMPLE_TARGET)
 }
 
 fn sample(r: &mut Runner, case: Case) -> anyhow::Result<()> {
@@ -341,24 +318,6 @@ fn summarize(args: &Args, case: Case, path: &str, r: &Runner) -> CaseResult {
         walked_heads: (walks.write_begin + walks.commit) / calls.max(1),
         metadata_bytes: meta,
         cached_bytes: data,
-    }
-}
-
-fn summary(samples: &[f64]) -> Summary {
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    let median = if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    };
-    Summary {
-        median,
-        min: s.first().copied().unwrap_or(f64::NAN),
-        max: s.last().copied().unwrap_or(f64::NAN),
     }
 }
 
@@ -459,30 +418,6 @@ fn memory_line(meta: usize, data: usize) -> String {
     format!("{per_gib:.0} bytes ({meta} bytes of metadata for {data} bytes cached)")
 }
 
-#[derive(Serialize)]
-struct Machine {
-    cpu: String,
-    kernel: String,
-    cores: usize,
-}
-
-fn machine() -> Machine {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    Machine { cpu, kernel, cores }
-}
-
 fn write_json(
     path: &std::path::Path,
     args: &Args,
@@ -492,36 +427,24 @@ fn write_json(
     results: &[CaseResult],
 ) -> anyhow::Result<()> {
     let c = &args.common;
-    let doc = serde_json::json!({
-        "machine": machine(),
-        "params": {
-            "command": "libmicro",
-            "device": dev.describe(),
-            "backend": dev.backend(),
-            "block_size": c.block_size,
-            "order": c.order,
-            "runs": args.runs,
-            "batch": args.batch,
-            "cases": cases.iter().map(|c| c.name).collect::<Vec<_>>(),
-            "paths": paths,
-        },
-        "results": results,
+    let params = serde_json::json!({
+        "command": "libmicro",
+        "device": dev.describe(),
+        "backend": dev.backend(),
+        "block_size": c.block_size,
+        "order": c.order,
+        "runs": args.runs,
+        "batch": args.batch,
+        "cases": cases.iter().map(|c| c.name).collect::<Vec<_>>(),
+        "paths": paths,
     });
-    let text = serde_json::to_string_pretty(&doc)?;
-    std::fs::write(path, text + "\n")
-        .with_context(|| format!("cannot write the JSON results to {}", path.display()))
+    // CaseResult carries report::RESULT_FIELDS first, then its extras.
+    crate::report::write_json(path, params, results)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        let s = summary(&[3.0, 1.0, 2.0]);
-        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
-        assert_eq!(summary(&[4.0, 1.0, 2.0, 3.0]).median, 2.5);
-    }
 
     #[test]
     fn case_files_cover_ten_sizes_and_a_folio() {

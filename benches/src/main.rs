@@ -5,9 +5,14 @@ use clap::{Parser, Subcommand};
 mod gaps_cmd;
 mod libmicro;
 mod paths;
+mod plot;
+mod progress;
+mod report;
 mod replay;
 mod setup;
+mod sweep;
 mod table;
+mod timing;
 mod trace;
 mod writeback_cmd;
 
@@ -23,6 +28,9 @@ struct Cli {
 enum Command {
     /// The libMicro write cases (cached overwrites at offset 0), usecs/call per path.
     Libmicro(libmicro::Args),
+    /// Sweep one parameter (folio order, write position, block size, cold
+    /// cache, write size): usecs/call per path as CSV, JSON and an SVG chart.
+    Sweep(sweep::Args),
     /// Apply a trace of writes, reads and fsyncs read from stdin; print a hash per read.
     Replay(replay::Args),
     /// Writeback throughput (MB/s) per backend, queue depth and I/O size.
@@ -35,6 +43,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Libmicro(a) => libmicro::run(a),
+        Command::Sweep(a) => sweep::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Writeback(a) => writeback_cmd::run(a),
         Command::Gaps(a) => gaps_cmd::run(a),

@@ -1,0 +1,278 @@
+//! The timed calls of a sweep: cached overwrites in calibrated batches,
+//! cold writes one by one.
+
+use super::{Args, Kind, Point};
+use crate::progress::Progress;
+use crate::report::Row;
+use crate::setup::{self, CommonArgs, Target};
+use crate::timing::{self, Summary};
+use anyhow::Context;
+use bufwrite_engine::device::Backend;
+use bufwrite_engine::{File, IoStats, WalkStats};
+use serde_json::{Map, Value};
+use std::time::{Duration, Instant};
+
+/// What a sweep measured.
+#[derive(Debug)]
+pub struct Measured {
+    /// One row per point and path, points in order, paths in order.
+    pub rows: Vec<Row>,
+    /// usecs/call of a bare copy of the write size (the floor), when the
+    /// write size is fixed.
+    pub memcpy: Option<Summary>,
+    /// The device the files were on.
+    pub device: String,
+    /// Its I/O backend.
+    pub backend: String,
+}
+
+/// The device-request and buffer-head counts of timed calls.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    reads: u64,
+    writes: u64,
+    heads: u64,
+}
+
+impl Counts {
+    fn add(&mut self, before: (IoStats, WalkStats), after: (IoStats, WalkStats)) {
+        self.reads += after.0.reads - before.0.reads;
+        self.writes += after.0.writes - before.0.writes;
+        self.heads +=
+            (after.1.write_begin + after.1.commit) - (before.1.write_begin + before.1.commit);
+    }
+}
+
+fn counters(f: &File) -> (IoStats, WalkStats) {
+    (f.device_stats(), f.walk_stats())
+}
+
+/// One path's file at one point, and what its timed calls did.
+struct Runner {
+    path: String,
+    file: File,
+    buf: Vec<u8>,
+    batch: u64,
+    samples: Vec<f64>,
+    counts: Counts,
+}
+
+fn common(p: &Point, backend: Backend) -> CommonArgs {
+    CommonArgs {
+        backend,
+        block_size: p.block_size,
+        order: p.order,
+    }
+}
+
+/// The file of a point: whole folios covering the write.
+fn file_size(p: &Point) -> u64 {
+    let folio = setup::folio_size(p.order);
+    setup::round_up((p.position + p.write_size).max(folio), folio)
+}
+
+/// Writes the whole file and fsyncs it: every folio uptodate and clean.
+fn prefill(file: &File, size: u64) -> anyhow::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut off = 0;
+    while off < size {
+        let n = CHUNK.min(size - off);
+        crate::trace::fill_pattern(1, off, &mut buf[..n as usize]);
+        file.pwrite(off, &buf[..n as usize])?;
+        off += n;
+    }
+    file.fsync()?;
+    Ok(())
+}
+
+/// The timed call: `seek` then `write`, as libMicro's write cases.
+fn call(file: &File, p: &Point, buf: &[u8]) -> anyhow::Result<()> {
+    file.seek(p.position);
+    let done = file.write(buf)?;
+    if done != buf.len() {
+        anyhow::bail!("short write of {done} of {} bytes", buf.len());
+    }
+    Ok(())
+}
+
+impl Runner {
+    fn new(path: &str, p: &Point, batch: Option<u64>) -> anyhow::Result<Self> {
+        let size = file_size(p);
+        let opened = setup::open_target(&Target::Mem, size, Backend::Sync)?;
+        let file = setup::flat_file(&opened.device, 0, size, 0, &common(p, Backend::Sync), path)?;
+        prefill(&file, size).with_context(|| format!("cannot prepare the {path} file"))?;
+        let mut r = Runner {
+            path: path.to_string(),
+            file,
+            buf: vec![0xa5; p.write_size as usize],
+            batch: 1,
+            samples: Vec::new(),
+            counts: Counts::default(),
+        };
+        r.batch = match batch {
+            Some(b) => b,
+            None => timing::calibrate(|n| r.time_calls(p, n), timing::SAMPLE_TARGET)?,
+        };
+        Ok(r)
+    }
+
+    fn time_calls(&self, p: &Point, n: u64) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        for _ in 0..n {
+            call(&self.file, p, &self.buf)?;
+        }
+        Ok(start.elapsed())
+    }
+
+    fn sample(&mut self, p: &Point) -> anyhow::Result<()> {
+        let before = counters(&self.file);
+        let t = self.time_calls(p, self.batch)?;
+        self.counts.add(before, counters(&self.file));
+        self.samples.push(timing::usecs_per_call(t, self.batch));
+        Ok(())
+    }
+}
+
+/// A result row of `samples` (usecs per call) over `calls` calls.
+fn row(
+    kind: Kind,
+    p: &Point,
+    path: &str,
+    samples: &[f64],
+    counts: Counts,
+    calls: u64,
+    batch: u64,
+) -> Row {
+    let mut extra = Map::new();
+    extra.insert("x".into(), Value::from(p.x));
+    extra.insert("samples".into(), Value::from(samples.len()));
+    extra.insert("calls_per_sample".into(), Value::from(batch));
+    extra.insert("calls".into(), Value::from(calls));
+    Row {
+        case: kind.name().to_string(),
+        path: path.to_string(),
+        order: p.order,
+        block_size: p.block_size,
+        position: Some(p.position),
+        write_size: Some(p.write_size),
+        usecs_per_call: timing::summary(samples),
+        device_reads: counts.reads,
+        device_writes: counts.writes,
+        walked_heads: counts.heads / calls.max(1),
+        extra,
+    }
+}
+
+/// Label of a point for the progress bar.
+fn label(kind: Kind, p: &Point) -> String {
+    match kind {
+        Kind::Order => format!("order {}", p.order),
+        Kind::Blocksize => format!("block size {}", p.block_size),
+        Kind::Size => format!("size {}", p.write_size),
+        Kind::Position | Kind::Cold => format!("{} @{} KiB", kind.name(), p.position / 1024),
+    }
+}
+
+/// Cached overwrites: per point, a fresh file per path on a RAM device,
+/// then `runs` samples with the paths alternating.
+pub fn cached(
+    args: &Args,
+    paths: &[String],
+    points: &[Point],
+    progress: &Progress,
+) -> anyhow::Result<Measured> {
+    let mut rows = Vec::new();
+    for p in points {
+        progress.set_message(label(args.kind, p));
+        let mut runners = paths
+            .iter()
+            .map(|path| Runner::new(path, p, args.batch))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for _ in 0..args.runs {
+            for r in &mut runners {
+                r.sample(p)?;
+            }
+            progress.inc(1);
+        }
+        rows.extend(runners.iter().map(|r| {
+            let calls = r.batch * u64::from(args.runs);
+            row(args.kind, p, &r.path, &r.samples, r.counts, calls, r.batch)
+        }));
+    }
+    let memcpy = (args.kind != Kind::Size).then(|| {
+        let size = points.first().map_or(1024, |p| p.write_size) as usize;
+        timing::memcpy_floor(size, args.runs, args.batch)
+    });
+    Ok(Measured {
+        rows,
+        memcpy,
+        device: "RAM device (cached overwrites do no device I/O)".into(),
+        backend: "none".into(),
+    })
+}
+
+/// Cold writes: one order-9 file per path on one device; before each timed
+/// call (untimed) an fsync and a drop_caches, so the call finds no folio and
+/// reads its partial block in.
+pub fn cold(
+    args: &Args,
+    backend: Backend,
+    paths: &[String],
+    points: &[Point],
+    progress: &Progress,
+) -> anyhow::Result<Measured> {
+    let region = points.iter().map(file_size).max().unwrap_or(0);
+    let target = match &args.device {
+        Some(path) => Target::Device(path.clone()),
+        None => Target::TempImage,
+    };
+    let opened = setup::open_target(&target, region * paths.len() as u64, backend)?;
+    let dev = &opened.device;
+    let mut files = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        let common = common(&points[0], backend);
+        let file = setup::flat_file(dev, i as u64 * region, region, 0, &common, path)?;
+        prefill(&file, region).with_context(|| format!("cannot prepare the {path} file"))?;
+        files.push(file);
+    }
+    let mut rows = Vec::new();
+    for p in points {
+        progress.set_message(label(Kind::Cold, p));
+        let buf = vec![0xa5; p.write_size as usize];
+        let mut samples = vec![Vec::new(); files.len()];
+        let mut counts = vec![Counts::default(); files.len()];
+        for _ in 0..args.runs {
+            for (i, f) in files.iter().enumerate() {
+                samples[i].push(cold_call(f, p, &buf, &mut counts[i])?);
+            }
+            progress.inc(1);
+        }
+        for (i, path) in paths.iter().enumerate() {
+            let calls = u64::from(args.runs);
+            rows.push(row(Kind::Cold, p, path, &samples[i], counts[i], calls, 1));
+        }
+    }
+    Ok(Measured {
+        rows,
+        memcpy: None,
+        device: dev.describe(),
+        backend: dev.backend().to_string(),
+    })
+}
+
+/// One cold call: usecs of the write alone.
+fn cold_call(f: &File, p: &Point, buf: &[u8], counts: &mut Counts) -> anyhow::Result<f64> {
+    f.fsync()?;
+    if f.drop_caches() == 0 {
+        // Every call leaves its folio cached, so this cannot happen unless
+        // something holds it: the call would be warm, not cold.
+        anyhow::bail!("drop_caches dropped nothing: the cold write would find its folio cached");
+    }
+    let before = counters(f);
+    let start = Instant::now();
+    call(f, p, buf)?;
+    let t = start.elapsed();
+    counts.add(before, counters(f));
+    Ok(timing::usecs_per_call(t, 1))
+}
