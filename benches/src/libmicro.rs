@@ -1,16 +1,23 @@
 //! `bufwrite libmicro`: the libMicro write cases the seed thread measured,
 //! as cached overwrites at offset 0, in usecs/call per write path.
 //!
+//! By default the cases run on a file in a temporary ext4 image (made with
+//! mkfs.ext4, the file created with debugfs) through io_uring, as the seed
+//! measured ext4; `--image PATH --file /f` takes an existing image, `--mem`
+//! and `--device PATH` a Flat file per path.
+//!
 //! Each case gets a fresh file per path, written in full and fsynced so
 //! that every folio is uptodate and clean; then every timed call writes at
 //! offset 0, as the libMicro fork the seed uses does. The paths' samples
 //! alternate, so a noisy machine disturbs them alike.
 
-use crate::paths::{check_paths, PATHS};
-use crate::setup::{self, CommonArgs, Target};
+use crate::image::{self, Ext4Image};
+use crate::paths::{check_paths, make_path, PATHS};
+use crate::setup::{self, CommonArgs};
 use crate::table;
 use crate::timing::{self, summary, Summary};
 use anyhow::Context;
+use bufwrite_engine::device::Backend;
 use bufwrite_engine::{BlockDevice, File};
 use serde::Serialize;
 use std::io::IoSlice;
@@ -85,13 +92,27 @@ const fn case(name: &'static str, call: Call, kib: usize) -> Case {
 /// Arguments of `bufwrite libmicro`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Run on a RAM device (CPU only) instead of a temporary image file.
-    #[arg(long, conflicts_with = "device")]
+    /// Run on Flat files on a RAM device (CPU only) instead of a file in a
+    /// temporary ext4 image.
+    #[arg(long, conflicts_with_all = ["device", "image"])]
     pub mem: bool,
-    /// Run on this image file or block device (its contents are
-    /// overwritten) instead of a temporary image file.
-    #[arg(long, value_name = "PATH")]
+    /// Run on Flat files on this image file or block device (its contents
+    /// are overwritten) instead of a file in a temporary ext4 image.
+    #[arg(long, value_name = "PATH", conflicts_with = "image")]
     pub device: Option<PathBuf>,
+    /// Run on the file --file in this existing ext4 image or unmounted
+    /// device (the file's first bytes are overwritten; it never grows, so it
+    /// must be large enough for the cases). Its block size is the image's.
+    #[arg(long, value_name = "PATH", requires = "file")]
+    pub image: Option<PathBuf>,
+    /// The file inside --image, e.g. /dir/f.
+    #[arg(long, value_name = "/f", requires = "image")]
+    pub file: Option<String>,
+    /// Set by `main` when `--backend` was given: an ext4 target otherwise
+    /// takes io_uring (sync when io_uring is unavailable), while the flag's
+    /// default (sync) stays the one every other target and command uses.
+    #[arg(skip)]
+    pub backend_given: bool,
     #[command(flatten)]
     pub common: CommonArgs,
     /// Timed samples per case and path (libMicro: 200).
@@ -145,23 +166,157 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|c| c.file_size(folio))
         .max()
         .unwrap_or(folio);
-    let target = match (&args.device, args.mem) {
-        (Some(p), _) => Target::Device(p.clone()),
-        (None, true) => Target::Mem,
-        (None, false) => Target::TempImage,
-    };
-    let opened = setup::open_target(&target, region * paths.len() as u64, args.common.backend)?;
-    let dev = &opened.device;
+    let target = open_target(&args, region, paths.len())?;
     let mut results = Vec::new();
     for case in &cases {
         eprintln!("bufwrite libmicro: {} ...", case.name);
-        results.extend(run_case(&args, dev, *case, &paths, region)?);
+        results.extend(run_case(&args, &target, *case, &paths)?);
     }
-    print!("{}", report(&args, dev.as_ref(), &cases, &paths, &results));
+    print!("{}", report(&args, &target, &cases, &paths, &results));
     if let Some(path) = &args.json {
-        write_json(path, &args, dev.as_ref(), &cases, &paths, &results)?;
+        write_json(path, &args, &target, &cases, &paths, &results)?;
     }
     Ok(())
+}
+
+/// What the cases run on.
+enum Target {
+    /// A Flat file per path, side by side on a RAM device or an image file
+    /// or block device, `region` bytes each.
+    Flat { opened: setup::Opened, region: u64 },
+    /// One file in an ext4 image, overwritten by every path.
+    ///
+    /// The paths share the device and the opened filesystem (one fd and
+    /// one ring, and one superblock read), but each path's `File` gets its
+    /// own mapper and page cache, so no state is shared between them. Each
+    /// path's prefill writes the same pattern bytes to the same blocks, so
+    /// the order of their writebacks does not matter, and the timed calls
+    /// are cached overwrites that do no device I/O.
+    Ext4 {
+        image: Ext4Image,
+        file: String,
+        region: u64,
+    },
+}
+
+impl Target {
+    fn device(&self) -> &Arc<dyn BlockDevice> {
+        match self {
+            Target::Flat { opened, .. } => &opened.device,
+            Target::Ext4 { image, .. } => &image.device,
+        }
+    }
+
+    /// The block size the files use: the image's on ext4.
+    fn block_size(&self, common: &CommonArgs) -> u32 {
+        match self {
+            Target::Flat { .. } => common.block_size,
+            Target::Ext4 { image, .. } => image.fs.block_size(),
+        }
+    }
+
+    /// What the header and the JSON name as the target.
+    fn describe(&self) -> String {
+        match self {
+            Target::Flat { opened, .. } => format!("device {}", opened.device.describe()),
+            Target::Ext4 { image, file, .. } => format!(
+                "ext4 image {}{}, file {file}",
+                image.path.display(),
+                if image.is_temporary() {
+                    " (temporary: mkfs.ext4, file written by debugfs)"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+
+    /// The ext4 file's path in its image.
+    fn file(&self) -> Option<&str> {
+        match self {
+            Target::Flat { .. } => None,
+            Target::Ext4 { file, .. } => Some(file),
+        }
+    }
+
+    /// A fresh file for the `index`th path, named `path`.
+    fn open_file(&self, index: usize, path: &str, common: &CommonArgs) -> anyhow::Result<File> {
+        match self {
+            Target::Flat { opened, region } => setup::flat_file(
+                &opened.device,
+                index as u64 * region,
+                *region,
+                0,
+                common,
+                path,
+            ),
+            Target::Ext4 {
+                image,
+                file,
+                region,
+            } => {
+                let mapper = image.open_file(file, *region)?;
+                File::open(
+                    Arc::clone(&image.device),
+                    mapper,
+                    make_path(path)?,
+                    common.file_options(),
+                )
+                .with_context(|| format!("cannot open {file} in {}", image.path.display()))
+            }
+        }
+    }
+}
+
+/// Opens the target the flags name, with room for `region` bytes per path
+/// (Flat) or a file of at least `region` bytes (ext4).
+fn open_target(args: &Args, region: u64, paths: usize) -> anyhow::Result<Target> {
+    let flat = |target: setup::Target| -> anyhow::Result<Target> {
+        let opened = setup::open_target(&target, region * paths as u64, args.common.backend)?;
+        Ok(Target::Flat { opened, region })
+    };
+    match (&args.image, &args.device, args.mem) {
+        (Some(path), _, _) => {
+            // clap requires --file with --image; checked again so that a
+            // caller building Args by hand gets an error, not a panic.
+            let file = args
+                .file
+                .clone()
+                .context("--image needs --file /f: the file inside the image to overwrite")?;
+            let image = Ext4Image::open(path, ext4_backend(args))?;
+            // Refused here, before any path writes, when the file is too
+            // small or not all written extents.
+            image.open_file(&file, region)?;
+            Ok(Target::Ext4 {
+                image,
+                file,
+                region,
+            })
+        }
+        (None, Some(p), _) => flat(setup::Target::Device(p.clone())),
+        (None, None, true) => flat(setup::Target::Mem),
+        (None, None, false) => {
+            let image = Ext4Image::temporary(args.common.block_size, region, ext4_backend(args))?;
+            Ok(Target::Ext4 {
+                image,
+                file: image::FILE.to_string(),
+                region,
+            })
+        }
+    }
+}
+
+/// `--backend` when given; io_uring otherwise, or sync with a note naming
+/// why when io_uring cannot be set up here.
+fn ext4_backend(args: &Args) -> Backend {
+    if args.backend_given {
+        return args.common.backend;
+    }
+    let (backend, note) = image::preferred_backend();
+    if let Some(note) = note {
+        eprintln!("bufwrite libmicro: note: {note}");
+    }
+    backend
 }
 
 fn select_cases(names: &[String]) -> anyhow::Result<Vec<Case>> {
@@ -203,15 +358,15 @@ struct Runner {
 
 fn run_case(
     args: &Args,
-    dev: &Arc<dyn BlockDevice>,
+    target: &Target,
     case: Case,
     paths: &[String],
-    region: u64,
 ) -> anyhow::Result<Vec<CaseResult>> {
     let size = case.file_size(args.common.folio_size());
+    let bs = target.block_size(&args.common);
     let mut runners = Vec::new();
     for (i, path) in paths.iter().enumerate() {
-        let file = setup::flat_file(dev, i as u64 * region, region, 0, &args.common, path)?;
+        let file = target.open_file(i, path, &args.common)?;
         prefill(&file, size).with_context(|| format!("cannot prepare the {path} file"))?;
         let bufs = (0..case.bufs())
             .map(|b| vec![b as u8 + 1; case.size])
@@ -239,11 +394,14 @@ fn run_case(
     Ok(runners
         .iter()
         .zip(paths)
-        .map(|(r, p)| summarize(args, case, p, r))
+        .map(|(r, p)| summarize(args, bs, case, p, r))
         .collect())
 }
 
-/// Writes the whole file and fsyncs it: every folio uptodate and clean.
+/// Writes the case's `size` bytes (every folio it covers) and fsyncs:
+/// every folio uptodate and clean. A Flat file grows to `size`; an ext4
+/// file is overwritten in place (a larger existing file keeps its tail,
+/// which the timed calls at offset 0 never touch).
 fn prefill(file: &File, size: u64) -> anyhow::Result<()> {
     const CHUNK: u64 = 1 << 20;
     let mut buf = vec![0u8; CHUNK as usize];
@@ -298,7 +456,7 @@ fn time_calls(r: &Runner, case: Case, n: u64) -> anyhow::Result<Duration> {
     Ok(start.elapsed())
 }
 
-fn summarize(args: &Args, case: Case, path: &str, r: &Runner) -> CaseResult {
+fn summarize(args: &Args, block_size: u32, case: Case, path: &str, r: &Runner) -> CaseResult {
     let walks = r.file.walk_stats();
     let calls = r.batch * u64::from(args.runs);
     let (meta, data) = r.file.metadata_bytes();
@@ -306,7 +464,7 @@ fn summarize(args: &Args, case: Case, path: &str, r: &Runner) -> CaseResult {
         case: case.name,
         path: path.to_string(),
         order: args.common.order,
-        block_size: args.common.block_size,
+        block_size,
         position: 0,
         write_size: case.bytes_per_call(),
         iovecs: case.bufs(),
@@ -327,18 +485,18 @@ fn find<'a>(results: &'a [CaseResult], case: &str, path: &str) -> Option<&'a Cas
 
 fn report(
     args: &Args,
-    dev: &dyn BlockDevice,
+    target: &Target,
     cases: &[Case],
     paths: &[String],
     results: &[CaseResult],
 ) -> String {
     let c = &args.common;
     let mut out = format!(
-        "bufwrite libmicro: device {}, backend {}, block size {}, order {} ({} KiB folios), runs {}\n\
+        "bufwrite libmicro: {}, backend {}, block size {}, order {} ({} KiB folios), runs {}\n\
          cached overwrites at offset 0, usecs/call (median; lower is better)\n\n",
-        dev.describe(),
-        dev.backend(),
-        c.block_size,
+        target.describe(),
+        target.device().backend(),
+        target.block_size(c),
         c.order,
         c.folio_size() / 1024,
         args.runs
@@ -421,17 +579,20 @@ fn memory_line(meta: usize, data: usize) -> String {
 fn write_json(
     path: &std::path::Path,
     args: &Args,
-    dev: &dyn BlockDevice,
+    target: &Target,
     cases: &[Case],
     paths: &[String],
     results: &[CaseResult],
 ) -> anyhow::Result<()> {
     let c = &args.common;
+    let dev = target.device();
     let params = serde_json::json!({
         "command": "libmicro",
+        "target": target.describe(),
         "device": dev.describe(),
+        "file": target.file(),
         "backend": dev.backend(),
-        "block_size": c.block_size,
+        "block_size": target.block_size(c),
         "order": c.order,
         "runs": args.runs,
         "batch": args.batch,

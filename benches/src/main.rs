@@ -1,8 +1,10 @@
 //! `bufwrite`: the head-to-head measurement of the buffered write paths.
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Subcommand};
 
 mod gaps_cmd;
+mod image;
 mod libmicro;
 mod paths;
 mod plot;
@@ -17,7 +19,7 @@ mod trace;
 mod writeback_cmd;
 
 /// bufwrite: the Linux buffered write path in userspace, buffer heads against iomap.
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(name = "bufwrite", version, about)]
 struct Cli {
     #[command(subcommand)]
@@ -40,9 +42,18 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
-        Command::Libmicro(a) => libmicro::run(a),
+        Command::Libmicro(mut a) => {
+            // `--backend` has a default, so only the matches tell whether
+            // it was given; libmicro's ext4 target picks its own otherwise.
+            a.backend_given = matches
+                .subcommand_matches("libmicro")
+                .and_then(|m| m.value_source("backend"))
+                == Some(ValueSource::CommandLine);
+            libmicro::run(a)
+        }
         Command::Sweep(a) => sweep::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Writeback(a) => writeback_cmd::run(a),

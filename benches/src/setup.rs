@@ -142,7 +142,9 @@ pub fn open_target(target: &Target, needed: u64, backend: Backend) -> anyhow::Re
     Ok(opened)
 }
 
-fn open_path(path: &Path, backend: Backend) -> anyhow::Result<Arc<dyn BlockDevice>> {
+/// Opens an image file or block device with `backend` (io_uring always
+/// O_DIRECT; sync buffered).
+pub fn open_path(path: &Path, backend: Backend) -> anyhow::Result<Arc<dyn BlockDevice>> {
     let opts = OpenOptions {
         backend,
         // io_uring always goes O_DIRECT; the sync baseline stays buffered
