@@ -242,23 +242,253 @@ fn libmicro_table_and_json() {
 }
 
 #[test]
-fn libmicro_on_its_own_temporary_image() {
+fn libmicro_runs_every_path_on_a_temporary_ext4_image_by_default() {
     let out = bufwrite(
         &[
             "libmicro",
             "--runs",
-            "2",
-            "--batch",
-            "1",
+            "3",
             "--cases",
-            "pwrite_u1k",
+            "write_u1k",
+            "--batch",
+            "10",
         ],
         "",
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let table = text(&out.stdout);
+    let header = table.lines().next().unwrap_or_default();
     assert!(
-        table.contains("backend sync") && table.contains("pwrite_u1k"),
+        header.contains("ext4 image") && header.contains("file /bufwrite.dat"),
         "{table}"
     );
+    // io_uring unless it is unavailable here, and then a note says so.
+    let note = text(&out.stderr).contains("io_uring is unavailable");
+    assert!(
+        header.contains(if note {
+            "backend sync"
+        } else {
+            "backend uring"
+        }),
+        "{table}"
+    );
+    assert!(header.contains("block size 4096") && header.contains("order 9"));
+    for path in ["iomap", "bh-legacy", "bh-tailskip", "bh-seek"] {
+        assert!(table.contains(path), "{path} missing: {table}");
+    }
+    assert!(table.contains("write_u1k"), "{table}");
+}
+
+/// The DESIGN.md pattern byte, written again here from the spec.
+fn pattern_byte(seed: u64, off: u64) -> u8 {
+    let mut z = (seed ^ (off >> 3)).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> (8 * (off & 7))) as u8
+}
+
+/// An e2fsprogs tool: by name when on PATH, else from /usr/sbin or /sbin.
+fn tool(name: &str) -> Command {
+    let sbin = ["/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file());
+    Command::new(sbin.map_or_else(|| name.into(), |p| p.into_os_string()))
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("e2fsprogs is installed");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// A 4 KiB-block ext4 image with `/f` holding `bytes`, made with mkfs.ext4
+/// and debugfs, then the given debugfs requests (e.g. a punch).
+fn ext4_image(dir: &std::path::Path, bytes: &[u8], extra: &[&str]) -> std::path::PathBuf {
+    let img = dir.join("fs.img");
+    run_ok(
+        tool("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096"])
+            .arg(&img)
+            .arg("8M"),
+    );
+    std::fs::write(dir.join("src"), bytes).unwrap();
+    let mut reqs = vec!["write src /f".to_string()];
+    reqs.extend(extra.iter().map(|r| r.to_string()));
+    for req in reqs {
+        run_ok(
+            tool("debugfs")
+                .current_dir(dir)
+                .args(["-w", "-R", &req])
+                .arg(&img),
+        );
+    }
+    img
+}
+
+/// `/f` as e2fsprogs reads it back.
+fn dump(dir: &std::path::Path, img: &std::path::Path) -> Vec<u8> {
+    let out = dir.join("dump");
+    let _ = std::fs::remove_file(&out);
+    run_ok(
+        tool("debugfs")
+            .args(["-R", &format!("dump /f {}", out.display())])
+            .arg(img),
+    );
+    std::fs::read(&out).unwrap()
+}
+
+fn fsck_ok(img: &std::path::Path) {
+    run_ok(tool("e2fsck").arg("-fn").arg(img));
+}
+
+fn io_uring_unavailable(out: &Output) -> bool {
+    let unavailable = text(&out.stderr).contains("io_uring is unavailable");
+    if unavailable {
+        eprintln!("skip: io_uring is unavailable here");
+    }
+    unavailable
+}
+
+#[test]
+fn replay_overwrites_a_file_in_an_ext4_image_through_every_path() {
+    // 100_000 bytes: the last block is partial, and the last write ends
+    // exactly at EOF.
+    let initial: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + 3) as u8).collect();
+    let trace = "pwrite 10 5000 3
+seek 40000
+write 9000 5
+writev 6 100 4000 900
+pwrite 95000 5000 9
+read 0 100000
+fsync
+read 99990 100
+";
+    // The model: the writes applied to the initial bytes by hand.
+    let mut model = initial.clone();
+    let mut put = |off: usize, len: usize, seed: u64| {
+        for (o, b) in model.iter_mut().enumerate().skip(off).take(len) {
+            *b = pattern_byte(seed, o as u64);
+        }
+    };
+    put(10, 5000, 3);
+    put(40_000, 9000, 5);
+    put(49_000, 5000, 6);
+    put(95_000, 5000, 9);
+    let expected = format!(
+        "read 0 100000 {:016x}\nread 99990 100 {:016x}\n",
+        fnv1a64(&model),
+        fnv1a64(&model[99_990..])
+    );
+    let runs = [
+        ("iomap", "uring"),
+        ("bh-legacy", "sync"),
+        ("bh-tailskip", "uring"),
+        ("bh-seek", "sync"),
+    ];
+    for (path, backend) in runs {
+        let dir = tempfile::tempdir().unwrap();
+        let img = ext4_image(dir.path(), &initial, &[]);
+        let out = bufwrite(
+            &[
+                "replay",
+                "--image",
+                img.to_str().unwrap(),
+                "--file",
+                "/f",
+                "--path",
+                path,
+                "--backend",
+                backend,
+                "--order",
+                "2",
+            ],
+            trace,
+        );
+        if backend == "uring" && io_uring_unavailable(&out) {
+            continue;
+        }
+        assert!(out.status.success(), "{path}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), expected, "{path} on {backend}");
+        assert!(
+            dump(dir.path(), &img) == model,
+            "{path} on {backend}: dump differs"
+        );
+        fsck_ok(&img);
+    }
+}
+
+#[test]
+fn ext4_refusals_name_the_line_and_leave_the_image_byte_identical() {
+    // Ten blocks; block 5 punched into a hole.
+    let initial: Vec<u8> = (0..40_960u32).map(|i| (i % 251) as u8).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let img = ext4_image(dir.path(), &initial, &["punch /f 5 5"]);
+    let before = std::fs::read(&img).unwrap();
+    let image = img.to_str().unwrap();
+    let cases: &[(&[&str], &str, &[&str])] = &[
+        (
+            &["replay", "--image", image, "--file", "/f"],
+            "pwrite 0 10 1\nfsync\nread 0 10\npwrite 40000 2000 1\n",
+            &["trace line 4", "pwrite 40000 2000 1", "i_size 40960"],
+        ),
+        (
+            &[
+                "replay",
+                "--image",
+                image,
+                "--file",
+                "/f",
+                "--path",
+                "bh-legacy",
+            ],
+            "pwrite 0 10 1\nfsync\nseek 20400\nwrite 100 2\n",
+            &["trace line 4", "hole"],
+        ),
+        (
+            &[
+                "replay",
+                "--image",
+                image,
+                "--file",
+                "/f",
+                "--path",
+                "bh-tailskip",
+            ],
+            "seek 40900\nwritev 3 60 1\n",
+            &["trace line 2", "past i_size"],
+        ),
+        (
+            &["replay", "--image", image, "--file", "/nope"],
+            "read 0 1\n",
+            &["/nope", "not found"],
+        ),
+        (&["replay", "--image", image], "read 0 1\n", &["--file"]),
+        (
+            &["libmicro", "--image", image, "--file", "/f", "--runs", "1"],
+            "",
+            &["holds 40960 bytes", "at least"],
+        ),
+        (&["libmicro", "--image", image], "", &["--file"]),
+    ];
+    for (args, trace, wants) in cases {
+        let out = bufwrite(args, trace);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(text(&out.stdout), "", "{args:?}: nothing may run");
+        for want in *wants {
+            assert!(err.contains(want), "{args:?}: {want:?} not in {err}");
+        }
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            std::fs::read(&img).unwrap() == before,
+            "{args:?} changed the image"
+        );
+    }
+    fsck_ok(&img);
 }
