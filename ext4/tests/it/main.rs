@@ -5,6 +5,7 @@
 mod bad;
 mod common;
 mod gaps;
+mod root;
 
 use bufwrite_engine::{File, FileOptions};
 use bufwrite_ext4::{Ext4, Ext4Error};
