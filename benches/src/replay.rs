@@ -1,0 +1,230 @@
+//! `bufwrite replay`: applies a trace of writes, reads and fsyncs to a new,
+//! empty Flat file (`--mem`, `--device`) or to a file in an ext4 image
+//! (`--image PATH --file /f`) and prints `read OFF LEN HASH` for each read.
+
+use crate::image::Ext4Image;
+use crate::setup::{self, CommonArgs, Target};
+use crate::trace::{self, Line, Op};
+use anyhow::Context;
+use bufwrite_engine::File;
+use std::io::{IoSlice, Read, Write};
+use std::path::PathBuf;
+
+/// Arguments of `bufwrite replay`.
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["mem", "device", "image"]))]
+pub struct Args {
+    /// Run on a RAM device of SIZE bytes (suffixes K, M, G): the file starts
+    /// empty and can grow to SIZE.
+    #[arg(long, value_name = "SIZE", value_parser = setup::parse_size)]
+    pub mem: Option<u64>,
+    /// Run on this image file or block device: the file starts empty and
+    /// can grow to the device's size. Its old contents are overwritten.
+    #[arg(long, value_name = "PATH")]
+    pub device: Option<PathBuf>,
+    /// Run on the file --file in this ext4 image or unmounted device: its
+    /// size is the inode's and it never grows; writes that would need
+    /// allocation (holes, unwritten extents, past EOF) are refused before
+    /// anything runs. The block size is the image's.
+    #[arg(long, value_name = "PATH", requires = "file")]
+    pub image: Option<PathBuf>,
+    /// The file inside --image, e.g. /dir/f.
+    #[arg(long, value_name = "/f", requires = "image")]
+    pub file: Option<String>,
+    /// The write path.
+    #[arg(long, default_value = "iomap")]
+    pub path: String,
+    /// Read the trace from FILE instead of stdin.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    crate::paths::make_path(&args.path)?;
+    let text = read_trace(args.trace.as_deref())?;
+    // The whole trace is checked before anything touches the file.
+    let lines = trace::parse(&text)?;
+    let (file, _image) = open_file(&args)?;
+    if args.image.is_some() {
+        // The image is the user's filesystem: a trace that would fail part
+        // way must not leave it half written, so every write is checked
+        // against the ext4 mapper first (positions are known statically).
+        check_writes(&file, &lines)?;
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let result = lines.iter().try_for_each(|line| {
+        apply(&file, line, &mut out)
+            .with_context(|| format!("trace line {} ({}) failed", line.number, describe(&line.op)))
+    });
+    // The reads before a failure are still printed.
+    out.flush().context("cannot write to stdout")?;
+    result
+}
+
+fn read_trace(path: Option<&std::path::Path>) -> anyhow::Result<String> {
+    match path {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read the trace {}", p.display())),
+        None => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read the trace from stdin")?;
+            Ok(s)
+        }
+    }
+}
+
+/// The file the trace runs on, and the ext4 image it lives in (kept open
+/// for as long as the file is).
+fn open_file(args: &Args) -> anyhow::Result<(File, Option<Ext4Image>)> {
+    if let Some(image) = &args.image {
+        let name = args
+            .file
+            .as_deref()
+            .context("--image needs --file /f: the file inside the image")?;
+        let img = Ext4Image::open(image, args.common.backend)?;
+        let mapper = img.open_file(name, 0)?;
+        let file = File::open(
+            std::sync::Arc::clone(&img.device),
+            mapper,
+            crate::paths::make_path(&args.path)?,
+            args.common.file_options(),
+        )
+        .with_context(|| format!("cannot open {name} in {}", image.display()))?;
+        return Ok((file, Some(img)));
+    }
+    let bs = u64::from(args.common.block_size);
+    let (target, size) = match (&args.device, args.mem) {
+        (Some(path), _) => (Target::Device(path.clone()), 0),
+        (None, Some(size)) => {
+            if size == 0 || size % bs != 0 {
+                anyhow::bail!(
+                    "--mem {size}: the size must be a positive multiple of the block size {bs}"
+                );
+            }
+            (Target::Mem, size)
+        }
+        (None, None) => anyhow::bail!("give --mem SIZE, --device PATH or --image PATH --file /f"),
+    };
+    let opened = setup::open_target(&target, size, args.common.backend)?;
+    // A device's tail that is not a whole block cannot be part of the file.
+    let capacity = opened.device.size() / bs * bs;
+    let file = setup::flat_file(&opened.device, 0, capacity, 0, &args.common, &args.path)?;
+    Ok((file, None))
+}
+
+/// Checks every write of the trace against the file's mapper without
+/// running anything: the first one it would refuse is an error naming its
+/// trace line.
+fn check_writes(file: &File, lines: &[Line]) -> anyhow::Result<()> {
+    let mapper = &file.inode().mapper;
+    let mut pos = file.position();
+    for line in lines {
+        let range = match &line.op {
+            Op::Pwrite { off, len, .. } => Some((*off, *len)),
+            Op::Write { len, .. } => Some((pos, *len)),
+            Op::Writev { lens, .. } => Some((pos, lens.iter().sum())),
+            Op::Seek { off } => {
+                pos = *off;
+                None
+            }
+            Op::Read { .. } | Op::Fsync => None,
+        };
+        let Some((off, len)) = range else { continue };
+        let checked = off
+            .checked_add(len)
+            .context("the write's end overflows 64 bits")
+            .and_then(|_| Ok(mapper.prepare_write(off, len)?));
+        checked.with_context(|| {
+            format!(
+                "trace line {} ({}) would fail, so nothing was run",
+                line.number,
+                describe(&line.op)
+            )
+        })?;
+        if !matches!(line.op, Op::Pwrite { .. }) {
+            pos += len;
+        }
+    }
+    Ok(())
+}
+
+fn apply(file: &File, line: &Line, out: &mut impl Write) -> anyhow::Result<()> {
+    match &line.op {
+        Op::Pwrite { off, len, seed } => {
+            let buf = pattern(file, *seed, *off, *len)?;
+            expect_all(file.pwrite(*off, &buf)?, *len)
+        }
+        Op::Write { len, seed } => {
+            let buf = pattern(file, *seed, file.position(), *len)?;
+            expect_all(file.write(&buf)?, *len)
+        }
+        Op::Seek { off } => {
+            file.seek(*off);
+            Ok(())
+        }
+        Op::Writev { seed, lens } => writev(file, *seed, lens),
+        Op::Read { off, len } => {
+            // As pread: bytes past EOF are not returned, so at most the
+            // file's size is allocated, whatever LEN says.
+            let avail = file.size().saturating_sub(*off).min(*len);
+            let mut buf = vec![0u8; usize::try_from(avail)?];
+            let n = file.pread(*off, &mut buf)?;
+            // LEN printed is the requested length, not the bytes returned,
+            // so a line reads back as the trace's own `read` line.
+            writeln!(out, "read {off} {len} {:016x}", trace::fnv1a64(&buf[..n]))?;
+            Ok(())
+        }
+        Op::Fsync => Ok(file.fsync()?),
+    }
+}
+
+/// The pattern bytes of a write of `len` at `off`, after checking that it
+/// fits the file (so a bad trace line cannot allocate past the capacity).
+fn pattern(file: &File, seed: u64, off: u64, len: u64) -> anyhow::Result<Vec<u8>> {
+    file.inode().mapper.prepare_write(off, len)?;
+    let mut buf = vec![0u8; usize::try_from(len)?];
+    trace::fill_pattern(seed, off, &mut buf);
+    Ok(buf)
+}
+
+fn writev(file: &File, seed: u64, lens: &[u64]) -> anyhow::Result<()> {
+    let total: u64 = lens.iter().sum();
+    // The buffers are consecutive in the file: one pattern over the whole
+    // range, cut into the trace's pieces.
+    let all = pattern(file, seed, file.position(), total)?;
+    let mut slices = Vec::with_capacity(lens.len());
+    let mut rest = &all[..];
+    for &l in lens {
+        let (head, tail) = rest.split_at(l as usize);
+        slices.push(IoSlice::new(head));
+        rest = tail;
+    }
+    expect_all(file.writev(&slices)?, total)
+}
+
+fn expect_all(written: usize, len: u64) -> anyhow::Result<()> {
+    if written as u64 != len {
+        anyhow::bail!("short write: {written} of {len} bytes");
+    }
+    Ok(())
+}
+
+fn describe(op: &Op) -> String {
+    match op {
+        Op::Pwrite { off, len, seed } => format!("pwrite {off} {len} {seed}"),
+        Op::Write { len, seed } => format!("write {len} {seed}"),
+        Op::Seek { off } => format!("seek {off}"),
+        Op::Writev { seed, lens } => {
+            let lens: Vec<String> = lens.iter().map(u64::to_string).collect();
+            format!("writev {seed} {}", lens.join(" "))
+        }
+        Op::Read { off, len } => format!("read {off} {len}"),
+        Op::Fsync => "fsync".to_string(),
+    }
+}
