@@ -11,6 +11,7 @@ mod plot;
 mod progress;
 mod report;
 mod replay;
+mod replay_timing;
 mod setup;
 mod sweep;
 mod table;

@@ -39,14 +39,25 @@ pub struct Args {
     pub trace: Option<PathBuf>,
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub timing: crate::replay_timing::TimingArgs,
 }
 
 /// Runs the command.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(mut args: Args) -> anyhow::Result<()> {
     crate::paths::make_path(&args.path)?;
     let text = read_trace(args.trace.as_deref())?;
     // The whole trace is checked before anything touches the file.
     let lines = trace::parse(&text)?;
+    if args.timing.timing {
+        // Every path replays on a fresh file made from the same flags.
+        let timing = std::mem::take(&mut args.timing);
+        let (order, bs) = (args.common.order, args.common.block_size);
+        return crate::replay_timing::run(&lines, &timing, order, bs, |path| {
+            args.path = path.to_string();
+            open_file(&args)
+        });
+    }
     let (file, _image) = open_file(&args)?;
     if args.image.is_some() {
         // The image is the user's filesystem: a trace that would fail part

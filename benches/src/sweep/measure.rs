@@ -31,6 +31,7 @@ pub struct Measured {
 struct Counts {
     reads: u64,
     writes: u64,
+    read_bytes: u64,
     heads: u64,
 }
 
@@ -38,6 +39,7 @@ impl Counts {
     fn add(&mut self, before: (IoStats, WalkStats), after: (IoStats, WalkStats)) {
         self.reads += after.0.reads - before.0.reads;
         self.writes += after.0.writes - before.0.writes;
+        self.read_bytes += after.0.bytes_read - before.0.bytes_read;
         self.heads +=
             (after.1.write_begin + after.1.commit) - (before.1.write_begin + before.1.commit);
     }
@@ -149,6 +151,7 @@ fn row(
     extra.insert("samples".into(), Value::from(samples.len()));
     extra.insert("calls_per_sample".into(), Value::from(batch));
     extra.insert("calls".into(), Value::from(calls));
+    extra.insert("device_read_bytes".into(), Value::from(counts.read_bytes));
     Row {
         case: kind.name().to_string(),
         path: path.to_string(),

@@ -1,0 +1,301 @@
+//! `bufwrite replay --timing`: the trace replayed once per write path, each
+//! on a fresh file made from the same flags, every operation timed alone;
+//! usecs per operation kind per path, so a recorded workload compares the
+//! paths head to head.
+//!
+//! Only the file call is timed: a write's pattern bytes are made, and a
+//! read's hash taken, outside the timer. A lone call is timed with the
+//! clock's own cost in it (tens of ns), which the batches of `libmicro`
+//! and `sweep` avoid; compare kinds across paths, not with those figures.
+
+use crate::report::Row;
+use crate::timing::{self, Summary};
+use crate::trace::{self, Line, Op};
+use anyhow::Context;
+use bufwrite_engine::File;
+use serde_json::{Map, Value};
+use std::io::{IoSlice, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The `--timing` flags of `bufwrite replay`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TimingArgs {
+    /// Replay the trace on every path of --paths, each on a fresh file, and
+    /// report usecs per operation kind (on stderr); stdout still gets the
+    /// reads, once, after checking that every path read the same bytes.
+    #[arg(long)]
+    pub timing: bool,
+    /// Write paths for --timing, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',', requires = "timing")]
+    pub paths: Vec<String>,
+    /// Also write the --timing results as JSON (the report schema) here.
+    #[arg(long, value_name = "PATH", requires = "timing")]
+    pub json: Option<PathBuf>,
+}
+
+/// What `open_file` gives back: the file, maybe with what keeps it open.
+pub trait HoldsFile {
+    /// The file.
+    fn file(&self) -> &File;
+}
+
+impl HoldsFile for File {
+    fn file(&self) -> &File {
+        self
+    }
+}
+
+impl<T> HoldsFile for (File, T) {
+    fn file(&self) -> &File {
+        &self.0
+    }
+}
+
+/// The operation kinds, in report order.
+const KINDS: &[&str] = &["write", "pwrite", "writev", "read", "seek", "fsync"];
+
+fn kind(op: &Op) -> &'static str {
+    match op {
+        Op::Write { .. } => "write",
+        Op::Pwrite { .. } => "pwrite",
+        Op::Writev { .. } => "writev",
+        Op::Read { .. } => "read",
+        Op::Seek { .. } => "seek",
+        Op::Fsync => "fsync",
+    }
+}
+
+/// One path's replay: per kind, usecs per op, bytes and counters.
+#[derive(Default)]
+struct KindStats {
+    usecs: Vec<f64>,
+    bytes: u64,
+    reads: u64,
+    writes: u64,
+    heads: u64,
+}
+
+/// Replays `lines` on each path, a file from `open(path)` each, and
+/// reports. `order` and `block_size` label the results.
+pub fn run<H: HoldsFile>(
+    lines: &[Line],
+    args: &TimingArgs,
+    order: u8,
+    block_size: u32,
+    mut open: impl FnMut(&str) -> anyhow::Result<H>,
+) -> anyhow::Result<()> {
+    let paths = if args.paths.is_empty() {
+        crate::paths::PATHS.iter().map(|p| p.to_string()).collect()
+    } else {
+        crate::paths::check_paths(&args.paths)?;
+        args.paths.clone()
+    };
+    // An untimed warm-up round over every path, discarded: otherwise the
+    // first timed path alone pays the process's first touches of memory
+    // (the allocator's fresh pages fault in; later runs reuse them).
+    for path in &paths {
+        let held = open(path)?;
+        replay(held.file(), lines, &mut Vec::new())
+            .with_context(|| format!("the {path} warm-up replay failed"))?;
+    }
+    let mut rows = Vec::new();
+    let mut first_reads: Option<Vec<u8>> = None;
+    for path in &paths {
+        let held = open(path)?;
+        let mut reads = Vec::new();
+        let stats = replay(held.file(), lines, &mut reads)
+            .with_context(|| format!("the {path} replay failed"))?;
+        match &first_reads {
+            None => first_reads = Some(reads),
+            Some(first) if *first != reads => eprintln!(
+                "bufwrite replay: warning: {path} read other bytes than {} \
+                 (on --image, each path starts from the bytes the one before it wrote)",
+                paths[0]
+            ),
+            Some(_) => {}
+        }
+        rows.extend(rows_of(path, order, block_size, &stats));
+    }
+    std::io::stdout()
+        .write_all(&first_reads.unwrap_or_default())
+        .context("cannot write to stdout")?;
+    eprint!("{}", table(&paths, &rows));
+    if let Some(json) = &args.json {
+        let params = serde_json::json!({
+            "command": "replay",
+            "order": order,
+            "block_size": block_size,
+            "paths": paths,
+            "operations": lines.len(),
+        });
+        crate::report::write_json(json, params, &rows)?;
+    }
+    Ok(())
+}
+
+fn replay(file: &File, lines: &[Line], out: &mut Vec<u8>) -> anyhow::Result<Vec<KindStats>> {
+    let mut stats: Vec<KindStats> = KINDS.iter().map(|_| KindStats::default()).collect();
+    for line in lines {
+        let k = kind(&line.op);
+        let s = &mut stats[KINDS.iter().position(|x| *x == k).unwrap_or(0)];
+        let before = (file.device_stats(), file.walk_stats());
+        let (t, bytes) =
+            timed(file, &line.op, out).with_context(|| format!("trace line {}", line.number))?;
+        let after = (file.device_stats(), file.walk_stats());
+        s.usecs.push(timing::usecs_per_call(t, 1));
+        s.bytes += bytes;
+        s.reads += after.0.reads - before.0.reads;
+        s.writes += after.0.writes - before.0.writes;
+        s.heads +=
+            (after.1.write_begin + after.1.commit) - (before.1.write_begin + before.1.commit);
+    }
+    Ok(stats)
+}
+
+/// The pattern bytes of a write, after checking that the file can take it.
+fn pattern(file: &File, seed: u64, off: u64, len: u64) -> anyhow::Result<Vec<u8>> {
+    file.inode().mapper.prepare_write(off, len)?;
+    let mut buf = vec![0u8; usize::try_from(len)?];
+    trace::fill_pattern(seed, off, &mut buf);
+    Ok(buf)
+}
+
+fn check(done: usize, len: u64) -> anyhow::Result<()> {
+    if done as u64 != len {
+        anyhow::bail!("short write: {done} of {len} bytes");
+    }
+    Ok(())
+}
+
+/// Runs one operation; returns the time of the file call alone and the
+/// bytes it moved.
+fn timed(file: &File, op: &Op, out: &mut Vec<u8>) -> anyhow::Result<(Duration, u64)> {
+    let start;
+    let bytes = match op {
+        Op::Pwrite { off, len, seed } => {
+            let buf = pattern(file, *seed, *off, *len)?;
+            start = Instant::now();
+            check(file.pwrite(*off, &buf)?, *len)?;
+            *len
+        }
+        Op::Write { len, seed } => {
+            let buf = pattern(file, *seed, file.position(), *len)?;
+            start = Instant::now();
+            check(file.write(&buf)?, *len)?;
+            *len
+        }
+        Op::Writev { seed, lens } => {
+            let total: u64 = lens.iter().sum();
+            let all = pattern(file, *seed, file.position(), total)?;
+            let mut slices = Vec::with_capacity(lens.len());
+            let mut rest = &all[..];
+            for &l in lens {
+                let (head, tail) = rest.split_at(l as usize);
+                slices.push(IoSlice::new(head));
+                rest = tail;
+            }
+            start = Instant::now();
+            check(file.writev(&slices)?, total)?;
+            total
+        }
+        Op::Read { off, len } => {
+            let avail = file.size().saturating_sub(*off).min(*len);
+            let mut buf = vec![0u8; usize::try_from(avail)?];
+            start = Instant::now();
+            let n = file.pread(*off, &mut buf)?;
+            let t = start.elapsed();
+            writeln!(out, "read {off} {len} {:016x}", trace::fnv1a64(&buf[..n]))?;
+            return Ok((t, n as u64));
+        }
+        Op::Seek { off } => {
+            start = Instant::now();
+            file.seek(*off);
+            0
+        }
+        Op::Fsync => {
+            start = Instant::now();
+            file.fsync()?;
+            0
+        }
+    };
+    Ok((start.elapsed(), bytes))
+}
+
+fn rows_of(path: &str, order: u8, block_size: u32, stats: &[KindStats]) -> Vec<Row> {
+    KINDS
+        .iter()
+        .zip(stats)
+        .filter(|(_, s)| !s.usecs.is_empty())
+        .map(|(k, s)| {
+            let n = s.usecs.len() as u64;
+            let mut extra = Map::new();
+            extra.insert("calls".into(), Value::from(n));
+            extra.insert("bytes".into(), Value::from(s.bytes));
+            extra.insert(
+                "total_usecs".into(),
+                Value::from(s.usecs.iter().sum::<f64>()),
+            );
+            Row {
+                case: k.to_string(),
+                path: path.to_string(),
+                order,
+                block_size,
+                position: None,
+                write_size: None,
+                usecs_per_call: timing::summary(&s.usecs),
+                device_reads: s.reads,
+                device_writes: s.writes,
+                walked_heads: s.heads / n,
+                extra,
+            }
+        })
+        .collect()
+}
+
+fn table(paths: &[String], rows: &[Row]) -> String {
+    let find = |k: &str, p: &str| rows.iter().find(|r| r.case == k && r.path == p);
+    let mut header = vec!["op".to_string(), "calls".to_string()];
+    header.extend(paths.iter().cloned());
+    let has_iomap = paths.iter().any(|p| p == "iomap");
+    if has_iomap {
+        header.extend(
+            paths
+                .iter()
+                .filter(|p| *p != "iomap")
+                .map(|p| format!("{p}/iomap")),
+        );
+    }
+    let median = |r: Option<&Row>| r.map(|r| r.usecs_per_call).map(|s: Summary| s.median);
+    let body: Vec<Vec<String>> = KINDS
+        .iter()
+        .filter(|k| rows.iter().any(|r| r.case == **k))
+        .map(|k| {
+            let calls = rows
+                .iter()
+                .find(|r| r.case == *k)
+                .and_then(|r| r.extra.get("calls"))
+                .map_or(String::new(), Value::to_string);
+            let mut row = vec![k.to_string(), calls];
+            row.extend(
+                paths
+                    .iter()
+                    .map(|p| median(find(k, p)).map_or("-".into(), |m| format!("{m:.3}"))),
+            );
+            if has_iomap {
+                let base = median(find(k, "iomap"));
+                row.extend(paths.iter().filter(|p| *p != "iomap").map(|p| {
+                    match (median(find(k, p)), base) {
+                        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+                        _ => "-".into(),
+                    }
+                }));
+            }
+            row
+        })
+        .collect();
+    format!(
+        "bufwrite replay --timing: usecs per operation (median of lone calls)\n\n{}",
+        crate::table::render(&header, &body)
+    )
+}
