@@ -161,16 +161,20 @@ fn position_blocksize_and_size_sweeps() {
 
 #[test]
 fn cold_sweep_reads_in_a_block_per_call() {
-    let doc = sweep(
-        "cold",
-        &["--backend", "sync"],
-        16,
-        "write position in the folio (KiB)",
-    );
-    for r in doc["results"].as_array().unwrap() {
-        // Two calls per point and path, each one partial-block read-in.
-        assert_eq!(r["device_reads"], 2, "{r}");
-        assert_eq!(r["position"].as_u64().unwrap() % 4096, 1536, "{r}");
+    // The default target, a file in a temporary ext4 image, then Flat files
+    // in a temporary image file.
+    for extra in [
+        &["--backend", "sync"][..],
+        &["--backend", "sync", "--flat"][..],
+    ] {
+        let doc = sweep("cold", extra, 16, "write position in the folio (KiB)");
+        for r in doc["results"].as_array().unwrap() {
+            // Two calls per point and path, each one partial-block read-in.
+            assert_eq!(r["device_reads"], 2, "{extra:?}: {r}");
+            assert_eq!(r["position"].as_u64().unwrap() % 4096, 1536, "{r}");
+        }
+        let device = doc["params"]["device"].as_str().unwrap();
+        assert_eq!(device.contains("ext4"), extra.len() == 2, "{device}");
     }
 }
 

@@ -2,14 +2,16 @@
 //! cold writes one by one.
 
 use super::{Args, Kind, Point};
+use crate::image::{self, Ext4Image};
 use crate::progress::Progress;
 use crate::report::Row;
 use crate::setup::{self, CommonArgs, Target};
 use crate::timing::{self, Summary};
 use anyhow::Context;
 use bufwrite_engine::device::Backend;
-use bufwrite_engine::{File, IoStats, WalkStats};
+use bufwrite_engine::{BlockDevice, File, IoStats, WalkStats};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What a sweep measured.
@@ -215,8 +217,55 @@ pub fn cached(
     })
 }
 
-/// Cold writes: one order-9 file per path on one device; before each timed
-/// call (untimed) an fsync and a drop_caches, so the call finds no folio and
+/// Where the cold files live: by default one file in a temporary ext4
+/// image, which every path opens with its own mapper and page cache (each
+/// call fsyncs and drops its own cache first, so they stay coherent); with
+/// `--device` or `--flat`, a Flat file per path side by side on that
+/// device or a temporary image file.
+enum ColdTarget {
+    Ext4(Ext4Image),
+    Flat(setup::Opened),
+}
+
+impl ColdTarget {
+    fn open(args: &Args, backend: Backend, region: u64, paths: usize) -> anyhow::Result<Self> {
+        let flat = |target: Target| -> anyhow::Result<Self> {
+            let opened = setup::open_target(&target, region * paths as u64, backend)?;
+            Ok(ColdTarget::Flat(opened))
+        };
+        match &args.device {
+            Some(path) => flat(Target::Device(path.clone())),
+            None if args.flat => flat(Target::TempImage),
+            None => Ok(ColdTarget::Ext4(Ext4Image::temporary(
+                4096, region, backend,
+            )?)),
+        }
+    }
+
+    fn device(&self) -> &Arc<dyn BlockDevice> {
+        match self {
+            ColdTarget::Ext4(image) => &image.device,
+            ColdTarget::Flat(opened) => &opened.device,
+        }
+    }
+
+    fn file(&self, i: usize, path: &str, region: u64, common: &CommonArgs) -> anyhow::Result<File> {
+        match self {
+            ColdTarget::Ext4(image) => Ok(File::open(
+                Arc::clone(&image.device),
+                image.open_file(image::FILE, region)?,
+                crate::paths::make_path(path)?,
+                common.file_options(),
+            )?),
+            ColdTarget::Flat(opened) => {
+                setup::flat_file(&opened.device, i as u64 * region, region, 0, common, path)
+            }
+        }
+    }
+}
+
+/// Cold writes: one order-9 file per path; before each timed call
+/// (untimed) an fsync and a drop_caches, so the call finds no folio and
 /// reads its partial block in.
 pub fn cold(
     args: &Args,
@@ -226,16 +275,11 @@ pub fn cold(
     progress: &Progress,
 ) -> anyhow::Result<Measured> {
     let region = points.iter().map(file_size).max().unwrap_or(0);
-    let target = match &args.device {
-        Some(path) => Target::Device(path.clone()),
-        None => Target::TempImage,
-    };
-    let opened = setup::open_target(&target, region * paths.len() as u64, backend)?;
-    let dev = &opened.device;
+    let target = ColdTarget::open(args, backend, region, paths.len())?;
+    let dev = target.device();
     let mut files = Vec::new();
     for (i, path) in paths.iter().enumerate() {
-        let common = common(&points[0], backend);
-        let file = setup::flat_file(dev, i as u64 * region, region, 0, &common, path)?;
+        let file = target.file(i, path, region, &common(&points[0], backend))?;
         prefill(&file, region).with_context(|| format!("cannot prepare the {path} file"))?;
         files.push(file);
     }
@@ -259,7 +303,14 @@ pub fn cold(
     Ok(Measured {
         rows,
         memcpy: None,
-        device: dev.describe(),
+        device: match &target {
+            ColdTarget::Ext4(_) => format!(
+                "{} in a temporary ext4 image on {}",
+                image::FILE,
+                dev.describe()
+            ),
+            ColdTarget::Flat(_) => dev.describe(),
+        },
         backend: dev.backend().to_string(),
     })
 }

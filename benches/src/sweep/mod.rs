@@ -6,8 +6,8 @@
 //! - `blocksize`: 1, 2 and 4 KiB blocks in a 2 MiB folio.
 //! - `cold`: the folio is not cached: every call follows an fsync and a
 //!   drop_caches, so the write reads its partial block in from the device
-//!   (a temporary image file through io_uring by default); 16 points from
-//!   head to tail, each in the middle of a block.
+//!   (a file in a temporary ext4 image, through io_uring by default); 16
+//!   points from head to tail, each in the middle of a block.
 //! - `size`: write sizes 512 B .. 1 MiB at the head of a 2 MiB folio.
 //!
 //! Cached calls are `seek` + `write`, as libMicro's write cases do them,
@@ -77,14 +77,19 @@ pub struct Args {
     /// varies it.
     #[arg(long, value_name = "BYTES", value_parser = setup::parse_size)]
     pub write_size: Option<u64>,
-    /// Device I/O backend of the cold sweep: uring (io_uring, O_DIRECT) or
-    /// sync.
+    /// Device I/O backend of the cold sweep: uring (io_uring, O_DIRECT; the
+    /// default where io_uring works) or sync.
     #[arg(long, value_parser = parse_backend)]
     pub backend: Option<Backend>,
-    /// Cold sweep: run on this image file or block device (its contents
-    /// are overwritten) instead of a temporary image file.
+    /// Cold sweep: run on Flat files on this image file or block device
+    /// (its contents are overwritten) instead of a file in a temporary ext4
+    /// image.
     #[arg(long, value_name = "PATH")]
     pub device: Option<PathBuf>,
+    /// Cold sweep: run on Flat files in a temporary image file (no ext4,
+    /// no e2fsprogs needed) instead of a file in a temporary ext4 image.
+    #[arg(long, conflicts_with = "device")]
+    pub flat: bool,
     /// Print the JSON document on stdout instead of the table, and draw
     /// no progress bar.
     #[arg(long)]
@@ -166,9 +171,9 @@ pub fn points(kind: Kind, write_size: u64) -> Vec<Point> {
 fn check_args(args: &Args) -> anyhow::Result<u64> {
     let kind = args.kind.name();
     if args.kind != Kind::Cold {
-        if args.backend.is_some() || args.device.is_some() {
+        if args.backend.is_some() || args.device.is_some() || args.flat {
             anyhow::bail!(
-                "--backend and --device apply to the cold sweep only; \
+                "--backend, --device and --flat apply to the cold sweep only; \
                  the {kind} sweep overwrites cached folios on a RAM device (no device I/O)"
             );
         }
@@ -207,7 +212,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let points = points(args.kind, write_size);
     let progress = Progress::new(points.len() as u64 * u64::from(args.runs), !args.json);
     let run = if args.kind == Kind::Cold {
-        let backend = args.backend.unwrap_or(Backend::Uring);
+        let backend = args.backend.unwrap_or_else(|| {
+            let (backend, note) = crate::image::preferred_backend();
+            if let Some(note) = note {
+                eprintln!("bufwrite sweep: {note}");
+            }
+            backend
+        });
         measure::cold(&args, backend, &paths, &points, &progress)?
     } else {
         measure::cached(&args, &paths, &points, &progress)?
