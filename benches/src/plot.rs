@@ -52,6 +52,8 @@ pub struct Chart {
     pub series: Vec<Series>,
     /// An optional horizontal reference line.
     pub reference: Option<Reference>,
+    /// Put the legend at the bottom right (for data that sits high).
+    pub legend_low: bool,
 }
 
 const SIZE: (u32, u32) = (800, 500);
@@ -82,8 +84,8 @@ impl Scale {
         if v.abs() >= 100.0 || v == v.round() {
             format!("{v:.0}")
         } else {
-            // Two decimals at most, no trailing zeros: 0.5, 1.25, 2.
-            let s = format!("{v:.2}");
+            // Three decimals at most, no trailing zeros: 0.5, 0.125, 2.
+            let s = format!("{v:.3}");
             s.trim_end_matches('0').trim_end_matches('.').to_string()
         }
     }
@@ -175,7 +177,11 @@ fn draw(root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, chart: &Char
         .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], grey.stroke_width(1)));
     }
     c.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(if chart.legend_low {
+            SeriesLabelPosition::LowerRight
+        } else {
+            SeriesLabelPosition::UpperLeft
+        })
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
@@ -208,6 +214,7 @@ mod tests {
                 label: "memcpy 1 KiB".into(),
                 y: 0.05,
             }),
+            legend_low: y_scale == Scale::Log2,
         }
     }
 
