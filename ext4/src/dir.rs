@@ -166,7 +166,11 @@ impl Dir<'_, '_> {
             } else {
                 usize::from(le16(b, off + 6))
             };
-            if rec_len < 12 || !rec_len.is_multiple_of(4) || off + rec_len > end || 8 + name_len > rec_len {
+            if rec_len < 12
+                || !rec_len.is_multiple_of(4)
+                || off + rec_len > end
+                || 8 + name_len > rec_len
+            {
                 return Err(self.bad(
                     lblk,
                     format!("entry at byte {off}: rec_len {rec_len}, name_len {name_len}"),

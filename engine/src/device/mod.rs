@@ -10,11 +10,11 @@
 
 mod counters;
 pub mod faulty;
+pub mod loopdev;
 pub mod mem;
 mod open;
 pub mod probe;
 pub mod sync;
-pub mod loopdev;
 pub mod uring;
 
 pub use counters::{IoCounters, IoStats};
@@ -203,7 +203,10 @@ pub fn check_request(req: &IoRequest<'_>, size: u64, lbs: u32, read_only: bool) 
         _ => return Err(out),
     }
     let lbs = u64::from(lbs.max(1));
-    let seg_misaligned = req.bufs.segments().any(|(_, l)| !(l as u64).is_multiple_of(lbs));
+    let seg_misaligned = req
+        .bufs
+        .segments()
+        .any(|(_, l)| !(l as u64).is_multiple_of(lbs));
     if !req.offset.is_multiple_of(lbs) || seg_misaligned {
         return Err(Error::Misaligned {
             op,
