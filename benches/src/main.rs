@@ -21,7 +21,11 @@ mod writeback_cmd;
 
 /// bufwrite: the Linux buffered write path in userspace, buffer heads against iomap.
 #[derive(Debug, clap::Parser)]
-#[command(name = "bufwrite", version, about)]
+#[command(
+    name = "bufwrite",
+    version,
+    about = "bufwrite: the Linux buffered write path in userspace, buffer heads against iomap"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
