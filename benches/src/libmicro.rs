@@ -367,7 +367,7 @@ fn run_case(
     let mut runners = Vec::new();
     for (i, path) in paths.iter().enumerate() {
         let file = target.open_file(i, path, &args.common)?;
-        prefill(&file, size).with_context(|| format!("cannot prepare the {path} file"))?;
+        setup::prefill(&file, size).with_context(|| format!("cannot prepare the {path} file"))?;
         let bufs = (0..case.bufs())
             .map(|b| vec![b as u8 + 1; case.size])
             .collect();
@@ -396,24 +396,6 @@ fn run_case(
         .zip(paths)
         .map(|(r, p)| summarize(args, bs, case, p, r))
         .collect())
-}
-
-/// Writes the case's `size` bytes (every folio it covers) and fsyncs:
-/// every folio uptodate and clean. A Flat file grows to `size`; an ext4
-/// file is overwritten in place (a larger existing file keeps its tail,
-/// which the timed calls at offset 0 never touch).
-fn prefill(file: &File, size: u64) -> anyhow::Result<()> {
-    const CHUNK: u64 = 1 << 20;
-    let mut buf = vec![0u8; CHUNK as usize];
-    let mut off = 0;
-    while off < size {
-        let n = CHUNK.min(size - off);
-        crate::trace::fill_pattern(1, off, &mut buf[..n as usize]);
-        file.pwrite(off, &buf[..n as usize])?;
-        off += n;
-    }
-    file.fsync()?;
-    Ok(())
 }
 
 /// Calls per sample so that a sample takes about [`timing::SAMPLE_TARGET`].

@@ -7,7 +7,7 @@ use crate::setup::{self, CommonArgs, Target};
 use crate::trace::{self, Line, Op};
 use anyhow::Context;
 use bufwrite_engine::File;
-use std::io::{IoSlice, Read, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 /// Arguments of `bufwrite replay`.
@@ -168,11 +168,11 @@ fn check_writes(file: &File, lines: &[Line]) -> anyhow::Result<()> {
 fn apply(file: &File, line: &Line, out: &mut impl Write) -> anyhow::Result<()> {
     match &line.op {
         Op::Pwrite { off, len, seed } => {
-            let buf = pattern(file, *seed, *off, *len)?;
+            let buf = trace::write_bytes(file, *seed, *off, *len)?;
             expect_all(file.pwrite(*off, &buf)?, *len)
         }
         Op::Write { len, seed } => {
-            let buf = pattern(file, *seed, file.position(), *len)?;
+            let buf = trace::write_bytes(file, *seed, file.position(), *len)?;
             expect_all(file.write(&buf)?, *len)
         }
         Op::Seek { off } => {
@@ -195,27 +195,12 @@ fn apply(file: &File, line: &Line, out: &mut impl Write) -> anyhow::Result<()> {
     }
 }
 
-/// The pattern bytes of a write of `len` at `off`, after checking that it
-/// fits the file (so a bad trace line cannot allocate past the capacity).
-fn pattern(file: &File, seed: u64, off: u64, len: u64) -> anyhow::Result<Vec<u8>> {
-    file.inode().mapper.prepare_write(off, len)?;
-    let mut buf = vec![0u8; usize::try_from(len)?];
-    trace::fill_pattern(seed, off, &mut buf);
-    Ok(buf)
-}
-
 fn writev(file: &File, seed: u64, lens: &[u64]) -> anyhow::Result<()> {
     let total: u64 = lens.iter().sum();
     // The buffers are consecutive in the file: one pattern over the whole
     // range, cut into the trace's pieces.
-    let all = pattern(file, seed, file.position(), total)?;
-    let mut slices = Vec::with_capacity(lens.len());
-    let mut rest = &all[..];
-    for &l in lens {
-        let (head, tail) = rest.split_at(l as usize);
-        slices.push(IoSlice::new(head));
-        rest = tail;
-    }
+    let all = trace::write_bytes(file, seed, file.position(), total)?;
+    let slices = trace::split_iovec(&all, lens);
     expect_all(file.writev(&slices)?, total)
 }
 

@@ -14,7 +14,7 @@ use crate::trace::{self, Line, Op};
 use anyhow::Context;
 use bufwrite_engine::File;
 use serde_json::{Map, Value};
-use std::io::{IoSlice, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -153,14 +153,6 @@ fn replay(file: &File, lines: &[Line], out: &mut Vec<u8>) -> anyhow::Result<Vec<
     Ok(stats)
 }
 
-/// The pattern bytes of a write, after checking that the file can take it.
-fn pattern(file: &File, seed: u64, off: u64, len: u64) -> anyhow::Result<Vec<u8>> {
-    file.inode().mapper.prepare_write(off, len)?;
-    let mut buf = vec![0u8; usize::try_from(len)?];
-    trace::fill_pattern(seed, off, &mut buf);
-    Ok(buf)
-}
-
 fn check(done: usize, len: u64) -> anyhow::Result<()> {
     if done as u64 != len {
         anyhow::bail!("short write: {done} of {len} bytes");
@@ -174,27 +166,21 @@ fn timed(file: &File, op: &Op, out: &mut Vec<u8>) -> anyhow::Result<(Duration, u
     let start;
     let bytes = match op {
         Op::Pwrite { off, len, seed } => {
-            let buf = pattern(file, *seed, *off, *len)?;
+            let buf = trace::write_bytes(file, *seed, *off, *len)?;
             start = Instant::now();
             check(file.pwrite(*off, &buf)?, *len)?;
             *len
         }
         Op::Write { len, seed } => {
-            let buf = pattern(file, *seed, file.position(), *len)?;
+            let buf = trace::write_bytes(file, *seed, file.position(), *len)?;
             start = Instant::now();
             check(file.write(&buf)?, *len)?;
             *len
         }
         Op::Writev { seed, lens } => {
             let total: u64 = lens.iter().sum();
-            let all = pattern(file, *seed, file.position(), total)?;
-            let mut slices = Vec::with_capacity(lens.len());
-            let mut rest = &all[..];
-            for &l in lens {
-                let (head, tail) = rest.split_at(l as usize);
-                slices.push(IoSlice::new(head));
-                rest = tail;
-            }
+            let all = trace::write_bytes(file, *seed, file.position(), total)?;
+            let slices = trace::split_iovec(&all, lens);
             start = Instant::now();
             check(file.writev(&slices)?, total)?;
             total

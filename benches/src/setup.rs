@@ -183,6 +183,24 @@ pub fn round_up(n: u64, unit: u64) -> u64 {
     n.div_ceil(unit) * unit
 }
 
+/// Writes the first `size` bytes of the file with pattern bytes (seed 1,
+/// every folio it covers) and fsyncs: every folio uptodate and clean before
+/// the timed calls. A Flat file grows to `size`; an ext4 file is overwritten
+/// in place (a larger file keeps its tail, which timed calls never touch).
+pub fn prefill(file: &File, size: u64) -> anyhow::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut off = 0;
+    while off < size {
+        let n = CHUNK.min(size - off);
+        crate::trace::fill_pattern(1, off, &mut buf[..n as usize]);
+        file.pwrite(off, &buf[..n as usize])?;
+        off += n;
+    }
+    file.fsync()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -230,6 +230,34 @@ pub fn parse_number(word: &str) -> Option<u64> {
     u64::from_str_radix(digits, radix).ok()
 }
 
+/// The pattern bytes of a write of `len` at `off` for `seed`, after checking
+/// that the file can take it (so a bad trace line cannot allocate past the
+/// file's capacity).
+pub fn write_bytes(
+    file: &bufwrite_engine::File,
+    seed: u64,
+    off: u64,
+    len: u64,
+) -> anyhow::Result<Vec<u8>> {
+    file.inode().mapper.prepare_write(off, len)?;
+    let mut buf = vec![0u8; usize::try_from(len)?];
+    fill_pattern(seed, off, &mut buf);
+    Ok(buf)
+}
+
+/// `all` cut into consecutive iovecs of `lens` (a `writev` line's buffers
+/// are consecutive in the file, so one pattern covers them all).
+pub fn split_iovec<'a>(all: &'a [u8], lens: &[u64]) -> Vec<std::io::IoSlice<'a>> {
+    let mut slices = Vec::with_capacity(lens.len());
+    let mut rest = all;
+    for &l in lens {
+        let (head, tail) = rest.split_at((l as usize).min(rest.len()));
+        slices.push(std::io::IoSlice::new(head));
+        rest = tail;
+    }
+    slices
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,21 +75,6 @@ fn file_size(p: &Point) -> u64 {
     setup::round_up((p.position + p.write_size).max(folio), folio)
 }
 
-/// Writes the whole file and fsyncs it: every folio uptodate and clean.
-fn prefill(file: &File, size: u64) -> anyhow::Result<()> {
-    const CHUNK: u64 = 1 << 20;
-    let mut buf = vec![0u8; CHUNK as usize];
-    let mut off = 0;
-    while off < size {
-        let n = CHUNK.min(size - off);
-        crate::trace::fill_pattern(1, off, &mut buf[..n as usize]);
-        file.pwrite(off, &buf[..n as usize])?;
-        off += n;
-    }
-    file.fsync()?;
-    Ok(())
-}
-
 /// The timed call: `seek` then `write`, as libMicro's write cases.
 fn call(file: &File, p: &Point, buf: &[u8]) -> anyhow::Result<()> {
     file.seek(p.position);
@@ -105,7 +90,7 @@ impl Runner {
         let size = file_size(p);
         let opened = setup::open_target(&Target::Mem, size, Backend::Sync)?;
         let file = setup::flat_file(&opened.device, 0, size, 0, &common(p, Backend::Sync), path)?;
-        prefill(&file, size).with_context(|| format!("cannot prepare the {path} file"))?;
+        setup::prefill(&file, size).with_context(|| format!("cannot prepare the {path} file"))?;
         let mut r = Runner {
             path: path.to_string(),
             file,
@@ -280,7 +265,7 @@ pub fn cold(
     let mut files = Vec::new();
     for (i, path) in paths.iter().enumerate() {
         let file = target.file(i, path, region, &common(&points[0], backend))?;
-        prefill(&file, region).with_context(|| format!("cannot prepare the {path} file"))?;
+        setup::prefill(&file, region).with_context(|| format!("cannot prepare the {path} file"))?;
         files.push(file);
     }
     let mut rows = Vec::new();
