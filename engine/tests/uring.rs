@@ -480,3 +480,135 @@ fn mounted_or_held_loop_device_is_refused() {
     assert!(err.to_string().contains("in use"), "{err}");
     lo.detach().unwrap();
 }
+
+/// Writes `count` requests of `len` bytes, each from its own slice of
+/// `mem`, to offsets `i * stride`, then reads them back with plain reads.
+fn write_slices_and_read_back(dev: &UringDevice, mem: &[u8], len: usize, stride: u64) {
+    let count = mem.len() / len;
+    let mut reqs: Vec<_> = mem
+        .chunks(len)
+        .enumerate()
+        .map(|(i, b)| IoRequest::write(i as u64 * stride, b))
+        .collect();
+    dev.submit(&mut reqs);
+    for r in &mut reqs {
+        r.take_result().unwrap();
+    }
+    dev.flush().unwrap();
+    let mut back = aligned(count * len, 0xEE);
+    let mut reads: Vec<_> = back
+        .chunks_mut(len)
+        .enumerate()
+        .map(|(i, b)| IoRequest::read(i as u64 * stride, b))
+        .collect();
+    dev.submit(&mut reads);
+    for r in &mut reads {
+        r.take_result().unwrap();
+    }
+    drop(reads);
+    assert!(
+        back[..] == mem[..],
+        "read back differs from what was written"
+    );
+}
+
+fn patterned(len: usize, seed: u8) -> bufwrite_engine::AlignedBuf {
+    let mut b = aligned(len, 0);
+    for (i, v) in b.iter_mut().enumerate() {
+        *v = (i / 512) as u8 ^ seed;
+    }
+    b
+}
+
+#[test]
+fn registered_buffers_write_fixed_round_trip() {
+    if !uring_available() {
+        return;
+    }
+    let (_d, path) = image(1 << 20);
+    for register_file in [false, true] {
+        let cfg = UringConfig {
+            queue_depth: 4,
+            batch: 4,
+            register_file,
+            read_only: false,
+        };
+        let dev = UringDevice::open_with(&path, &cfg).unwrap();
+        assert!(dev.registered_buffers().is_empty());
+        let seed = u8::from(register_file);
+        let ok = dev
+            .register_buffers(vec![
+                patterned(64 * 1024, seed),
+                patterned(16 * 1024, !seed),
+            ])
+            .unwrap();
+        if !ok {
+            eprintln!("SKIP: the kernel refused 80 KiB of registered buffers here");
+            return;
+        }
+        assert!(dev.buffers_registered());
+        assert_eq!(dev.registered_buffers().len(), 2);
+        // Twice is refused; the first registration stays.
+        assert!(dev.register_buffers(vec![aligned(4096, 0)]).is_err());
+        assert_eq!(dev.registered_buffers()[0].len(), 64 * 1024);
+        // 16 writes of 4 KiB from buffer 0 (more than the queue depth).
+        write_slices_and_read_back(&dev, &dev.registered_buffers()[0], 4096, 8192);
+        assert_eq!(dev.fixed_sqes(), 16);
+        // 2 writes of 8 KiB from buffer 1, elsewhere on the device.
+        let b1 = &dev.registered_buffers()[1];
+        let mut reqs: Vec<_> = b1
+            .chunks(8192)
+            .enumerate()
+            .map(|(i, b)| IoRequest::write(512 * 1024 + i as u64 * 8192, b))
+            .collect();
+        dev.submit(&mut reqs);
+        for r in &mut reqs {
+            r.take_result().unwrap();
+        }
+        assert_eq!(dev.fixed_sqes(), 18);
+        // A gather over two registered slices is one Writev, not fixed.
+        let b0 = &dev.registered_buffers()[0];
+        let mut v = [IoRequest::writev(
+            768 * 1024,
+            smallvec![&b0[..4096], &b1[..4096]],
+        )];
+        dev.submit(&mut v);
+        v[0].take_result().unwrap();
+        assert_eq!(dev.fixed_sqes(), 18);
+        drop((v, reqs));
+        drop(dev);
+        let bytes = std::fs::read(&path).unwrap();
+        let b1 = patterned(16 * 1024, !seed);
+        assert!(bytes[512 * 1024..528 * 1024] == b1[..]);
+        assert!(bytes[768 * 1024..768 * 1024 + 4096] == patterned(4096, seed)[..]);
+        assert!(bytes[768 * 1024 + 4096..768 * 1024 + 8192] == b1[..4096]);
+    }
+}
+
+#[test]
+fn refused_buffer_registration_falls_back_to_plain_writes() {
+    if !uring_available() {
+        return;
+    }
+    let (_d, path) = image(1 << 20);
+    // The kernel refuses a zero-length buffer (and an empty list): the
+    // device keeps the buffers and writes over them plainly.
+    let cases: [Vec<bufwrite_engine::AlignedBuf>; 2] =
+        [vec![patterned(32 * 1024, 7), aligned(0, 0)], Vec::new()];
+    for bufs in cases {
+        let n = bufs.len();
+        let dev = open_uring(&path, 4);
+        let dev = Arc::into_inner(dev).unwrap();
+        assert!(!dev.register_buffers(bufs).unwrap());
+        assert!(!dev.buffers_registered());
+        assert_eq!(dev.registered_buffers().len(), n);
+        if n > 0 {
+            write_slices_and_read_back(&dev, &dev.registered_buffers()[0], 4096, 4096);
+        }
+        // A later registration is still refused: the buffers stay owned.
+        assert!(dev.register_buffers(vec![aligned(4096, 0)]).is_err());
+        // Ordinary buffers still work.
+        write_slices_and_read_back(&dev, &patterned(8192, 9), 4096, 65536);
+        assert_eq!(dev.fixed_sqes(), 0);
+    }
+}

@@ -25,12 +25,13 @@ mod sys;
 use super::open::OpenOptions;
 use super::probe::{self, Geometry};
 use super::{check_request, BlockDevice, IoCounters, IoRequest, IoStats};
+use crate::align::AlignedBuf;
 use crate::error::{Error, IoKind, Result};
 use io_uring::IoUring;
 use ring::{Ctx, Ring, Target};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Largest queue depth accepted (the kernel allows more; nothing here needs it).
 pub const MAX_QUEUE_DEPTH: u32 = 4096;
@@ -87,6 +88,16 @@ pub struct UringDevice {
     batch: u32,
     ring: Mutex<Ring>,
     counters: IoCounters,
+    /// Buffers handed over by [`UringDevice::register_buffers`]. Declared
+    /// after `ring` so that they are freed only after the ring (and its
+    /// registration) is gone; never replaced once set.
+    fixed_bufs: OnceLock<FixedBufs>,
+}
+
+/// The buffers owned by a device and whether the kernel took them.
+struct FixedBufs {
+    bufs: Vec<AlignedBuf>,
+    registered: bool,
 }
 
 impl std::fmt::Debug for UringDevice {
@@ -163,6 +174,7 @@ impl UringDevice {
             batch: cfg.batch,
             ring: Mutex::new(Ring::new(uring, target, qd, cfg.batch as usize)),
             counters: IoCounters::default(),
+            fixed_bufs: OnceLock::new(),
         })
     }
 
@@ -192,6 +204,74 @@ impl UringDevice {
         &self.file
     }
 
+    /// Takes ownership of `bufs` and registers them with the ring (buffer
+    /// index = position). Afterwards, a request whose memory is one segment
+    /// lying entirely inside one of them (borrowed through
+    /// [`UringDevice::registered_buffers`]) is submitted as
+    /// WriteFixed/ReadFixed, which spares the kernel pinning and mapping the
+    /// pages per I/O. Every other request is unchanged.
+    ///
+    /// Returns `Ok(true)` when registered and `Ok(false)` when the kernel
+    /// refused (ENOMEM past RLIMIT_MEMLOCK without CAP_IPC_LOCK, EPERM,
+    /// EINVAL for an empty list, a zero-length or over-1-GiB buffer, or more
+    /// than 16384 buffers, EFAULT): the buffers are kept all the same and
+    /// requests over them are plain writes, so callers need no second path.
+    /// Only one set of buffers per device: a second call is an error.
+    ///
+    /// The device owns the buffers (rather than borrowing them) because the
+    /// kernel serves fixed SQEs from the pages it pinned at registration:
+    /// the memory must outlive the registration, which a safe borrow could
+    /// not promise. They are freed after the ring is unregistered and
+    /// dropped. Their contents are fixed at registration (fill them
+    /// first): the device only hands out shared references.
+    ///
+    /// Off unless called. Measured (`bufwrite writeback
+    /// --compare-registered-buffers`, see `benches/src/writeback_cmd.rs`):
+    /// see the module documentation for the figures.
+    pub fn register_buffers(&self, bufs: Vec<AlignedBuf>) -> Result<bool> {
+        let mut ring = self.lock();
+        if self.fixed_bufs.get().is_some() {
+            return Err(Error::InvalidArgument(
+                "buffers are already registered with this device".to_string(),
+            ));
+        }
+        let iovs: Vec<libc::iovec> = bufs
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.as_ptr().cast_mut().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: the iovecs point into `bufs`, whose heap memory does not
+        // move when the Vec is moved into `self.fixed_bufs` just below. That
+        // cell is never replaced or emptied while `self` lives, and the
+        // field is dropped after `ring` (and `Drop` unregisters first), so
+        // the memory outlives the registration.
+        let registered = unsafe { ring.register_buffers(&iovs) }.is_ok();
+        let set = self.fixed_bufs.set(FixedBufs { bufs, registered });
+        debug_assert!(set.is_ok(), "checked empty under the ring lock");
+        Ok(registered)
+    }
+
+    /// The buffers given to [`UringDevice::register_buffers`] (empty before
+    /// that call). Requests over them use the fixed opcodes when
+    /// [`UringDevice::buffers_registered`] is true.
+    pub fn registered_buffers(&self) -> &[AlignedBuf] {
+        self.fixed_bufs.get().map_or(&[], |f| &f.bufs)
+    }
+
+    /// True when the kernel accepted the buffers of
+    /// [`UringDevice::register_buffers`].
+    pub fn buffers_registered(&self) -> bool {
+        self.fixed_bufs.get().is_some_and(|f| f.registered)
+    }
+
+    /// ReadFixed/WriteFixed SQEs submitted so far (resubmissions of short
+    /// transfers included): how many I/Os used the registered buffers.
+    pub fn fixed_sqes(&self) -> u64 {
+        self.lock().fixed_sqes
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
         // A panic inside `run` can only come from a bug, and it leaves no
         // request in flight that a later call could confuse with its own:
@@ -208,6 +288,10 @@ impl Drop for UringDevice {
         // busy. Unregistering waits for the table to be released.
         if self.fixed_file {
             let _ = self.lock().unregister_files();
+        }
+        // Also drop the pinned pages now, before the buffers are freed.
+        if self.buffers_registered() {
+            let _ = self.lock().unregister_buffers();
         }
     }
 }

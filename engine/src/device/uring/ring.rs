@@ -97,6 +97,11 @@ pub(super) struct Ring {
     slots: Vec<Slot>,
     free: Vec<usize>,
     cqes: Vec<(u64, i32)>,
+    /// `(address, length)` of each registered buffer, by buffer index; empty
+    /// when none are registered.
+    fixed_bufs: Vec<(usize, usize)>,
+    /// ReadFixed/WriteFixed SQEs pushed so far.
+    pub(super) fixed_sqes: u64,
 }
 
 impl Ring {
@@ -110,6 +115,8 @@ impl Ring {
             slots: (0..qd).map(|_| Slot::default()).collect(),
             free: (0..qd).rev().collect(),
             cqes: Vec::with_capacity(2 * qd),
+            fixed_bufs: Vec::new(),
+            fixed_sqes: 0,
         }
     }
 
@@ -188,7 +195,14 @@ impl Ring {
             match slot.iov.as_slice() {
                 [one] => {
                     let len = (one.iov_len as u64).min(MAX_SQE_BYTES) as u32;
-                    rw_entry(target, is_read, one.iov_base.cast(), len, offset)
+                    let ptr = one.iov_base.cast();
+                    match fixed_index(&self.fixed_bufs, ptr as usize, len as usize) {
+                        Some(bi) => {
+                            self.fixed_sqes += 1;
+                            fixed_entry(target, is_read, ptr, len, bi, offset)
+                        }
+                        None => rw_entry(target, is_read, ptr, len, offset),
+                    }
                 }
                 many => rwv_entry(target, is_read, many.as_ptr(), many.len() as u32, offset),
             }
@@ -198,7 +212,9 @@ impl Ring {
         // `run` for its whole duration, (b) this slot's iovec array or bounce
         // buffer, which are not touched again until this SQE's CQE has been
         // reaped. `run` returns only when no slot is in flight, so all of it
-        // outlives the completion.
+        // outlives the completion. A fixed SQE's memory also lies inside a
+        // registered buffer, which the device owns and frees only after
+        // the ring (see `UringDevice::register_buffers`).
         while unsafe { self.ring.submission().push(&entry) }.is_err() {
             // SQ full of not yet submitted entries: hand them over.
             self.enter(0);
@@ -323,6 +339,38 @@ impl Ring {
         self.ring.submitter().unregister_files()
     }
 
+    /// Registers `bufs` (buffer index = position) so that single-segment
+    /// requests inside one of them go out as ReadFixed/WriteFixed. On error
+    /// nothing is registered and every request stays a plain Read/Write.
+    ///
+    /// # Safety
+    /// The memory of every iovec must stay allocated, and unmoved, until
+    /// [`Ring::unregister_buffers`] returns or the ring is dropped: the
+    /// kernel pins those pages and a fixed SQE is served from them.
+    pub(super) unsafe fn register_buffers(&mut self, bufs: &[libc::iovec]) -> io::Result<()> {
+        if !self.fixed_bufs.is_empty() {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        // SAFETY: the caller keeps the memory alive and in place for as long
+        // as it is registered (this function's contract).
+        unsafe { self.ring.submitter().register_buffers(bufs) }?;
+        self.fixed_bufs = bufs
+            .iter()
+            .map(|v| (v.iov_base as usize, v.iov_len))
+            .collect();
+        Ok(())
+    }
+
+    /// Drops the registered buffers (synchronously); later requests are
+    /// plain Read/Write SQEs. Called with nothing in flight.
+    pub(super) fn unregister_buffers(&mut self) -> io::Result<()> {
+        if self.fixed_bufs.is_empty() {
+            return Ok(());
+        }
+        self.fixed_bufs.clear();
+        self.ring.submitter().unregister_buffers()
+    }
+
     /// An fsync (DATASYNC) of the file; on a block device, a cache flush.
     /// Called with nothing in flight, so it covers every completed write.
     pub(super) fn flush(&mut self) -> io::Result<()> {
@@ -373,6 +421,36 @@ fn rw_entry(target: Target, is_read: bool, ptr: *mut u8, len: u32, off: u64) -> 
             .build())
     } else {
         on_target!(target, |fd| opcode::Write::new(fd, ptr, len)
+            .offset(off)
+            .build())
+    }
+}
+
+/// Index of the registered buffer that holds all of `addr .. addr + len`.
+fn fixed_index(fixed: &[(usize, usize)], addr: usize, len: usize) -> Option<u16> {
+    let end = addr.checked_add(len)?;
+    fixed
+        .iter()
+        .position(|&(base, blen)| addr >= base && end <= base + blen)
+        .and_then(|i| u16::try_from(i).ok())
+}
+
+/// A ReadFixed or WriteFixed SQE of `len` bytes at `ptr` (inside registered
+/// buffer `bi`), device offset `off`.
+fn fixed_entry(
+    target: Target,
+    is_read: bool,
+    ptr: *mut u8,
+    len: u32,
+    bi: u16,
+    off: u64,
+) -> squeue::Entry {
+    if is_read {
+        on_target!(target, |fd| opcode::ReadFixed::new(fd, ptr, len, bi)
+            .offset(off)
+            .build())
+    } else {
+        on_target!(target, |fd| opcode::WriteFixed::new(fd, ptr, len, bi)
             .offset(off)
             .build())
     }
