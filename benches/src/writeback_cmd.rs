@@ -9,6 +9,13 @@
 //! region. The figure is bytes written / (time from the first submit to the
 //! end of the flush), median of `--runs`. The run prints the fio command
 //! that does the same I/O, for comparison.
+//!
+//! `--compare-registered-file` and `--compare-registered-buffers` add
+//! io_uring variants (file registered with the ring; the window memory
+//! registered, so every request is a WriteFixed). The variants of one queue
+//! depth are measured alternately, run by run (rotating which goes first),
+//! each run on a freshly opened device, so that a slow spell of the disk
+//! does not land on one of them.
 
 use anyhow::{bail, Context, Result};
 use bufwrite_engine::device::uring::{UringConfig, UringDevice};
@@ -56,6 +63,11 @@ pub struct Args {
     /// Also measure io_uring with the file registered with the ring.
     #[arg(long)]
     compare_registered_file: bool,
+    /// Also measure io_uring with the write buffers registered with the
+    /// ring (WriteFixed); `reg` shows `buf` (or `buf!` if the kernel
+    /// refused and plain writes were used).
+    #[arg(long)]
+    compare_registered_buffers: bool,
     /// Seed of the random layout.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -70,6 +82,10 @@ struct Row {
     backend: String,
     qd: u32,
     registered_file: bool,
+    /// Buffers registration was asked for.
+    registered_buffers: bool,
+    /// The kernel accepted them (false: plain writes were measured).
+    buffers_registered: bool,
     io_size: u64,
     layout: String,
     bytes: u64,
@@ -107,15 +123,16 @@ pub fn run(args: Args) -> Result<()> {
             args.runs
         );
         println!(
-            "{:<8} {:>3} {:>4} {:>8} {:<7} {:>10}",
+            "{:<8} {:>3} {:>4} {:>8} {:<7} {:>10}  runs",
             "backend", "qd", "reg", "io_size", "layout", "MB/s"
         );
     }
-    for config in configs(&args)? {
+    for group in configs(&args)? {
         for &io_size in &sizes {
             for layout in &args.layout {
-                let row = measure(&args, &target, &config, io_size, layout, total)?;
-                print_row(&row, args.json)?;
+                for row in measure(&args, &target, &group, io_size, layout, total)? {
+                    print_row(&row, args.json)?;
+                }
             }
         }
     }
@@ -127,32 +144,39 @@ struct Config {
     backend: Backend,
     qd: u32,
     registered_file: bool,
+    registered_buffers: bool,
 }
 
-fn configs(args: &Args) -> Result<Vec<Config>> {
+/// The set-ups to measure, in groups measured alternately (the variants
+/// of one io_uring queue depth).
+fn configs(args: &Args) -> Result<Vec<Vec<Config>>> {
     let mut out = Vec::new();
     for b in &args.backend {
         let backend: Backend = b.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let plain = |qd| Config {
+            backend,
+            qd,
+            registered_file: false,
+            registered_buffers: false,
+        };
         match backend {
-            Backend::Sync => out.push(Config {
-                backend,
-                qd: 1,
-                registered_file: false,
-            }),
+            Backend::Sync => out.push(vec![plain(1)]),
             Backend::Uring => {
                 for &qd in &args.qd {
-                    out.push(Config {
-                        backend,
-                        qd,
-                        registered_file: false,
-                    });
+                    let mut group = vec![plain(qd)];
                     if args.compare_registered_file {
-                        out.push(Config {
-                            backend,
-                            qd,
+                        group.push(Config {
                             registered_file: true,
+                            ..plain(qd)
                         });
                     }
+                    if args.compare_registered_buffers {
+                        group.push(Config {
+                            registered_buffers: true,
+                            ..plain(qd)
+                        });
+                    }
+                    out.push(group);
                 }
             }
         }
@@ -160,8 +184,30 @@ fn configs(args: &Args) -> Result<Vec<Config>> {
     Ok(out)
 }
 
-fn open(target: &Path, c: &Config) -> Result<Arc<dyn BlockDevice>> {
-    let dev: Arc<dyn BlockDevice> = match c.backend {
+/// An opened device and the memory writeback hands it (`window_len` bytes,
+/// the device's own registered buffer when `c.registered_buffers`).
+struct Opened {
+    dev: Arc<dyn BlockDevice>,
+    uring: Option<Arc<UringDevice>>,
+    window: Option<AlignedBuf>,
+}
+
+impl Opened {
+    fn window(&self) -> &[u8] {
+        match (&self.window, &self.uring) {
+            (Some(w), _) => w,
+            (None, Some(u)) => &u.registered_buffers()[0],
+            (None, None) => &[],
+        }
+    }
+
+    fn buffers_registered(&self) -> bool {
+        self.uring.as_ref().is_some_and(|u| u.buffers_registered())
+    }
+}
+
+fn open(target: &Path, c: &Config, window_len: usize) -> Result<Opened> {
+    let opened = match c.backend {
         Backend::Uring => {
             let cfg = UringConfig {
                 queue_depth: c.qd,
@@ -169,7 +215,18 @@ fn open(target: &Path, c: &Config) -> Result<Arc<dyn BlockDevice>> {
                 register_file: c.registered_file,
                 read_only: false,
             };
-            Arc::new(UringDevice::open_with(target, &cfg)?)
+            let u = Arc::new(UringDevice::open_with(target, &cfg)?);
+            let window = if c.registered_buffers {
+                u.register_buffers(vec![AlignedBuf::zeroed(window_len)])?;
+                None
+            } else {
+                Some(AlignedBuf::zeroed(window_len))
+            };
+            Opened {
+                dev: u.clone(),
+                uring: Some(u),
+                window,
+            }
         }
         Backend::Sync => {
             let opts = OpenOptions {
@@ -177,52 +234,80 @@ fn open(target: &Path, c: &Config) -> Result<Arc<dyn BlockDevice>> {
                 direct: true,
                 ..OpenOptions::default()
             };
-            open_device(target, opts)?
+            Opened {
+                dev: open_device(target, opts)?,
+                uring: None,
+                window: Some(AlignedBuf::zeroed(window_len)),
+            }
         }
     };
-    Ok(dev)
+    Ok(opened)
 }
 
+/// Measures every config of `group`, alternating run by run.
 fn measure(
     args: &Args,
     target: &Path,
-    c: &Config,
+    group: &[Config],
     io_size: u64,
     layout: &str,
     total: u64,
-) -> Result<Row> {
-    let dev = open(target, c)?;
-    let lbs = u64::from(dev.logical_block_size());
-    if io_size == 0 || !io_size.is_multiple_of(lbs) {
-        bail!("I/O size {io_size} is not a multiple of the device's block size {lbs}");
+) -> Result<Vec<Row>> {
+    let window_len = WINDOW * io_size as usize;
+    let (count, offsets) = {
+        let dev = open(target, &group[0], 0)?.dev;
+        let lbs = u64::from(dev.logical_block_size());
+        if io_size == 0 || !io_size.is_multiple_of(lbs) {
+            bail!("I/O size {io_size} is not a multiple of the device's block size {lbs}");
+        }
+        let slots = dev.size() / io_size;
+        let count = (total / io_size).min(slots);
+        if count == 0 {
+            bail!("the device ({} bytes) is smaller than one I/O", dev.size());
+        }
+        (
+            count,
+            layout_offsets(layout, count, slots, io_size, args.seed),
+        )
+    };
+    let mut runs = vec![Vec::with_capacity(args.runs); group.len()];
+    let mut registered = vec![false; group.len()];
+    for run in 0..args.runs.max(1) {
+        // Rotate which variant goes first, so none always follows another.
+        for k in 0..group.len() {
+            let i = (run + k) % group.len();
+            let c = &group[i];
+            let o = open(target, c, window_len)?;
+            registered[i] = o.buffers_registered();
+            let t = Instant::now();
+            write_back(o.dev.as_ref(), &offsets, o.window(), io_size as usize)?;
+            let secs = t.elapsed().as_secs_f64();
+            runs[i].push((count * io_size) as f64 / secs / 1e6);
+        }
     }
-    let slots = dev.size() / io_size;
-    let count = (total / io_size).min(slots);
-    if count == 0 {
-        bail!("the device ({} bytes) is smaller than one I/O", dev.size());
-    }
-    let offsets = layout_offsets(layout, count, slots, io_size, args.seed);
-    let window = AlignedBuf::zeroed(WINDOW * io_size as usize);
-    let mut runs = Vec::with_capacity(args.runs);
-    for _ in 0..args.runs.max(1) {
-        let t = Instant::now();
-        write_back(dev.as_ref(), &offsets, &window, io_size as usize)?;
-        let secs = t.elapsed().as_secs_f64();
-        runs.push((count * io_size) as f64 / secs / 1e6);
-    }
-    let mut sorted = runs.clone();
-    sorted.sort_by(f64::total_cmp);
-    Ok(Row {
-        backend: c.backend.to_string(),
-        qd: c.qd,
-        registered_file: c.registered_file,
-        io_size,
-        layout: layout.to_string(),
-        bytes: count * io_size,
-        mb_per_s: sorted[sorted.len() / 2],
-        runs_mb_per_s: runs,
-        fio: fio_command(target, c, io_size, layout, count * io_size),
-    })
+    let rows = group
+        .iter()
+        .zip(runs)
+        .zip(registered)
+        .map(|((c, runs), buffers_registered)| {
+            let mut sorted = runs.clone();
+            sorted.sort_by(f64::total_cmp);
+            Row {
+                backend: c.backend.to_string(),
+                qd: c.qd,
+                registered_file: c.registered_file,
+                registered_buffers: c.registered_buffers,
+                buffers_registered,
+                io_size,
+                layout: layout.to_string(),
+                bytes: count * io_size,
+                mb_per_s: sorted[sorted.len() / 2],
+                runs_mb_per_s: runs,
+                fio: fio_command(target, c, io_size, layout, count * io_size),
+            }
+        })
+        .collect();
+    Ok(rows)
 }
 
 /// Device offsets of the dirty runs, in writeback order per window.
@@ -291,15 +376,27 @@ fn print_row(r: &Row, json: bool) -> Result<()> {
         serde_json::to_writer(&mut out, r)?;
         writeln!(out)?;
     } else {
+        let reg = match (
+            r.registered_file,
+            r.registered_buffers,
+            r.buffers_registered,
+        ) {
+            (_, true, true) => "buf",
+            (_, true, false) => "buf!",
+            (true, _, _) => "file",
+            _ => "no",
+        };
+        let runs: Vec<String> = r.runs_mb_per_s.iter().map(|v| format!("{v:.0}")).collect();
         writeln!(
             out,
-            "{:<8} {:>3} {:>4} {:>8} {:<7} {:>10.1}",
+            "{:<8} {:>3} {:>4} {:>8} {:<7} {:>10.1}  {}",
             r.backend,
             r.qd,
-            if r.registered_file { "yes" } else { "no" },
+            reg,
             human(r.io_size),
             r.layout,
-            r.mb_per_s
+            r.mb_per_s,
+            runs.join(" ")
         )?;
     }
     Ok(())
