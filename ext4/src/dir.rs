@@ -56,13 +56,17 @@ impl Dir<'_, '_> {
         } else {
             HashSet::new()
         };
-        for lblk in 0..nblocks {
-            if index_blocks.contains(&lblk) {
-                continue;
-            }
-            let Some(b) = self.read(lblk)? else { continue };
-            if let Some(ino) = self.scan_leaf(lblk, &b, name)? {
-                return Ok(Some(ino));
+        // Walk the mapped blocks, not every block below i_size: a corrupt
+        // i_size of 2^63 would otherwise mean 2^53 hole lookups (a hang).
+        for e in self.extents.iter().filter(|e| !e.unwritten) {
+            for lblk in e.lblk..e.end().min(nblocks) {
+                if index_blocks.contains(&lblk) {
+                    continue;
+                }
+                let Some(b) = self.read(lblk)? else { continue };
+                if let Some(ino) = self.scan_leaf(lblk, &b, name)? {
+                    return Ok(Some(ino));
+                }
             }
         }
         Ok(None)
