@@ -4,6 +4,7 @@
 
 mod bad;
 mod common;
+mod fuzz;
 mod gaps;
 mod root;
 

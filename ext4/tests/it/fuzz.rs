@@ -1,0 +1,357 @@
+//! Random corruption of small real images: every entry point returns an
+//! error or a result, never panics, never hangs, and nothing is written.
+//!
+//! Images are made once per run (1 KiB and 4 KiB blocks, with and without
+//! metadata_csum), each with a nested file, a depth >= 2 extent tree and an
+//! htree directory. Corruptions target the superblock, the group descriptor
+//! table, the inodes on the test paths, extent index/leaf blocks and
+//! directory blocks. `PROPTEST_CASES` raises the case count.
+
+use crate::common::*;
+use bufwrite_engine::device::mem::Mem;
+use bufwrite_engine::{BlockDevice, File, FileOptions, IomapPath, MapIntent, Mapper};
+use bufwrite_ext4::Ext4;
+use proptest::prelude::*;
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+const PATHS: [&str; 8] = [
+    "/",
+    "/a/b/c/f",
+    "/frag",
+    "/big",
+    "/big/target",
+    "/big/name_00123",
+    "/a/b",
+    "/nope",
+];
+
+/// One pristine image and the metadata regions worth corrupting.
+struct Image {
+    bytes: Vec<u8>,
+    csum: bool,
+    /// (name, device byte offset, length)
+    regions: Vec<(String, u64, u64)>,
+}
+
+fn inode_offset(img: &Path, path: &str, bs: u64) -> u64 {
+    let out = debugfs_r(img, &format!("imap {path}"));
+    let w: Vec<&str> = out.split_whitespace().collect();
+    let blk = w
+        .iter()
+        .position(|&x| x == "located")
+        .map(|i| w[i + 3].trim_end_matches(',').parse::<u64>().unwrap())
+        .unwrap();
+    let off = w
+        .iter()
+        .position(|&x| x == "offset")
+        .map(|i| u64::from_str_radix(w[i + 1].trim_start_matches("0x"), 16).unwrap())
+        .unwrap();
+    blk * bs + off
+}
+
+/// Index and leaf blocks of an extent tree, read from the image bytes.
+fn tree_blocks(bytes: &[u8], node: &[u8], bs: u64, out: &mut Vec<u64>) {
+    let le16 = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let le32 = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let (entries, depth) = (le16(node, 2), le16(node, 6));
+    if depth == 0 {
+        return;
+    }
+    for i in 0..usize::from(entries) {
+        let e = &node[12 + 12 * i..24 + 12 * i];
+        let blk = (u64::from(le16(e, 8)) << 32) | u64::from(le32(e, 4));
+        out.push(blk);
+        let at = (blk * bs) as usize;
+        tree_blocks(bytes, &bytes[at..at + bs as usize], bs, out);
+    }
+}
+
+fn make(dir: &Path, bs: u32, features: &str) -> Image {
+    let name = format!("fuzz-{bs}-{}.img", features.replace([',', '^'], "_"));
+    // Depth >= 2 needs more extents than the root's 4 leaves hold.
+    let (size_mb, frag_blocks) = if bs == 1024 { (8, 800u64) } else { (20, 3000) };
+    let img = mkfs(dir, &name, bs, features, size_mb, &[]);
+    let src = |n: &str, len: usize, seed: u64| {
+        let p = dir.join(format!("{name}-{n}"));
+        std::fs::write(&p, pattern(len, seed)).unwrap();
+        p.display().to_string()
+    };
+    let mut cmds = vec![
+        "mkdir /a".into(),
+        "mkdir /a/b".into(),
+        "mkdir /a/b/c".into(),
+        format!("write {} /a/b/c/f", src("f", 30_000, 1)),
+        format!(
+            "write {} /frag",
+            src("frag", (frag_blocks * u64::from(bs)) as usize, 2)
+        ),
+        "mkdir /big".into(),
+    ];
+    for b in (1..frag_blocks).step_by(2) {
+        cmds.push(format!("punch /frag {b} {b}"));
+    }
+    let small = src("small", 10, 5);
+    let n = if bs == 1024 { 200 } else { 400 };
+    for i in 0..n {
+        cmds.push(format!("write {small} /big/name_{i:05}"));
+    }
+    cmds.push(format!("write {} /big/target", src("target", 20_000, 6)));
+    debugfs_w(&img, &cmds);
+    let out = std::process::Command::new("e2fsck")
+        .arg("-fyD")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(out.status.code().unwrap_or(8) < 4, "e2fsck -fyD");
+    let big = debugfs_r(&img, "stat /big");
+    assert!(big.contains("Flags: 0x81000"), "no htree: {big}");
+
+    let bytes = std::fs::read(&img).unwrap();
+    let b = u64::from(bs);
+    let dev: Arc<dyn BlockDevice> = Arc::new(Mem::from_bytes(bytes.clone(), 512));
+    let fs = Ext4::open(dev).unwrap();
+    let csum = fs.superblock().has_metadata_csum();
+    let gdt = (u64::from(fs.superblock().first_data_block) + 1) * b;
+    let mut regions = vec![
+        ("superblock".to_string(), 1024, 1024),
+        ("group descriptors".to_string(), gdt, b),
+    ];
+    for p in [
+        "/",
+        "/a",
+        "/a/b",
+        "/a/b/c",
+        "/a/b/c/f",
+        "/frag",
+        "/big",
+        "/big/target",
+    ] {
+        let isz = u64::from(fs.superblock().inode_size);
+        regions.push((format!("inode {p}"), inode_offset(&img, p, b), isz));
+    }
+    let frag = fs.lookup("/frag").unwrap();
+    let mut blocks = Vec::new();
+    tree_blocks(&bytes, &frag.block, b, &mut blocks);
+    let depth = u16::from_le_bytes([frag.block[6], frag.block[7]]);
+    assert!(depth >= 2, "/frag tree depth {depth}");
+    // Index blocks first (the first few), then a sample of leaves.
+    for (i, blk) in blocks.iter().enumerate().take(8) {
+        regions.push((format!("/frag tree block {i}"), blk * b, b));
+    }
+    for p in ["/", "/a/b/c", "/big"] {
+        let ino = fs.lookup(p).unwrap();
+        for e in fs.map_inode(&ino).unwrap().iter().take(4) {
+            regions.push((format!("dir {p} block {}", e.lblk), e.pblk * b, b));
+        }
+    }
+    Image {
+        bytes,
+        csum,
+        regions,
+    }
+}
+
+fn images() -> &'static [Image] {
+    static IMAGES: OnceLock<(tempfile::TempDir, Vec<Image>)> = OnceLock::new();
+    &IMAGES
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let v = [
+                (1024, "^metadata_csum,^64bit"),
+                (1024, "metadata_csum,64bit"),
+                (4096, "^metadata_csum,^64bit"),
+                (4096, "metadata_csum,64bit"),
+            ]
+            .iter()
+            .map(|&(bs, f)| make(dir.path(), bs, f))
+            .collect();
+            (dir, v)
+        })
+        .1
+}
+
+/// Byte offsets of superblock, descriptor, inode, extent-header and
+/// directory fields (many overlap across structures, which is the point).
+const FIELDS: [u32; 20] = [
+    0x0, 0x4, 0x8, 0xC, 0x14, 0x18, 0x1C, 0x20, 0x24, 0x28, 0x2C, 0x30, 0x54, 0x58, 0x60, 0x64,
+    0x6C, 0xFC, 0x104, 0x150,
+];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Byte { at: u32, val: u8 },
+    U32 { at: u32, val: u32 },
+    Zero { at: u32, len: u16 },
+}
+
+fn op() -> impl Strategy<Value = (usize, Op)> {
+    let extreme = prop_oneof![
+        Just(0u32),
+        Just(u32::MAX),
+        Just(0x8000_0000),
+        Just(0x7FFF_FFFF),
+        Just(0xFFFF),
+        Just(0x1_0000),
+        any::<u32>(),
+    ];
+    (
+        any::<usize>(),
+        prop_oneof![
+            (any::<u32>(), any::<u8>()).prop_map(|(at, val)| Op::Byte { at, val }),
+            (any::<u32>(), extreme.clone()).prop_map(|(at, val)| Op::U32 { at, val }),
+            // Fields that size things: counts, sizes, block numbers, i_size.
+            (proptest::sample::select(FIELDS.to_vec()), extreme)
+                .prop_map(|(at, val)| Op::U32 { at: at / 4, val }),
+            (any::<u32>(), 1u16..256).prop_map(|(at, len)| Op::Zero { at, len }),
+        ],
+    )
+}
+
+/// Applies `ops` to a copy of `img` and returns the corrupted bytes.
+fn corrupt(img: &Image, ops: &[(usize, Op)], truncate: Option<u32>, fix_sb_csum: bool) -> Vec<u8> {
+    let mut b = img.bytes.clone();
+    for (r, op) in ops {
+        let (_, start, len) = &img.regions[r % img.regions.len()];
+        let (start, len) = (*start as usize, *len as usize);
+        match *op {
+            Op::Byte { at, val } => b[start + at as usize % len] = val,
+            Op::U32 { at, val } => {
+                // Aligned, as on-disk fields are.
+                let o = start + (at as usize % (len / 4)) * 4;
+                b[o..o + 4].copy_from_slice(&val.to_le_bytes());
+            }
+            Op::Zero { at, len: n } => {
+                let o = start + at as usize % len;
+                let end = (o + usize::from(n)).min(start + len);
+                b[o..end].fill(0);
+            }
+        }
+    }
+    if fix_sb_csum && img.csum {
+        // Lets superblock field corruptions get past the checksum.
+        let c = crc32c::crc32c(&b[1024..1024 + 0x3FC]);
+        b[1024 + 0x3FC..2048].copy_from_slice(&c.to_le_bytes());
+    }
+    if let Some(t) = truncate {
+        b.truncate(t as usize % b.len());
+    }
+    b
+}
+
+/// Everything a caller can do to an image without asking for a write.
+fn exercise(dev: Arc<Mem>) {
+    let d: Arc<dyn BlockDevice> = dev.clone();
+    let Ok(fs) = Ext4::open(d.clone()) else {
+        return;
+    };
+    let _ = fs.gaps();
+    let _ = fs.write_blockers();
+    for p in PATHS {
+        if let Ok(ino) = fs.lookup(p) {
+            let _ = fs.map_inode(&ino);
+        }
+        let _ = fs.open_file(p);
+        let Ok(f) = fs.open_file_read_only(p) else {
+            continue;
+        };
+        let bs = u64::from(f.block_size());
+        let size = f.size();
+        let mut pos = 0;
+        for _ in 0..10_000 {
+            if pos >= size {
+                break;
+            }
+            let m = f.iomap_begin(pos, size - pos, MapIntent::Read).unwrap();
+            assert!(
+                m.offset == pos && m.length > 0 && m.length <= size - pos,
+                "{p}: iomap {m:?} for {pos}+{}",
+                size - pos
+            );
+            pos += m.length;
+        }
+        for blk in 0..size.div_ceil(bs).min(4000) {
+            let _ = f.get_block(blk, false);
+        }
+        let Ok(file) = File::open(
+            d.clone(),
+            f.clone(),
+            Box::new(IomapPath::new()),
+            FileOptions::default(),
+        ) else {
+            continue;
+        };
+        let mut buf = vec![0u8; 64 << 10];
+        for off in [0, size / 2, size.saturating_sub(100)] {
+            let _ = file.pread(off, &mut buf);
+        }
+        let _ = file.fsync();
+    }
+    assert_eq!(dev.stats().writes, 0, "a read-only exercise wrote");
+}
+
+/// Runs `exercise` on `bytes` in a thread; fails on a panic or after 5 s.
+fn bounded(bytes: Vec<u8>) -> std::result::Result<(), TestCaseError> {
+    let dev = Arc::new(Mem::from_bytes(bytes, 512));
+    let (tx, rx) = mpsc::channel();
+    let h = std::thread::spawn(move || {
+        exercise(dev);
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(()) => {
+            let _ = h.join();
+            Ok(())
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            let e = h.join().expect_err("thread ended without reporting");
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(TestCaseError::fail(format!("panicked: {msg}")))
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            Err(TestCaseError::fail("took more than 5 s: hang?"))
+        }
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn corrupt_images_error_cleanly(
+        which in 0usize..4,
+        ops in proptest::collection::vec(op(), 1..5),
+        truncate in proptest::option::weighted(0.1, any::<u32>()),
+        fix_sb_csum in any::<bool>(),
+    ) {
+        let img = &images()[which];
+        bounded(corrupt(img, &ops, truncate, fix_sb_csum))?;
+    }
+}
+
+/// The pristine images pass the same exercise, and their files read back.
+#[test]
+fn pristine_images_exercise_cleanly() {
+    for img in images() {
+        bounded(img.bytes.clone()).unwrap();
+    }
+}
