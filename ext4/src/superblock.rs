@@ -270,6 +270,18 @@ impl Superblock {
                 self.first_data_block, self.blocks_count
             )));
         }
+        // Every device byte offset is a block number below blocks_count
+        // times the block size; it must fit in a u64.
+        if self
+            .blocks_count
+            .checked_mul(u64::from(self.block_size))
+            .is_none()
+        {
+            return Err(bad(format!(
+                "block count {} of {} bytes overflows a 64-bit byte offset",
+                self.blocks_count, self.block_size
+            )));
+        }
         let groups = self.group_count();
         let inodes = groups.checked_mul(u64::from(self.inodes_per_group));
         if inodes != Some(u64::from(self.inodes_count)) {
@@ -388,4 +400,37 @@ pub fn incompat_names(bits: u32) -> String {
         out.push(format!("{:#x}", bits & !known));
     }
     out.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 64bit superblock whose block count (2^60 blocks of 4 KiB) is
+    /// consistent with its group geometry but whose byte size overflows
+    /// u64: every `block * block_size` would overflow later.
+    #[test]
+    fn block_count_overflowing_byte_offsets_is_corrupt() {
+        let mut b = vec![0u8; SB_SIZE];
+        let put32 =
+            |b: &mut Vec<u8>, o: usize, v: u32| b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        b[0x38..0x3A].copy_from_slice(&MAGIC.to_le_bytes());
+        put32(&mut b, 0x0, 1 << 31); // inodes
+        put32(&mut b, 0x18, 2); // 4 KiB blocks
+        put32(&mut b, 0x20, 1 << 31); // blocks per group
+        put32(&mut b, 0x28, 4); // inodes per group
+        put32(&mut b, 0x4C, 1);
+        put32(&mut b, 0x54, 11);
+        b[0x58..0x5A].copy_from_slice(&256u16.to_le_bytes());
+        put32(&mut b, 0x60, incompat::BIT64 | incompat::EXTENTS);
+        b[0xFE..0x100].copy_from_slice(&64u16.to_le_bytes());
+        put32(&mut b, 0x150, 1 << 28); // blocks_count = 2^60
+        let e = Superblock::parse(&b).unwrap_err().to_string();
+        assert!(e.contains("overflows"), "{e}");
+        put32(&mut b, 0x150, 0);
+        put32(&mut b, 0x4, 1 << 31);
+        put32(&mut b, 0x20, 1 << 29);
+        put32(&mut b, 0x0, 16);
+        Superblock::parse(&b).unwrap();
+    }
 }
