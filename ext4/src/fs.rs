@@ -26,6 +26,10 @@ pub struct Ext4 {
     dev: Arc<dyn BlockDevice>,
     sb: Superblock,
     groups: Vec<GroupDesc>,
+    /// Sorted, merged `[start, end)` block runs of the metadata the crate
+    /// knows the place of (superblock, descriptor table, bitmaps, inode
+    /// tables): no file block may map into them.
+    system: Vec<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Ext4 {
@@ -54,7 +58,13 @@ impl Ext4 {
             )));
         }
         let groups = group_desc::read_all(dev.as_ref(), &sb)?;
-        Ok(Ext4 { dev, sb, groups })
+        let system = system_zone(&sb, &groups);
+        Ok(Ext4 {
+            dev,
+            sb,
+            groups,
+            system,
+        })
     }
 
     /// The superblock.
@@ -129,11 +139,36 @@ impl Ext4 {
             )));
         }
         let ctx = self.tree_ctx();
-        if inode.has_flag(flags::EXTENTS) {
-            extent::load(&ctx, inode)
+        let extents = if inode.has_flag(flags::EXTENTS) {
+            extent::load(&ctx, inode)?
         } else {
-            indirect::load(&ctx, inode)
+            indirect::load(&ctx, inode)?
+        };
+        self.check_system_zone(inode, &extents)?;
+        Ok(extents)
+    }
+
+    /// Refuses a block map that points into filesystem metadata (as the
+    /// kernel's block validity check does): writing such a file would
+    /// overwrite the superblock, a descriptor, a bitmap or an inode table.
+    fn check_system_zone(&self, inode: &Inode, extents: &[Extent]) -> Result<()> {
+        for e in extents {
+            let end = e.pblk.saturating_add(e.len);
+            let i = self.system.partition_point(|&(_, z_end)| z_end <= e.pblk);
+            if let Some(&(zs, ze)) = self.system.get(i) {
+                if zs < end {
+                    return Err(Ext4Error::corrupt(
+                        format!("block map of inode {}", inode.ino),
+                        format!("file block {}", e.lblk),
+                        format!(
+                            "device blocks {}..{} overlap filesystem metadata at blocks {zs}..{ze}",
+                            e.pblk, end
+                        ),
+                    ));
+                }
+            }
         }
+        Ok(())
     }
 
     /// Looks up an absolute path (`/a/b/c`) and returns its inode.
@@ -296,4 +331,30 @@ impl Ext4 {
     pub fn gaps(&self) -> Result<GapReport> {
         GapReport::scan(self)
     }
+}
+
+/// Sorted, merged block runs of the superblock, descriptor table, bitmaps
+/// and inode tables.
+fn system_zone(sb: &Superblock, groups: &[GroupDesc]) -> Vec<(u64, u64)> {
+    let table_blocks = (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size))
+        .div_ceil(u64::from(sb.block_size));
+    let mut runs = group_desc::table_runs(sb);
+    for g in groups {
+        for b in [g.block_bitmap, g.inode_bitmap] {
+            if b != 0 && b < sb.blocks_count {
+                runs.push((b, 1));
+            }
+        }
+        runs.push((g.inode_table, table_blocks));
+    }
+    runs.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
+    for (start, len) in runs {
+        let end = start.saturating_add(len);
+        match out.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    out
 }

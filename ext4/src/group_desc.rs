@@ -13,6 +13,10 @@ const BG_INODE_UNINIT: u16 = 0x1;
 /// The descriptor fields bufwrite uses.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupDesc {
+    /// The group's block bitmap block (0 when unset).
+    pub block_bitmap: u64,
+    /// The group's inode bitmap block (0 when unset).
+    pub inode_bitmap: u64,
     /// First block of the group's inode table.
     pub inode_table: u64,
     /// `bg_flags`.
@@ -59,6 +63,20 @@ pub fn read_all(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Vec<GroupDesc>
         }
     }
     Ok(out)
+}
+
+/// The blocks holding the superblock and the descriptor table (as
+/// [`read_all`] reads them), as `(first block, block count)` runs.
+pub(crate) fn table_runs(sb: &Superblock) -> Vec<(u64, u64)> {
+    let per_block = u64::from(sb.block_size) / u64::from(sb.desc_size);
+    let table_blocks = sb.group_count().div_ceil(per_block);
+    // Block 0 holds the boot sector and, with 1 KiB blocks, nothing else;
+    // the superblock is in block 0 (>= 2 KiB blocks) or block 1.
+    let mut runs = vec![(0, u64::from(sb.first_data_block) + 1)];
+    for i in 0..table_blocks {
+        runs.push((desc_block(sb, i, per_block), 1));
+    }
+    runs
 }
 
 /// Block number of descriptor-table block `i`: contiguous after the
@@ -136,6 +154,8 @@ fn parse(sb: &Superblock, g: u64, d: &[u8], loc: &str) -> Result<GroupDesc> {
         ));
     }
     Ok(GroupDesc {
+        block_bitmap: hilo(hi32(0x20), le32(d, 0x0)),
+        inode_bitmap: hilo(hi32(0x24), le32(d, 0x4)),
         inode_table,
         flags: le16(d, 0x12),
         itable_unused,

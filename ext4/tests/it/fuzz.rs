@@ -355,3 +355,30 @@ fn pristine_images_exercise_cleanly() {
         bounded(img.bytes.clone()).unwrap();
     }
 }
+
+/// A file whose extent points into its own inode table is refused, not
+/// opened for writing (a write would overwrite inodes).
+#[test]
+fn extent_into_inode_table_is_refused() {
+    for img in images().iter().filter(|i| !i.csum) {
+        let (_, off, _) = img
+            .regions
+            .iter()
+            .find(|(n, _, _)| n == "inode /a/b/c/f")
+            .unwrap();
+        let mut b = img.bytes.clone();
+        let bs = u64::from(
+            Ext4::open(Arc::new(Mem::from_bytes(b.clone(), 512)))
+                .unwrap()
+                .block_size(),
+        );
+        let at = (*off + 0x28 + 12 + 8) as usize;
+        b[at..at + 4].copy_from_slice(&((*off / bs) as u32).to_le_bytes());
+        let dev = Arc::new(Mem::from_bytes(b, 512));
+        let fs = Ext4::open(dev.clone()).unwrap();
+        let e = fs.open_file("/a/b/c/f").unwrap_err().to_string();
+        assert!(e.contains("overlap filesystem metadata"), "{e}");
+        assert!(fs.open_file_read_only("/a/b/c/f").is_err());
+        assert_eq!(dev.stats().writes, 0);
+    }
+}
