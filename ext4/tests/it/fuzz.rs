@@ -382,3 +382,51 @@ fn extent_into_inode_table_is_refused() {
         assert_eq!(dev.stats().writes, 0);
     }
 }
+
+/// Every regular file of the test images reads the same through
+/// ext4-view (an independent reader) and through bufwrite (a `File` over
+/// the image, pread).
+#[test]
+fn every_file_matches_ext4_view() {
+    for img in images() {
+        let view = ext4_view::Ext4::load(Box::new(img.bytes.clone())).unwrap();
+        let dev: Arc<dyn BlockDevice> = Arc::new(Mem::from_bytes(img.bytes.clone(), 512));
+        let fs = Ext4::open(dev.clone()).unwrap();
+        let mut dirs = vec![String::from("/")];
+        let mut files = 0;
+        while let Some(d) = dirs.pop() {
+            for entry in view.read_dir(d.as_str()).unwrap() {
+                let entry = entry.unwrap();
+                let name = entry.file_name().as_str().unwrap().to_string();
+                if name == "." || name == ".." {
+                    continue;
+                }
+                let path = entry.path().to_str().unwrap().to_string();
+                let ft = entry.file_type().unwrap();
+                if ft.is_dir() {
+                    dirs.push(path);
+                } else if ft.is_regular_file() {
+                    let want = view.read(path.as_str()).unwrap();
+                    let f = fs.open_file_read_only(&path).unwrap();
+                    let file = File::open(
+                        dev.clone(),
+                        f,
+                        Box::new(IomapPath::new()),
+                        FileOptions::default(),
+                    )
+                    .unwrap();
+                    let mut got = vec![0u8; want.len() + 7];
+                    let n = file.pread(0, &mut got).unwrap();
+                    assert!(
+                        n == want.len() && got[..n] == want[..],
+                        "{path}: bufwrite read {n} bytes, ext4-view {}",
+                        want.len()
+                    );
+                    files += 1;
+                }
+            }
+        }
+        assert!(files > 200, "only {files} files compared");
+        assert_eq!(dev.stats().writes, 0);
+    }
+}
