@@ -65,8 +65,8 @@ pub fn read_all(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Vec<GroupDesc>
     Ok(out)
 }
 
-/// The blocks holding the superblock and the descriptor table (as
-/// [`read_all`] reads them), as `(first block, block count)` runs.
+/// The blocks holding the superblock, the descriptor table (as
+/// [`read_all`] reads them) and the reserved descriptor blocks, as `(first block, block count)` runs.
 pub(crate) fn table_runs(sb: &Superblock) -> Vec<(u64, u64)> {
     let per_block = u64::from(sb.block_size) / u64::from(sb.desc_size);
     let table_blocks = sb.group_count().div_ceil(per_block);
@@ -75,6 +75,11 @@ pub(crate) fn table_runs(sb: &Superblock) -> Vec<(u64, u64)> {
     let mut runs = vec![(0, u64::from(sb.first_data_block) + 1)];
     for i in 0..table_blocks {
         runs.push((desc_block(sb, i, per_block), 1));
+    }
+    if !sb.has_incompat(incompat::META_BG) {
+        // The resize inode's reserved descriptor blocks follow the table.
+        let after = u64::from(sb.first_data_block) + 1 + table_blocks;
+        runs.push((after, u64::from(sb.reserved_gdt_blocks)));
     }
     runs
 }

@@ -159,6 +159,8 @@ pub struct Superblock {
     pub default_mount_opts: u32,
     /// First meta block group (meta_bg).
     pub first_meta_bg: u32,
+    /// Blocks reserved after the descriptor table for online resize.
+    pub reserved_gdt_blocks: u16,
     /// The `s_mount_opts` string (mount options stored by `mke2fs -E mount_opts=`).
     pub mount_opts: String,
     /// The seed of every metadata checksum except the superblock's own.
@@ -255,6 +257,7 @@ impl Superblock {
             desc_size,
             default_mount_opts: le32(b, 0x100),
             first_meta_bg: le32(b, 0x104),
+            reserved_gdt_blocks: le16(b, 0xCE),
             mount_opts: String::from_utf8_lossy(&mo[..mo_len]).into_owned(),
             csum_seed,
         };

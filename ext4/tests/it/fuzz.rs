@@ -373,13 +373,19 @@ fn extent_into_inode_table_is_refused() {
                 .block_size(),
         );
         let at = (*off + 0x28 + 12 + 8) as usize;
-        b[at..at + 4].copy_from_slice(&((*off / bs) as u32).to_le_bytes());
-        let dev = Arc::new(Mem::from_bytes(b, 512));
-        let fs = Ext4::open(dev.clone()).unwrap();
-        let e = fs.open_file("/a/b/c/f").unwrap_err().to_string();
-        assert!(e.contains("overlap filesystem metadata"), "{e}");
-        assert!(fs.open_file_read_only("/a/b/c/f").is_err());
-        assert_eq!(dev.stats().writes, 0);
+        // Its own inode table block, then the first reserved descriptor
+        // block (right after the one-block descriptor table).
+        let reserved = if bs == 1024 { 3 } else { 2 };
+        for target in [*off / bs, reserved] {
+            b[at..at + 4].copy_from_slice(&(target as u32).to_le_bytes());
+            let dev = Arc::new(Mem::from_bytes(b.clone(), 512));
+            let fs = Ext4::open(dev.clone()).unwrap();
+            assert!(fs.superblock().reserved_gdt_blocks > 0);
+            let e = fs.open_file("/a/b/c/f").unwrap_err().to_string();
+            assert!(e.contains("overlap filesystem metadata"), "{target}: {e}");
+            assert!(fs.open_file_read_only("/a/b/c/f").is_err());
+            assert_eq!(dev.stats().writes, 0);
+        }
     }
 }
 
