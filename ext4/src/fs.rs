@@ -8,7 +8,7 @@ use crate::file::Ext4File;
 use crate::gaps::GapReport;
 use crate::group_desc::{self, GroupDesc};
 use crate::inode::{flags, Inode};
-use crate::superblock::{incompat, ro_compat, Superblock};
+use crate::superblock::{compat, incompat, ro_compat, Superblock};
 use crate::util::read_meta;
 use crate::{extent, indirect};
 use bufwrite_engine::BlockDevice;
@@ -253,6 +253,7 @@ impl Ext4 {
             )));
         }
         let (inode, extents) = self.open_inode(path)?;
+        self.check_journal_overlap(&inode, &extents)?;
         if let Some(why) = self.file_write_refusal(&inode) {
             return Err(Ext4Error::Unsupported(format!(
                 "refusing to write {path}: {why}"
@@ -265,6 +266,40 @@ impl Ext4 {
             self.sb.block_size,
             None,
         )))
+    }
+
+    /// Refuses a file to be written whose blocks overlap the internal
+    /// journal's (the kernel counts them as system blocks): a write would
+    /// overwrite journal blocks a later recovery may replay.
+    fn check_journal_overlap(&self, inode: &Inode, extents: &[Extent]) -> Result<()> {
+        let jino = self.sb.journal_inum;
+        if self.sb.feature_compat & compat::HAS_JOURNAL == 0 || jino == 0 || jino == inode.ino {
+            return Ok(());
+        }
+        let journal = self.read_inode(jino)?;
+        let runs: Vec<(u64, u64)> = self
+            .map_inode(&journal)?
+            .iter()
+            .map(|e| (e.pblk, e.pblk.saturating_add(e.len)))
+            .collect();
+        let runs = merge(runs);
+        for e in extents {
+            let end = e.pblk.saturating_add(e.len);
+            let i = runs.partition_point(|&(s, _)| s < end);
+            if let Some(&(js, je)) = i.checked_sub(1).and_then(|i| runs.get(i)) {
+                if je > e.pblk {
+                    return Err(Ext4Error::corrupt(
+                        format!("block map of inode {}", inode.ino),
+                        format!("file block {}", e.lblk),
+                        format!(
+                            "device blocks {}..{end} overlap the journal (inode {jino}) at blocks {js}..{je}",
+                            e.pblk
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Opens the regular file at `path` for reading only: any mappable file
@@ -347,10 +382,18 @@ fn system_zone(sb: &Superblock, groups: &[GroupDesc]) -> Vec<(u64, u64)> {
         }
         runs.push((g.inode_table, table_blocks));
     }
+    merge(
+        runs.into_iter()
+            .map(|(start, len)| (start, start.saturating_add(len)))
+            .collect(),
+    )
+}
+
+/// Sorts `[start, end)` runs and merges the overlapping and adjacent ones.
+fn merge(mut runs: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     runs.sort_unstable();
     let mut out: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
-    for (start, len) in runs {
-        let end = start.saturating_add(len);
+    for (start, end) in runs {
         match out.last_mut() {
             Some(last) if start <= last.1 => last.1 = last.1.max(end),
             _ => out.push((start, end)),

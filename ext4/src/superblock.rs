@@ -161,6 +161,8 @@ pub struct Superblock {
     pub first_meta_bg: u32,
     /// Blocks reserved after the descriptor table for online resize.
     pub reserved_gdt_blocks: u16,
+    /// The journal inode (0 when none).
+    pub journal_inum: u32,
     /// The `s_mount_opts` string (mount options stored by `mke2fs -E mount_opts=`).
     pub mount_opts: String,
     /// The seed of every metadata checksum except the superblock's own.
@@ -258,6 +260,7 @@ impl Superblock {
             default_mount_opts: le32(b, 0x100),
             first_meta_bg: le32(b, 0x104),
             reserved_gdt_blocks: le16(b, 0xCE),
+            journal_inum: le32(b, 0xE0),
             mount_opts: String::from_utf8_lossy(&mo[..mo_len]).into_owned(),
             csum_seed,
         };

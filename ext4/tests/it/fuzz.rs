@@ -436,3 +436,33 @@ fn every_file_matches_ext4_view() {
         assert_eq!(dev.stats().writes, 0);
     }
 }
+
+/// A file whose extent points into the journal is not opened for writing
+/// (it still reads).
+#[test]
+fn extent_into_journal_is_refused() {
+    for img in images().iter().filter(|i| !i.csum) {
+        let (_, off, _) = img
+            .regions
+            .iter()
+            .find(|(n, _, _)| n == "inode /a/b/c/f")
+            .unwrap();
+        let dev: Arc<dyn BlockDevice> = Arc::new(Mem::from_bytes(img.bytes.clone(), 512));
+        let fs = Ext4::open(dev).unwrap();
+        let jino = fs.superblock().journal_inum;
+        let journal = fs.map_inode(&fs.read_inode(jino).unwrap()).unwrap();
+        let longest = journal.iter().max_by_key(|e| e.len).unwrap();
+        assert!(longest.len >= 100, "{journal:?}");
+        let target = longest.pblk + longest.len / 2;
+        let mut b = img.bytes.clone();
+        let at = (*off + 0x28 + 12 + 8) as usize;
+        b[at..at + 4].copy_from_slice(&(target as u32).to_le_bytes());
+        let dev = Arc::new(Mem::from_bytes(b, 512));
+        let fs = Ext4::open(dev.clone()).unwrap();
+        let e = fs.open_file("/a/b/c/f").unwrap_err().to_string();
+        assert!(e.contains("overlap the journal"), "{e}");
+        fs.open_file_read_only("/a/b/c/f").unwrap();
+        fs.open_file("/frag").unwrap();
+        assert_eq!(dev.stats().writes, 0);
+    }
+}
