@@ -253,7 +253,13 @@ fn exercise(dev: Arc<Mem>) {
         if let Ok(ino) = fs.lookup(p) {
             let _ = fs.map_inode(&ino);
         }
-        let _ = fs.open_file(p);
+        if let Ok(w) = fs.open_file(p) {
+            // Mapping for a write is not a write: nothing reaches the device.
+            let size = w.size();
+            let _ = w.iomap_begin(0, size.max(1), MapIntent::Write);
+            let _ = w.prepare_write(size / 2, size.min(4096));
+            let _ = w.get_block(0, true);
+        }
         let Ok(f) = fs.open_file_read_only(p) else {
             continue;
         };
