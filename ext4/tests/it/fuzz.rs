@@ -34,6 +34,23 @@ struct Image {
     csum: bool,
     /// (name, device byte offset, length)
     regions: Vec<(String, u64, u64)>,
+    /// How to recompute each region's checksum (same order as `regions`).
+    kinds: Vec<Kind>,
+    seed: u32,
+    desc_size: usize,
+    groups: usize,
+}
+
+/// What a region holds, for recomputing its metadata_csum checksum.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Superblock,
+    Descriptors,
+    /// An inode of this number.
+    Inode(u32),
+    /// An extent block or directory leaf of the inode at this region index.
+    Extent(usize),
+    Dir(usize),
 }
 
 fn inode_offset(img: &Path, path: &str, bs: u64) -> u64 {
@@ -119,6 +136,13 @@ fn make(dir: &Path, bs: u32, features: &str) -> Image {
         ("superblock".to_string(), 1024, 1024),
         ("group descriptors".to_string(), gdt, b),
     ];
+    let mut kinds = vec![Kind::Superblock, Kind::Descriptors];
+    let inode_region = |p: &str| {
+        2 + ["/", "/a", "/a/b", "/a/b/c", "/a/b/c/f", "/frag"]
+            .iter()
+            .position(|&x| x == p)
+            .unwrap_or(6)
+    };
     for p in [
         "/",
         "/a",
@@ -131,6 +155,7 @@ fn make(dir: &Path, bs: u32, features: &str) -> Image {
     ] {
         let isz = u64::from(fs.superblock().inode_size);
         regions.push((format!("inode {p}"), inode_offset(&img, p, b), isz));
+        kinds.push(Kind::Inode(fs.lookup(p).unwrap().ino));
     }
     let frag = fs.lookup("/frag").unwrap();
     let mut blocks = Vec::new();
@@ -140,17 +165,24 @@ fn make(dir: &Path, bs: u32, features: &str) -> Image {
     // Index blocks first (the first few), then a sample of leaves.
     for (i, blk) in blocks.iter().enumerate().take(8) {
         regions.push((format!("/frag tree block {i}"), blk * b, b));
+        kinds.push(Kind::Extent(inode_region("/frag")));
     }
     for p in ["/", "/a/b/c", "/big"] {
         let ino = fs.lookup(p).unwrap();
         for e in fs.map_inode(&ino).unwrap().iter().take(4) {
             regions.push((format!("dir {p} block {}", e.lblk), e.pblk * b, b));
+            kinds.push(Kind::Dir(inode_region(p)));
         }
     }
+    let sb = fs.superblock();
     Image {
         bytes,
         csum,
         regions,
+        kinds,
+        seed: sb.csum_seed,
+        desc_size: usize::from(sb.desc_size),
+        groups: sb.inodes_count as usize / sb.inodes_per_group as usize,
     }
 }
 
@@ -211,7 +243,7 @@ fn op() -> impl Strategy<Value = (usize, Op)> {
 }
 
 /// Applies `ops` to a copy of `img` and returns the corrupted bytes.
-fn corrupt(img: &Image, ops: &[(usize, Op)], truncate: Option<u32>, fix_sb_csum: bool) -> Vec<u8> {
+fn corrupt(img: &Image, ops: &[(usize, Op)], truncate: Option<u32>, refix_csums: bool) -> Vec<u8> {
     let mut b = img.bytes.clone();
     for (r, op) in ops {
         let (_, start, len) = &img.regions[r % img.regions.len()];
@@ -230,15 +262,84 @@ fn corrupt(img: &Image, ops: &[(usize, Op)], truncate: Option<u32>, fix_sb_csum:
             }
         }
     }
-    if fix_sb_csum && img.csum {
-        // Lets superblock field corruptions get past the checksum.
-        let c = crc32c::crc32c(&b[1024..1024 + 0x3FC]);
-        b[1024 + 0x3FC..2048].copy_from_slice(&c.to_le_bytes());
+    if refix_csums && img.csum {
+        // Lets corrupted fields get past the checksums, into the parsers.
+        fix_csums(img, &mut b);
     }
     if let Some(t) = truncate {
         b.truncate(t as usize % b.len());
     }
     b
+}
+
+/// ext4's raw crc32c update.
+fn chksum(seed: u32, data: &[u8]) -> u32 {
+    !crc32c::crc32c_append(!seed, data)
+}
+
+/// Recomputes the metadata_csum checksums of every region, as a careless
+/// writer would after corrupting it.
+fn fix_csums(img: &Image, b: &mut [u8]) {
+    let le16 = |b: &[u8], o: usize| usize::from(u16::from_le_bytes([b[o], b[o + 1]]));
+    let le32 = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let inode_seed = |b: &[u8], r: usize| {
+        let (_, off, _) = img.regions[r];
+        let Kind::Inode(ino) = img.kinds[r] else {
+            unreachable!()
+        };
+        let generation = le32(b, off as usize + 0x64);
+        chksum(
+            chksum(img.seed, &ino.to_le_bytes()),
+            &generation.to_le_bytes(),
+        )
+    };
+    for (r, &(_, off, len)) in img.regions.iter().enumerate() {
+        let (o, n) = (off as usize, len as usize);
+        match img.kinds[r] {
+            Kind::Superblock => {}
+            Kind::Descriptors => {
+                for g in 0..img.groups.min(n / img.desc_size) {
+                    let d = o + g * img.desc_size;
+                    b[d + 0x1E..d + 0x20].fill(0);
+                    let c = chksum(
+                        chksum(img.seed, &(g as u32).to_le_bytes()),
+                        &b[d..d + img.desc_size],
+                    );
+                    b[d + 0x1E..d + 0x20].copy_from_slice(&(c as u16).to_le_bytes());
+                }
+            }
+            Kind::Inode(_) => {
+                let seed = inode_seed(b, r);
+                let extra = le16(b, o + 0x80);
+                let hi = n > 128 && 128 + extra >= 0x84 && 128 + extra <= n;
+                b[o + 0x7C..o + 0x7E].fill(0);
+                if hi {
+                    b[o + 0x82..o + 0x84].fill(0);
+                }
+                let c = chksum(seed, &b[o..o + n]);
+                b[o + 0x7C..o + 0x7E].copy_from_slice(&(c as u16).to_le_bytes());
+                if hi {
+                    b[o + 0x82..o + 0x84].copy_from_slice(&((c >> 16) as u16).to_le_bytes());
+                }
+            }
+            Kind::Extent(ir) => {
+                let tail = 12 + 12 * le16(b, o + 4);
+                if tail + 4 <= n {
+                    let c = chksum(inode_seed(b, ir), &b[o..o + tail]);
+                    b[o + tail..o + tail + 4].copy_from_slice(&c.to_le_bytes());
+                }
+            }
+            Kind::Dir(ir) => {
+                let t = o + n - 12;
+                if le16(b, t + 4) == 12 && b[t + 7] == 0xDE {
+                    let c = chksum(inode_seed(b, ir), &b[o..t]);
+                    b[t + 8..t + 12].copy_from_slice(&c.to_le_bytes());
+                }
+            }
+        }
+    }
+    let c = chksum(!0, &b[1024..1024 + 0x3FC]);
+    b[1024 + 0x3FC..2048].copy_from_slice(&c.to_le_bytes());
 }
 
 /// Everything a caller can do to an image without asking for a write.
@@ -347,10 +448,10 @@ proptest! {
         which in 0usize..4,
         ops in proptest::collection::vec(op(), 1..5),
         truncate in proptest::option::weighted(0.1, any::<u32>()),
-        fix_sb_csum in any::<bool>(),
+        refix_csums in any::<bool>(),
     ) {
         let img = &images()[which];
-        bounded(corrupt(img, &ops, truncate, fix_sb_csum))?;
+        bounded(corrupt(img, &ops, truncate, refix_csums))?;
     }
 }
 
@@ -359,6 +460,23 @@ proptest! {
 fn pristine_images_exercise_cleanly() {
     for img in images() {
         bounded(img.bytes.clone()).unwrap();
+        if img.csum {
+            // The checksum fix-up reproduces every checksum it touches.
+            let mut b = img.bytes.clone();
+            fix_csums(img, &mut b);
+            let diff: Vec<&str> = img
+                .regions
+                .iter()
+                .filter(|(_, o, n)| {
+                    b[*o as usize..(o + n) as usize] != img.bytes[*o as usize..(o + n) as usize]
+                })
+                .map(|(name, _, _)| name.as_str())
+                .collect();
+            assert!(
+                diff.is_empty(),
+                "fix_csums changed a pristine image: {diff:?}"
+            );
+        }
     }
 }
 
