@@ -193,7 +193,8 @@ enum Target {
     /// the order of their writebacks does not matter, and the timed calls
     /// are cached overwrites that do no device I/O.
     Ext4 {
-        image: Ext4Image,
+        // Boxed: the image (filesystem state, temp files) dwarfs the Flat variant.
+        image: Box<Ext4Image>,
         file: String,
         region: u64,
     },
@@ -288,7 +289,7 @@ fn open_target(args: &Args, region: u64, paths: usize) -> anyhow::Result<Target>
             // small or not all written extents.
             image.open_file(&file, region)?;
             Ok(Target::Ext4 {
-                image,
+                image: Box::new(image),
                 file,
                 region,
             })
@@ -298,7 +299,7 @@ fn open_target(args: &Args, region: u64, paths: usize) -> anyhow::Result<Target>
         (None, None, false) => {
             let image = Ext4Image::temporary(args.common.block_size, region, ext4_backend(args))?;
             Ok(Target::Ext4 {
-                image,
+                image: Box::new(image),
                 file: image::FILE.to_string(),
                 region,
             })
