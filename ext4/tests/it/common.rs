@@ -149,3 +149,20 @@ pub fn finish(img: &Path, backend: &str, dev: &Arc<dyn BlockDevice>) {
         std::fs::write(img, buf).unwrap();
     }
 }
+
+/// Byte offset of the inode of `path` in the image, from `debugfs imap`.
+pub fn inode_offset(img: &Path, path: &str, bs: u64) -> u64 {
+    let out = debugfs_r(img, &format!("imap {path}"));
+    let w: Vec<&str> = out.split_whitespace().collect();
+    let blk = w
+        .iter()
+        .position(|&x| x == "located")
+        .map(|i| w[i + 3].trim_end_matches(',').parse::<u64>().unwrap())
+        .unwrap();
+    let off = w
+        .iter()
+        .position(|&x| x == "offset")
+        .map(|i| u64::from_str_radix(w[i + 1].trim_start_matches("0x"), 16).unwrap())
+        .unwrap();
+    blk * bs + off
+}

@@ -53,22 +53,6 @@ enum Kind {
     Dir(usize),
 }
 
-fn inode_offset(img: &Path, path: &str, bs: u64) -> u64 {
-    let out = debugfs_r(img, &format!("imap {path}"));
-    let w: Vec<&str> = out.split_whitespace().collect();
-    let blk = w
-        .iter()
-        .position(|&x| x == "located")
-        .map(|i| w[i + 3].trim_end_matches(',').parse::<u64>().unwrap())
-        .unwrap();
-    let off = w
-        .iter()
-        .position(|&x| x == "offset")
-        .map(|i| u64::from_str_radix(w[i + 1].trim_start_matches("0x"), 16).unwrap())
-        .unwrap();
-    blk * bs + off
-}
-
 /// Index and leaf blocks of an extent tree, read from the image bytes.
 fn tree_blocks(bytes: &[u8], node: &[u8], bs: u64, out: &mut Vec<u64>) {
     let le16 = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
