@@ -64,3 +64,47 @@ impl Rig {
         self.file.device_stats().reads
     }
 }
+
+/// Runs `ops` on a file per path and a model per file (all fed the same
+/// ops, so they stay equal): every read must match on every path, and after
+/// every fsync every device must hold the model's bytes. At the end nothing
+/// is dirty and everything reads back from the device.
+pub fn run_on_every_path(
+    s: &bufwrite_engine::testing::Setup,
+    ops: &[bufwrite_engine::testing::Op],
+) -> Result<(), String> {
+    use bufwrite_engine::testing::{apply, check_device, Model, Op};
+    let rigs: Vec<Rig> = PATHS
+        .iter()
+        .map(|p| Rig::new(p, s.bs, s.order, s.base, s.capacity, s.size))
+        .collect();
+    let initial = rigs[0].region()[..s.size as usize].to_vec();
+    let mut models: Vec<Model> = rigs
+        .iter()
+        .map(|_| Model::with_data(initial.clone(), s.capacity))
+        .collect();
+    let all = [Op::Fsync, Op::DropCaches];
+    for (i, op) in ops.iter().chain(all.iter()).enumerate() {
+        for (rig, model) in rigs.iter().zip(models.iter_mut()) {
+            let name = rig.file.path_name();
+            apply(&rig.file, model, op).map_err(|e| format!("{name}: op {i}: {e}"))?;
+            if *op == Op::Fsync {
+                check_device(&rig.region(), model)
+                    .map_err(|e| format!("{name}: after op {i} ({op}): {e}"))?;
+            }
+        }
+    }
+    // After dropping the cache every byte comes back from the device.
+    for (rig, model) in rigs.iter().zip(models.iter_mut()) {
+        let name = rig.file.path_name();
+        if rig.file.inode().cache.nr_dirty() != 0 {
+            return Err(format!("{name}: dirty folios left after fsync"));
+        }
+        let read_all = Op::Read {
+            off: 0,
+            len: model.size() + 100,
+        };
+        apply(&rig.file, model, &read_all).map_err(|e| format!("{name}: final read: {e}"))?;
+    }
+    Ok(())
+}

@@ -4,10 +4,8 @@
 //! model's bytes on every path (so all four agree), and after every fsync
 //! every device must hold the model's bytes.
 
-use crate::common::{Rig, PATHS};
-use bufwrite_engine::testing::{
-    apply, check_device, ops_strategy, setup_strategy, Model, Op, OpWeights, Setup,
-};
+use crate::common::run_on_every_path;
+use bufwrite_engine::testing::{ops_strategy, setup_strategy, Op, OpWeights, Setup};
 use bufwrite_engine::OrderPolicy;
 use proptest::prelude::*;
 
@@ -28,50 +26,12 @@ fn case() -> impl Strategy<Value = (Setup, Vec<Op>)> {
     })
 }
 
-/// Runs `ops` on the four paths and the model (one model per file, all
-/// fed the same ops, so they stay equal).
-fn run(s: &Setup, ops: &[Op]) -> Result<(), String> {
-    let rigs: Vec<Rig> = PATHS
-        .iter()
-        .map(|p| Rig::new(p, s.bs, s.order, s.base, s.capacity, s.size))
-        .collect();
-    let initial = rigs[0].region()[..s.size as usize].to_vec();
-    let mut models: Vec<Model> = rigs
-        .iter()
-        .map(|_| Model::with_data(initial.clone(), s.capacity))
-        .collect();
-    let check = |rig: &Rig, model: &Model| check_device(&rig.region(), model);
-    let all = [Op::Fsync, Op::DropCaches];
-    for (i, op) in ops.iter().chain(all.iter()).enumerate() {
-        for (rig, model) in rigs.iter().zip(models.iter_mut()) {
-            let name = rig.file.path_name();
-            apply(&rig.file, model, op).map_err(|e| format!("{name}: op {i}: {e}"))?;
-            if *op == Op::Fsync {
-                check(rig, model).map_err(|e| format!("{name}: after op {i} ({op}): {e}"))?;
-            }
-        }
-    }
-    // After dropping the cache every byte comes back from the device.
-    for (rig, model) in rigs.iter().zip(models.iter_mut()) {
-        let name = rig.file.path_name();
-        if rig.file.inode().cache.nr_dirty() != 0 {
-            return Err(format!("{name}: dirty folios left after fsync"));
-        }
-        let read_all = Op::Read {
-            off: 0,
-            len: model.size() + 100,
-        };
-        apply(&rig.file, model, &read_all).map_err(|e| format!("{name}: final read: {e}"))?;
-    }
-    Ok(())
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
     fn four_paths_match_the_model((s, ops) in case()) {
-        run(&s, &ops).map_err(TestCaseError::fail)?;
+        run_on_every_path(&s, &ops).map_err(TestCaseError::fail)?;
     }
 }
 
@@ -149,7 +109,7 @@ fn fixed_sequence_every_setup() {
                     base: 0,
                     size,
                 };
-                if let Err(e) = run(&s, &ops) {
+                if let Err(e) = run_on_every_path(&s, &ops) {
                     panic!("{s:?}: {e}");
                 }
             }

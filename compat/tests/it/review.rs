@@ -1,8 +1,8 @@
 //! Review hunts: longer random sequences with many drop_caches and reads
 //! past EOF on all four paths, and several threads on one file.
 
-use crate::common::{Rig, PATHS};
-use bufwrite_engine::testing::{apply, check_device, ops_strategy, Model, Op, OpWeights, Setup};
+use crate::common::{run_on_every_path, PATHS};
+use bufwrite_engine::testing::{ops_strategy, Op, OpWeights, Setup};
 use bufwrite_engine::OrderPolicy;
 use proptest::prelude::*;
 
@@ -56,47 +56,12 @@ fn case() -> impl Strategy<Value = (Setup, Vec<Op>)> {
     })
 }
 
-fn run(s: &Setup, ops: &[Op]) -> Result<(), String> {
-    let rigs: Vec<Rig> = PATHS
-        .iter()
-        .map(|p| Rig::new(p, s.bs, s.order, s.base, s.capacity, s.size))
-        .collect();
-    let initial = rigs[0].region()[..s.size as usize].to_vec();
-    let mut models: Vec<Model> = rigs
-        .iter()
-        .map(|_| Model::with_data(initial.clone(), s.capacity))
-        .collect();
-    let all = [Op::Fsync, Op::DropCaches];
-    for (i, op) in ops.iter().chain(all.iter()).enumerate() {
-        for (rig, model) in rigs.iter().zip(models.iter_mut()) {
-            let name = rig.file.path_name();
-            apply(&rig.file, model, op).map_err(|e| format!("{name}: op {i}: {e}"))?;
-            if *op == Op::Fsync {
-                check_device(&rig.region(), model)
-                    .map_err(|e| format!("{name}: after op {i} ({op}): {e}"))?;
-            }
-        }
-    }
-    for (rig, model) in rigs.iter().zip(models.iter_mut()) {
-        let name = rig.file.path_name();
-        if rig.file.inode().cache.nr_dirty() != 0 {
-            return Err(format!("{name}: dirty folios left after fsync"));
-        }
-        let read_all = Op::Read {
-            off: 0,
-            len: model.size() + 100,
-        };
-        apply(&rig.file, model, &read_all).map_err(|e| format!("{name}: final read: {e}"))?;
-    }
-    Ok(())
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn long_sequences_with_drops_match_the_model((s, ops) in case()) {
-        run(&s, &ops).map_err(TestCaseError::fail)?;
+        run_on_every_path(&s, &ops).map_err(TestCaseError::fail)?;
     }
 }
 
