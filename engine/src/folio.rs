@@ -210,14 +210,15 @@ impl Drop for Folio {
 /// Allocating a 2 MiB folio from the system costs an mmap and 512 page
 /// faults (about 1.7 ms per cold write here, measured by `bufwrite sweep
 /// cold`), which would swamp the read-in a cold write is about; the kernel
-/// takes folios from free lists instead. Bounded to [`POOL_BYTES_PER_ORDER`].
+/// takes folios from free lists instead. All orders together keep at most
+/// [`POOL_BYTES`](buffer_pool::POOL_BYTES), so an idle process holds little.
 pub mod buffer_pool {
     use super::{folio_size, MAX_ORDER};
     use crate::align::AlignedBuf;
     use std::sync::Mutex;
 
-    /// Most bytes of free buffers kept per order.
-    pub const POOL_BYTES_PER_ORDER: usize = 64 << 20;
+    /// Most bytes of free buffers kept, all orders together.
+    pub const POOL_BYTES: usize = 64 << 20;
 
     static FREE: Mutex<[Vec<AlignedBuf>; MAX_ORDER as usize + 1]> =
         Mutex::new([const { Vec::new() }; MAX_ORDER as usize + 1]);
@@ -240,8 +241,13 @@ pub mod buffer_pool {
             return;
         }
         let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(list) = free.get_mut(usize::from(order)) {
-            if (list.len() + 1) * buf.len() <= POOL_BYTES_PER_ORDER {
+        let kept: usize = free
+            .iter()
+            .enumerate()
+            .map(|(o, list)| list.len() * folio_size(o as u8))
+            .sum();
+        if kept + buf.len() <= POOL_BYTES {
+            if let Some(list) = free.get_mut(usize::from(order)) {
                 list.push(buf);
             }
         }
