@@ -174,8 +174,9 @@ impl FolioWriteOps for BufferHeadPath {
         folio: &mut FolioData,
         off: usize,
         len: usize,
+        isize: u64,
     ) -> Result<()> {
-        let (visited, res) = write::write_begin(self.mode, inode, folio, off, off + len);
+        let (visited, res) = write::write_begin(self.mode, inode, folio, off, off + len, isize);
         WalkCounters::add(&self.walks.write_begin, visited);
         res
     }

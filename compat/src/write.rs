@@ -57,13 +57,14 @@ pub(crate) fn write_begin(
     folio: &mut FolioData,
     from: usize,
     to: usize,
+    isize: u64,
 ) -> (usize, Result<()>) {
     let bs = inode.bs();
     let up = folio.uptodate();
     let ctx = Ctx {
         inode,
         fpos: folio.pos(),
-        isize: inode.size(),
+        isize,
         from,
         to,
         up,

@@ -11,14 +11,16 @@ use crate::path::Inode;
 /// The filesystem half of a per-folio write: what happens around the copy.
 pub trait FolioWriteOps {
     /// Prepares folio bytes `[off, off + len)` of the locked folio for the
-    /// copy (map the blocks, read or zero the partial ones). On error nothing
-    /// is copied and the loop stops.
+    /// copy (map the blocks, read or zero the partial ones; blocks at or past
+    /// `isize`, the current i_size, are new). On error nothing is copied and
+    /// the loop stops.
     fn write_begin(
         &self,
         inode: &Inode,
         folio: &mut FolioData,
         off: usize,
         len: usize,
+        isize: u64,
     ) -> Result<()>;
 
     /// Commits `copied` of the `len` bytes copied at `off`: per-block and
@@ -47,9 +49,12 @@ pub fn generic_perform_write(
 ) -> Result<u64> {
     let chunk = inode.cache.max_folio_size();
     let mut written = 0u64;
+    // Only writers move i_size and the caller holds the write lock: read it
+    // once, as the iomap loop does, and keep it current here.
+    let mut isize = inode.size();
     while src.remaining() > 0 {
         let bytes = (chunk - pos % chunk).min(src.remaining());
-        match write_one_folio(inode, ops, pos, bytes, src) {
+        match write_one_folio(inode, ops, pos, bytes, src, &mut isize) {
             Ok(0) => break,
             Ok(n) => {
                 pos += n;
@@ -70,12 +75,13 @@ fn write_one_folio(
     pos: u64,
     bytes: u64,
     src: &mut IovIter<'_>,
+    isize: &mut u64,
 ) -> Result<u64> {
     inode.cache.with_locked(pos, bytes, |g| {
         // The folio may be smaller or larger than the chunk: offsets come from it.
         let off = (pos - g.pos()) as usize;
         let len = (g.size() - off).min(bytes as usize);
-        ops.write_begin(inode, g, off, len)?;
+        ops.write_begin(inode, g, off, len, *isize)?;
         // `len <= src.remaining()`, and an IovIter never faults, so the copy is
         // whole; a rejected commit (0) ends the loop instead of retrying, since a
         // retry could not copy more.
@@ -83,7 +89,7 @@ fn write_one_folio(
         let status = ops.write_end(inode, g, off, len, copied).min(copied);
         // i_size moves while the folio is still locked, so writeback never sees
         // the new data beyond a stale EOF.
-        inode.extend_size(pos + status as u64);
+        inode.extend_size(isize, pos + status as u64);
         Ok(status as u64)
     })
 }
@@ -111,6 +117,7 @@ mod tests {
             folio: &mut FolioData,
             off: usize,
             len: usize,
+            _isize: u64,
         ) -> Result<()> {
             let mut v = self.calls.take();
             v.push((folio.pos(), off, len));

@@ -43,12 +43,16 @@ impl Inode {
         self.mapper.size()
     }
 
-    /// Moves i_size to `end` if that grows the file. Call before unlocking
-    /// the folio that holds `end - 1`, so writeback never sees a stale EOF.
+    /// Moves i_size to `end` if that grows the file. `known` is the write
+    /// loop's copy of i_size, read once per write (only writers move it, and
+    /// they hold the write lock), so the hot path asks the mapper nothing.
+    /// Call before unlocking the folio that holds `end - 1`, so writeback
+    /// never sees a stale EOF.
     #[inline]
-    pub fn extend_size(&self, end: u64) {
-        if end > self.mapper.size() {
+    pub fn extend_size(&self, known: &mut u64, end: u64) {
+        if end > *known {
             self.mapper.set_size(end);
+            *known = end;
         }
     }
 

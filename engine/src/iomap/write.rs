@@ -78,11 +78,7 @@ fn write_one_folio(
         let copied = src.copy_to(&mut g.data[off..off + len]);
         write_end(inode, g, off, copied);
         // i_size moves before the folio is unlocked (rule 12).
-        let end = pos + copied as u64;
-        if end > *isize {
-            inode.mapper.set_size(end);
-            *isize = end;
-        }
+        inode.extend_size(isize, pos + copied as u64);
         Ok(copied as u64)
     })
 }
