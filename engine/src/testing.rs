@@ -137,6 +137,91 @@ pub struct Setup {
     pub size: u64,
 }
 
+/// Every block size (1, 2, 4 KiB) with every order policy the tests cover
+/// (fixed 0, 2, 9; from the write up to 9), for fixed-sequence tests.
+pub fn every_block_size_and_policy() -> impl Iterator<Item = (u32, OrderPolicy)> {
+    [1024u32, 2048, 4096].into_iter().flat_map(|bs| {
+        [
+            OrderPolicy::Fixed(0),
+            OrderPolicy::Fixed(2),
+            OrderPolicy::Fixed(9),
+            OrderPolicy::FromWrite { max_order: 9 },
+        ]
+        .into_iter()
+        .map(move |order| (bs, order))
+    })
+}
+
+/// A fixed sequence for a file of `capacity` bytes (at least 3 MiB) that
+/// writes past EOF, across 2 MiB folios, up to the capacity and past it
+/// (refused), with fsyncs and drop_caches between, then reads back.
+pub fn edge_sequence(capacity: u64) -> Vec<Op> {
+    vec![
+        Op::Pwrite {
+            off: 100,
+            len: 10,
+            seed: 1,
+        },
+        Op::Pwrite {
+            off: 2 * MIB - 1000,
+            len: 3000,
+            seed: 2,
+        },
+        Op::Fsync,
+        Op::DropCaches,
+        Op::Pwrite {
+            off: 2 * MIB - 10,
+            len: 20,
+            seed: 3,
+        },
+        Op::Read {
+            off: 0,
+            len: 3 * MIB,
+        },
+        Op::Seek {
+            off: capacity - 5000,
+        },
+        Op::Write { len: 5000, seed: 4 },
+        Op::Write { len: 1, seed: 5 },
+        Op::Pwrite {
+            off: capacity - 1,
+            len: 2,
+            seed: 6,
+        },
+        Op::Fsync,
+        Op::DropCaches,
+        // At the capacity: refused whole.
+        Op::Writev {
+            lens: vec![1, 0, 4095, 3000],
+            seed: 7,
+        },
+        Op::Seek { off: 7000 },
+        Op::Writev {
+            lens: vec![1, 0, 4095, 3000],
+            seed: 7,
+        },
+        Op::Pwrite {
+            off: 0,
+            len: 2 * MIB + 4096,
+            seed: 8,
+        },
+        Op::Pwrite {
+            off: 4096,
+            len: 1024,
+            seed: 9,
+        },
+        Op::Read {
+            off: 1000,
+            len: 9000,
+        },
+        Op::Read {
+            off: 1000,
+            len: 4 * MIB,
+        },
+        Op::Fsync,
+    ]
+}
+
 /// Every block size (1, 2, 4 KiB) and order policy (fixed 0, 2, 9; from
 /// the write up to 9); a capacity of 4 MiB (two order-9 folios exactly) or
 /// 3 MiB + 12 KiB (ends inside one, so folios reach past the capacity); a

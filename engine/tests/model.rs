@@ -4,9 +4,9 @@
 mod common;
 
 use bufwrite_engine::testing::{
-    apply, check_device, ops_strategy, setup_strategy, Model, Op, OpWeights, Setup,
+    apply, check_device, edge_sequence, every_block_size_and_policy, ops_strategy, setup_strategy,
+    Model, Op, OpWeights, Setup,
 };
-use bufwrite_engine::OrderPolicy;
 use common::{Dev, Rig};
 use proptest::prelude::*;
 
@@ -74,69 +74,16 @@ proptest! {
 /// that writes past EOF, across folios, up to the capacity and past it.
 #[test]
 fn fixed_sequence_every_setup() {
-    for bs in [1024u32, 2048, 4096] {
-        for order in [
-            OrderPolicy::Fixed(0),
-            OrderPolicy::Fixed(2),
-            OrderPolicy::Fixed(9),
-            OrderPolicy::FromWrite { max_order: 9 },
-        ] {
-            let cap = 4 * MIB;
-            let s = Setup {
-                bs,
-                order,
-                capacity: cap,
-                base: 0,
-                size: 0,
-            };
-            let ops = vec![
-                Op::Pwrite {
-                    off: 100,
-                    len: 10,
-                    seed: 1,
-                },
-                Op::Pwrite {
-                    off: 2 * MIB - 1000,
-                    len: 3000,
-                    seed: 2,
-                },
-                Op::Fsync,
-                Op::DropCaches,
-                Op::Pwrite {
-                    off: 2 * MIB - 10,
-                    len: 20,
-                    seed: 3,
-                },
-                Op::Read {
-                    off: 0,
-                    len: 3 * MIB,
-                },
-                Op::Seek { off: cap - 5000 },
-                Op::Write { len: 5000, seed: 4 },
-                Op::Write { len: 1, seed: 5 },
-                Op::Pwrite {
-                    off: cap - 1,
-                    len: 2,
-                    seed: 6,
-                },
-                Op::Fsync,
-                Op::DropCaches,
-                Op::Writev {
-                    lens: vec![1, 0, 4095, 3000],
-                    seed: 7,
-                },
-                Op::Pwrite {
-                    off: 0,
-                    len: 2 * MIB + 4096,
-                    seed: 8,
-                },
-                Op::Read {
-                    off: 1000,
-                    len: 4 * MIB,
-                },
-                Op::Fsync,
-            ];
-            run(Dev::Mem, &s, &ops).unwrap_or_else(|e| panic!("{bs} {order:?}: {e}"));
-        }
+    let capacity = 4 * MIB;
+    let ops = edge_sequence(capacity);
+    for (bs, order) in every_block_size_and_policy() {
+        let s = Setup {
+            bs,
+            order,
+            capacity,
+            base: 0,
+            size: 0,
+        };
+        run(Dev::Mem, &s, &ops).unwrap_or_else(|e| panic!("{bs} {order:?}: {e}"));
     }
 }
