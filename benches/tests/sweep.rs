@@ -293,12 +293,7 @@ fn replay_timing_flags_need_timing() {
 
 // ---- the committed traces ----
 
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use bufwrite_engine::pattern::splitmix64;
 
 /// A counter-based generator: the traces depend on nothing but the seed.
 struct Rng(u64);

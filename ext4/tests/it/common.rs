@@ -8,17 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-/// Deterministic bytes for file contents.
+/// Deterministic bytes for file contents (the engine's trace pattern).
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    let mut v = vec![0u8; len];
+    bufwrite_engine::pattern::fill(seed, 0, &mut v);
+    v
 }
 
 /// Runs `mkfs.ext4 -q -F -b BS -O FEATURES IMG SIZE` plus `extra` args.
