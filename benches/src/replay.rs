@@ -166,49 +166,8 @@ fn check_writes(file: &File, lines: &[Line]) -> anyhow::Result<()> {
 }
 
 fn apply(file: &File, line: &Line, out: &mut impl Write) -> anyhow::Result<()> {
-    match &line.op {
-        Op::Pwrite { off, len, seed } => {
-            let buf = trace::write_bytes(file, *seed, *off, *len)?;
-            expect_all(file.pwrite(*off, &buf)?, *len)
-        }
-        Op::Write { len, seed } => {
-            let buf = trace::write_bytes(file, *seed, file.position(), *len)?;
-            expect_all(file.write(&buf)?, *len)
-        }
-        Op::Seek { off } => {
-            file.seek(*off);
-            Ok(())
-        }
-        Op::Writev { seed, lens } => writev(file, *seed, lens),
-        Op::Read { off, len } => {
-            // As pread: bytes past EOF are not returned, so at most the
-            // file's size is allocated, whatever LEN says.
-            let avail = file.size().saturating_sub(*off).min(*len);
-            let mut buf = vec![0u8; usize::try_from(avail)?];
-            let n = file.pread(*off, &mut buf)?;
-            // LEN printed is the requested length, not the bytes returned,
-            // so a line reads back as the trace's own `read` line.
-            writeln!(out, "read {off} {len} {:016x}", trace::fnv1a64(&buf[..n]))?;
-            Ok(())
-        }
-        Op::Fsync => Ok(file.fsync()?),
-    }
-}
-
-fn writev(file: &File, seed: u64, lens: &[u64]) -> anyhow::Result<()> {
-    let total: u64 = lens.iter().sum();
-    // The buffers are consecutive in the file: one pattern over the whole
-    // range, cut into the trace's pieces.
-    let all = trace::write_bytes(file, seed, file.position(), total)?;
-    let slices = trace::split_iovec(&all, lens);
-    expect_all(file.writev(&slices)?, total)
-}
-
-fn expect_all(written: usize, len: u64) -> anyhow::Result<()> {
-    if written as u64 != len {
-        anyhow::bail!("short write: {written} of {len} bytes");
-    }
-    Ok(())
+    // One executor of the trace grammar: `replay --timing` times the same calls.
+    crate::replay_timing::timed(file, &line.op, out).map(|_| ())
 }
 
 fn describe(op: &Op) -> String {

@@ -160,9 +160,9 @@ fn check(done: usize, len: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one operation; returns the time of the file call alone and the
-/// bytes it moved.
-fn timed(file: &File, op: &Op, out: &mut Vec<u8>) -> anyhow::Result<(Duration, u64)> {
+/// Runs one trace operation (as `replay` does, printing `read` lines to
+/// `out`); returns the time of the file call alone and the bytes it moved.
+pub fn timed(file: &File, op: &Op, out: &mut impl Write) -> anyhow::Result<(Duration, u64)> {
     let start;
     let bytes = match op {
         Op::Pwrite { off, len, seed } => {
