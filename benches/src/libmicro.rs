@@ -12,13 +12,13 @@
 //! alternate, so a noisy machine disturbs them alike.
 
 use crate::image::{self, Ext4Image};
-use crate::paths::{check_paths, make_path, PATHS};
+use crate::paths::{self, check_paths, make_path, PATHS};
 use crate::setup::{self, CommonArgs};
 use crate::table;
 use crate::timing::{self, summary, Summary};
 use anyhow::Context;
 use bufwrite_engine::device::Backend;
-use bufwrite_engine::{BlockDevice, File};
+use bufwrite_engine::{BlockDevice, File, WritePath};
 use serde::Serialize;
 use std::io::IoSlice;
 use std::path::PathBuf;
@@ -240,8 +240,13 @@ impl Target {
         }
     }
 
-    /// A fresh file for the `index`th path, named `path`.
-    fn open_file(&self, index: usize, path: &str, common: &CommonArgs) -> anyhow::Result<File> {
+    /// A fresh file for the `index`th path, written through `path`.
+    fn open_file(
+        &self,
+        index: usize,
+        path: Box<dyn WritePath>,
+        common: &CommonArgs,
+    ) -> anyhow::Result<File> {
         match self {
             Target::Flat { opened, region } => setup::flat_file(
                 &opened.device,
@@ -260,7 +265,7 @@ impl Target {
                 File::open(
                     Arc::clone(&image.device),
                     mapper,
-                    make_path(path)?,
+                    path,
                     common.file_options(),
                 )
                 .with_context(|| format!("cannot open {file} in {}", image.path.display()))
@@ -355,6 +360,8 @@ struct Runner {
     samples: Vec<f64>,
     device_reads: u64,
     device_writes: u64,
+    /// Heads walked per call, from the untimed counting pass.
+    walked_heads: u64,
 }
 
 fn run_case(
@@ -366,25 +373,33 @@ fn run_case(
     let size = case.file_size(args.common.folio_size());
     let bs = target.block_size(&args.common);
     let mut runners = Vec::new();
+    let bufs: Vec<Vec<u8>> = (0..case.bufs())
+        .map(|b| vec![b as u8 + 1; case.size])
+        .collect();
     for (i, path) in paths.iter().enumerate() {
-        let file = target.open_file(i, path, &args.common)?;
-        setup::prefill(&file, size).with_context(|| format!("cannot prepare the {path} file"))?;
-        let bufs = (0..case.bufs())
-            .map(|b| vec![b as u8 + 1; case.size])
-            .collect();
+        let prepared = |p: Box<dyn WritePath>| -> anyhow::Result<File> {
+            let file = target.open_file(i, p, &args.common)?;
+            setup::prefill(&file, size)
+                .with_context(|| format!("cannot prepare the {path} file"))?;
+            Ok(file)
+        };
+        // Untimed, on its own file prepared the same way: the timed file's
+        // path has no counters.
+        let iov: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+        let walked_heads = paths::count_walks(path, prepared, |f| call(f, case, &bufs[0], &iov))?;
         let mut r = Runner {
-            file,
-            bufs,
+            file: prepared(make_path(path)?)?,
+            bufs: bufs.clone(),
             batch: 1,
             samples: Vec::new(),
             device_reads: 0,
             device_writes: 0,
+            walked_heads,
         };
         r.batch = match args.batch {
             Some(b) => b,
             None => calibrate(&r, case)?,
         };
-        r.file.path().reset_walk_stats();
         runners.push(r);
     }
     for _ in 0..args.runs {
@@ -416,32 +431,37 @@ fn sample(r: &mut Runner, case: Case) -> anyhow::Result<()> {
 
 /// Times `n` calls of the case.
 fn time_calls(r: &Runner, case: Case, n: u64) -> anyhow::Result<Duration> {
-    let want = case.bytes_per_call() as usize;
-    let f = &r.file;
     let iov: Vec<IoSlice<'_>> = r.bufs.iter().map(|b| IoSlice::new(b)).collect();
     let start = Instant::now();
     for _ in 0..n {
-        let done = match case.call {
-            Call::Write => {
-                f.seek(0);
-                f.write(&r.bufs[0])?
-            }
-            Call::Pwrite => f.pwrite(0, &r.bufs[0])?,
-            Call::Writev => {
-                f.seek(0);
-                f.writev(&iov)?
-            }
-        };
-        if done != want {
-            anyhow::bail!("{}: short write of {done} of {want} bytes", case.name);
-        }
+        call(&r.file, case, &r.bufs[0], &iov)?;
     }
     Ok(start.elapsed())
 }
 
+/// One call of the case: `write` and `writev` seek to 0 first, `pwrite`
+/// writes at 0. The timed loop and the counting pass make the same call.
+#[inline]
+fn call(f: &File, case: Case, buf: &[u8], iov: &[IoSlice<'_>]) -> anyhow::Result<()> {
+    let done = match case.call {
+        Call::Write => {
+            f.seek(0);
+            f.write(buf)?
+        }
+        Call::Pwrite => f.pwrite(0, buf)?,
+        Call::Writev => {
+            f.seek(0);
+            f.writev(iov)?
+        }
+    };
+    let want = case.bytes_per_call() as usize;
+    if done != want {
+        anyhow::bail!("{}: short write of {done} of {want} bytes", case.name);
+    }
+    Ok(())
+}
+
 fn summarize(args: &Args, block_size: u32, case: Case, path: &str, r: &Runner) -> CaseResult {
-    let walks = r.file.walk_stats();
-    let calls = r.batch * u64::from(args.runs);
     let (meta, data) = r.file.metadata_bytes();
     CaseResult {
         case: case.name,
@@ -456,7 +476,7 @@ fn summarize(args: &Args, block_size: u32, case: Case, path: &str, r: &Runner) -
         samples: args.runs,
         device_reads: r.device_reads,
         device_writes: r.device_writes,
-        walked_heads: (walks.write_begin + walks.commit) / calls.max(1),
+        walked_heads: r.walked_heads,
         metadata_bytes: meta,
         cached_bytes: data,
     }

@@ -6,7 +6,7 @@ use crate::image::Ext4Image;
 use crate::setup::{self, CommonArgs, Target};
 use crate::trace::{self, Line, Op};
 use anyhow::Context;
-use bufwrite_engine::File;
+use bufwrite_engine::{File, WritePath};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
@@ -54,11 +54,10 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         let timing = std::mem::take(&mut args.timing);
         let (order, bs) = (args.common.order, args.common.block_size);
         return crate::replay_timing::run(&lines, &timing, order, bs, |path| {
-            args.path = path.to_string();
-            open_file(&args)
+            open_file(&args, path)
         });
     }
-    let (file, _image) = open_file(&args)?;
+    let (file, _image) = open_file(&args, crate::paths::make_path(&args.path)?)?;
     if args.image.is_some() {
         // The image is the user's filesystem: a trace that would fail part
         // way must not leave it half written, so every write is checked
@@ -90,9 +89,9 @@ fn read_trace(path: Option<&std::path::Path>) -> anyhow::Result<String> {
     }
 }
 
-/// The file the trace runs on, and the ext4 image it lives in (kept open
-/// for as long as the file is).
-fn open_file(args: &Args) -> anyhow::Result<(File, Option<Ext4Image>)> {
+/// The file the trace runs on, written through `path`, and the ext4 image
+/// it lives in (kept open for as long as the file is).
+fn open_file(args: &Args, path: Box<dyn WritePath>) -> anyhow::Result<(File, Option<Ext4Image>)> {
     if let Some(image) = &args.image {
         let name = args
             .file
@@ -103,7 +102,7 @@ fn open_file(args: &Args) -> anyhow::Result<(File, Option<Ext4Image>)> {
         let file = File::open(
             std::sync::Arc::clone(&img.device),
             mapper,
-            crate::paths::make_path(&args.path)?,
+            path,
             args.common.file_options(),
         )
         .with_context(|| format!("cannot open {name} in {}", image.display()))?;
@@ -125,7 +124,7 @@ fn open_file(args: &Args) -> anyhow::Result<(File, Option<Ext4Image>)> {
     let opened = setup::open_target(&target, size, args.common.backend)?;
     // A device's tail that is not a whole block cannot be part of the file.
     let capacity = opened.device.size() / bs * bs;
-    let file = setup::flat_file(&opened.device, 0, capacity, 0, &args.common, &args.path)?;
+    let file = setup::flat_file(&opened.device, 0, capacity, 0, &args.common, path)?;
     Ok((file, None))
 }
 

@@ -12,7 +12,8 @@ use crate::report::Row;
 use crate::timing::{self, Summary};
 use crate::trace::{self, Line, Op};
 use anyhow::Context;
-use bufwrite_engine::File;
+use bufwrite_compat::WalkCounter;
+use bufwrite_engine::{File, WritePath};
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::path::PathBuf;
@@ -73,6 +74,7 @@ struct KindStats {
     bytes: u64,
     reads: u64,
     writes: u64,
+    /// Heads walked by the kind's operations (from the counting pass).
     heads: u64,
 }
 
@@ -83,7 +85,7 @@ pub fn run<H: HoldsFile>(
     args: &TimingArgs,
     order: u8,
     block_size: u32,
-    mut open: impl FnMut(&str) -> anyhow::Result<H>,
+    mut open: impl FnMut(Box<dyn WritePath>) -> anyhow::Result<H>,
 ) -> anyhow::Result<()> {
     let paths = if args.paths.is_empty() {
         crate::paths::PATHS.iter().map(|p| p.to_string()).collect()
@@ -91,21 +93,29 @@ pub fn run<H: HoldsFile>(
         crate::paths::check_paths(&args.paths)?;
         args.paths.clone()
     };
-    // An untimed warm-up round over every path, discarded: otherwise the
-    // first timed path alone pays the process's first touches of memory
-    // (the allocator's fresh pages fault in; later runs reuse them).
+    // An untimed warm-up round over every path, whose times are discarded:
+    // otherwise the first timed path alone pays the process's first touches
+    // of memory (the allocator's fresh pages fault in; later runs reuse
+    // them). It is also the counting pass: its paths count the buffer heads
+    // each operation walks, which the timed paths cannot.
+    let mut heads = Vec::new();
     for path in &paths {
-        let held = open(path)?;
-        replay(held.file(), lines, &mut Vec::new())
+        let walks = WalkCounter::new();
+        let held = open(crate::paths::make_counting_path(path, &walks)?)?;
+        let per_op = count_heads(held.file(), lines, &walks)
             .with_context(|| format!("the {path} warm-up replay failed"))?;
+        heads.push(per_op);
     }
     let mut rows = Vec::new();
     let mut first_reads: Option<Vec<u8>> = None;
-    for path in &paths {
-        let held = open(path)?;
+    for (path, heads) in paths.iter().zip(&heads) {
+        let held = open(crate::paths::make_path(path)?)?;
         let mut reads = Vec::new();
-        let stats = replay(held.file(), lines, &mut reads)
+        let mut stats = replay(held.file(), lines, &mut reads)
             .with_context(|| format!("the {path} replay failed"))?;
+        for (s, h) in stats.iter_mut().zip(heads) {
+            s.heads = *h;
+        }
         match &first_reads {
             None => first_reads = Some(reads),
             Some(first) if *first != reads => eprintln!(
@@ -139,18 +149,31 @@ fn replay(file: &File, lines: &[Line], out: &mut Vec<u8>) -> anyhow::Result<Vec<
     for line in lines {
         let k = kind(&line.op);
         let s = &mut stats[KINDS.iter().position(|x| *x == k).unwrap_or(0)];
-        let before = (file.device_stats(), file.walk_stats());
+        let before = file.device_stats();
         let (t, bytes) =
             timed(file, &line.op, out).with_context(|| format!("trace line {}", line.number))?;
-        let after = (file.device_stats(), file.walk_stats());
+        let after = file.device_stats();
         s.usecs.push(timing::usecs_per_call(t, 1));
         s.bytes += bytes;
-        s.reads += after.0.reads - before.0.reads;
-        s.writes += after.0.writes - before.0.writes;
-        s.heads +=
-            (after.1.write_begin + after.1.commit) - (before.1.write_begin + before.1.commit);
+        s.reads += after.reads - before.reads;
+        s.writes += after.writes - before.writes;
     }
     Ok(stats)
+}
+
+/// The untimed counting pass: replays `lines` on a file whose path counts
+/// into `walks`, and returns the heads walked per operation kind (in
+/// [`KINDS`] order, summed over the kind's operations).
+fn count_heads(file: &File, lines: &[Line], walks: &WalkCounter) -> anyhow::Result<Vec<u64>> {
+    let mut heads = vec![0; KINDS.len()];
+    for line in lines {
+        let k = KINDS.iter().position(|x| *x == kind(&line.op)).unwrap_or(0);
+        let before = walks.stats().total();
+        timed(file, &line.op, &mut std::io::sink())
+            .with_context(|| format!("trace line {}", line.number))?;
+        heads[k] += walks.stats().total() - before;
+    }
+    Ok(heads)
 }
 
 fn check(done: usize, len: u64) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@ use anyhow::Context;
 use bufwrite_engine::device::mem::Mem;
 use bufwrite_engine::device::{open_device, Backend, OpenOptions};
 use bufwrite_engine::folio::MAX_ORDER;
-use bufwrite_engine::{BlockDevice, File, FileOptions, Flat, OrderPolicy};
+use bufwrite_engine::{BlockDevice, File, FileOptions, Flat, OrderPolicy, WritePath};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -156,22 +156,23 @@ pub fn open_path(path: &Path, backend: Backend) -> anyhow::Result<Arc<dyn BlockD
         .with_context(|| format!("cannot open {} with the {backend} backend", path.display()))
 }
 
-/// Opens a Flat file at device offset `base` with room for `capacity`
-/// bytes and current size `size`, written through the path `path`.
+/// A Flat file at device bytes `[base, base + capacity)` with current size
+/// `size`, written through `path` (built by `paths::make_path`, or a
+/// counting path for the untimed counting pass).
 pub fn flat_file(
     device: &Arc<dyn BlockDevice>,
     base: u64,
     capacity: u64,
     size: u64,
     common: &CommonArgs,
-    path: &str,
+    path: Box<dyn WritePath>,
 ) -> anyhow::Result<File> {
     let flat = Flat::new(base, capacity, common.block_size, size)
         .context("cannot lay out the file on the device")?;
     let file = File::open(
         Arc::clone(device),
         Arc::new(flat),
-        crate::paths::make_path(path)?,
+        path,
         common.file_options(),
     )
     .with_context(|| format!("cannot open a file on {}", device.describe()))?;

@@ -10,18 +10,21 @@
 //! copy, i_size and the writeback batcher are the engine's.
 //!
 //! ```
-//! use bufwrite_compat::{BufferHeadPath, Mode};
+//! use bufwrite_compat::{BufferHeadPath, Mode, WalkCounter};
 //! use bufwrite_engine::{device::mem::Mem, File, FileOptions, Flat, OrderPolicy};
 //! use std::sync::Arc;
 //!
 //! let dev = Arc::new(Mem::new(4 << 20));
 //! let flat = Arc::new(Flat::new(0, 4 << 20, 4096, 2 << 20)?);
 //! let opts = FileOptions { order: OrderPolicy::Fixed(9) };
-//! let file = File::open(dev, flat, Box::new(BufferHeadPath::new(Mode::TailSkip)), opts)?;
+//! // A counting path, for an untimed pass; timed runs use BufferHeadPath::new.
+//! let walks = WalkCounter::new();
+//! let path = BufferHeadPath::counting(Mode::TailSkip, walks.clone());
+//! let file = File::open(dev, flat, Box::new(path), opts)?;
 //! file.pwrite(0, &vec![1u8; 2 << 20])?; // the folio becomes uptodate
-//! file.path().reset_walk_stats();
+//! walks.reset();
 //! file.pwrite(0, &[2u8; 1024])?;
-//! assert_eq!(file.walk_stats().write_begin, 1); // stopped after the written head
+//! assert_eq!(walks.stats().write_begin, 1); // stopped after the written head
 //! file.fsync()?;
 //! # Ok::<(), bufwrite_engine::Error>(())
 //! ```
@@ -33,17 +36,19 @@ mod read;
 // The ring is the one place that needs raw pointers (see its module doc).
 #[allow(unsafe_code)]
 mod ring;
+mod walk_count;
 mod write;
 mod writeback;
 
 pub use buffer_head::{BhState, BufferHead};
 pub use ring::{BufferRing, Walk};
+pub use walk_count::{NoCount, WalkCount, WalkCounter, WalkStats};
 
 use bufwrite_engine::generic_write::{generic_perform_write, FolioWriteOps};
 use bufwrite_engine::{
-    DirtyRun, Error, FolioData, FolioPrivate, Inode, IovIter, Result, WalkStats, WritePath,
+    DirtyRun, Error, FolioData, FolioPrivate, Inode, IovIter, Result, WritePath,
 };
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 /// How write_begin and commit walk the ring; chosen per file at open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,44 +83,36 @@ impl Mode {
     }
 }
 
-/// Heads visited by write_begin and commit.
-///
-/// Counted only with the cargo feature `walk-stats` (the benches and this
-/// crate's tests turn it on); without it `add` compiles to nothing and
-/// `walk_stats` reports zeroes. Writes to one file are serialised by the
-/// `File`'s write lock, so the counters are bumped with a relaxed load and
-/// store (plain moves, no locked read-modify-write). Readers on other
-/// threads may see a slightly stale value.
-#[derive(Debug, Default)]
-struct WalkCounters {
-    write_begin: AtomicU64,
-    commit: AtomicU64,
-}
-
-impl WalkCounters {
-    #[inline]
-    fn add(counter: &AtomicU64, n: usize) {
-        if cfg!(feature = "walk-stats") {
-            counter.store(counter.load(Relaxed) + n as u64, Relaxed);
-        }
-    }
-}
-
-/// The buffer-head write path in one [`Mode`].
+/// The buffer-head write path in one [`Mode`], counting the heads it
+/// walks into `C` ([`NoCount`]: not at all, the timed configuration).
 #[derive(Debug)]
-pub struct BufferHeadPath {
+pub struct BufferHeadPath<C: WalkCount = NoCount> {
     mode: Mode,
-    walks: WalkCounters,
+    walks: C,
 }
 
-impl BufferHeadPath {
-    /// The buffer-head path walking its rings as `mode` says.
+impl BufferHeadPath<NoCount> {
+    /// The buffer-head path walking its rings as `mode` says, counting
+    /// nothing: what benchmarks time.
     pub fn new(mode: Mode) -> Self {
         BufferHeadPath {
             mode,
-            walks: WalkCounters::default(),
+            walks: NoCount,
         }
     }
+}
+
+impl BufferHeadPath<Arc<WalkCounter>> {
+    /// The same path, adding the heads each walk visits to `walks`: for an
+    /// untimed counting pass.
+    pub fn counting(mode: Mode, walks: Arc<WalkCounter>) -> Self {
+        BufferHeadPath { mode, walks }
+    }
+}
+
+impl<C: WalkCount> BufferHeadPath<C> {
+    /// True when this path counts the heads it walks.
+    pub const COUNTS_WALKS: bool = C::COUNTS;
 
     /// The mode.
     pub fn mode(&self) -> Mode {
@@ -171,7 +168,7 @@ fn ring_and_data(folio: &mut FolioData) -> Option<(&mut BufferRing, &mut [u8])> 
     }
 }
 
-impl FolioWriteOps for BufferHeadPath {
+impl<C: WalkCount> FolioWriteOps for BufferHeadPath<C> {
     fn write_begin(
         &self,
         inode: &Inode,
@@ -181,7 +178,7 @@ impl FolioWriteOps for BufferHeadPath {
         isize: u64,
     ) -> Result<()> {
         let (visited, res) = write::write_begin(self.mode, inode, folio, off, off + len, isize);
-        WalkCounters::add(&self.walks.write_begin, visited);
+        self.walks.write_begin(visited);
         res
     }
 
@@ -194,12 +191,12 @@ impl FolioWriteOps for BufferHeadPath {
         copied: usize,
     ) -> usize {
         let (copied, visited) = write::write_end(self.mode, inode, folio, off, len, copied);
-        WalkCounters::add(&self.walks.commit, visited);
+        self.walks.commit(visited);
         copied
     }
 }
 
-impl WritePath for BufferHeadPath {
+impl<C: WalkCount> WritePath for BufferHeadPath<C> {
     fn name(&self) -> &'static str {
         self.mode.name()
     }
@@ -230,23 +227,11 @@ impl WritePath for BufferHeadPath {
         writeback::writeback_runs(inode, fpos, ring, end, runs)
     }
 
-    fn clear_dirty(&self, folio: &mut FolioData, off: usize, len: usize) -> bool {
-        ring_mut(folio).is_none_or(|ring| writeback::clear_dirty(ring, off, off + len))
+    fn clear_dirty(&self, folio: &mut FolioData, done: &[std::ops::Range<usize>]) -> bool {
+        ring_mut(folio).is_none_or(|ring| writeback::clear_dirty(ring, done))
     }
 
     fn private_bytes(&self, folio: &FolioData) -> usize {
         folio_ring(folio).map_or(0, BufferRing::memory_bytes)
-    }
-
-    fn walk_stats(&self) -> WalkStats {
-        WalkStats {
-            write_begin: self.walks.write_begin.load(Relaxed),
-            commit: self.walks.commit.load(Relaxed),
-        }
-    }
-
-    fn reset_walk_stats(&self) {
-        self.walks.write_begin.store(0, Relaxed);
-        self.walks.commit.store(0, Relaxed);
     }
 }

@@ -2,20 +2,14 @@
 //! the uptodate ones, map the unmapped ones, zero holes, unwritten blocks
 //! and blocks past EOF, read the rest. Heads that follow each other on disk
 //! share one device request, as ext4's own read path builds one bio for a
-//! contiguous folio.
+//! contiguous folio; the requests go out through the engine's
+//! [`ReadBatch`], the read-in mechanism the iomap path uses too.
 
 use crate::buffer_head::BhState;
 use crate::ring::BufferRing;
 use crate::{ensure_ring, ring_and_data, Mode};
-use bufwrite_engine::{Error, FolioData, FolioFlags, Inode, IoRequest, Result};
-
-/// A disk-contiguous run of heads to read: folio offset, length, address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ReadRun {
-    off: usize,
-    len: usize,
-    addr: u64,
-}
+use bufwrite_engine::read_in::{ReadBatch, ReadOutcome};
+use bufwrite_engine::{FolioData, FolioFlags, Inode, Result};
 
 /// Makes the heads covering folio bytes `[from, to)` uptodate, and the
 /// folio uptodate when every head is.
@@ -34,20 +28,20 @@ pub(crate) fn read_folio_range(
     let Some((ring, data)) = ring_and_data(folio) else {
         return Ok(());
     };
-    let mut runs: Vec<ReadRun> = Vec::new();
-    let mut res = queue_reads(inode, ring, data, fpos, isize, from, to, &mut runs);
-    let failed = if res.is_ok() {
-        let (failed, r) = submit(inode, data, &runs);
-        res = r;
-        failed
-    } else {
+    let mut batch = ReadBatch::merging();
+    let queued = queue_reads(inode, ring, data, fpos, isize, from, to, &mut batch);
+    let outcome = match queued {
+        Ok(()) => batch.submit(inode.device.as_ref(), data),
         // Mapping failed part-way: nothing queued was read.
-        runs.clone()
+        Err(e) => ReadOutcome {
+            failed: batch.runs().iter().copied().collect(),
+            error: Some(e),
+        },
     };
-    if complete_reads(ring, &failed) {
+    if complete_reads(ring, &outcome) {
         folio.flags.set(FolioFlags::UPTODATE, true);
     }
-    res
+    outcome.result()
 }
 
 /// Walks the ring: zeroes what reads as zero, marks the heads to read
@@ -61,7 +55,7 @@ fn queue_reads(
     isize: u64,
     from: usize,
     to: usize,
-    runs: &mut Vec<ReadRun>,
+    batch: &mut ReadBatch,
 ) -> Result<()> {
     for bh in ring.walk() {
         if bh.uptodate() || bh.outside(from, to) {
@@ -82,64 +76,21 @@ fn queue_reads(
             continue;
         }
         bh.state.insert(BhState::ASYNC_READ | BhState::REQ);
-        let addr = bh.addr();
-        match runs.last_mut() {
-            Some(r) if r.off + r.len == start && r.addr + r.len as u64 == addr => {
-                r.len += end - start
-            }
-            _ => runs.push(ReadRun {
-                off: start,
-                len: end - start,
-                addr,
-            }),
-        }
+        batch.add(start, end - start, bh.addr());
     }
     Ok(())
-}
-
-/// Reads every run in one batch; returns the runs that failed and the
-/// first error.
-fn submit(inode: &Inode, data: &mut [u8], runs: &[ReadRun]) -> (Vec<ReadRun>, Result<()>) {
-    if runs.is_empty() {
-        return (Vec::new(), Ok(()));
-    }
-    let mut reqs = Vec::with_capacity(runs.len());
-    let mut rest = data;
-    let mut base = 0;
-    // Runs are in folio order and disjoint: carve each one's buffer off the
-    // front of what is left.
-    for r in runs {
-        let (_, tail) = std::mem::take(&mut rest).split_at_mut(r.off - base);
-        let (buf, tail) = tail.split_at_mut(r.len);
-        reqs.push(IoRequest::read(r.addr, buf));
-        rest = tail;
-        base = r.off + r.len;
-    }
-    inode.device.submit(&mut reqs);
-    let mut failed = Vec::new();
-    let mut first: Option<Error> = None;
-    for (req, r) in reqs.iter_mut().zip(runs) {
-        if let Err(e) = req.take_result() {
-            failed.push(*r);
-            first.get_or_insert(e);
-        }
-    }
-    (failed, first.map_or(Ok(()), Err))
 }
 
 /// The read completion (`end_buffer_async_read`): heads in flight become
 /// uptodate unless their run failed. Returns true when every head is
 /// uptodate.
-fn complete_reads(ring: &mut BufferRing, failed: &[ReadRun]) -> bool {
+fn complete_reads(ring: &mut BufferRing, outcome: &ReadOutcome) -> bool {
     let mut all = true;
     for bh in ring.walk() {
         if bh.state.contains(BhState::ASYNC_READ) {
             bh.state.remove(BhState::ASYNC_READ);
             let (start, _) = bh.range();
-            let bad = failed
-                .iter()
-                .any(|r| (r.off..r.off + r.len).contains(&start));
-            if !bad {
+            if outcome.read_ok(start) {
                 bh.state.insert(BhState::UPTODATE);
             }
         }

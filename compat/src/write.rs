@@ -4,7 +4,9 @@
 use crate::buffer_head::{BhState, BufferHead};
 use crate::ring::BufferRing;
 use crate::{ensure_ring, ring_and_data, Mode};
+use bufwrite_engine::read_in::{ReadBatch, ReadOutcome};
 use bufwrite_engine::{Error, FolioData, FolioFlags, Inode, Result};
+use smallvec::SmallVec;
 
 /// Where one walk starts, and whether it may stop once past the range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,18 +80,54 @@ pub(crate) fn write_begin(
     let span = span(mode, up, from, bs);
     let mut visited = 0;
     let mut res = Ok(());
+    // The partial blocks to read (at most the two edge heads), submitted
+    // together after the walk and waited on, as `__block_write_begin_int`
+    // collects them in its `wait[]` array.
+    let mut wait: SmallVec<[&mut BufferHead; 2]> = SmallVec::new();
+    let mut reads = ReadBatch::per_run();
     for bh in ring.walk_from(span.start) {
         visited += 1;
+        let stop = span.stop_after_to && bh.range().1 >= to;
         if bh.outside(from, to) {
             if up {
                 bh.state.insert(BhState::UPTODATE);
             }
-        } else if let Err(e) = ctx.prepare(bh, data) {
-            res = Err(e);
+            if stop {
+                break;
+            }
+            continue;
+        }
+        match ctx.prepare(bh, data) {
+            Ok(false) => {}
+            Ok(true) => {
+                reads.add(bh.offset as usize, bh.size as usize, bh.addr());
+                wait.push(bh);
+            }
+            Err(e) => {
+                res = Err(e);
+                break;
+            }
+        }
+        if stop {
             break;
         }
-        if span.stop_after_to && bh.range().1 >= to {
-            break;
+    }
+    if wait.is_empty() {
+        drop(wait);
+    } else {
+        let outcome = if res.is_ok() {
+            reads.submit(inode.device.as_ref(), data)
+        } else {
+            ReadOutcome::default()
+        };
+        for bh in wait {
+            bh.state.remove(BhState::LOCK);
+            if res.is_ok() && outcome.read_ok(bh.offset as usize) {
+                bh.state.insert(BhState::UPTODATE);
+            }
+        }
+        if res.is_ok() {
+            res = outcome.result();
         }
     }
     if res.is_err() && zero_new_buffers(ring, data, from, to) {
@@ -114,8 +152,10 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// One head inside the written range: map it, then make its bytes the
-    /// copy will not cover valid (zero a new block's, read a partial one's).
-    fn prepare(&self, bh: &mut BufferHead, data: &mut [u8]) -> Result<()> {
+    /// copy will not cover valid (zero a new block's). Returns true when the
+    /// block is partly written and must be read first: the caller queues it
+    /// (the head is left locked for that read).
+    fn prepare(&self, bh: &mut BufferHead, data: &mut [u8]) -> Result<bool> {
         // A New bit left by a failed write is stale.
         bh.state.remove(BhState::NEW);
         let (start, end) = bh.range();
@@ -129,10 +169,10 @@ impl Ctx<'_> {
         }
         if self.up {
             bh.state.insert(BhState::UPTODATE);
-            return Ok(());
+            return Ok(false);
         }
         if bh.uptodate() {
-            return Ok(());
+            return Ok(false);
         }
         if bh.reads_as_zero() || block_pos >= self.isize {
             // Nothing valid on disk: zero what the copy will not fill. The
@@ -141,17 +181,14 @@ impl Ctx<'_> {
             let (lo, hi) = (self.from.max(start), self.to.min(end));
             data[start..lo].fill(0);
             data[hi..end].fill(0);
-            return Ok(());
+            return Ok(false);
         }
         if self.from > start || self.to < end {
             // Only the first and last block of a write can get here.
             bh.state.insert(BhState::LOCK | BhState::REQ);
-            let r = self.inode.read_blocks(bh.addr(), &mut data[start..end]);
-            bh.state.remove(BhState::LOCK);
-            r?;
-            bh.state.insert(BhState::UPTODATE);
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 }
 

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::iov::IovIter;
 use crate::mapping::Mapper;
 use crate::page_cache::{OrderPolicy, PageCache};
-use crate::path::{Inode, WalkStats, WritePath};
+use crate::path::{Inode, WritePath};
 use crate::writeback;
 use std::io::IoSlice;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -222,11 +222,6 @@ impl File {
     /// The device's I/O counters.
     pub fn device_stats(&self) -> IoStats {
         self.inode.device.stats()
-    }
-
-    /// Buffer heads visited by writes so far (zero on iomap).
-    pub fn walk_stats(&self) -> WalkStats {
-        self.path.walk_stats()
     }
 
     /// Bytes of per-block metadata held by the cached folios, and the bytes

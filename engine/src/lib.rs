@@ -35,6 +35,7 @@ pub mod mapping;
 pub mod page_cache;
 pub mod path;
 pub mod pattern;
+pub mod read_in;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod writeback;
@@ -49,4 +50,4 @@ pub use iomap::IomapPath;
 pub use iov::IovIter;
 pub use mapping::{BlockMapping, ExtentKind, Flat, Iomap, MapIntent, Mapper};
 pub use page_cache::{OrderPolicy, PageCache};
-pub use path::{DirtyRun, Inode, WalkStats, WritePath};
+pub use path::{DirtyRun, Inode, WritePath};

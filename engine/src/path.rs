@@ -12,6 +12,7 @@ use crate::folio::FolioData;
 use crate::iov::IovIter;
 use crate::mapping::Mapper;
 use crate::page_cache::PageCache;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// What a file's write path shares with the engine: its cache, mapper and device.
@@ -101,15 +102,6 @@ pub struct DirtyRun {
     pub addr: u64,
 }
 
-/// How many buffer heads the last writes visited (zero on the iomap path).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WalkStats {
-    /// Heads visited by write_begin.
-    pub write_begin: u64,
-    /// Heads visited by commit (write_end).
-    pub commit: u64,
-}
-
 /// A buffered write path: iomap here, buffer heads in `bufwrite-compat`.
 pub trait WritePath: Send + Sync {
     /// Name used in reports: `iomap`, `bh-legacy`, `bh-tailskip`, `bh-seek`.
@@ -145,18 +137,14 @@ pub trait WritePath: Send + Sync {
         runs: &mut Vec<DirtyRun>,
     ) -> Result<()>;
 
-    /// Clears the per-block dirty state of folio bytes `[off, off + len)`
-    /// (written back, or past EOF). Returns true when no dirty block is left.
-    fn clear_dirty(&self, folio: &mut FolioData, off: usize, len: usize) -> bool;
+    /// Clears the per-block dirty state of the folio byte ranges in `done`
+    /// (block-aligned, disjoint, in ascending order): every run of this folio
+    /// whose write completed, and the part past the EOF block. Writeback calls
+    /// it once per folio per pass, so a path that must walk its per-block state
+    /// to clear it (the buffer-head ring) walks once, not once per run.
+    /// Returns true when no dirty block is left.
+    fn clear_dirty(&self, folio: &mut FolioData, done: &[Range<usize>]) -> bool;
 
     /// Bytes of per-block metadata this path keeps on the folio.
     fn private_bytes(&self, folio: &FolioData) -> usize;
-
-    /// Buffer heads visited so far (the buffer-head paths count them).
-    fn walk_stats(&self) -> WalkStats {
-        WalkStats::default()
-    }
-
-    /// Resets the walk counters.
-    fn reset_walk_stats(&self) {}
 }

@@ -51,18 +51,23 @@ fn write_window(inode: &Inode, path: &dyn WritePath, window: &[Arc<crate::Folio>
     let isize = inode.size();
     let mut first_err: Option<Error> = None;
     let mut runs: Vec<(usize, DirtyRun)> = Vec::new();
+    // Per folio: the byte ranges whose dirty state goes once this pass is
+    // done (its written runs, and what lies past the EOF block), cleared in
+    // one call per folio.
+    let mut done: Vec<Done> = guards.iter().map(|_| Done::default()).collect();
     let mut scratch = Vec::new();
     for (gi, g) in guards.iter_mut().enumerate() {
         if !g.dirty() {
             continue;
         }
-        match collect_runs(inode, path, g, isize, &mut scratch) {
+        match collect_runs(inode, path, g, isize, &mut scratch, &mut done[gi]) {
             Ok(()) => runs.extend(scratch.drain(..).map(|r| (gi, r))),
             Err(e) => {
                 // Runs mapped before the failure belong to this folio, which
                 // stays dirty as a whole: they must not be credited to the
                 // next folio (its memory would go to this folio's blocks).
                 scratch.clear();
+                done[gi] = Done::default();
                 g.flags.set(FolioFlags::ERROR, true);
                 first_err.get_or_insert(e);
             }
@@ -74,40 +79,61 @@ fn write_window(inode: &Inode, path: &dyn WritePath, window: &[Arc<crate::Folio>
         match res {
             Ok(()) => {
                 for (gi, run) in &runs[io.runs.clone()] {
-                    let g = &mut guards[*gi];
-                    if path.clear_dirty(g, run.off, run.len) {
-                        finish_clean(inode, g);
-                    }
+                    done[*gi].ranges.push(run.off..run.off + run.len);
                 }
             }
             Err(e) => {
+                for (gi, _) in &runs[io.runs.clone()] {
+                    done[*gi].failed = true;
+                    guards[*gi].flags.set(FolioFlags::ERROR, true);
+                }
                 let (gi, run) = &runs[io.runs.start];
-                let g = &mut guards[*gi];
-                g.flags.set(FolioFlags::ERROR, true);
                 first_err.get_or_insert(Error::Writeback {
-                    file_offset: g.pos() + run.off as u64,
+                    file_offset: guards[*gi].pos() + run.off as u64,
                     source: Box::new(e),
                 });
             }
         }
     }
+    for (g, d) in guards.iter_mut().zip(&mut done) {
+        if d.ranges.is_empty() {
+            continue;
+        }
+        // Runs complete in device order, the EOF tail was added first:
+        // the paths want them in folio order.
+        d.ranges.sort_unstable_by_key(|r| r.start);
+        if path.clear_dirty(g, &d.ranges) && !d.failed {
+            finish_clean(inode, g);
+        }
+    }
     first_err.map_or(Ok(()), Err)
 }
 
+/// What one writeback pass finished of one folio.
+#[derive(Default)]
+struct Done {
+    /// Folio byte ranges whose dirty state can go.
+    ranges: SmallVec<[std::ops::Range<usize>; 4]>,
+    /// Some run of the folio failed: it stays dirty.
+    failed: bool,
+}
+
 /// The dirty runs of one locked folio, after EOF handling: a folio wholly
-/// past EOF has nothing to write; one straddling EOF has its bytes past EOF
-/// zeroed, and its dirty state past the EOF block cleared.
+/// past EOF has nothing to write and is clean; one straddling EOF has its
+/// bytes past EOF zeroed, and its dirty state past the EOF block goes into
+/// `done` (rule 5: whole-folio dirtying marks it too).
 fn collect_runs(
     inode: &Inode,
     path: &dyn WritePath,
     g: &mut FolioGuard<'_>,
     isize: u64,
     runs: &mut Vec<DirtyRun>,
+    done: &mut Done,
 ) -> Result<()> {
     let pos = g.pos();
     let size = g.size();
     if pos >= isize {
-        path.clear_dirty(g, 0, size);
+        path.clear_dirty(g, std::slice::from_ref(&(0..size)));
         finish_clean(inode, g);
         return Ok(());
     }
@@ -117,12 +143,9 @@ fn collect_runs(
     if valid < size {
         g.data[valid..].fill(0);
     }
-    let before = runs.len();
     path.writeback_runs(inode, g, end, runs)?;
-    // Dirty state past the EOF block has nothing to write (rule 5: whole-
-    // folio dirtying marks it too); the folio is clean if nothing else is.
-    if end < size && path.clear_dirty(g, end, size - end) && runs.len() == before {
-        finish_clean(inode, g);
+    if end < size {
+        done.ranges.push(end..size);
     }
     Ok(())
 }

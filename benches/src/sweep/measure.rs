@@ -9,7 +9,7 @@ use crate::setup::{self, CommonArgs, Target};
 use crate::timing::{self, Summary};
 use anyhow::Context;
 use bufwrite_engine::device::Backend;
-use bufwrite_engine::{BlockDevice, File, IoStats, WalkStats};
+use bufwrite_engine::{BlockDevice, File, IoStats, WritePath};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,27 +28,26 @@ pub struct Measured {
     pub backend: String,
 }
 
-/// The device-request and buffer-head counts of timed calls.
+/// The device-request counts of timed calls, and the buffer heads walked
+/// per call (from the untimed counting pass, never the timed calls).
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
     reads: u64,
     writes: u64,
     read_bytes: u64,
-    heads: u64,
+    heads_per_call: u64,
 }
 
 impl Counts {
-    fn add(&mut self, before: (IoStats, WalkStats), after: (IoStats, WalkStats)) {
-        self.reads += after.0.reads - before.0.reads;
-        self.writes += after.0.writes - before.0.writes;
-        self.read_bytes += after.0.bytes_read - before.0.bytes_read;
-        self.heads +=
-            (after.1.write_begin + after.1.commit) - (before.1.write_begin + before.1.commit);
+    fn add(&mut self, before: IoStats, after: IoStats) {
+        self.reads += after.reads - before.reads;
+        self.writes += after.writes - before.writes;
+        self.read_bytes += after.bytes_read - before.bytes_read;
     }
 }
 
-fn counters(f: &File) -> (IoStats, WalkStats) {
-    (f.device_stats(), f.walk_stats())
+fn counters(f: &File) -> IoStats {
+    f.device_stats()
 }
 
 /// One path's file at one point, and what its timed calls did.
@@ -88,16 +87,27 @@ fn call(file: &File, p: &Point, buf: &[u8]) -> anyhow::Result<()> {
 impl Runner {
     fn new(path: &str, p: &Point, batch: Option<u64>) -> anyhow::Result<Self> {
         let size = file_size(p);
-        let opened = setup::open_target(&Target::Mem, size, Backend::Sync)?;
-        let file = setup::flat_file(&opened.device, 0, size, 0, &common(p, Backend::Sync), path)?;
-        setup::prefill(&file, size).with_context(|| format!("cannot prepare the {path} file"))?;
+        let prepared = |wp: Box<dyn WritePath>| -> anyhow::Result<File> {
+            let opened = setup::open_target(&Target::Mem, size, Backend::Sync)?;
+            let common = common(p, Backend::Sync);
+            let file = setup::flat_file(&opened.device, 0, size, 0, &common, wp)?;
+            setup::prefill(&file, size)
+                .with_context(|| format!("cannot prepare the {path} file"))?;
+            Ok(file)
+        };
+        let buf = vec![0xa5; p.write_size as usize];
+        // Untimed, on its own file prepared the same way.
+        let heads_per_call = crate::paths::count_walks(path, prepared, |f| call(f, p, &buf))?;
         let mut r = Runner {
             path: path.to_string(),
-            file,
-            buf: vec![0xa5; p.write_size as usize],
+            file: prepared(crate::paths::make_path(path)?)?,
+            buf,
             batch: 1,
             samples: Vec::new(),
-            counts: Counts::default(),
+            counts: Counts {
+                heads_per_call,
+                ..Counts::default()
+            },
         };
         r.batch = match batch {
             Some(b) => b,
@@ -149,7 +159,7 @@ fn row(
         usecs_per_call: timing::summary(samples),
         device_reads: counts.reads,
         device_writes: counts.writes,
-        walked_heads: counts.heads / calls.max(1),
+        walked_heads: counts.heads_per_call,
         extra,
     }
 }
@@ -234,12 +244,18 @@ impl ColdTarget {
         }
     }
 
-    fn file(&self, i: usize, path: &str, region: u64, common: &CommonArgs) -> anyhow::Result<File> {
+    fn file(
+        &self,
+        i: usize,
+        path: Box<dyn WritePath>,
+        region: u64,
+        common: &CommonArgs,
+    ) -> anyhow::Result<File> {
         match self {
             ColdTarget::Ext4(image) => Ok(File::open(
                 Arc::clone(&image.device),
                 image.open_file(image::FILE, region)?,
-                crate::paths::make_path(path)?,
+                path,
                 common.file_options(),
             )?),
             ColdTarget::Flat(opened) => {
@@ -263,8 +279,9 @@ pub fn cold(
     let target = ColdTarget::open(args, backend, region, paths.len())?;
     let dev = target.device();
     let mut files = Vec::new();
+    let common0 = common(&points[0], backend);
     for (i, path) in paths.iter().enumerate() {
-        let file = target.file(i, path, region, &common(&points[0], backend))?;
+        let file = target.file(i, crate::paths::make_path(path)?, region, &common0)?;
         setup::prefill(&file, region).with_context(|| format!("cannot prepare the {path} file"))?;
         files.push(file);
     }
@@ -281,6 +298,14 @@ pub fn cold(
             progress.inc(1);
         }
         for (i, path) in paths.iter().enumerate() {
+            // Untimed, on a second file of the same path over the same
+            // blocks: each counted call is cold as the timed ones are.
+            let open = |wp| target.file(i, wp, region, &common0);
+            counts[i].heads_per_call = crate::paths::count_walks(path, open, |f| {
+                f.fsync()?;
+                f.drop_caches();
+                call(f, p, &buf)
+            })?;
             let calls = u64::from(args.runs);
             rows.push(row(Kind::Cold, p, path, &samples[i], counts[i], calls, 1));
         }

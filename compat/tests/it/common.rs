@@ -1,6 +1,6 @@
 //! Opening the same file on every path.
 
-use bufwrite_compat::{BufferHeadPath, Mode};
+use bufwrite_compat::{BufferHeadPath, Mode, WalkCounter, WalkStats};
 use bufwrite_engine::device::mem::Mem;
 use bufwrite_engine::testing::fill;
 use bufwrite_engine::{File, FileOptions, Flat, IomapPath, OrderPolicy, WritePath};
@@ -13,10 +13,11 @@ pub const GARBAGE_SEED: u64 = 0xdead_beef;
 /// The four paths, iomap first.
 pub const PATHS: [&str; 4] = ["iomap", "bh-legacy", "bh-tailskip", "bh-seek"];
 
-/// The write path called `name`.
-pub fn path(name: &str) -> Box<dyn WritePath> {
+/// The write path called `name`, counting its walks into `walks` (the
+/// buffer-head paths; iomap walks nothing).
+pub fn path(name: &str, walks: &Arc<WalkCounter>) -> Box<dyn WritePath> {
     match Mode::from_name(name) {
-        Some(m) => Box::new(BufferHeadPath::new(m)),
+        Some(m) => Box::new(BufferHeadPath::counting(m, walks.clone())),
         None => Box::new(IomapPath::new()),
     }
 }
@@ -24,6 +25,8 @@ pub fn path(name: &str) -> Box<dyn WritePath> {
 /// A file on its own Mem device.
 pub struct Rig {
     pub file: File,
+    /// The heads the file's writes walked (always zero on iomap).
+    pub walks: Arc<WalkCounter>,
     pub mem: Arc<Mem>,
     pub base: u64,
     pub capacity: u64,
@@ -45,9 +48,12 @@ impl Rig {
         fill(GARBAGE_SEED, 0, &mut bytes);
         let mem = Arc::new(Mem::from_bytes(bytes, 512));
         let flat = Arc::new(Flat::new(base, capacity, bs, size).unwrap());
-        let file = File::open(mem.clone(), flat, path(name), FileOptions { order }).unwrap();
+        let walks = WalkCounter::new();
+        let file =
+            File::open(mem.clone(), flat, path(name, &walks), FileOptions { order }).unwrap();
         Rig {
             file,
+            walks,
             mem,
             base,
             capacity,
@@ -57,6 +63,16 @@ impl Rig {
     /// The device bytes of the file's region.
     pub fn region(&self) -> Vec<u8> {
         self.mem.snapshot(self.base, self.capacity)
+    }
+
+    /// The heads walked since the last [`reset_walks`](Rig::reset_walks).
+    pub fn walk_stats(&self) -> WalkStats {
+        self.walks.stats()
+    }
+
+    /// Starts counting walks from zero.
+    pub fn reset_walks(&self) {
+        self.walks.reset();
     }
 
     /// Device reads so far.

@@ -101,7 +101,7 @@ fn threaded(name: &str, bs: u32, order: OrderPolicy, size: u64, seed: u64) -> Re
     let file = File::open(
         mem.clone(),
         flat,
-        crate::common::path(name),
+        crate::common::path(name, &bufwrite_compat::WalkCounter::new()),
         FileOptions { order },
     )
     .unwrap();
@@ -258,7 +258,7 @@ fn faults_keep_data_dirty_and_expose_nothing() {
             let file = File::open(
                 faulty.clone(),
                 flat,
-                crate::common::path(name),
+                crate::common::path(name, &bufwrite_compat::WalkCounter::new()),
                 FileOptions { order },
             )
             .unwrap();

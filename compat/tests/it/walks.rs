@@ -1,9 +1,10 @@
 //! Walk counts per mode, read-in counts per path, writeback runs, memory.
 
 use crate::common::{Rig, GARBAGE_SEED, PATHS};
+use bufwrite_compat::WalkStats;
 use bufwrite_compat::{folio_ring, Mode};
 use bufwrite_engine::testing::fill;
-use bufwrite_engine::{OrderPolicy, WalkStats};
+use bufwrite_engine::OrderPolicy;
 
 const MIB: u64 = 1 << 20;
 const FOLIO: u64 = 2 * MIB;
@@ -12,7 +13,7 @@ fn walks(rig: &Rig) -> (u64, u64) {
     let WalkStats {
         write_begin,
         commit,
-    } = rig.file.walk_stats();
+    } = rig.walk_stats();
     (write_begin, commit)
 }
 
@@ -27,7 +28,7 @@ fn uptodate_folio(mode: Mode) -> Rig {
 
 /// Walks of one 1 KiB overwrite at `pos`.
 fn overwrite_walks(rig: &Rig, pos: u64) -> (u64, u64) {
-    rig.file.path().reset_walk_stats();
+    rig.reset_walks();
     rig.file.pwrite(pos, &[1u8; 1024]).unwrap();
     walks(rig)
 }
@@ -70,7 +71,7 @@ fn non_uptodate_folio_walks_every_head() {
 #[test]
 fn a_whole_folio_write_makes_it_uptodate_and_later_walks_short() {
     let rig = Rig::new("bh-tailskip", 1024, OrderPolicy::Fixed(2), 0, MIB, 0);
-    rig.file.path().reset_walk_stats();
+    rig.reset_walks();
     rig.file.pwrite(0, &[3u8; 16384]).unwrap();
     // Not uptodate on entry: 16 heads each; commit discovers it is now.
     assert_eq!(walks(&rig), (16, 16));
@@ -198,4 +199,88 @@ fn mode_names_round_trip() {
         assert_eq!(rig.file.path_name(), m.name());
     }
     assert_eq!(Mode::from_name("iomap"), None);
+}
+
+/// A device that counts `submit` calls, over a Mem.
+struct Submits {
+    inner: std::sync::Arc<bufwrite_engine::device::mem::Mem>,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+impl bufwrite_engine::BlockDevice for Submits {
+    fn backend(&self) -> &'static str {
+        "submits"
+    }
+    fn describe(&self) -> String {
+        "submit counter".into()
+    }
+    fn logical_block_size(&self) -> u32 {
+        self.inner.logical_block_size()
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn submit(&self, batch: &mut [bufwrite_engine::IoRequest<'_>]) {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.submit(batch);
+    }
+    fn flush(&self) -> bufwrite_engine::Result<()> {
+        self.inner.flush()
+    }
+    fn stats(&self) -> bufwrite_engine::IoStats {
+        self.inner.stats()
+    }
+}
+
+/// A 4 KiB-block order-9 file of one folio, through a submit-counting device.
+fn submit_rig(name: &str) -> (bufwrite_engine::File, std::sync::Arc<Submits>) {
+    use bufwrite_engine::{device::mem::Mem, File, FileOptions, Flat};
+    let dev = std::sync::Arc::new(Submits {
+        inner: std::sync::Arc::new(Mem::new(4 * MIB)),
+        calls: Default::default(),
+    });
+    let flat = std::sync::Arc::new(Flat::new(0, 4 * MIB, 4096, FOLIO).unwrap());
+    let opts = FileOptions {
+        order: OrderPolicy::Fixed(9),
+    };
+    let walks = bufwrite_compat::WalkCounter::new();
+    let file = File::open(dev.clone(), flat, crate::common::path(name, &walks), opts).unwrap();
+    (file, dev)
+}
+
+#[test]
+fn buffered_read_in_is_one_submit_of_the_missing_runs_on_every_path() {
+    use std::sync::atomic::Ordering::Relaxed;
+    for name in PATHS {
+        let (file, dev) = submit_rig(name);
+        // Whole blocks 1 and 5 written: uptodate without any read.
+        file.pwrite(4096, &[1u8; 4096]).unwrap();
+        file.pwrite(5 * 4096, &[5u8; 4096]).unwrap();
+        assert_eq!(file.device_stats().reads, 0, "{name}");
+        let submits = dev.calls.load(Relaxed);
+        let mut buf = vec![0u8; FOLIO as usize];
+        file.pread(0, &mut buf).unwrap();
+        // Missing: [0], [2, 5), [6, 512): one request each, one submit.
+        assert_eq!(file.device_stats().reads, 3, "{name}");
+        assert_eq!(dev.calls.load(Relaxed) - submits, 1, "{name}");
+        assert!(buf[4096..8192].iter().all(|&b| b == 1), "{name}");
+        assert!(buf[5 * 4096..6 * 4096].iter().all(|&b| b == 5), "{name}");
+    }
+}
+
+#[test]
+fn write_begin_reads_both_edge_blocks_as_the_kernel_does() {
+    use std::sync::atomic::Ordering::Relaxed;
+    for name in PATHS {
+        let (file, dev) = submit_rig(name);
+        // Partial in block 0 and block 1: both edges read, one request each.
+        file.pwrite(1000, &[9u8; 4000]).unwrap();
+        assert_eq!(file.device_stats().reads, 2, "{name}");
+        // The kernel's paths differ here, and so do ours: iomap reads each
+        // edge block synchronously (__iomap_write_begin), the buffer-head
+        // write_begin submits both heads' reads and then waits on them.
+        let want = if name == "iomap" { 2 } else { 1 };
+        assert_eq!(dev.calls.load(Relaxed), want, "{name}");
+    }
 }

@@ -79,8 +79,8 @@ impl WritePath for IomapPath {
         writeback::writeback_runs(inode, folio, end, runs)
     }
 
-    fn clear_dirty(&self, folio: &mut FolioData, off: usize, len: usize) -> bool {
-        writeback::clear_dirty(folio, off, len)
+    fn clear_dirty(&self, folio: &mut FolioData, done: &[std::ops::Range<usize>]) -> bool {
+        writeback::clear_dirty(folio, done)
     }
 
     fn private_bytes(&self, folio: &FolioData) -> usize {

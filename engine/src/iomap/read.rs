@@ -1,12 +1,13 @@
 //! iomap read-in: make the blocks a buffered read needs uptodate, reading
-//! only the blocks that are not (one device request per disk-contiguous
-//! run), zeroing holes and blocks past EOF.
+//! only the blocks that are not (one request per disk-contiguous run, all
+//! of the folio's runs in one submit), zeroing holes and blocks past EOF.
 
 use super::{ensure_state, nblocks};
 use crate::error::Result;
 use crate::folio::{FolioData, FolioFlags, FolioPrivate};
 use crate::mapping::{ExtentKind, MapIntent};
 use crate::path::Inode;
+use crate::read_in::ReadBatch;
 
 /// Makes the blocks covering folio bytes `[from, to)` uptodate.
 pub(super) fn read_folio_range(
@@ -20,37 +21,66 @@ pub(super) fn read_folio_range(
     }
     let bs = inode.bs();
     let n = nblocks(folio, bs);
-    let (first, last) = (from / bs, to.div_ceil(bs).min(n));
+    let (first, last) = if n == 1 {
+        (0, 1)
+    } else {
+        (from / bs, to.div_ceil(bs).min(n))
+    };
+    // Which blocks to fill, as runs of blocks not yet uptodate.
+    let mut todo: smallvec::SmallVec<[(usize, usize); 4]> = smallvec::SmallVec::new();
     if n == 1 {
-        read_run(inode, folio, 0, 1)?;
-        folio.flags.set(FolioFlags::UPTODATE, true);
-        return Ok(());
-    }
-    let mut b = first;
-    while b < last {
+        todo.push((0, 1));
+    } else {
         let s = ensure_state(folio, bs);
-        let Some(start) = s.next_not_uptodate(b, last) else {
-            break;
-        };
-        let end = s.next_uptodate(start, last).unwrap_or(last);
-        read_run(inode, folio, start, end)?;
-        if let FolioPrivate::Iomap(s) = &mut folio.private {
+        let mut b = first;
+        while let Some(start) = s.next_not_uptodate(b, last) {
+            let end = s.next_uptodate(start, last).unwrap_or(last);
+            todo.push((start, end));
+            b = end;
+        }
+    }
+    let mut batch = ReadBatch::merging();
+    for &(start, end) in &todo {
+        // Mapping failed part-way: nothing was read, nothing changes state.
+        queue_run(inode, folio, start * bs, end * bs, &mut batch)?;
+    }
+    let outcome = batch.submit(inode.device.as_ref(), &mut folio.data);
+    for &(start, end) in &todo {
+        if outcome.failed.is_empty() {
+            mark_uptodate(folio, start, end);
+            continue;
+        }
+        // A block is uptodate unless the read covering it failed.
+        for b in (start..end).filter(|b| outcome.read_ok(b * bs)) {
+            mark_uptodate(folio, b, b + 1);
+        }
+    }
+    outcome.result()
+}
+
+fn mark_uptodate(folio: &mut FolioData, start: usize, end: usize) {
+    match &mut folio.private {
+        FolioPrivate::Iomap(s) => {
             if s.set_uptodate(start, end) {
                 folio.flags.set(FolioFlags::UPTODATE, true);
             }
         }
-        b = end;
+        _ => folio.flags.set(FolioFlags::UPTODATE, true),
     }
-    Ok(())
 }
 
-/// Fills blocks `[start, end)` of the folio from their mappings.
-fn read_run(inode: &Inode, folio: &mut FolioData, start: usize, end: usize) -> Result<()> {
+/// Queues the reads of folio bytes `[off, stop)` from their mappings, and
+/// zeroes what has nothing on disk (holes, unwritten, past EOF).
+fn queue_run(
+    inode: &Inode,
+    folio: &mut FolioData,
+    mut off: usize,
+    stop: usize,
+    batch: &mut ReadBatch,
+) -> Result<()> {
     let bs = inode.bs();
     let isize = inode.size();
     let fpos = folio.pos();
-    let mut off = start * bs;
-    let stop = end * bs;
     while off < stop {
         let pos = fpos + off as u64;
         if pos >= isize {
@@ -66,10 +96,9 @@ fn read_run(inode: &Inode, folio: &mut FolioData, start: usize, end: usize) -> R
             .iomap_begin(pos, (limit - off) as u64, MapIntent::Read)?;
         let n = (m.end().min(fpos + limit as u64) - pos) as usize;
         let n = n.div_ceil(bs) * bs;
-        let dst = &mut folio.data[off..off + n];
         match m.kind {
-            ExtentKind::Mapped if !m.new => inode.read_blocks(m.addr_of(pos), dst)?,
-            _ => dst.fill(0),
+            ExtentKind::Mapped if !m.new => batch.add(off, n, m.addr_of(pos)),
+            _ => folio.data[off..off + n].fill(0),
         }
         off += n;
     }

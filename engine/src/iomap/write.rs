@@ -148,6 +148,9 @@ fn prepare_edge_block(
         return Ok(());
     }
     let addr = block_addr(iomap, block_pos);
+    // One synchronous read per edge block, as `__iomap_write_begin` does
+    // (the buffer-head write_begin queues both edges and then waits: a real
+    // difference between the kernel's paths, kept).
     inode.read_blocks(addr, &mut folio.data[bstart..bstart + bs])?;
     if let FolioPrivate::Iomap(s) = &mut folio.private {
         if s.set_uptodate(b, b + 1) {

@@ -5,6 +5,7 @@ use crate::error::Result;
 use crate::folio::{FolioData, FolioPrivate};
 use crate::mapping::{ExtentKind, MapIntent};
 use crate::path::{DirtyRun, Inode};
+use std::ops::Range;
 
 /// Appends the folio's dirty runs within `[0, end)`, split where the disk
 /// mapping is discontiguous.
@@ -60,12 +61,14 @@ fn map_run(
     Ok(())
 }
 
-/// Clears the dirty bits of `[off, off + len)`; true when none is left.
-pub(super) fn clear_dirty(folio: &mut FolioData, off: usize, len: usize) -> bool {
+/// Clears the dirty bits of every range in `done`; true when none is left.
+pub(super) fn clear_dirty(folio: &mut FolioData, done: &[Range<usize>]) -> bool {
     match &mut folio.private {
         FolioPrivate::Iomap(s) => {
             let bs = folio.data.len() / s.nblocks();
-            s.clear_dirty(off / bs, (off + len).div_ceil(bs));
+            for r in done {
+                s.clear_dirty(r.start / bs, r.end.div_ceil(bs));
+            }
             !s.any_dirty()
         }
         // One block, or never split: the run covered the whole folio.
