@@ -121,7 +121,7 @@ struct Done {
 /// The dirty runs of one locked folio, after EOF handling: a folio wholly
 /// past EOF has nothing to write and is clean; one straddling EOF has its
 /// bytes past EOF zeroed, and its dirty state past the EOF block goes into
-/// `done` (rule 5: whole-folio dirtying marks it too).
+/// `done` (DESIGN.md §4 R5: whole-folio dirtying marks it too).
 fn collect_runs(
     inode: &Inode,
     path: &dyn WritePath,

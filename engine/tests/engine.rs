@@ -629,8 +629,8 @@ fn iomap_end_failure_after_progress_reports_the_bytes() {
 
 #[test]
 fn appends_racing_fsync_keep_every_byte() {
-    // Writeback zeroes a folio past i_size (rule 14); a writer moves i_size
-    // before unlocking the folio it wrote (rule 12), so appends racing
+    // Writeback zeroes a folio past i_size (DESIGN.md R14); a writer moves i_size
+    // before unlocking the folio it wrote (R12), so appends racing
     // fsync must never lose bytes to that zeroing.
     for order in [
         OrderPolicy::Fixed(9),

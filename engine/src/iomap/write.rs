@@ -77,7 +77,7 @@ fn write_one_folio(
         write_begin(inode, iomap, g, off, len, *isize)?;
         let copied = src.copy_to(&mut g.data[off..off + len]);
         write_end(inode, g, off, copied);
-        // i_size moves before the folio is unlocked (rule 12).
+        // i_size moves before the folio is unlocked (DESIGN.md §4 R12).
         inode.extend_size(isize, pos + copied as u64);
         Ok(copied as u64)
     })

@@ -125,7 +125,7 @@ impl Rig {
     }
 }
 
-/// Checks UPSTREAM §8 rules 1, 3 and 4 on every cached folio: the folio is
+/// Checks docs/DESIGN.md §4 R1, R3 and R4 on every cached folio: the folio is
 /// uptodate exactly when every block is; a dirty block is uptodate; dirty
 /// blocks only in a dirty folio, and a dirty folio is in the dirty set.
 pub fn check_invariants(file: &File) -> Result<(), String> {
