@@ -170,8 +170,10 @@ fn apply(file: &File, line: &Line, out: &mut impl Write) -> anyhow::Result<()> {
     crate::replay_timing::timed(file, &line.op, out).map(|_| ())
 }
 
+/// The trace line an op came from, rebuilt for an error message (clipped:
+/// a `writev` may have thousands of buffers).
 fn describe(op: &Op) -> String {
-    match op {
+    let line = match op {
         Op::Pwrite { off, len, seed } => format!("pwrite {off} {len} {seed}"),
         Op::Write { len, seed } => format!("write {len} {seed}"),
         Op::Seek { off } => format!("seek {off}"),
@@ -181,5 +183,24 @@ fn describe(op: &Op) -> String {
         }
         Op::Read { off, len } => format!("read {off} {len}"),
         Op::Fsync => "fsync".to_string(),
+    };
+    trace::clip(&line, trace::LINE_CLIP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_clips_a_long_writev() {
+        let op = Op::Writev {
+            seed: 1,
+            lens: vec![1; 10_000],
+        };
+        let d = describe(&op);
+        assert!(
+            d.starts_with("writev 1 1 1") && d.ends_with("(20008 characters)"),
+            "{d}"
+        );
     }
 }

@@ -105,16 +105,60 @@ impl fmt::Display for ParseErrorKind {
         match self {
             Self::UnknownOp(w) => write!(
                 f,
-                "unknown operation {w:?} (expected pwrite, write, seek, writev, read or fsync)"
+                "unknown operation {} (expected pwrite, write, seek, writev, read or fsync)",
+                Clipped(w, WORD_CLIP)
             ),
             Self::Missing { op, arg } => write!(f, "{op} is missing its {arg} argument"),
-            Self::Extra { op, word } => write!(f, "{op} takes no more arguments, found {word:?}"),
+            Self::Extra { op, word } => write!(
+                f,
+                "{op} takes no more arguments, found {}",
+                Clipped(word, WORD_CLIP)
+            ),
             Self::BadNumber { arg, word } => write!(
                 f,
-                "{arg} {word:?} is not a number (decimal or 0x hex, at most 64 bits)"
+                "{arg} {} is not a number (decimal or 0x hex, at most 64 bits)",
+                Clipped(word, WORD_CLIP)
             ),
             Self::Overflow => f.write_str("offset plus length overflows 64 bits"),
         }
+    }
+}
+
+/// Characters of a word (a number, an operation name) an error echoes.
+pub const WORD_CLIP: usize = 40;
+
+/// Characters of a whole trace line an error echoes.
+pub const LINE_CLIP: usize = 80;
+
+/// `text` quoted (`{:?}`) as an error echoes it: whole when it has at most
+/// `max` characters, else its first `max` and how long it was, so that a
+/// 100,000-digit number in a trace does not come back as a 100,000-character
+/// error.
+#[derive(Debug, Clone, Copy)]
+pub struct Clipped<'a>(pub &'a str, pub usize);
+
+impl fmt::Display for Clipped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Clipped(text, max) = *self;
+        match text.char_indices().nth(max) {
+            None => write!(f, "{text:?}"),
+            Some((cut, _)) => write!(
+                f,
+                "{:?}... ({} characters)",
+                &text[..cut],
+                text.chars().count()
+            ),
+        }
+    }
+}
+
+/// `text` cut to its first `max` characters with how long it was, unquoted
+/// (for a trace line rebuilt from its parsed fields, e.g. a `writev` of
+/// thousands of buffers).
+pub fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}... ({} characters)", &text[..cut], text.chars().count()),
     }
 }
 
@@ -451,5 +495,44 @@ mod tests {
         assert_eq!(kind("writev 0 0xffffffffffffffff 1"), (1, Overflow));
         let msg = parse("fsync\nfsync\nwrite 1").unwrap_err().to_string();
         assert_eq!(msg, "trace line 3: write is missing its SEED argument");
+    }
+
+    #[test]
+    fn errors_clip_what_they_echo() {
+        let long = "1".repeat(100_000);
+        for text in [
+            format!("pwrite {long} 1 1"),
+            format!("seek 1 {long}"),
+            format!("x{long}"),
+            format!("write 1 0x{long}"),
+        ] {
+            let msg = parse(&text).unwrap_err().to_string();
+            assert!(msg.len() < 200, "{} characters: {}", msg.len(), &msg[..200]);
+            assert!(msg.contains("characters)"), "{msg}");
+        }
+        let msg = parse(&format!("pwrite {long} 1 1"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "trace line 1: OFF \"{}\"... (100000 characters) is not a number \
+                 (decimal or 0x hex, at most 64 bits)",
+                "1".repeat(WORD_CLIP)
+            )
+        );
+        // Short words stay whole; multi-byte characters are cut on a
+        // character boundary.
+        assert_eq!(Clipped("abc", 40).to_string(), "\"abc\"");
+        let wide = "é".repeat(50);
+        assert_eq!(
+            Clipped(&wide, 40).to_string(),
+            format!("{:?}... (50 characters)", "é".repeat(40))
+        );
+        assert_eq!(
+            clip(&"w".repeat(81), 80),
+            format!("{}... (81 characters)", "w".repeat(80))
+        );
+        assert_eq!(clip("fsync", 80), "fsync");
     }
 }
