@@ -144,7 +144,7 @@ fn check_writes(file: &File, lines: &[Line]) -> anyhow::Result<()> {
                 pos = *off;
                 None
             }
-            Op::Read { .. } | Op::Fsync => None,
+            Op::Read { .. } | Op::Fsync | Op::Fdatasync => None,
         };
         let Some((off, len)) = range else { continue };
         let checked = off
@@ -183,6 +183,7 @@ fn describe(op: &Op) -> String {
         }
         Op::Read { off, len } => format!("read {off} {len}"),
         Op::Fsync => "fsync".to_string(),
+        Op::Fdatasync => "fdatasync".to_string(),
     };
     trace::clip(&line, trace::LINE_CLIP)
 }
@@ -202,5 +203,6 @@ mod tests {
             d.starts_with("writev 1 1 1") && d.ends_with("(20008 characters)"),
             "{d}"
         );
+        assert_eq!(describe(&Op::Fdatasync), "fdatasync");
     }
 }

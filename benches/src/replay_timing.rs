@@ -53,7 +53,15 @@ impl<T> HoldsFile for (File, T) {
 }
 
 /// The operation kinds, in report order.
-const KINDS: &[&str] = &["write", "pwrite", "writev", "read", "seek", "fsync"];
+const KINDS: &[&str] = &[
+    "write",
+    "pwrite",
+    "writev",
+    "read",
+    "seek",
+    "fsync",
+    "fdatasync",
+];
 
 fn kind(op: &Op) -> &'static str {
     match op {
@@ -63,6 +71,7 @@ fn kind(op: &Op) -> &'static str {
         Op::Read { .. } => "read",
         Op::Seek { .. } => "seek",
         Op::Fsync => "fsync",
+        Op::Fdatasync => "fdatasync",
     }
 }
 
@@ -199,7 +208,7 @@ pub fn timed(file: &File, op: &Op, out: &mut impl Write) -> anyhow::Result<(Dura
             file.seek(*off);
             0
         }
-        Op::Fsync => {
+        Op::Fsync | Op::Fdatasync => {
             start = Instant::now();
             file.fsync()?;
             0
