@@ -129,29 +129,23 @@ fn open_file(args: &Args) -> anyhow::Result<(File, Option<Ext4Image>)> {
     Ok((file, None))
 }
 
-/// Checks every write of the trace against the file's mapper without
-/// running anything: the first one it would refuse is an error naming its
-/// trace line.
+/// Checks every write of the trace against the file without running
+/// anything ([`trace::check_write`]: the file-offset limit, then the
+/// mapper): the first one it would refuse is an error naming its trace line.
 fn check_writes(file: &File, lines: &[Line]) -> anyhow::Result<()> {
-    let mapper = &file.inode().mapper;
     let mut pos = file.position();
     for line in lines {
-        let range = match &line.op {
-            Op::Pwrite { off, len, .. } => Some((*off, *len)),
-            Op::Write { len, .. } => Some((pos, *len)),
-            Op::Writev { lens, .. } => Some((pos, lens.iter().sum())),
+        let (off, len) = match &line.op {
+            Op::Pwrite { off, len, .. } => (*off, *len),
+            Op::Write { len, .. } => (pos, *len),
+            Op::Writev { lens, .. } => (pos, lens.iter().sum()),
             Op::Seek { off } => {
                 pos = *off;
-                None
+                continue;
             }
-            Op::Read { .. } | Op::Fsync | Op::Fdatasync => None,
+            Op::Read { .. } | Op::Fsync | Op::Fdatasync => continue,
         };
-        let Some((off, len)) = range else { continue };
-        let checked = off
-            .checked_add(len)
-            .context("the write's end overflows 64 bits")
-            .and_then(|_| Ok(mapper.prepare_write(off, len)?));
-        checked.with_context(|| {
+        trace::check_write(file, off, len).with_context(|| {
             format!(
                 "trace line {} ({}) would fail, so nothing was run",
                 line.number,
@@ -159,6 +153,7 @@ fn check_writes(file: &File, lines: &[Line]) -> anyhow::Result<()> {
             )
         })?;
         if !matches!(line.op, Op::Pwrite { .. }) {
+            // check_write proved pos + len <= 2^63 - 1.
             pos += len;
         }
     }

@@ -196,7 +196,7 @@ pub fn timed(file: &File, op: &Op, out: &mut impl Write) -> anyhow::Result<(Dura
         }
         Op::Read { off, len } => {
             let avail = file.size().saturating_sub(*off).min(*len);
-            let mut buf = vec![0u8; usize::try_from(avail)?];
+            let mut buf = trace::alloc_zeroed(avail, "the read's buffer")?;
             start = Instant::now();
             let n = file.pread(*off, &mut buf)?;
             let t = start.elapsed();
