@@ -3,19 +3,23 @@
 //! (`--image PATH --file /f`) and prints `read OFF LEN HASH` for each read.
 
 use crate::image::Ext4Image;
-use crate::setup::{self, CommonArgs, Target};
+use crate::setup::{self, CommonArgs};
 use crate::trace::{self, Line, Op};
 use anyhow::Context;
-use bufwrite_engine::File;
+use bufwrite_engine::device::mem::Mem;
+use bufwrite_engine::{BlockDevice, File};
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Arguments of `bufwrite replay`.
 #[derive(Debug, clap::Args)]
 #[command(group = clap::ArgGroup::new("target").required(true).args(["mem", "device", "image"]))]
 pub struct Args {
-    /// Run on a RAM device of SIZE bytes (suffixes K, M, G): the file starts
-    /// empty and can grow to SIZE.
+    /// Run on a RAM device of SIZE bytes (suffixes K, M, G; at most 2^64 - 1
+    /// bytes): the file starts empty and can grow to SIZE. The device is
+    /// sparse: only what is written back takes memory (a write far past the
+    /// end of the file still zero-fills the gap in the page cache first).
     #[arg(long, value_name = "SIZE", value_parser = setup::parse_size)]
     pub mem: Option<u64>,
     /// Run on this image file or block device: the file starts empty and
@@ -101,7 +105,7 @@ fn open_file(args: &Args) -> anyhow::Result<(File, Option<Ext4Image>)> {
         let img = Ext4Image::open(image, args.common.backend)?;
         let mapper = img.open_file(name, 0)?;
         let file = File::open(
-            std::sync::Arc::clone(&img.device),
+            Arc::clone(&img.device),
             mapper,
             crate::paths::make_path(&args.path)?,
             args.common.file_options(),
@@ -110,22 +114,23 @@ fn open_file(args: &Args) -> anyhow::Result<(File, Option<Ext4Image>)> {
         return Ok((file, Some(img)));
     }
     let bs = u64::from(args.common.block_size);
-    let (target, size) = match (&args.device, args.mem) {
-        (Some(path), _) => (Target::Device(path.clone()), 0),
+    let device: Arc<dyn BlockDevice> = match (&args.device, args.mem) {
+        (Some(path), _) => setup::open_path(path, args.common.backend)?,
         (None, Some(size)) => {
-            if size == 0 || size % bs != 0 {
+            if size == 0 || !size.is_multiple_of(bs) {
                 anyhow::bail!(
                     "--mem {size}: the size must be a positive multiple of the block size {bs}"
                 );
             }
-            (Target::Mem, size)
+            // Sparse: the file can grow to SIZE, but only what is written
+            // back takes memory, so SIZE may be any u64.
+            Arc::new(Mem::sparse(size, 512))
         }
         (None, None) => anyhow::bail!("give --mem SIZE, --device PATH or --image PATH --file /f"),
     };
-    let opened = setup::open_target(&target, size, args.common.backend)?;
     // A device's tail that is not a whole block cannot be part of the file.
-    let capacity = opened.device.size() / bs * bs;
-    let file = setup::flat_file(&opened.device, 0, capacity, 0, &args.common, &args.path)?;
+    let capacity = device.size() / bs * bs;
+    let file = setup::flat_file(&device, 0, capacity, 0, &args.common, &args.path)?;
     Ok((file, None))
 }
 
