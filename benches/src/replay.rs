@@ -24,6 +24,8 @@ pub struct Args {
     pub mem: Option<u64>,
     /// Run on this image file or block device: the file starts empty and
     /// can grow to the device's size. Its old contents are overwritten.
+    /// Every write is checked before anything runs: a trace that would fail
+    /// leaves the device untouched.
     #[arg(long, value_name = "PATH")]
     pub device: Option<PathBuf>,
     /// Run on the file --file in this ext4 image or unmounted device: its
@@ -63,10 +65,10 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         });
     }
     let (file, _image) = open_file(&args)?;
-    if args.image.is_some() {
-        // The image is the user's filesystem: a trace that would fail part
+    if args.mem.is_none() {
+        // The image or device is the user's: a trace that would fail part
         // way must not leave it half written, so every write is checked
-        // against the ext4 mapper first (positions are known statically).
+        // against the mapper first (positions are known statically).
         check_writes(&file, &lines)?;
     }
     let stdout = std::io::stdout();
