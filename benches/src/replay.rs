@@ -1,6 +1,8 @@
 //! `bufwrite replay`: applies a trace of writes, reads and fsyncs to a new,
 //! empty Flat file (`--mem`, `--device`) or to a file in an ext4 image
 //! (`--image PATH --file /f`) and prints `read OFF LEN HASH` for each read.
+//! At the end of a trace that ran to completion, what is still dirty is
+//! written back, as an unmount would (`--no-final-writeback` skips it).
 
 use crate::image::Ext4Image;
 use crate::setup::{self, CommonArgs};
@@ -43,6 +45,14 @@ pub struct Args {
     /// Read the trace from FILE instead of stdin.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Do not write back what is dirty at the end of the trace. By default,
+    /// once every line has run, the data no fsync line wrote back is written
+    /// back (fsync, as an unmount would) and a failure there is an error
+    /// naming the offset; with this flag it is dropped, and the device or
+    /// image keeps only what the trace's own fsyncs wrote. A trace that
+    /// fails part way never gets the final writeback.
+    #[arg(long)]
+    pub no_final_writeback: bool,
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
@@ -59,7 +69,8 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         // Every path replays on a fresh file made from the same flags.
         let timing = std::mem::take(&mut args.timing);
         let (order, bs) = (args.common.order, args.common.block_size);
-        return crate::replay_timing::run(&lines, &timing, order, bs, |path| {
+        let final_writeback = !args.no_final_writeback;
+        return crate::replay_timing::run(&lines, &timing, order, bs, final_writeback, |path| {
             args.path = path.to_string();
             open_file(&args)
         });
@@ -79,7 +90,11 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     });
     // The reads before a failure are still printed.
     out.flush().context("cannot write to stdout")?;
-    result
+    result?;
+    if !args.no_final_writeback {
+        crate::replay_timing::final_writeback(&file)?;
+    }
+    Ok(())
 }
 
 fn read_trace(path: Option<&std::path::Path>) -> anyhow::Result<String> {

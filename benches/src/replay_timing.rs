@@ -86,12 +86,14 @@ struct KindStats {
 }
 
 /// Replays `lines` on each path, a file from `open(path)` each, and
-/// reports. `order` and `block_size` label the results.
+/// reports. `order` and `block_size` label the results; `final_writeback`
+/// ends every round with [`final_writeback`], untimed.
 pub fn run<H: HoldsFile>(
     lines: &[Line],
     args: &TimingArgs,
     order: u8,
     block_size: u32,
+    final_writeback: bool,
     mut open: impl FnMut(&str) -> anyhow::Result<H>,
 ) -> anyhow::Result<()> {
     let paths = if args.paths.is_empty() {
@@ -107,6 +109,10 @@ pub fn run<H: HoldsFile>(
         let held = open(path)?;
         replay(held.file(), lines, &mut Vec::new())
             .with_context(|| format!("the {path} warm-up replay failed"))?;
+        if final_writeback {
+            self::final_writeback(held.file())
+                .with_context(|| format!("the {path} warm-up replay failed"))?;
+        }
     }
     let mut rows = Vec::new();
     let mut first_reads: Option<Vec<u8>> = None;
@@ -115,6 +121,10 @@ pub fn run<H: HoldsFile>(
         let mut reads = Vec::new();
         let stats = replay(held.file(), lines, &mut reads)
             .with_context(|| format!("the {path} replay failed"))?;
+        if final_writeback {
+            self::final_writeback(held.file())
+                .with_context(|| format!("the {path} replay failed"))?;
+        }
         match &first_reads {
             None => first_reads = Some(reads),
             Some(first) if *first != reads => eprintln!(
@@ -137,10 +147,22 @@ pub fn run<H: HoldsFile>(
             "block_size": block_size,
             "paths": paths,
             "operations": lines.len(),
+            "final_writeback": final_writeback,
         });
         crate::report::write_json(json, params, &rows)?;
     }
     Ok(())
+}
+
+/// Writes back what a trace left dirty, as an unmount would (`File::fsync`):
+/// without it, every write no `fsync` line followed would be dropped when
+/// the file is closed. A failure names the file offset and the device
+/// offset that failed.
+pub fn final_writeback(file: &File) -> anyhow::Result<()> {
+    file.fsync().context(
+        "the final writeback (the dirty data left at the end of the trace, written back \
+         as an unmount would; --no-final-writeback skips it) failed",
+    )
 }
 
 fn replay(file: &File, lines: &[Line], out: &mut Vec<u8>) -> anyhow::Result<Vec<KindStats>> {
