@@ -1,7 +1,9 @@
 //! `bufwrite replay --timing`: the trace replayed once per write path, each
-//! on a fresh file made from the same flags, every operation timed alone;
-//! usecs per operation kind per path, so a recorded workload compares the
-//! paths head to head.
+//! round on a fresh file in the same starting state (a new RAM device, a
+//! temporary copy of the image, a new file of the device's size: see
+//! `replay`), every operation timed alone; usecs per operation kind per
+//! path, so a recorded workload compares the paths head to head. Every
+//! round must read the same bytes; the reads are printed once.
 //!
 //! Only the file call is timed: a write's pattern bytes are made, and a
 //! read's hash taken, outside the timer. A lone call is timed with the
@@ -21,9 +23,15 @@ use std::time::{Duration, Instant};
 /// The `--timing` flags of `bufwrite replay`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TimingArgs {
-    /// Replay the trace on every path of --paths, each on a fresh file, and
-    /// report usecs per operation kind (on stderr); stdout still gets the
-    /// reads, once, after checking that every path read the same bytes.
+    /// Replay the trace on every path of --paths (after an untimed warm-up
+    /// round per path) and report usecs per operation kind (on stderr).
+    /// Every round starts from the same state and never writes the given
+    /// target: --mem gets a new RAM device, --image a temporary copy of the
+    /// image file next to it, --device a new empty file of the device's
+    /// size next to it (the file starts empty, so the old bytes are never
+    /// read); block devices are refused. stdout gets the reads once, after
+    /// checking that every round read the same bytes (a difference is an
+    /// error). The final writeback runs in every round, untimed.
     #[arg(long)]
     pub timing: bool,
     /// Write paths for --timing, comma-separated (default: all).
@@ -43,12 +51,6 @@ pub trait HoldsFile {
 impl HoldsFile for File {
     fn file(&self) -> &File {
         self
-    }
-}
-
-impl<T> HoldsFile for (File, T) {
-    fn file(&self) -> &File {
-        &self.0
     }
 }
 
@@ -85,9 +87,10 @@ struct KindStats {
     heads: u64,
 }
 
-/// Replays `lines` on each path, a file from `open(path)` each, and
-/// reports. `order` and `block_size` label the results; `final_writeback`
-/// ends every round with [`final_writeback`], untimed.
+/// Replays `lines` on each path, a file from `open(path)` each (every call
+/// must give a file in the same starting state), and reports. `order` and
+/// `block_size` label the results; `final_writeback` ends every round with
+/// [`final_writeback`], untimed.
 pub fn run<H: HoldsFile>(
     lines: &[Line],
     args: &TimingArgs,
@@ -102,42 +105,50 @@ pub fn run<H: HoldsFile>(
         crate::paths::check_paths(&args.paths)?;
         args.paths.clone()
     };
+    let mut round = |path: &str, what: &str| -> anyhow::Result<(Vec<KindStats>, Vec<u8>)> {
+        let held = open(path)?;
+        let mut reads = Vec::new();
+        let stats = replay(held.file(), lines, &mut reads)
+            .with_context(|| format!("the {path} {what} failed"))?;
+        if final_writeback {
+            self::final_writeback(held.file())
+                .with_context(|| format!("the {path} {what} failed"))?;
+        }
+        Ok((stats, reads))
+    };
+    // Every round's reads must be the first round's: each starts from the
+    // same state, so a difference is a path's bug, not the workload's.
+    let mut first: Option<(String, Vec<u8>)> = None;
+    let mut agree = |path: &str, reads: Vec<u8>| -> anyhow::Result<()> {
+        match &first {
+            None => first = Some((path.to_string(), reads)),
+            Some((p0, r0)) => {
+                if let Some((a, b)) = first_difference(r0, &reads) {
+                    anyhow::bail!(
+                        "the {path} replay read other bytes than the {p0} replay, from the \
+                         same starting file: {p0} printed {a:?}, {path} printed {b:?}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    };
     // An untimed warm-up round over every path, discarded: otherwise the
     // first timed path alone pays the process's first touches of memory
     // (the allocator's fresh pages fault in; later runs reuse them).
     for path in &paths {
-        let held = open(path)?;
-        replay(held.file(), lines, &mut Vec::new())
-            .with_context(|| format!("the {path} warm-up replay failed"))?;
-        if final_writeback {
-            self::final_writeback(held.file())
-                .with_context(|| format!("the {path} warm-up replay failed"))?;
-        }
+        let (_, reads) = round(path, "warm-up replay")?;
+        agree(path, reads)?;
     }
     let mut rows = Vec::new();
-    let mut first_reads: Option<Vec<u8>> = None;
     for path in &paths {
-        let held = open(path)?;
-        let mut reads = Vec::new();
-        let stats = replay(held.file(), lines, &mut reads)
-            .with_context(|| format!("the {path} replay failed"))?;
-        if final_writeback {
-            self::final_writeback(held.file())
-                .with_context(|| format!("the {path} replay failed"))?;
-        }
-        match &first_reads {
-            None => first_reads = Some(reads),
-            Some(first) if *first != reads => eprintln!(
-                "bufwrite replay: warning: {path} read other bytes than {} \
-                 (on --image, each path starts from the bytes the one before it wrote)",
-                paths[0]
-            ),
-            Some(_) => {}
-        }
+        let (stats, reads) = round(path, "replay")?;
+        agree(path, reads)?;
         rows.extend(rows_of(path, order, block_size, &stats));
     }
+    let reads = first.map(|(_, r)| r).unwrap_or_default();
     std::io::stdout()
-        .write_all(&first_reads.unwrap_or_default())
+        .write_all(&reads)
         .context("cannot write to stdout")?;
     eprint!("{}", table(&paths, &rows));
     if let Some(json) = &args.json {
@@ -152,6 +163,22 @@ pub fn run<H: HoldsFile>(
         crate::report::write_json(json, params, &rows)?;
     }
     Ok(())
+}
+
+/// The first `read` line (as printed) where two rounds' outputs differ.
+fn first_difference(a: &[u8], b: &[u8]) -> Option<(String, String)> {
+    let (a, b) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
+    let (mut la, mut lb) = (a.lines(), b.lines());
+    loop {
+        match (la.next(), lb.next()) {
+            (None, None) => return None,
+            (x, y) if x == y => continue,
+            (x, y) => {
+                let show = |l: Option<&str>| l.unwrap_or("(no more reads)").to_string();
+                return Some((show(x), show(y)));
+            }
+        }
+    }
 }
 
 /// Writes back what a trace left dirty, as an unmount would (`File::fsync`):
@@ -315,4 +342,23 @@ fn table(paths: &[String], rows: &[Row]) -> String {
         "bufwrite replay --timing: usecs per operation (median of lone calls)\n\n{}",
         crate::table::render(&header, &body)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_difference_names_the_read_lines_that_differ() {
+        let a = b"read 0 1 aa\nread 1 1 bb\n";
+        assert_eq!(first_difference(a, a), None);
+        assert_eq!(
+            first_difference(a, b"read 0 1 aa\nread 1 1 cc\n"),
+            Some(("read 1 1 bb".into(), "read 1 1 cc".into()))
+        );
+        assert_eq!(
+            first_difference(a, b"read 0 1 aa\n"),
+            Some(("read 1 1 bb".into(), "(no more reads)".into()))
+        );
+    }
 }
