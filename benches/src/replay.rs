@@ -14,10 +14,11 @@
 use crate::image::Ext4Image;
 use crate::replay_timing::HoldsFile;
 use crate::setup::{self, CommonArgs};
-use crate::trace::{self, Line, Op};
+use crate::trace::{self, Clipped, Line, Op};
 use anyhow::Context;
 use bufwrite_engine::device::mem::Mem;
 use bufwrite_engine::{BlockDevice, File};
+use bufwrite_ext4::Ext4File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,7 +45,9 @@ pub struct Args {
     /// anything runs. The block size is the image's.
     #[arg(long, value_name = "PATH", requires = "file")]
     pub image: Option<PathBuf>,
-    /// The file inside --image, e.g. /dir/f.
+    /// The file inside --image: an absolute path to a regular file, e.g.
+    /// /dir/f (a trailing slash names a directory, as in the kernel's path
+    /// walk, so /dir/f/ is refused).
     #[arg(long, value_name = "/f", requires = "image")]
     pub file: Option<String>,
     /// The write path.
@@ -70,6 +73,9 @@ pub struct Args {
 /// Runs the command.
 pub fn run(mut args: Args) -> anyhow::Result<()> {
     crate::paths::make_path(&args.path)?;
+    if let Some(name) = &args.file {
+        check_file_name(name)?;
+    }
     let text = read_trace(args.trace.as_deref())?;
     // The whole trace is checked before anything touches the file.
     let lines = trace::parse(&text)?;
@@ -203,7 +209,7 @@ fn open_flat(device: Arc<dyn BlockDevice>, args: &Args, path: &str) -> anyhow::R
 /// The file `name` of the ext4 image at `image`.
 fn open_image(image: &Path, name: &str, args: &Args, path: &str) -> anyhow::Result<Target> {
     let img = Ext4Image::open(image, args.common.backend)?;
-    let mapper = img.open_file(name, 0)?;
+    let mapper = open_image_file(&img, name)?;
     let file = File::open(
         Arc::clone(&img.device),
         mapper,
@@ -214,6 +220,55 @@ fn open_image(image: &Path, name: &str, args: &Args, path: &str) -> anyhow::Resu
     let mut t = Target::new(file);
     t._image = Some(img);
     Ok(t)
+}
+
+/// Refuses a `--file` that is not an absolute path: there is no working
+/// directory inside an image to resolve a relative one against.
+fn check_file_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() {
+        anyhow::bail!("--file is empty: give the file's absolute path inside the image, e.g. /f");
+    }
+    if !name.starts_with('/') {
+        anyhow::bail!(
+            "--file {}: the path inside the image must be absolute (start with /); there is \
+             no working directory inside an image (did you mean {}?)",
+            Clipped(name, trace::LINE_CLIP),
+            Clipped(&format!("/{name}"), trace::LINE_CLIP)
+        );
+    }
+    Ok(())
+}
+
+/// Opens `name` in the image, refusing what the kernel's path walk refuses
+/// for a regular file: a name ending in `/` (or `/.`) must resolve to a
+/// directory, so for a regular file it is ENOTDIR (`open("/f/")`), and for a
+/// directory opening it to write is EISDIR.
+fn open_image_file(img: &Ext4Image, name: &str) -> anyhow::Result<Arc<Ext4File>> {
+    let mut base = name;
+    while let Some(s) = base.strip_suffix('/').or_else(|| base.strip_suffix("/.")) {
+        base = s;
+    }
+    if base.len() != name.len() {
+        let shown = Clipped(name, trace::LINE_CLIP);
+        let inode = img
+            .fs
+            .lookup(name)
+            .with_context(|| format!("cannot open {shown} in {}", img.path.display()))?;
+        if inode.is_dir() {
+            anyhow::bail!(
+                "--file {shown}: is a directory in {}; replay needs a regular file",
+                img.path.display()
+            );
+        }
+        anyhow::bail!(
+            "--file {shown}: not a directory: a path ending in / names a directory, and {} in {} \
+             is not one (to replay on the file, give {})",
+            Clipped(base, trace::LINE_CLIP),
+            img.path.display(),
+            Clipped(base, trace::LINE_CLIP)
+        );
+    }
+    img.open_file(name, 0)
 }
 
 /// How `--timing` gives every round the same starting state without writing
@@ -411,6 +466,25 @@ fn describe(op: &Op) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_and_empty_file_names_are_refused() {
+        assert!(check_file_name("/f").is_ok());
+        assert!(check_file_name("//d/./f").is_ok());
+        let e = check_file_name("f").unwrap_err().to_string();
+        assert!(
+            e.contains("must be absolute") && e.contains("\"/f\""),
+            "{e}"
+        );
+        assert!(check_file_name("")
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        let e = check_file_name(&"x".repeat(10_000))
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 400, "{e}");
+    }
 
     #[test]
     fn describe_clips_a_long_writev() {
