@@ -137,8 +137,9 @@ impl fmt::Display for ParseErrorKind {
 /// The operations replay runs, for error messages.
 const SUPPORTED: &str = "pwrite, write, seek, writev, read, fsync and fdatasync";
 
-/// Operations of the trace grammar (DESIGN.md, "Command line") that replay
-/// does not run yet: a trace using them is refused as such, not as unknown.
+/// Operations the replay trace grammar names that replay does not run yet
+/// (truncate, punch-hole, fallocate): a trace using them is refused as
+/// such, not as unknown.
 const NOT_YET: &[&str] = &["truncate", "punch", "fallocate"];
 
 /// Characters of a word (a number, an operation name) an error echoes.

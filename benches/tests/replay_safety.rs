@@ -49,7 +49,8 @@ fn file_hash(path: &Path) -> u64 {
     fnv1a64(&std::fs::read(path).unwrap())
 }
 
-/// The DESIGN.md pattern byte, from the spec.
+/// The replay pattern byte, written again from its definition:
+/// `(splitmix64(seed ^ (off >> 3)) >> (8 * (off & 7))) & 0xff`.
 fn pattern_byte(seed: u64, off: u64) -> u8 {
     let mut z = (seed ^ (off >> 3)).wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
