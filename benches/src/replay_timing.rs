@@ -1,7 +1,9 @@
 //! `bufwrite replay --timing`: the trace replayed once per write path, each
-//! on a fresh file made from the same flags, every operation timed alone;
-//! usecs per operation kind per path, so a recorded workload compares the
-//! paths head to head.
+//! round on a fresh file in the same starting state (a new RAM device, a
+//! temporary copy of the image, a new file of the device's size: see
+//! `replay`), every operation timed alone; usecs per operation kind per
+//! path, so a recorded workload compares the paths head to head. Every
+//! round must read the same bytes; the reads are printed once.
 //!
 //! Only the file call is timed: a write's pattern bytes are made, and a
 //! read's hash taken, outside the timer. A lone call is timed with the
@@ -17,14 +19,21 @@ use bufwrite_engine::{File, WritePath};
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The `--timing` flags of `bufwrite replay`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TimingArgs {
-    /// Replay the trace on every path of --paths, each on a fresh file, and
-    /// report usecs per operation kind (on stderr); stdout still gets the
-    /// reads, once, after checking that every path read the same bytes.
+    /// Replay the trace on every path of --paths (after an untimed warm-up
+    /// round per path) and report usecs per operation kind (on stderr).
+    /// Every round starts from the same state and never writes the given
+    /// target: --mem gets a new RAM device, --image a temporary copy of the
+    /// image file next to it, --device a new empty file of the device's
+    /// size next to it (the file starts empty, so the old bytes are never
+    /// read); block devices are refused. stdout gets the reads once, after
+    /// checking that every round read the same bytes (a difference is an
+    /// error). The final writeback runs in every round, untimed.
     #[arg(long)]
     pub timing: bool,
     /// Write paths for --timing, comma-separated (default: all).
@@ -47,14 +56,16 @@ impl HoldsFile for File {
     }
 }
 
-impl<T> HoldsFile for (File, T) {
-    fn file(&self) -> &File {
-        &self.0
-    }
-}
-
 /// The operation kinds, in report order.
-const KINDS: &[&str] = &["write", "pwrite", "writev", "read", "seek", "fsync"];
+const KINDS: &[&str] = &[
+    "write",
+    "pwrite",
+    "writev",
+    "read",
+    "seek",
+    "fsync",
+    "fdatasync",
+];
 
 fn kind(op: &Op) -> &'static str {
     match op {
@@ -64,6 +75,7 @@ fn kind(op: &Op) -> &'static str {
         Op::Read { .. } => "read",
         Op::Seek { .. } => "seek",
         Op::Fsync => "fsync",
+        Op::Fdatasync => "fdatasync",
     }
 }
 
@@ -74,17 +86,19 @@ struct KindStats {
     bytes: u64,
     reads: u64,
     writes: u64,
-    /// Heads walked by the kind's operations (from the counting pass).
     heads: u64,
 }
 
-/// Replays `lines` on each path, a file from `open(path)` each, and
-/// reports. `order` and `block_size` label the results.
+/// Replays `lines` on each path, a file from `open(path)` each (every call
+/// must give a file in the same starting state), and reports. `order` and
+/// `block_size` label the results; `final_writeback` ends every round with
+/// [`final_writeback`], untimed.
 pub fn run<H: HoldsFile>(
     lines: &[Line],
     args: &TimingArgs,
     order: u8,
     block_size: u32,
+    final_writeback: bool,
     mut open: impl FnMut(Box<dyn WritePath>) -> anyhow::Result<H>,
 ) -> anyhow::Result<()> {
     let paths = if args.paths.is_empty() {
@@ -93,42 +107,66 @@ pub fn run<H: HoldsFile>(
         crate::paths::check_paths(&args.paths)?;
         args.paths.clone()
     };
+    // `walks`: the round is the counting pass (untimed; its path counts the
+    // heads each operation walks, into the stats' `heads`).
+    let mut round = |path: &str,
+                     what: &str,
+                     walks: Option<&Arc<WalkCounter>>|
+     -> anyhow::Result<(Vec<KindStats>, Vec<u8>)> {
+        let built = match walks {
+            Some(w) => crate::paths::make_counting_path(path, w)?,
+            None => crate::paths::make_path(path)?,
+        };
+        let held = open(built)?;
+        let mut reads = Vec::new();
+        let stats = replay(held.file(), lines, &mut reads, walks)
+            .with_context(|| format!("the {path} {what} failed"))?;
+        if final_writeback {
+            self::final_writeback(held.file())
+                .with_context(|| format!("the {path} {what} failed"))?;
+        }
+        Ok((stats, reads))
+    };
+    // Every round's reads must be the first round's: each starts from the
+    // same state, so a difference is a path's bug, not the workload's.
+    let mut first: Option<(String, Vec<u8>)> = None;
+    let mut agree = |path: &str, reads: Vec<u8>| -> anyhow::Result<()> {
+        match &first {
+            None => first = Some((path.to_string(), reads)),
+            Some((p0, r0)) => {
+                if let Some((a, b)) = first_difference(r0, &reads) {
+                    anyhow::bail!(
+                        "the {path} replay read other bytes than the {p0} replay, from the \
+                         same starting file: {p0} printed {a:?}, {path} printed {b:?}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    };
     // An untimed warm-up round over every path, whose times are discarded:
     // otherwise the first timed path alone pays the process's first touches
     // of memory (the allocator's fresh pages fault in; later runs reuse
-    // them). It is also the counting pass: its paths count the buffer heads
-    // each operation walks, which the timed paths cannot.
+    // them). It is also the counting pass: the timed paths have no counters.
     let mut heads = Vec::new();
     for path in &paths {
         let walks = WalkCounter::new();
-        let held = open(crate::paths::make_counting_path(path, &walks)?)?;
-        let per_op = count_heads(held.file(), lines, &walks)
-            .with_context(|| format!("the {path} warm-up replay failed"))?;
-        heads.push(per_op);
+        let (stats, reads) = round(path, "warm-up replay", Some(&walks))?;
+        heads.push(stats.iter().map(|s| s.heads).collect::<Vec<_>>());
+        agree(path, reads)?;
     }
     let mut rows = Vec::new();
-    let mut first_reads: Option<Vec<u8>> = None;
     for (path, heads) in paths.iter().zip(&heads) {
-        let held = open(crate::paths::make_path(path)?)?;
-        let mut reads = Vec::new();
-        let mut stats = replay(held.file(), lines, &mut reads)
-            .with_context(|| format!("the {path} replay failed"))?;
+        let (mut stats, reads) = round(path, "replay", None)?;
         for (s, h) in stats.iter_mut().zip(heads) {
             s.heads = *h;
         }
-        match &first_reads {
-            None => first_reads = Some(reads),
-            Some(first) if *first != reads => eprintln!(
-                "bufwrite replay: warning: {path} read other bytes than {} \
-                 (on --image, each path starts from the bytes the one before it wrote)",
-                paths[0]
-            ),
-            Some(_) => {}
-        }
+        agree(path, reads)?;
         rows.extend(rows_of(path, order, block_size, &stats));
     }
+    let reads = first.map(|(_, r)| r).unwrap_or_default();
     std::io::stdout()
-        .write_all(&first_reads.unwrap_or_default())
+        .write_all(&reads)
         .context("cannot write to stdout")?;
     eprint!("{}", table(&paths, &rows));
     if let Some(json) = &args.json {
@@ -138,18 +176,54 @@ pub fn run<H: HoldsFile>(
             "block_size": block_size,
             "paths": paths,
             "operations": lines.len(),
+            "final_writeback": final_writeback,
         });
         crate::report::write_json(json, params, &rows)?;
     }
     Ok(())
 }
 
-fn replay(file: &File, lines: &[Line], out: &mut Vec<u8>) -> anyhow::Result<Vec<KindStats>> {
+/// The first `read` line (as printed) where two rounds' outputs differ.
+fn first_difference(a: &[u8], b: &[u8]) -> Option<(String, String)> {
+    let (a, b) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
+    let (mut la, mut lb) = (a.lines(), b.lines());
+    loop {
+        match (la.next(), lb.next()) {
+            (None, None) => return None,
+            (x, y) if x == y => continue,
+            (x, y) => {
+                let show = |l: Option<&str>| l.unwrap_or("(no more reads)").to_string();
+                return Some((show(x), show(y)));
+            }
+        }
+    }
+}
+
+/// Writes back what a trace left dirty, as an unmount would (`File::fsync`):
+/// without it, every write no `fsync` line followed would be dropped when
+/// the file is closed. A failure names the file offset and the device
+/// offset that failed.
+pub fn final_writeback(file: &File) -> anyhow::Result<()> {
+    file.fsync().context(
+        "the final writeback (the dirty data left at the end of the trace, written back \
+         as an unmount would; --no-final-writeback skips it) failed",
+    )
+}
+
+/// Replays `lines`, timing each operation; with `walks` (the counting pass)
+/// also the heads each kind walked.
+fn replay(
+    file: &File,
+    lines: &[Line],
+    out: &mut Vec<u8>,
+    walks: Option<&Arc<WalkCounter>>,
+) -> anyhow::Result<Vec<KindStats>> {
     let mut stats: Vec<KindStats> = KINDS.iter().map(|_| KindStats::default()).collect();
     for line in lines {
         let k = kind(&line.op);
         let s = &mut stats[KINDS.iter().position(|x| *x == k).unwrap_or(0)];
         let before = file.device_stats();
+        let heads_before = walks.map_or(0, |w| w.stats().total());
         let (t, bytes) =
             timed(file, &line.op, out).with_context(|| format!("trace line {}", line.number))?;
         let after = file.device_stats();
@@ -157,23 +231,9 @@ fn replay(file: &File, lines: &[Line], out: &mut Vec<u8>) -> anyhow::Result<Vec<
         s.bytes += bytes;
         s.reads += after.reads - before.reads;
         s.writes += after.writes - before.writes;
+        s.heads += walks.map_or(0, |w| w.stats().total()) - heads_before;
     }
     Ok(stats)
-}
-
-/// The untimed counting pass: replays `lines` on a file whose path counts
-/// into `walks`, and returns the heads walked per operation kind (in
-/// [`KINDS`] order, summed over the kind's operations).
-fn count_heads(file: &File, lines: &[Line], walks: &WalkCounter) -> anyhow::Result<Vec<u64>> {
-    let mut heads = vec![0; KINDS.len()];
-    for line in lines {
-        let k = KINDS.iter().position(|x| *x == kind(&line.op)).unwrap_or(0);
-        let before = walks.stats().total();
-        timed(file, &line.op, &mut std::io::sink())
-            .with_context(|| format!("trace line {}", line.number))?;
-        heads[k] += walks.stats().total() - before;
-    }
-    Ok(heads)
 }
 
 fn check(done: usize, len: u64) -> anyhow::Result<()> {
@@ -210,7 +270,7 @@ pub fn timed(file: &File, op: &Op, out: &mut impl Write) -> anyhow::Result<(Dura
         }
         Op::Read { off, len } => {
             let avail = file.size().saturating_sub(*off).min(*len);
-            let mut buf = vec![0u8; usize::try_from(avail)?];
+            let mut buf = trace::alloc_zeroed(avail, "the read's buffer")?;
             start = Instant::now();
             let n = file.pread(*off, &mut buf)?;
             let t = start.elapsed();
@@ -222,7 +282,7 @@ pub fn timed(file: &File, op: &Op, out: &mut impl Write) -> anyhow::Result<(Dura
             file.seek(*off);
             0
         }
-        Op::Fsync => {
+        Op::Fsync | Op::Fdatasync => {
             start = Instant::now();
             file.fsync()?;
             0
@@ -307,4 +367,23 @@ fn table(paths: &[String], rows: &[Row]) -> String {
         "bufwrite replay --timing: usecs per operation (median of lone calls)\n\n{}",
         crate::table::render(&header, &body)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_difference_names_the_read_lines_that_differ() {
+        let a = b"read 0 1 aa\nread 1 1 bb\n";
+        assert_eq!(first_difference(a, a), None);
+        assert_eq!(
+            first_difference(a, b"read 0 1 aa\nread 1 1 cc\n"),
+            Some(("read 1 1 bb".into(), "read 1 1 cc".into()))
+        );
+        assert_eq!(
+            first_difference(a, b"read 0 1 aa\n"),
+            Some(("read 1 1 bb".into(), "(no more reads)".into()))
+        );
+    }
 }

@@ -69,8 +69,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         _ => (s, 0),
     };
     let n = crate::trace::parse_number(digits).ok_or_else(bad)?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(1 << shift).ok_or_else(|| {
+        format!("size {s:?} is too large: a size is at most 2^64 - 1 bytes (17179869183G)")
+    })
 }
 
 /// Where a run's device comes from.
@@ -215,6 +216,16 @@ mod tests {
         assert_eq!(parse_size("0x1000"), Ok(4096));
         for bad in ["", "K", "-1", "1T", "1.5M", "99999999999999999999G"] {
             assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        // The largest whole-G size, and the first whose bytes overflow u64.
+        assert_eq!(parse_size("17179869183G"), Ok(u64::MAX - (1 << 30) + 1));
+        assert_eq!(parse_size("18014398509481983K"), Ok(u64::MAX - 1023));
+        for big in ["17179869184G", "17592186044416M", "18014398509481984K"] {
+            let e = parse_size(big).unwrap_err();
+            assert!(
+                e.contains("too large") && e.contains("2^64 - 1"),
+                "{big}: {e}"
+            );
         }
     }
 

@@ -98,7 +98,14 @@ pub trait Mapper: Send + Sync {
 
     /// Checks, before a single byte is copied, that a write of `len` bytes at
     /// `pos` can be done; refusing here leaves file and cache untouched.
+    ///
+    /// A zero-length write is accepted at any offset, as [`crate::File`]
+    /// does it (it returns 0 before asking the mapper) and as the ext4
+    /// mapper answers: every mapper gives the same answer for it.
     fn prepare_write(&self, pos: u64, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
         let capacity = self.max_size();
         match pos.checked_add(len) {
             Some(end) if end <= capacity => Ok(()),
@@ -236,6 +243,10 @@ mod tests {
             f.prepare_write(u64::MAX, 2),
             Err(Error::RangeOverflow { .. })
         ));
+        // Zero bytes past the capacity: accepted, as File::pwrite and the
+        // ext4 mapper do.
+        assert!(f.prepare_write(u64::MAX, 0).is_ok());
+        assert!(f.prepare_write(1 << 21, 0).is_ok());
         assert!(Flat::new(0, 4096, 512, 0).is_err());
         assert!(Flat::new(0, 1000, 1024, 0).is_err());
     }
