@@ -349,7 +349,7 @@ fn setup_ring(qd: u32) -> Result<IoUring> {
 }
 
 /// Checks that io_uring can be used here: sets up (and drops) a small ring.
-/// The error says why not and names `--backend sync`.
+/// The error ([`Error::UringSetup`]) says why not.
 pub fn probe() -> Result<()> {
     setup_ring(1).map(drop)
 }
