@@ -143,6 +143,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The device or image file is in use by the system: mounted (directly,
+    /// or through a loop device it backs) or held by another device built
+    /// on it. Refused before anything was written.
+    #[error("{} is in use: {why}", .path.display())]
+    InUse {
+        /// The path given.
+        path: PathBuf,
+        /// Where it is in use, e.g. `it is mounted at /mnt (ext4)`.
+        why: String,
+    },
     /// io_uring could not be set up; `what` says whether the kernel refuses
     /// it outright (and why it may) or the set-up failed otherwise.
     #[error("{what}")]

@@ -139,8 +139,10 @@ impl UringDevice {
         Self::open_with(path, &UringConfig::from_open_options(&opts))
     }
 
-    /// Opens `path` with O_DIRECT (and O_EXCL for a block device: a mounted
-    /// or otherwise held device is refused) and sets up a ring.
+    /// Opens `path` with O_DIRECT and sets up a ring. Opened for writing, a
+    /// mounted device or image (also through a loop device) is refused, and
+    /// a block device is claimed exclusively (O_EXCL; see
+    /// [`probe::open_for_io`]).
     pub fn open_with(path: &Path, cfg: &UringConfig) -> Result<Self> {
         check_config(cfg)?;
         let (file, geo) = probe::open_for_io(path, true, cfg.read_only)?;
