@@ -153,6 +153,13 @@ pub enum Error {
         /// Where it is in use, e.g. `it is mounted at /mnt (ext4)`.
         why: String,
     },
+    /// Another process holds the write lock of this image file (another
+    /// bufwrite writing to it). Refused before anything was written.
+    #[error("{} is in use by another process (it holds the image's write lock)", .path.display())]
+    Locked {
+        /// The path given.
+        path: PathBuf,
+    },
     /// io_uring could not be set up; `what` says whether the kernel refuses
     /// it outright (and why it may) or the set-up failed otherwise.
     #[error("{what}")]

@@ -120,6 +120,8 @@ fn sync_reports_backend_and_path() {
     assert_eq!(dev.backend(), "sync");
     assert_eq!(dev.describe(), format!("{} (O_DIRECT)", path.display()));
     assert_eq!(dev.size(), IMAGE_SIZE);
+    // One writer at a time: the image is locked while a device has it open.
+    drop(dev);
     let buffered = open_device(&path, opts(false, false)).unwrap();
     assert_eq!(buffered.backend(), "sync");
     assert_eq!(buffered.describe(), path.display().to_string());

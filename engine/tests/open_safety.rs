@@ -1,4 +1,5 @@
-//! Opens that must not write where they should not: (opt-in:
+//! Opens that must not write where they should not: a second writer of an
+//! image is refused while the first holds it (every backend), and (opt-in:
 //! `BUFWRITE_ROOT_TESTS=1`, root, `losetup`, `mount`, `mkfs.ext4`) an image
 //! or device that is mounted, directly or through a loop device, is refused
 //! for writing by every backend, with a message naming where it is mounted,
@@ -61,6 +62,68 @@ fn backends() -> Vec<Backend> {
         b.push(Backend::Uring);
     }
     b
+}
+
+#[test]
+fn a_second_writer_is_refused_by_every_backend_until_the_first_is_gone() {
+    let (_d, path) = image(1 << 20);
+    for first in backends() {
+        let held = open_device(&path, opts(first, false)).unwrap();
+        for second in backends() {
+            let e = open_err(&path, opts(second, false));
+            assert!(
+                matches!(e, Error::Locked { .. }),
+                "{first} then {second}: {e}"
+            );
+            let text = e.to_string();
+            assert!(
+                text.contains("in use by another process") && text.contains("image"),
+                "{text}"
+            );
+            // Readers do not write: they are let in.
+            open_device(&path, opts(second, true)).unwrap();
+        }
+        drop(held);
+        open_device(&path, opts(first, false)).unwrap();
+    }
+}
+
+#[test]
+fn the_lock_holds_against_another_process() {
+    // A child process (this test binary, running the helper below) holds
+    // the image until its stdin closes; the open here must be refused.
+    if let Some(path) = std::env::var_os("BUFWRITE_HOLD_IMAGE") {
+        let _held = open_device(Path::new(&path), opts(Backend::Sync, false)).unwrap();
+        println!("held");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        return;
+    }
+    let (_d, path) = image(1 << 20);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_lock_holds_against_another_process",
+            "--nocapture",
+        ])
+        .env("BUFWRITE_HOLD_IMAGE", &path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("held") {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(n > 0, "the child ended before holding the image: {seen}");
+        seen += &line;
+    }
+    let e = open_err(&path, opts(Backend::Sync, false));
+    assert!(matches!(e, Error::Locked { .. }), "{e}");
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    open_device(&path, opts(Backend::Sync, false)).unwrap();
 }
 
 /// An e2fsprogs tool, from PATH or /usr/sbin, /sbin.

@@ -3,12 +3,12 @@
 //!
 //! Shared by the backends that open paths (`sync`, `uring`) through
 //! [`open_for_io`], so that every backend opens (exclusively, for a block
-//! device), refuses a mounted device or image, reports open failures and
-//! queries alignment the same way
+//! device), refuses a mounted device or image, locks an image against a
+//! second writer, reports open failures and queries alignment the same way
 //! instead of assuming 512 or 4096.
 
 use crate::error::{Error, Result};
-use rustix::fs::{AtFlags, FileType, StatxFlags};
+use rustix::fs::{AtFlags, FileType, FlockOperation, StatxFlags};
 use rustix::ioctl::{opcode, Getter, Opcode};
 use std::fs;
 use std::io;
@@ -143,8 +143,10 @@ pub fn geometry(file: &fs::File, is_block: bool, direct: bool) -> io::Result<Geo
 /// filesystem corrupts it, and the ext4 journal's needs_recovery flag only
 /// shows a mount of a filesystem that has a journal. A block device is also
 /// opened with O_EXCL, which the kernel refuses (EBUSY) while it is mounted
-/// or claimed, also from another mount namespace. Read-only opens skip the
-/// check: they cannot corrupt anything.
+/// or claimed, also from another mount namespace. An image file opened for
+/// writing carries an exclusive advisory lock (`flock`) for as long as the
+/// returned file is open, so that a second writer gets [`Error::Locked`].
+/// Read-only opens skip both: they cannot corrupt anything.
 ///
 /// Anything else than a regular file or a block device is an
 /// [`Error::InvalidArgument`]; a failed open is an [`Error::Open`], a failed
@@ -181,6 +183,9 @@ pub fn open_for_io(path: &Path, direct: bool, read_only: bool) -> Result<(fs::Fi
         .custom_flags(flags)
         .open(path)
         .map_err(|e| open_error(path, direct, e))?;
+    if !read_only && !is_block {
+        lock_exclusive(&file, path)?;
+    }
     let geo = geometry(&file, is_block, direct).map_err(|source| Error::Query {
         what: "read the size and block size of",
         path: path.to_path_buf(),
@@ -196,6 +201,31 @@ fn open_error(path: &Path, direct: bool, source: io::Error) -> Error {
         path: path.to_path_buf(),
         direct,
         source,
+    }
+}
+
+/// Takes the exclusive advisory lock of an image file opened for writing,
+/// without waiting. `flock` locks belong to the open file description, so
+/// a second open conflicts even inside one process, and the lock goes
+/// away with the last descriptor of this open (the device's).
+fn lock_exclusive(file: &fs::File, path: &Path) -> Result<()> {
+    loop {
+        match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(Error::Locked {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(e) => {
+                return Err(Error::Query {
+                    what: "lock",
+                    path: path.to_path_buf(),
+                    source: e.into(),
+                })
+            }
+        }
     }
 }
 
@@ -552,6 +582,22 @@ mod tests {
         let einval = open_error(&missing, true, io::Error::from_raw_os_error(libc::EINVAL));
         let text = einval.to_string();
         assert!(text.contains("O_DIRECT") && !text.contains("--"), "{text}");
+    }
+
+    #[test]
+    fn a_second_writer_of_an_image_is_refused_and_a_reader_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("img");
+        std::fs::write(&p, vec![0u8; 1 << 16]).unwrap();
+        let (held, _) = open_for_io(&p, false, false).unwrap();
+        // flock locks belong to the open file description: a second open in
+        // this same process conflicts as another process would.
+        let e = open_for_io(&p, false, false).unwrap_err();
+        assert!(matches!(e, Error::Locked { .. }), "{e}");
+        assert!(e.to_string().contains("in use by another process"), "{e}");
+        assert!(open_for_io(&p, false, true).is_ok());
+        drop(held);
+        assert!(open_for_io(&p, false, false).is_ok());
     }
 
     #[test]

@@ -40,8 +40,9 @@ impl SyncDevice {
     ///
     /// `opts.direct` opens with O_DIRECT, `opts.read_only` with O_RDONLY.
     /// Opened for writing, a mounted device or image (also through a loop
-    /// device) is refused, and a block device is claimed exclusively
-    /// (O_EXCL; see [`probe::open_for_io`]).
+    /// device) is refused, a block device is claimed exclusively (O_EXCL)
+    /// and an image file is locked against a second writer for as long as
+    /// the device lives (see [`probe::open_for_io`]).
     pub fn open(path: &Path, opts: OpenOptions) -> Result<SyncDevice> {
         let (file, geo) = probe::open_for_io(path, opts.direct, opts.read_only)?;
         Ok(SyncDevice {

@@ -140,8 +140,9 @@ impl UringDevice {
     }
 
     /// Opens `path` with O_DIRECT and sets up a ring. Opened for writing, a
-    /// mounted device or image (also through a loop device) is refused, and
-    /// a block device is claimed exclusively (O_EXCL; see
+    /// mounted device or image (also through a loop device) is refused, a
+    /// block device is claimed exclusively (O_EXCL) and an image file is
+    /// locked against a second writer for as long as the device lives (see
     /// [`probe::open_for_io`]).
     pub fn open_with(path: &Path, cfg: &UringConfig) -> Result<Self> {
         check_config(cfg)?;
