@@ -1,0 +1,279 @@
+//! The `bufwrite` binary as a new user, and an adversary, would run it:
+//! every command must refuse to write where it should not (a mounted image
+//! or device, an image another process writes, a disk without room, its
+//! own target as a results file) and say clearly why, clean up after
+//! itself, and never panic on a flag value. After every refused command
+//! the image is byte-identical. No test asserts a time.
+//!
+//! The mount tests need root, `losetup` and `mount`: they run with
+//! `BUFWRITE_ROOT_TESTS=1` and print a skip line otherwise.
+
+use bufwrite_engine::device::loopdev::{LoopDevice, LoopOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+fn root_tests() -> bool {
+    let on = std::env::var_os("BUFWRITE_ROOT_TESTS").is_some_and(|v| v == "1");
+    if !on {
+        eprintln!("skip: set BUFWRITE_ROOT_TESTS=1 to run (needs root, losetup and mount)");
+    }
+    on
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bufwrite"))
+}
+
+/// Runs `bufwrite ARGS` with `stdin` and waits for it.
+fn bufwrite(args: &[&str], stdin: &str) -> Output {
+    bufwrite_in(bin().args(args), stdin)
+}
+
+fn bufwrite_in(cmd: &mut Command, stdin: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bufwrite");
+    // A command that refuses its flags exits before reading stdin.
+    let written = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    if let Err(e) = written {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "stdin: {e}");
+    }
+    child.wait_with_output().expect("wait for bufwrite")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The command failed with a message holding every piece of `want`, and
+/// did not panic.
+fn refused(out: &Output, what: &str, want: &[&str]) -> String {
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{what} succeeded: {err}");
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    assert_ne!(out.status.code(), Some(101), "{what}: {err}");
+    for w in want {
+        assert!(err.contains(w), "{what}: {err:?} lacks {w:?}");
+    }
+    err
+}
+
+/// A directory on a real filesystem (the writeback image is O_DIRECT).
+fn real_tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+/// An e2fsprogs tool: from PATH, else /usr/sbin or /sbin.
+fn tool(name: &str) -> Command {
+    let sbin = ["/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file());
+    Command::new(sbin.map_or_else(|| name.into(), PathBuf::into_os_string))
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("the tool is installed");
+    assert!(out.status.success(), "{cmd:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// A 16 MiB, 4 KiB-block ext4 image without a journal (a mount of it sets
+/// no needs_recovery flag) with `/f` of 1 MiB, inode tables written up
+/// front (a mount starts no lazy writer).
+fn ext4_image(dir: &Path) -> PathBuf {
+    let img = dir.join("fs.img");
+    run_ok(
+        tool("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096", "-O", "^has_journal"])
+            .args(["-E", "lazy_itable_init=0"])
+            .arg(&img)
+            .arg("16M"),
+    );
+    std::fs::write(dir.join("src"), vec![7u8; 1 << 20]).unwrap();
+    run_ok(
+        tool("debugfs")
+            .current_dir(dir)
+            .args(["-w", "-R", "write src /f"])
+            .arg(&img),
+    );
+    img
+}
+
+/// A read-only mount (it writes nothing, so the image's bytes can be
+/// compared afterwards), unmounted on drop.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn ro(dev: &Path, dir: &Path) -> Mount {
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "ext4", "-o", "ro"])
+                .arg(dev)
+                .arg(dir),
+        );
+        Mount(dir.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// The flags of a short libmicro run.
+const LIBMICRO_SHORT: &[&str] = &[
+    "--order",
+    "0",
+    "--cases",
+    "write_u1k",
+    "--paths",
+    "iomap",
+    "--runs",
+    "1",
+    "--batch",
+    "1",
+];
+
+fn args<'a>(head: &[&'a str], tail: &[&'a str]) -> Vec<&'a str> {
+    head.iter().chain(tail).copied().collect()
+}
+
+#[test]
+fn every_command_refuses_a_mounted_image_and_its_loop_device() {
+    if !root_tests() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = ext4_image(dir.path());
+    let before = std::fs::read(&img).unwrap();
+    let lo = LoopDevice::attach(&img, LoopOptions::default()).unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mount = Mount::ro(lo.path(), &mnt);
+    let (i, l) = (img.to_str().unwrap(), lo.path().to_str().unwrap());
+    let m = mnt.to_str().unwrap();
+    let backs = format!("it backs loop device {l} (offset 0), which is mounted at {m}");
+    let mounted = format!("{l} is in use: it is mounted at {m}");
+    let trace = "pwrite 0 10 1\nfsync\n";
+    let out_dir = dir.path().join("out");
+    let out = out_dir.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["replay", "--image", i, "--file", "/f"], &backs),
+        (
+            vec!["replay", "--image", i, "--file", "/f", "--backend", "uring"],
+            &backs,
+        ),
+        (vec!["replay", "--device", i], &backs),
+        (vec!["replay", "--device", l], &mounted),
+        (
+            vec!["replay", "--device", l, "--backend", "uring"],
+            &mounted,
+        ),
+        (
+            args(&["libmicro", "--image", i, "--file", "/f"], LIBMICRO_SHORT),
+            &backs,
+        ),
+        (args(&["libmicro", "--device", i], LIBMICRO_SHORT), &backs),
+        (args(&["libmicro", "--device", l], LIBMICRO_SHORT), &mounted),
+        (
+            vec!["writeback", "--device", i, "--runs", "1", "--total", "1M"],
+            &backs,
+        ),
+        (
+            vec![
+                "writeback",
+                "--device",
+                l,
+                "--runs",
+                "1",
+                "--backend",
+                "sync",
+            ],
+            &mounted,
+        ),
+        (
+            vec!["sweep", "cold", "--device", i, "--runs", "1", "--out", out],
+            &backs,
+        ),
+    ];
+    for (argv, want) in &cases {
+        let out = bufwrite(argv, trace);
+        refused(&out, &argv.join(" "), &["is in use", want]);
+    }
+    drop(mount);
+    lo.detach().unwrap();
+    assert!(std::fs::read(&img).unwrap() == before, "the image changed");
+    // Unmounted and detached, the image is writable again.
+    let out = bufwrite(&["replay", "--image", i, "--file", "/f"], trace);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Reads `child`'s stderr until a line holds `want`; the lines so far.
+fn wait_for_line(child: &mut Child, want: &str) -> String {
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen += &line;
+        seen += "\n";
+        if line.contains(want) {
+            // Keep draining in the background so the child never blocks on
+            // a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return seen;
+        }
+    }
+    panic!("the command ended before printing {want:?}: {seen}");
+}
+
+#[test]
+fn a_second_process_cannot_write_an_image_in_use() {
+    let dir = real_tempdir();
+    let img = dir.path().join("dev.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let i = img.to_str().unwrap();
+    // A libmicro run holds the image for as long as it measures; its
+    // progress line comes after the open.
+    let mut holder = bin()
+        .args(["libmicro", "--device", i, "--order", "0"])
+        .args(["--cases", "write_u1k", "--paths", "iomap"])
+        .args(["--runs", "4000000000", "--batch", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_line(&mut holder, "write_u1k ...");
+    let trace = dir.path().join("trace");
+    std::fs::write(&trace, "pwrite 0 10 1\nfsync\n").unwrap();
+    let t = trace.to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &["replay", "--device", i, "--trace", t],
+        &["replay", "--device", i, "--trace", t, "--backend", "uring"],
+        &["libmicro", "--device", i, "--runs", "1", "--batch", "1"],
+        &["writeback", "--device", i, "--runs", "1", "--total", "1M"],
+    ];
+    for argv in cases {
+        let out = bufwrite(argv, "");
+        refused(&out, &argv.join(" "), &["in use by another process"]);
+    }
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let out = bufwrite(&["replay", "--device", i, "--trace", t], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
