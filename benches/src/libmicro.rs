@@ -160,6 +160,9 @@ struct CaseResult {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cases = select_cases(&args.cases)?;
     let paths = select_paths(&args.paths)?;
+    // Before anything is made or measured: a run is not lost to a bad path.
+    let targets = [args.image.as_deref(), args.device.as_deref()];
+    crate::report::check_json_path(args.json.as_deref(), &targets)?;
     let folio = args.common.folio_size();
     let region = cases
         .iter()

@@ -46,6 +46,10 @@ pub struct Args {
 /// Runs the command.
 pub fn run(mut args: Args) -> anyhow::Result<()> {
     crate::paths::make_path(&args.path)?;
+    crate::report::check_json_path(
+        args.timing.json.as_deref(),
+        &[args.image.as_deref(), args.device.as_deref()],
+    )?;
     let text = read_trace(args.trace.as_deref())?;
     // The whole trace is checked before anything touches the file.
     let lines = trace::parse(&text)?;

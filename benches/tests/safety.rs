@@ -277,3 +277,68 @@ fn a_second_process_cannot_write_an_image_in_use() {
     let out = bufwrite(&["replay", "--device", i, "--trace", t], "");
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_bad_json_path_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let nodir = dir.path().join("no/r.json");
+    let nodir = nodir.to_str().unwrap();
+    let short = args(&["libmicro", "--mem"], LIBMICRO_SHORT);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (args(&short, &["--json", d]), "is a directory"),
+        (args(&short, &["--json", nodir]), "does not exist"),
+        (
+            vec!["replay", "--mem", "64K", "--timing", "--json", nodir],
+            "does not exist",
+        ),
+        (
+            vec!["replay", "--mem", "64K", "--timing", "--json", d],
+            "is a directory",
+        ),
+    ];
+    for (argv, want) in &cases {
+        let out = bufwrite(argv, "pwrite 0 10 1\n");
+        let err = refused(&out, &argv.join(" "), &["--json", want]);
+        assert!(!err.contains("write_u1k ..."), "{argv:?} measured: {err}");
+        assert_eq!(text(&out.stdout), "", "{argv:?}");
+    }
+
+    // sweep writes sweep-KIND.{csv,json,svg} into --out: a directory in
+    // the way of one is found before the sweep runs.
+    std::fs::create_dir(dir.path().join("sweep-order.json")).unwrap();
+    let argv = ["sweep", "order", "--out", d, "--runs", "1", "--batch", "1"];
+    let out = bufwrite(&argv, "");
+    refused(
+        &out,
+        "sweep",
+        &["--out", "sweep-order.json", "is a directory"],
+    );
+    assert!(!dir.path().join("sweep-order.csv").exists());
+
+    // The results never go over the run's own target.
+    let img = dir.path().join("dev.img");
+    std::fs::write(&img, vec![3u8; 4 << 20]).unwrap();
+    let i = img.to_str().unwrap();
+    let argv = args(&["libmicro", "--device", i, "--json", i], LIBMICRO_SHORT);
+    refused(&bufwrite(&argv, ""), "libmicro", &["the run's target"]);
+    let argv = ["replay", "--device", i, "--timing", "--json", i];
+    refused(
+        &bufwrite(&argv, "pwrite 0 1 1\n"),
+        "replay",
+        &["the run's target"],
+    );
+    assert!(std::fs::read(&img).unwrap() == vec![3u8; 4 << 20]);
+
+    // Nor over a disk.
+    let disk = std::fs::read_dir("/dev/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .next();
+    if let Some(disk) = disk {
+        let argv = args(&short, &["--json", disk.to_str().unwrap()]);
+        refused(&bufwrite(&argv, ""), "libmicro", &["is a block device"]);
+    }
+}

@@ -209,6 +209,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let paths = select_paths(&args.paths)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot make the output directory {}", args.out.display()))?;
+    // The files `output::write_all` writes, checked before measuring so
+    // that a run is not lost at the end (a directory in the way, say).
+    let base = args.out.join(format!("sweep-{}", args.kind.name()));
+    for ext in ["csv", "json", "svg"] {
+        crate::report::check_output_path(&base.with_extension(ext), "--out")?;
+    }
     let points = points(args.kind, write_size);
     let progress = Progress::new(points.len() as u64 * u64::from(args.runs), !args.json);
     let run = if args.kind == Kind::Cold {
