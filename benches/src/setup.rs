@@ -1,4 +1,5 @@
-//! Building the device and files of a run from the command line's flags.
+//! Building the device and files of a run from the command line's flags,
+//! and the warnings and limits they share.
 
 use anyhow::Context;
 use bufwrite_engine::device::mem::Mem;
@@ -142,6 +143,15 @@ pub fn open_target(target: &Target, needed: u64, backend: Backend) -> anyhow::Re
     Ok(opened)
 }
 
+/// The memory the kernel says can be allocated without swapping
+/// (`MemAvailable` in /proc/meminfo), or `None` when it does not say.
+pub fn memory_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// Opens an image file or block device with `backend` (io_uring always
 /// O_DIRECT; sync buffered).
 pub fn open_path(path: &Path, backend: Backend) -> anyhow::Result<Arc<dyn BlockDevice>> {
@@ -154,6 +164,13 @@ pub fn open_path(path: &Path, backend: Backend) -> anyhow::Result<Arc<dyn BlockD
     };
     open_device(path, opts)
         .with_context(|| format!("cannot open {} with the {backend} backend", path.display()))
+}
+
+// ---- Warnings ----
+
+/// One warning line on stderr.
+pub fn warn(msg: &str) {
+    eprintln!("warning: {msg}");
 }
 
 /// Opens a Flat file at device offset `base` with room for `capacity`

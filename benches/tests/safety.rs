@@ -278,6 +278,21 @@ fn a_second_process_cannot_write_an_image_in_use() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
+/// Entries of `dir` whose names start with `prefix`, recursively.
+fn entries(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if e.file_name().to_string_lossy().starts_with(prefix) {
+            out.push(p.clone());
+        }
+        if p.is_dir() {
+            out.extend(entries(&p, prefix));
+        }
+    }
+    out
+}
+
 #[test]
 fn a_bad_json_path_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
@@ -340,5 +355,65 @@ fn a_bad_json_path_is_refused_before_anything_runs() {
     if let Some(disk) = disk {
         let argv = args(&short, &["--json", disk.to_str().unwrap()]);
         refused(&bufwrite(&argv, ""), "libmicro", &["is a block device"]);
+    }
+}
+
+#[test]
+fn writeback_checks_every_flag_and_the_free_space_before_writing() {
+    let dir = real_tempdir();
+    let d = dir.path().to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--total", "0"], "--total 0: the total must be positive"),
+        (&["--runs", "0"], "--runs 0"),
+        (&["--qd", "0"], "--qd 0"),
+        (&["--qd", "1,99999"], "--qd 99999"),
+        (&["--io-size", "0"], "--io-size 0"),
+        (&["--io-size", "4K,1000"], "--io-size 1000"),
+        (&["--io-size", "1G"], "--io-size 1G"),
+        (&["--io-size", "18446744073709551615"], "--io-size"),
+        (
+            &["--io-size", "1M", "--total", "64K"],
+            "larger than --total",
+        ),
+        (&["--total", "99999999999G"], "--total"),
+        (&["--total=-1"], "--total"),
+        (&["--backend", "aio"], "--backend \"aio\""),
+        (&["--backend", ""], "--backend"),
+        (&["--layout", "zigzag"], "--layout \"zigzag\""),
+        (&["--image-size", "0"], "--image-size"),
+        (&["--image-size", "1K"], "smaller than one I/O"),
+        (&["--image-size", "100000G"], "does not fit"),
+        (&["--image-size", "18446744073709551615"], "does not fit"),
+        (&["--runs", "18446744073709551616"], "--runs"),
+    ];
+    for (extra, want) in cases {
+        let argv = args(&["writeback", "--dir", d], extra);
+        let out = bufwrite(&argv, "");
+        refused(&out, &argv.join(" "), &[want]);
+        // Nothing was made, let alone written.
+        assert!(
+            entries(dir.path(), "").is_empty(),
+            "{argv:?} left {:?}",
+            entries(dir.path(), "")
+        );
+    }
+    let out = bufwrite(&["writeback", "--dir", "/no/such/dir"], "");
+    refused(&out, "writeback", &["--dir /no/such/dir"]);
+
+    // With --device, a bad flag leaves the device as it was.
+    let img = dir.path().join("dev.img");
+    std::fs::write(&img, vec![9u8; 1 << 20]).unwrap();
+    let i = img.to_str().unwrap();
+    for extra in [
+        &["--io-size", "4K,2M"][..],
+        &["--total", "0"],
+        &["--qd", "0"],
+    ] {
+        let argv = args(&["writeback", "--device", i, "--runs", "1"], extra);
+        refused(&bufwrite(&argv, ""), &argv.join(" "), &[]);
+        assert!(
+            std::fs::read(&img).unwrap() == vec![9u8; 1 << 20],
+            "{argv:?}"
+        );
     }
 }
