@@ -1,13 +1,15 @@
 //! Building the device and files of a run from the command line's flags,
-//! and the warnings and limits they share.
+//! and the temporary files a signal must not leave behind.
 
 use anyhow::Context;
 use bufwrite_engine::device::mem::Mem;
 use bufwrite_engine::device::{open_device, Backend, OpenOptions};
 use bufwrite_engine::folio::MAX_ORDER;
 use bufwrite_engine::{BlockDevice, File, FileOptions, Flat, OrderPolicy};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// The flags every command shares: how device I/O is done, the block size
 /// and the folio order.
@@ -87,11 +89,14 @@ pub enum Target {
 }
 
 /// An opened device, and the temporary image behind it (kept alive, and
-/// deleted on drop).
+/// deleted on drop or by a signal).
 pub struct Opened {
     /// The device.
     pub device: Arc<dyn BlockDevice>,
+    // Declared (so dropped) before its guard: the file is gone before the
+    // signal handler forgets it.
     _temp: Option<tempfile::NamedTempFile>,
+    _guard: Option<RemoveOnSignal>,
 }
 
 impl std::fmt::Debug for Opened {
@@ -112,6 +117,7 @@ pub fn open_target(target: &Target, needed: u64, backend: Backend) -> anyhow::Re
             Opened {
                 device: Arc::new(Mem::with_block_size(size as u64, 512)),
                 _temp: None,
+                _guard: None,
             }
         }
         Target::TempImage => {
@@ -120,17 +126,20 @@ pub fn open_target(target: &Target, needed: u64, backend: Backend) -> anyhow::Re
                 .suffix(".img")
                 .tempfile()
                 .context("cannot create a temporary image in the system temp dir")?;
+            let guard = remove_on_signal(temp.path())?;
             temp.as_file().set_len(needed).with_context(|| {
                 format!("cannot size {} to {needed} bytes", temp.path().display())
             })?;
             Opened {
                 device: open_path(temp.path(), backend)?,
                 _temp: Some(temp),
+                _guard: Some(guard),
             }
         }
         Target::Device(path) => Opened {
             device: open_path(path, backend)?,
             _temp: None,
+            _guard: None,
         },
     };
     let size = opened.device.size();
@@ -171,6 +180,124 @@ pub fn open_path(path: &Path, backend: Backend) -> anyhow::Result<Arc<dyn BlockD
 /// One warning line on stderr.
 pub fn warn(msg: &str) {
     eprintln!("warning: {msg}");
+}
+
+// ---- Temporary files removed on SIGINT, SIGTERM and SIGHUP ----
+//
+// A temporary image is deleted when its owner drops, which a signal's
+// default action skips: the process dies where it stands. So the first
+// registration starts a thread (signal-hook's iterator: the handler itself
+// only writes to a pipe, the deleting happens on that thread, outside
+// signal context) that on the first of those signals kills the helper
+// programs still running on a temporary file (mkfs.ext4, debugfs: a
+// SIGTERM sent to this process alone does not reach them, and mkfs would
+// create its image anew), deletes every registered path and exits with
+// 128 + the signal number, as a shell reports a death by that signal.
+
+/// Paths to delete, and pidfds of helper programs to kill, each under the
+/// id of its guard.
+struct Registry {
+    paths: Vec<(u64, PathBuf)>,
+    children: Vec<(u64, OwnedFd)>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    paths: Vec::new(),
+    children: Vec::new(),
+});
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+fn registry() -> MutexGuard<'static, Registry> {
+    // A panic while holding it leaves a consistent list behind.
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the signal thread, once; its error, if it could not start.
+fn install_signal_cleanup() -> anyhow::Result<()> {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    let installed = INSTALLED.get_or_init(|| {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .map_err(|e| e.to_string())?;
+        std::thread::Builder::new()
+            .name("bufwrite-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    clean_up_and_exit(sig);
+                }
+            })
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    installed.clone().map_err(|e| {
+        anyhow::anyhow!("cannot install the signal handler that removes temporary files: {e}")
+    })
+}
+
+fn clean_up_and_exit(sig: i32) -> ! {
+    // Held until exit: a guard dropped meanwhile waits, and nothing is
+    // registered behind the sweep's back.
+    let reg = registry();
+    for (_, pidfd) in &reg.children {
+        // Gone already is fine: a pidfd names exactly that process, so a
+        // reused pid is never hit.
+        let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+    }
+    for (_, path) in &reg.paths {
+        let _ = if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+    }
+    std::process::exit(128 + sig);
+}
+
+/// Deletes a temporary file or directory (with its contents) if SIGINT,
+/// SIGTERM or SIGHUP ends the process while the guard lives. Drop the
+/// guard after the temporary object itself (declare it after it), so that
+/// no moment is left when the path exists unregistered.
+#[must_use = "the path is forgotten when the guard drops"]
+#[derive(Debug)]
+pub struct RemoveOnSignal {
+    id: u64,
+}
+
+/// Registers `path` for deletion on a signal (see [`RemoveOnSignal`]).
+pub fn remove_on_signal(path: &Path) -> anyhow::Result<RemoveOnSignal> {
+    install_signal_cleanup()?;
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    registry().paths.push((id, path.to_path_buf()));
+    Ok(RemoveOnSignal { id })
+}
+
+impl Drop for RemoveOnSignal {
+    fn drop(&mut self) {
+        registry().paths.retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// Runs a helper program to completion and returns its output, killed by
+/// the signal cleanup if a signal ends this process meanwhile.
+pub fn run_helper(cmd: &mut std::process::Command) -> std::io::Result<std::process::Output> {
+    use std::process::Stdio;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // The child is not reaped before `wait_with_output`, so its pid is
+    // still its own here. No pidfd (a kernel before 5.3): not killed.
+    let pid = rustix::process::Pid::from_raw(child.id() as i32);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    if let Some(fd) =
+        pid.and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+    {
+        registry().children.push((id, fd));
+    }
+    let out = child.wait_with_output();
+    registry().children.retain(|(i, _)| *i != id);
+    out
 }
 
 /// Opens a Flat file at device offset `base` with room for `capacity`

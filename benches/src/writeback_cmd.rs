@@ -17,6 +17,7 @@
 //! each run on a freshly opened device, so that a slow spell of the disk
 //! does not land on one of them.
 
+use crate::setup::{remove_on_signal, RemoveOnSignal};
 use anyhow::{bail, Context, Result};
 use bufwrite_engine::device::uring::{UringConfig, UringDevice, MAX_QUEUE_DEPTH};
 use bufwrite_engine::device::{open_device, Backend, OpenOptions};
@@ -598,15 +599,23 @@ fn parse_size(s: &str) -> Result<u64> {
         .with_context(|| format!("size {s:?} overflows"))
 }
 
+/// A temporary image's directory, removed on drop or by a signal.
+struct TempImage {
+    _dir: tempfile::TempDir,
+    // After `_dir`: forgotten once the directory is gone.
+    _guard: RemoveOnSignal,
+}
+
 /// A temp image of `size` bytes, written through once so that the runs
 /// overwrite allocated blocks (as fio lays out its file) instead of
 /// allocating them. It is opened as the runs will open it (O_DIRECT, the
 /// block size) before the first byte is written.
-fn make_image(dir: &Path, size: u64, plan: &Plan) -> Result<(tempfile::TempDir, PathBuf)> {
+fn make_image(dir: &Path, size: u64, plan: &Plan) -> Result<(TempImage, PathBuf)> {
     let tmp = tempfile::Builder::new()
         .prefix("bufwrite-writeback-")
         .tempdir_in(dir)
         .with_context(|| format!("cannot make a temporary directory in {}", dir.display()))?;
+    let guard = remove_on_signal(tmp.path())?;
     let path = tmp.path().join("writeback.img");
     let write_err = || format!("cannot write the temporary image {}", path.display());
     let mut f = std::fs::File::create(&path).with_context(write_err)?;
@@ -619,7 +628,13 @@ fn make_image(dir: &Path, size: u64, plan: &Plan) -> Result<(tempfile::TempDir, 
         left -= n as u64;
     }
     f.sync_all().with_context(write_err)?;
-    Ok((tmp, path))
+    Ok((
+        TempImage {
+            _dir: tmp,
+            _guard: guard,
+        },
+        path,
+    ))
 }
 
 #[cfg(test)]

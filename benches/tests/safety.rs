@@ -12,6 +12,7 @@ use bufwrite_engine::device::loopdev::{LoopDevice, LoopOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn root_tests() -> bool {
     let on = std::env::var_os("BUFWRITE_ROOT_TESTS").is_some_and(|v| v == "1");
@@ -291,6 +292,106 @@ fn entries(dir: &Path, prefix: &str) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Starts `cmd`, waits until a file matching `is_image` appears under
+/// `dir`, sends `sig`, and checks the exit status and that nothing of
+/// bufwrite's is left under `dir`.
+fn signal_cleans_up(
+    cmd: &mut Command,
+    dir: &Path,
+    is_image: impl Fn(&Path) -> bool,
+    sig: rustix::process::Signal,
+    code: i32,
+) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !entries(dir, "").iter().any(|p| is_image(p)) {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+            panic!("{cmd:?} ended ({status}) before making its image: {err}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no image");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A path is registered for removal right after it is made; give that
+    // moment time to pass (and the command time to get into its work).
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, sig).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{cmd:?} did not exit after the signal");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(code), "{cmd:?}");
+    let left = entries(dir, "bufwrite-");
+    assert!(left.is_empty(), "{cmd:?} left {left:?}");
+}
+
+#[test]
+fn writeback_removes_its_temporary_image_on_sigint_and_sigterm() {
+    use rustix::process::Signal;
+    for (sig, code) in [(Signal::INT, 130), (Signal::TERM, 143)] {
+        let dir = real_tempdir();
+        let mut cmd = bin();
+        cmd.args(["writeback", "--dir", dir.path().to_str().unwrap()])
+            .args(["--image-size", "16M", "--total", "16M", "--io-size", "4K"])
+            .args(["--layout", "seq", "--backend", "sync", "--runs", "1000000"]);
+        signal_cleans_up(
+            &mut cmd,
+            dir.path(),
+            |p| p.ends_with("writeback.img"),
+            sig,
+            code,
+        );
+    }
+}
+
+#[test]
+fn temporary_ext4_and_flat_images_are_removed_on_a_signal() {
+    use rustix::process::Signal;
+    // libmicro's and sweep's temporary images live in the system temp dir:
+    // TMPDIR points it at a directory of the test's own.
+    let dir = real_tempdir();
+    let mut libmicro = bin();
+    libmicro
+        .env("TMPDIR", dir.path())
+        .args(["libmicro", "--order", "0", "--cases", "write_u1k"])
+        .args([
+            "--paths",
+            "iomap",
+            "--runs",
+            "4000000000",
+            "--batch",
+            "1000",
+        ]);
+    let ext4 = |p: &Path| p.to_string_lossy().ends_with(".ext4.img");
+    signal_cleans_up(&mut libmicro, dir.path(), ext4, Signal::TERM, 143);
+
+    let out = dir.path().join("out");
+    let mut sweep = bin();
+    sweep
+        .env("TMPDIR", dir.path())
+        .args(["sweep", "cold", "--flat", "--backend", "sync"])
+        .args(["--out", out.to_str().unwrap(), "--runs", "4000000000"]);
+    let flat = |p: &Path| {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        name.starts_with("bufwrite-") && name.ends_with(".img")
+    };
+    signal_cleans_up(&mut sweep, dir.path(), flat, Signal::INT, 130);
 }
 
 #[test]
