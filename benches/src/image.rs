@@ -172,10 +172,12 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
 pub fn preferred_backend() -> (Backend, Option<String>) {
     match uring::probe() {
         Ok(()) => (Backend::Uring, None),
+        // `{:#}`: the engine's message, then its OS error.
         Err(e) => (
             Backend::Sync,
             Some(format!(
-                "io_uring is unavailable ({e}); using the sync backend"
+                "{:#}; using the sync backend",
+                anyhow::Error::new(e)
             )),
         ),
     }
@@ -203,8 +205,19 @@ impl std::fmt::Debug for Ext4Image {
 }
 
 impl Ext4Image {
-    /// Opens an existing image or unmounted device.
+    /// Opens an existing image or unmounted device (a mounted one, or one
+    /// another process writes, is refused by the engine's open). Its block
+    /// size is the image's: a `--block-size` given with `--image` draws a
+    /// warning.
     pub fn open(path: &Path, backend: Backend) -> anyhow::Result<Ext4Image> {
+        let image = Self::open_unchecked(path, backend)?;
+        crate::setup::warn_block_size_ignored(image.fs.block_size());
+        Ok(image)
+    }
+
+    /// [`Ext4Image::open`] without the warning: for an image made with the
+    /// block size asked for.
+    fn open_unchecked(path: &Path, backend: Backend) -> anyhow::Result<Ext4Image> {
         let device = crate::setup::open_path(path, backend)?;
         let fs = Ext4::open(Arc::clone(&device))
             .with_context(|| format!("cannot read {} as ext4", path.display()))?;
@@ -224,7 +237,7 @@ impl Ext4Image {
         backend: Backend,
     ) -> anyhow::Result<Ext4Image> {
         let temp = TempExt4::create(block_size, file_size)?;
-        let mut img = Ext4Image::open(temp.path(), backend)?;
+        let mut img = Ext4Image::open_unchecked(temp.path(), backend)?;
         img._temp = Some(temp);
         Ok(img)
     }

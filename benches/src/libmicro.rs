@@ -156,6 +156,19 @@ struct CaseResult {
     cached_bytes: usize,
 }
 
+/// The `--backend` help of this command, whose default depends on the
+/// target (see [`ext4_backend`]); `main` applies it to the shared flag.
+pub fn help(cmd: clap::Command) -> clap::Command {
+    cmd.mut_arg("backend", |a| {
+        a.hide_default_value(true).help(
+            "Device I/O backend: uring (io_uring, O_DIRECT) or sync (pread/pwrite). \
+             Default: uring on the ext4 image (the temporary one, or --image), or sync \
+             with a note where io_uring is unavailable; sync with --device; ignored \
+             with --mem (a RAM device does no device I/O)",
+        )
+    })
+}
+
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cases = select_cases(&args.cases)?;

@@ -1,24 +1,29 @@
-//! Building the device and files of a run from the command line's flags,
-//! and the temporary files a signal must not leave behind.
+//! Building the device and files of a run from the command line's flags:
+//! the shared flags (and warnings for those a target ignores), opening a
+//! device with the advice the command line can give, and the temporary
+//! files a signal must not leave behind.
 
 use anyhow::Context;
 use bufwrite_engine::device::mem::Mem;
 use bufwrite_engine::device::{open_device, Backend, OpenOptions};
 use bufwrite_engine::folio::MAX_ORDER;
 use bufwrite_engine::{BlockDevice, File, FileOptions, Flat, OrderPolicy};
+use clap::parser::ValueSource;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// The flags every command shares: how device I/O is done, the block size
 /// and the folio order.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
-    /// Device I/O backend: sync (pread/pwrite) or uring (io_uring, O_DIRECT).
+    /// Device I/O backend: sync (pread/pwrite) or uring (io_uring, O_DIRECT);
+    /// ignored with --mem (a RAM device does no device I/O).
     #[arg(long, default_value = "sync", value_parser = parse_backend)]
     pub backend: Backend,
-    /// Filesystem block size in bytes: 1024, 2048 or 4096.
+    /// Filesystem block size in bytes: 1024, 2048 or 4096; ignored with
+    /// --image (the image's own is used).
     #[arg(long, default_value_t = 4096, value_parser = parse_block_size)]
     pub block_size: u32,
     /// Order of every folio (0..=9: 4 KiB .. 2 MiB); 9 is the seed's
@@ -171,11 +176,89 @@ pub fn open_path(path: &Path, backend: Backend) -> anyhow::Result<Arc<dyn BlockD
         direct: backend == Backend::Uring,
         ..OpenOptions::default()
     };
-    open_device(path, opts)
-        .with_context(|| format!("cannot open {} with the {backend} backend", path.display()))
+    open_device(path, opts).map_err(|e| with_advice(e, backend))
 }
 
-// ---- Warnings ----
+/// An engine error from opening a device, with what to do about it where
+/// the command line has an answer. The engine states facts (it knows no
+/// flags); the advice is the CLI's. Its message already names the path.
+pub fn with_advice(e: bufwrite_engine::Error, backend: Backend) -> anyhow::Error {
+    let advice = match &e {
+        e if e.is_direct_io_unsupported() && backend == Backend::Uring => {
+            Some("cannot use the uring backend here (`--backend sync` does not need O_DIRECT)")
+        }
+        bufwrite_engine::Error::UringSetup { .. } => {
+            Some("cannot use the uring backend (`--backend sync` does not need io_uring)")
+        }
+        _ => None,
+    };
+    let e = anyhow::Error::new(e);
+    match advice {
+        Some(advice) => e.context(advice),
+        None => e,
+    }
+}
+
+// ---- Flags given, and warnings for flags a target ignores ----
+
+/// Which of the shared flags the command line gave (their defaults make the
+/// parsed values unable to tell), for the warnings about ignored ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Given {
+    /// `--backend`.
+    pub backend: bool,
+    /// `--block-size`.
+    pub block_size: bool,
+    /// `--image`.
+    pub image: bool,
+    /// `--mem`.
+    pub mem: bool,
+}
+
+/// What [`record_given`] recorded for this process's one command.
+static GIVEN: OnceLock<Given> = OnceLock::new();
+
+/// Which of the flags `m` (a subcommand's matches) holds were given on the
+/// command line; ids the subcommand does not have count as not given.
+pub fn given_flags(m: &clap::ArgMatches) -> Given {
+    let given = |id: &str| {
+        // `value_source` panics (in debug builds) on an id the command
+        // does not define: ask only about ids that are there.
+        m.ids().any(|i| i.as_str() == id) && m.value_source(id) == Some(ValueSource::CommandLine)
+    };
+    Given {
+        backend: given("backend"),
+        block_size: given("block_size"),
+        image: given("image"),
+        mem: given("mem"),
+    }
+}
+
+/// Records which shared flags this command was given (once; `main` calls
+/// it for the commands that take [`CommonArgs`]) and warns at once about the
+/// ignored flags whose replacement is known without opening anything:
+/// `--backend` with `--mem`, whose RAM device does no device I/O.
+pub fn record_given(given: Given) {
+    let _ = GIVEN.set(given);
+    if given.mem && given.backend {
+        warn("--backend is ignored with --mem: a RAM device does no device I/O");
+    }
+}
+
+/// Warns, once per process, that `--block-size` was given with `--image`
+/// and `image_block_size` (the image's own) is used instead. Called where
+/// an existing ext4 image is opened, so that every command taking
+/// `--image` gets it.
+pub fn warn_block_size_ignored(image_block_size: u32) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let given = GIVEN.get().copied().unwrap_or_default();
+    if given.image && given.block_size && !WARNED.swap(true, Ordering::Relaxed) {
+        warn(&format!(
+            "--block-size is ignored with --image: the image's block size \
+             ({image_block_size}) is used"
+        ));
+    }
+}
 
 /// One warning line on stderr.
 pub fn warn(msg: &str) {
@@ -369,6 +452,36 @@ mod tests {
             .contains("1024, 2048 or 4096"));
         assert_eq!(parse_backend("uring"), Ok(Backend::Uring));
         assert!(parse_backend("aio").is_err());
+    }
+
+    #[test]
+    fn open_errors_get_the_command_lines_advice_and_keep_the_engines_facts() {
+        use bufwrite_engine::Error;
+        let einval = || std::io::Error::from_raw_os_error(22);
+        let no_direct = || Error::Open {
+            path: "/dev/shm/x".into(),
+            direct: true,
+            source: einval(),
+        };
+        let text = format!("{:#}", with_advice(no_direct(), Backend::Uring));
+        assert!(
+            text.contains("`--backend sync` does not need O_DIRECT"),
+            "{text}"
+        );
+        assert!(text.contains("cannot open /dev/shm/x"), "{text}");
+        assert_eq!(text.matches("Invalid argument").count(), 1, "{text}");
+        let ring = Error::UringSetup {
+            what: "io_uring is unavailable on this system (test)".into(),
+            source: std::io::Error::from_raw_os_error(1),
+        };
+        let text = format!("{:#}", with_advice(ring, Backend::Uring));
+        assert!(
+            text.contains("`--backend sync` does not need io_uring"),
+            "{text}"
+        );
+        // Nothing to advise: the engine's message alone.
+        let text = format!("{:#}", with_advice(no_direct(), Backend::Sync));
+        assert!(!text.contains("--backend"), "{text}");
     }
 
     #[test]

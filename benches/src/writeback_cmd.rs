@@ -367,6 +367,18 @@ impl Opened {
     }
 }
 
+/// An engine error from opening the target, with the advice this command
+/// can give: it always opens with O_DIRECT, also on the sync backend.
+fn open_error(e: bufwrite_engine::Error, backend: Backend) -> anyhow::Error {
+    if e.is_direct_io_unsupported() {
+        return anyhow::Error::new(e).context(
+            "writeback opens its target with O_DIRECT on every backend: give --dir (or \
+             --device) on a filesystem that supports it (not tmpfs)",
+        );
+    }
+    crate::setup::with_advice(e, backend)
+}
+
 fn open(target: &Path, c: &Config, window_len: usize) -> Result<Opened> {
     let opened = match c.backend {
         Backend::Uring => {
@@ -376,7 +388,9 @@ fn open(target: &Path, c: &Config, window_len: usize) -> Result<Opened> {
                 register_file: c.registered_file,
                 read_only: false,
             };
-            let u = Arc::new(UringDevice::open_with(target, &cfg)?);
+            let u = Arc::new(
+                UringDevice::open_with(target, &cfg).map_err(|e| open_error(e, c.backend))?,
+            );
             let window = if c.registered_buffers {
                 u.register_buffers(vec![AlignedBuf::zeroed(window_len)])?;
                 None
@@ -396,7 +410,7 @@ fn open(target: &Path, c: &Config, window_len: usize) -> Result<Opened> {
                 ..OpenOptions::default()
             };
             Opened {
-                dev: open_device(target, opts)?,
+                dev: open_device(target, opts).map_err(|e| open_error(e, c.backend))?,
                 uring: None,
                 window: Some(AlignedBuf::zeroed(window_len)),
             }

@@ -518,3 +518,115 @@ fn writeback_checks_every_flag_and_the_free_space_before_writing() {
         );
     }
 }
+
+#[test]
+fn a_failed_open_says_its_cause_once_and_no_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such.img");
+    let m = missing.to_str().unwrap();
+    for argv in [
+        &["replay", "--device", m][..],
+        &["replay", "--device", m, "--backend", "uring"],
+        &["replay", "--image", m, "--file", "/f"],
+        &["libmicro", "--device", m, "--runs", "1"],
+    ] {
+        let out = bufwrite(argv, "read 0 1\n");
+        let err = refused(&out, &argv.join(" "), &["cannot open", m]);
+        assert_eq!(
+            err.matches("No such file or directory").count(),
+            1,
+            "{argv:?}: {err}"
+        );
+        assert!(!err.contains("offset"), "{argv:?}: {err}");
+    }
+}
+
+#[test]
+fn ignored_flags_draw_one_warning_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = ext4_image(dir.path());
+    let i = img.to_str().unwrap();
+    let bs = "warning: --block-size is ignored with --image: the image's block size (4096) is used";
+    let mem = "warning: --backend is ignored with --mem";
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "replay",
+                "--image",
+                i,
+                "--file",
+                "/f",
+                "--block-size",
+                "1024",
+            ],
+            bs,
+        ),
+        // Every path opens the image again; the warning comes once.
+        (
+            vec![
+                "replay",
+                "--image",
+                i,
+                "--file",
+                "/f",
+                "--block-size",
+                "2048",
+                "--timing",
+                "--paths",
+                "iomap,bh-legacy",
+            ],
+            bs,
+        ),
+        (
+            args(
+                &[
+                    "libmicro",
+                    "--image",
+                    i,
+                    "--file",
+                    "/f",
+                    "--block-size",
+                    "1024",
+                ],
+                LIBMICRO_SHORT,
+            ),
+            bs,
+        ),
+        (vec!["replay", "--mem", "64K", "--backend", "sync"], mem),
+        (
+            args(&["libmicro", "--mem", "--backend", "uring"], LIBMICRO_SHORT),
+            mem,
+        ),
+    ];
+    for (argv, want) in &cases {
+        let out = bufwrite(argv, "read 0 10\n");
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{argv:?}: {err}");
+        assert_eq!(err.matches(want).count(), 1, "{argv:?}: {err}");
+    }
+    // Flags that are used draw nothing.
+    for argv in [
+        &["replay", "--image", i, "--file", "/f"][..],
+        &["replay", "--mem", "64K", "--block-size", "1024"],
+    ] {
+        let out = bufwrite(argv, "read 0 10\n");
+        assert!(out.status.success(), "{argv:?}: {}", text(&out.stderr));
+        assert!(!text(&out.stderr).contains("warning"), "{argv:?}");
+    }
+}
+
+#[test]
+fn libmicro_help_names_the_backend_it_uses() {
+    let out = bufwrite(&["libmicro", "--help"], "");
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    let line = help
+        .lines()
+        .find(|l| l.trim_start().starts_with("--backend"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("Default: uring on the ext4 image") && !line.contains("[default: sync]"),
+        "{line}"
+    );
+    assert!(help.contains("through io_uring"), "{help}");
+}
