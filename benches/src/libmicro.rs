@@ -119,7 +119,8 @@ pub struct Args {
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
     /// Calls per sample (default: enough for about 1 ms).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    /// At most 10^9.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=setup::MAX_BATCH))]
     pub batch: Option<u64>,
     /// Cases to run, comma-separated (default: all nine).
     #[arg(long, value_delimiter = ',')]

@@ -46,6 +46,11 @@ impl CommonArgs {
     }
 }
 
+/// Largest `--batch` (calls per sample) accepted: 10^9 calls of a
+/// nanosecond already make a 1 s sample, and batch x runs (u32) stays far
+/// inside a u64.
+pub const MAX_BATCH: u64 = 1_000_000_000;
+
 /// Bytes in a folio of `order`.
 pub fn folio_size(order: u8) -> u64 {
     bufwrite_engine::folio::folio_size(order) as u64
@@ -117,8 +122,19 @@ impl std::fmt::Debug for Opened {
 pub fn open_target(target: &Target, needed: u64, backend: Backend) -> anyhow::Result<Opened> {
     let opened = match target {
         Target::Mem => {
+            // The RAM device is allocated in one piece up front: more than
+            // the memory there is would abort the process, not fail.
+            let avail = memory_available();
             let size = usize::try_from(needed)
-                .with_context(|| format!("a RAM device of {needed} bytes is too large"))?;
+                .ok()
+                .filter(|_| avail.is_none_or(|a| needed <= a))
+                .with_context(|| {
+                    format!(
+                        "a RAM device of {needed} bytes does not fit in memory ({} bytes \
+                         available)",
+                        avail.map_or_else(|| "?".to_string(), |a| a.to_string())
+                    )
+                })?;
             Opened {
                 device: Arc::new(Mem::with_block_size(size as u64, 512)),
                 _temp: None,
@@ -482,6 +498,12 @@ mod tests {
         // Nothing to advise: the engine's message alone.
         let text = format!("{:#}", with_advice(no_direct(), Backend::Sync));
         assert!(!text.contains("--backend"), "{text}");
+    }
+
+    #[test]
+    fn a_ram_device_larger_than_memory_is_refused_not_allocated() {
+        let e = open_target(&Target::Mem, u64::MAX / 2, Backend::Sync).unwrap_err();
+        assert!(e.to_string().contains("does not fit in memory"), "{e}");
     }
 
     #[test]

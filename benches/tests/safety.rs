@@ -630,3 +630,44 @@ fn libmicro_help_names_the_backend_it_uses() {
     );
     assert!(help.contains("through io_uring"), "{help}");
 }
+
+#[test]
+fn no_flag_value_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let huge = "18446744073709551615";
+    let cases: &[&[&str]] = &[
+        &["replay", "--mem", "0"],
+        &["replay", "--mem", huge],
+        &["replay", "--mem", "0x8000000000000000"],
+        &["replay", "--mem", "1024G"],
+        &["replay", "--mem", "16E"],
+        &["replay", "--mem", "64K", "--order", "255"],
+        &["replay", "--mem", "64K", "--block-size", "0"],
+        &["replay", "--mem", "64K", "--path", ""],
+        &["replay", "--mem", "64K", "--trace", d],
+        &["replay", "--device", d],
+        &["replay", "--device", "/dev/null"],
+        &["libmicro", "--mem", "--order", "10"],
+        &["libmicro", "--mem", "--batch", "0"],
+        &["libmicro", "--mem", "--batch", huge],
+        &["libmicro", "--mem", "--runs", "0"],
+        &["libmicro", "--mem", "--cases", ""],
+        &["libmicro", "--mem", "--paths", ","],
+        &["libmicro", "--image", d, "--file", "/f"],
+        &["libmicro", "--device", "/dev/zero"],
+        &["sweep", "cold", "--write-size", "0"],
+        &["sweep", "cold", "--write-size", huge],
+        &["sweep", "size", "--write-size", "1K"],
+        &["sweep", "order", "--batch", huge],
+        &["sweep", "order", "--backend", "uring"],
+        &["sweep", "order", "--out", "/dev/null"],
+        &["writeback", "--qd", huge],
+        &["writeback", "--io-size", "4K,,8K"],
+        &["gaps", d],
+    ];
+    for argv in cases {
+        let out = bufwrite(argv, "read 0 1\n");
+        refused(&out, &argv.join(" "), &[]);
+    }
+}

@@ -68,7 +68,8 @@ pub struct Args {
     pub runs: u32,
     /// Calls per sample (default: enough for about 1 ms). Not for `cold`,
     /// whose calls are timed one by one.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    /// At most 10^9.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=setup::MAX_BATCH))]
     pub batch: Option<u64>,
     /// Write paths to compare, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
