@@ -287,3 +287,48 @@ fn a_loop_device_at_an_offset_names_its_offset() {
     drop(lo);
     assert!(std::fs::read(&img).unwrap() == before, "the image changed");
 }
+
+#[test]
+fn a_mount_in_another_mount_namespace_is_found_through_the_loop_device() {
+    if !root_tests() {
+        return;
+    }
+    let (dir, img) = ext4_image(0);
+    let before = std::fs::read(&img).unwrap();
+    let lo = LoopDevice::attach(&img, LoopOptions::default()).unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    // The mount lives in a private mount namespace and dies with it: this
+    // process's mount table never shows it.
+    let mut ns = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t ext4 -o ro {} {} && echo mounted && cat >/dev/null",
+            lo.path().display(),
+            mnt.display()
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(ns.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "mounted");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&mnt.display().to_string()));
+    refused_everywhere(
+        &img,
+        &[
+            &format!("backs loop device {}", lo.path().display()),
+            "claimed",
+        ],
+    );
+    drop(ns.stdin.take());
+    assert!(ns.wait().unwrap().success());
+    lo.detach().unwrap();
+    assert!(std::fs::read(&img).unwrap() == before, "the image changed");
+}

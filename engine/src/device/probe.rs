@@ -244,8 +244,9 @@ fn lock_exclusive(file: &fs::File, path: &Path) -> Result<()> {
 ///
 /// A block device is in use when it or one of its partitions is mounted or
 /// held by another device (device-mapper, md, ...). An image file is in use
-/// when a loop device backed by it is. A loop device that is merely attached
-/// is not. Without /proc and /sys nothing can be found and `None` is the
+/// when a loop device backed by it is, or when that loop device cannot be
+/// claimed exclusively (a mount in another mount namespace). A loop device
+/// that is merely attached is not. Without /proc and /sys nothing can be found and `None` is the
 /// answer; block devices keep the kernel's O_EXCL check even then.
 pub fn in_use(meta: &fs::Metadata) -> Option<String> {
     let mounts = mount_table();
@@ -267,13 +268,31 @@ pub fn in_use(meta: &fs::Metadata) -> Option<String> {
         loops_backed_by(Path::new("/sys/block"), meta.dev(), meta.ino())
             .into_iter()
             .find_map(|lo| {
-                let what = describe_use(&block_use(&lo.sys_dir), &mounts, &source_rdev)?;
+                let what = describe_use(&block_use(&lo.sys_dir), &mounts, &source_rdev)
+                    .or_else(|| claimed(&lo.name))?;
                 Some(format!(
                     "it backs loop device /dev/{} (offset {}), which {what}",
                     lo.name, lo.offset
                 ))
             })
     }
+}
+
+/// Whether the kernel refuses an exclusive claim of `/dev/NAME` (EBUSY): a
+/// filesystem mounted from it claims it, also one mounted in another mount
+/// namespace, which this process's mount table does not show. The claim
+/// is read-only and dropped at once; a device that cannot be opened here
+/// (no node, no permission) tells nothing.
+fn claimed(name: &str) -> Option<String> {
+    let busy = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(Path::new("/dev").join(name))
+        .err()
+        .is_some_and(|e| e.raw_os_error() == Some(libc::EBUSY));
+    busy.then(|| {
+        "is claimed by someone else (mounted, perhaps in another mount namespace)".to_string()
+    })
 }
 
 /// One mounted filesystem.
