@@ -3,6 +3,7 @@
 //! existing image, opened with a chosen backend and mapped through
 //! `bufwrite-ext4`.
 
+use crate::setup::{remove_on_signal, run_helper, RemoveOnSignal};
 use anyhow::Context;
 use bufwrite_engine::device::{open_device, uring, Backend, OpenOptions};
 use bufwrite_engine::BlockDevice;
@@ -53,10 +54,13 @@ pub fn image_size(block_size: u32, file_size: u64) -> u64 {
 
 /// A temporary ext4 image in the system temp dir holding [`FILE`] of a
 /// given size, its blocks written (extents mapped, not unwritten) with the
-/// replay pattern of seed 1. Deleted on drop.
+/// replay pattern of seed 1. Deleted on drop, and by SIGINT, SIGTERM or
+/// SIGHUP (see [`crate::setup::remove_on_signal`]).
 #[derive(Debug)]
 pub struct TempExt4 {
     image: tempfile::TempPath,
+    // After `image`: dropped once the file is gone.
+    _guard: RemoveOnSignal,
 }
 
 impl TempExt4 {
@@ -72,6 +76,7 @@ impl TempExt4 {
             .tempfile()
             .context("cannot create a temporary image in the system temp dir")?
             .into_temp_path();
+        let guard = remove_on_signal(&image)?;
         let size_kib = image_size(block_size, file_size) >> 10;
         run(Command::new(&mkfs)
             .args(["-q", "-F", "-b", &block_size.to_string()])
@@ -79,7 +84,8 @@ impl TempExt4 {
             .arg(format!("{size_kib}k")))
         .with_context(|| format!("mkfs.ext4 failed on {}", image.display()))?;
 
-        let src = source_file(file_size)?;
+        // Bound first, so dropped last: the file is gone before the guard.
+        let (_src_guard, src) = source_file(file_size)?;
         // debugfs splits its request on spaces, so the source is named by a
         // bare file name relative to its directory: the temp dir's own path
         // may hold spaces; tempfile's random names never do.
@@ -94,7 +100,10 @@ impl TempExt4 {
             .arg(format!("write {name} {FILE}"))
             .arg(&image))
         .with_context(|| format!("debugfs failed on {}", image.display()))?;
-        let made = TempExt4 { image };
+        let made = TempExt4 {
+            image,
+            _guard: guard,
+        };
         // debugfs exits 0 even when a request fails, so the result is read
         // back: the file must exist with the size that was asked for.
         made.check_file(file_size)
@@ -124,12 +133,14 @@ impl TempExt4 {
 }
 
 /// A temporary file of `size` pattern bytes (seed 1, as libmicro's prefill
-/// writes them), for debugfs to copy into the image.
-fn source_file(size: u64) -> anyhow::Result<tempfile::TempPath> {
+/// writes them), for debugfs to copy into the image; removed on drop or by
+/// a signal (drop the path before the guard).
+fn source_file(size: u64) -> anyhow::Result<(RemoveOnSignal, tempfile::TempPath)> {
     let mut src = tempfile::Builder::new()
         .prefix("bufwrite-src-")
         .tempfile()
         .context("cannot create a temporary source file in the system temp dir")?;
+    let guard = remove_on_signal(src.path())?;
     let mut buf = vec![0u8; 1 << 20];
     let mut off = 0;
     while off < size {
@@ -140,14 +151,15 @@ fn source_file(size: u64) -> anyhow::Result<tempfile::TempPath> {
         off += n as u64;
     }
     src.flush()?;
-    Ok(src.into_temp_path())
+    Ok((guard, src.into_temp_path()))
 }
 
 /// Runs a tool; a failure is an error carrying its stderr. Returns stderr
-/// (debugfs reports there, even on success).
+/// (debugfs reports there, even on success). A signal that ends this
+/// process kills the tool first (it works on a temporary image).
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let prog = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd.output().with_context(|| format!("cannot run {prog}"))?;
+    let out = run_helper(cmd).with_context(|| format!("cannot run {prog}"))?;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
         anyhow::bail!("{prog} exited with {}: {}", out.status, stderr.trim());
@@ -160,10 +172,12 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
 pub fn preferred_backend() -> (Backend, Option<String>) {
     match uring::probe() {
         Ok(()) => (Backend::Uring, None),
+        // `{:#}`: the engine's message, then its OS error.
         Err(e) => (
             Backend::Sync,
             Some(format!(
-                "io_uring is unavailable ({e}); using the sync backend"
+                "{:#}; using the sync backend",
+                anyhow::Error::new(e)
             )),
         ),
     }
@@ -191,8 +205,19 @@ impl std::fmt::Debug for Ext4Image {
 }
 
 impl Ext4Image {
-    /// Opens an existing image or unmounted device.
+    /// Opens an existing image or unmounted device (a mounted one, or one
+    /// another process writes, is refused by the engine's open). Its block
+    /// size is the image's: a `--block-size` given with `--image` draws a
+    /// warning.
     pub fn open(path: &Path, backend: Backend) -> anyhow::Result<Ext4Image> {
+        let image = Self::open_unchecked(path, backend)?;
+        crate::setup::warn_block_size_ignored(image.fs.block_size());
+        Ok(image)
+    }
+
+    /// [`Ext4Image::open`] without the warning: for an image made with the
+    /// block size asked for.
+    fn open_unchecked(path: &Path, backend: Backend) -> anyhow::Result<Ext4Image> {
         let device = crate::setup::open_path(path, backend)?;
         let fs = Ext4::open(Arc::clone(&device))
             .with_context(|| format!("cannot read {} as ext4", path.display()))?;
@@ -212,7 +237,7 @@ impl Ext4Image {
         backend: Backend,
     ) -> anyhow::Result<Ext4Image> {
         let temp = TempExt4::create(block_size, file_size)?;
-        let mut img = Ext4Image::open(temp.path(), backend)?;
+        let mut img = Ext4Image::open_unchecked(temp.path(), backend)?;
         img._temp = Some(temp);
         Ok(img)
     }

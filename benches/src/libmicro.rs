@@ -119,7 +119,8 @@ pub struct Args {
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
     /// Calls per sample (default: enough for about 1 ms).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    /// At most 10^9.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=setup::MAX_BATCH))]
     pub batch: Option<u64>,
     /// Cases to run, comma-separated (default: all nine).
     #[arg(long, value_delimiter = ',')]
@@ -156,10 +157,26 @@ struct CaseResult {
     cached_bytes: usize,
 }
 
+/// The `--backend` help of this command, whose default depends on the
+/// target (see [`ext4_backend`]); `main` applies it to the shared flag.
+pub fn help(cmd: clap::Command) -> clap::Command {
+    cmd.mut_arg("backend", |a| {
+        a.hide_default_value(true).help(
+            "Device I/O backend: uring (io_uring, O_DIRECT) or sync (pread/pwrite). \
+             Default: uring on the ext4 image (the temporary one, or --image), or sync \
+             with a note where io_uring is unavailable; sync with --device; ignored \
+             with --mem (a RAM device does no device I/O)",
+        )
+    })
+}
+
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cases = select_cases(&args.cases)?;
     let paths = select_paths(&args.paths)?;
+    // Before anything is made or measured: a run is not lost to a bad path.
+    let targets = [args.image.as_deref(), args.device.as_deref()];
+    crate::report::check_json_path(args.json.as_deref(), &targets)?;
     let folio = args.common.folio_size();
     let region = cases
         .iter()

@@ -1,6 +1,5 @@
 //! `bufwrite`: the head-to-head measurement of the buffered write paths.
 
-use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Subcommand};
 
 mod gaps_cmd;
@@ -33,7 +32,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// The libMicro write cases (cached overwrites at offset 0), usecs/call per path.
+    /// The libMicro write cases (cached overwrites at offset 0), usecs/call
+    /// per path; by default on a temporary ext4 image through io_uring (sync
+    /// where io_uring is unavailable).
     Libmicro(libmicro::Args),
     /// Sweep one parameter (folio order, write position, block size, cold
     /// cache, write size): usecs/call per path as CSV, JSON and an SVG chart.
@@ -47,16 +48,21 @@ enum Command {
 }
 
 fn main() {
-    let matches = Cli::command().get_matches();
+    let command = Cli::command().mut_subcommand("libmicro", libmicro::help);
+    let matches = command.get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `--backend` and `--block-size` have defaults, so only the matches
+    // tell whether they were given: for the warnings about flags a target
+    // ignores, and for libmicro's own choice of backend.
+    if let Some(("libmicro" | "replay", m)) = matches.subcommand() {
+        setup::record_given(setup::given_flags(m));
+    }
     let result = match cli.command {
         Command::Libmicro(mut a) => {
-            // `--backend` has a default, so only the matches tell whether
-            // it was given; libmicro's ext4 target picks its own otherwise.
+            // libmicro's ext4 target picks its own backend unless given.
             a.backend_given = matches
                 .subcommand_matches("libmicro")
-                .and_then(|m| m.value_source("backend"))
-                == Some(ValueSource::CommandLine);
+                .is_some_and(|m| setup::given_flags(m).backend);
             libmicro::run(a)
         }
         Command::Sweep(a) => sweep::run(a),

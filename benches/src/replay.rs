@@ -76,6 +76,10 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     if let Some(name) = &args.file {
         check_file_name(name)?;
     }
+    crate::report::check_json_path(
+        args.timing.json.as_deref(),
+        &[args.image.as_deref(), args.device.as_deref()],
+    )?;
     let text = read_trace(args.trace.as_deref())?;
     // The whole trace is checked before anything touches the file.
     let lines = trace::parse(&text)?;

@@ -18,6 +18,7 @@ use crate::timing::Summary;
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 /// The fields every result carries, in order.
@@ -110,6 +111,71 @@ pub fn write_json<R: Serialize>(path: &Path, params: Value, results: &[R]) -> an
         .with_context(|| format!("cannot write the JSON results to {}", path.display()))
 }
 
+/// Checks, before a run measures anything, that its results can be written
+/// to `path` (`--json PATH`; `None`, no `--json`, passes), so that a long
+/// run is not lost to a typo at the end (see [`check_output_path`]), and
+/// that `path` is none of the run's `targets` (its `--image` or `--device`),
+/// which the results would overwrite.
+pub fn check_json_path(path: Option<&Path>, targets: &[Option<&Path>]) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    check_output_path(path, "--json")?;
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    if let Some(json) = id(path) {
+        if let Some(t) = targets.iter().flatten().find(|t| id(t) == Some(json)) {
+            anyhow::bail!(
+                "--json {}: it is the run's target {}; give another file",
+                path.display(),
+                t.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `path`, given with the flag `flag`, can be written: not a
+/// directory, in a directory that exists, and openable for writing. An
+/// existing file is opened without truncating it (its contents are only
+/// replaced once the results are there); a new one is created and removed
+/// again. A block device is refused (results are never written over a
+/// disk); anything else that exists (`/dev/stdout`, a FIFO) is left to
+/// the final write.
+pub fn check_output_path(path: &Path, flag: &str) -> anyhow::Result<()> {
+    let shown = path.display();
+    let open = |create: bool| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(create)
+            .open(path)
+            .with_context(|| format!("{flag} {shown}: cannot open it for writing"))
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            anyhow::bail!("{flag} {shown}: it is a directory; give a file name")
+        }
+        Ok(m) if m.is_file() => open(false).map(drop),
+        Ok(m) if m.file_type().is_block_device() => {
+            anyhow::bail!("{flag} {shown}: it is a block device; give a file name")
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            if !dir.is_dir() {
+                anyhow::bail!(
+                    "{flag} {shown}: the directory {} does not exist",
+                    dir.display()
+                );
+            }
+            open(true)?;
+            std::fs::remove_file(path)
+                .with_context(|| format!("{flag} {shown}: cannot remove the test file"))
+        }
+        Err(e) => Err(e).with_context(|| format!("{flag} {shown}: cannot look it up")),
+    }
+}
+
 /// Checks a document against the schema: what the tests hold every
 /// command's JSON to. The error names the first field that is wrong.
 #[cfg(test)]
@@ -195,6 +261,36 @@ mod tests {
         }
         let doc = document(serde_json::json!({"command": "test"}), &[r]).unwrap();
         check(&doc).unwrap();
+    }
+
+    #[test]
+    fn output_paths_are_checked_without_leaving_anything_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("r.json");
+        check_json_path(Some(&new), &[]).unwrap();
+        assert!(!new.exists(), "the test file was removed");
+        std::fs::write(&new, "old").unwrap();
+        check_json_path(Some(&new), &[None]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&new).unwrap(),
+            "old",
+            "not truncated"
+        );
+        check_json_path(None, &[]).unwrap();
+        let same = dir.path().join(".").join("r.json");
+        let e = check_json_path(Some(&new), &[None, Some(&same)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the run's target"), "{e}");
+        let e = check_json_path(Some(dir.path()), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        let e = check_json_path(Some(&dir.path().join("no/r.json")), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not exist") && e.contains("--json"), "{e}");
+        check_output_path(Path::new("/dev/null"), "--json").unwrap();
     }
 
     #[test]

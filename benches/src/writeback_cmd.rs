@@ -17,8 +17,9 @@
 //! each run on a freshly opened device, so that a slow spell of the disk
 //! does not land on one of them.
 
+use crate::setup::{remove_on_signal, RemoveOnSignal};
 use anyhow::{bail, Context, Result};
-use bufwrite_engine::device::uring::{UringConfig, UringDevice};
+use bufwrite_engine::device::uring::{UringConfig, UringDevice, MAX_QUEUE_DEPTH};
 use bufwrite_engine::device::{open_device, Backend, OpenOptions};
 use bufwrite_engine::{AlignedBuf, BlockDevice, IoRequest};
 use std::io::Write;
@@ -54,12 +55,14 @@ pub struct Args {
     /// default: a temp image file.
     #[arg(long)]
     device: Option<PathBuf>,
-    /// Size of the temp image (and of the region random runs spread over).
-    #[arg(long, default_value = "512M")]
-    image_size: String,
-    /// Directory of the temp image (must support O_DIRECT; not tmpfs).
-    #[arg(long, default_value = "/var/tmp")]
-    dir: PathBuf,
+    /// Size of the temp image (and of the region random runs spread over);
+    /// default 512M. It must fit in --dir's free space with a margin.
+    #[arg(long)]
+    image_size: Option<String>,
+    /// Directory of the temp image (must support O_DIRECT; not tmpfs);
+    /// default /var/tmp.
+    #[arg(long)]
+    dir: Option<PathBuf>,
     /// Also measure io_uring with the file registered with the ring.
     #[arg(long)]
     compare_registered_file: bool,
@@ -94,26 +97,38 @@ struct Row {
     fio: String,
 }
 
+/// Default size of the temporary image.
+const DEFAULT_IMAGE_SIZE: u64 = 512 << 20;
+/// Default directory of the temporary image.
+const DEFAULT_DIR: &str = "/var/tmp";
+/// Largest I/O size: a window of 64 of them is allocated up front.
+const MAX_IO_SIZE: u64 = 64 << 20;
+/// Free space a temporary image must leave on its filesystem, at least
+/// (and at least 1/16 of the image): the disk is shared.
+const FREE_MARGIN: u64 = 256 << 20;
+
+/// The flags, parsed and checked before anything is written.
+struct Plan {
+    total: u64,
+    sizes: Vec<u64>,
+    groups: Vec<Vec<Config>>,
+    /// `--image-size` and `--dir` of a temporary image; `None` with `--device`.
+    temp: Option<(u64, PathBuf)>,
+}
+
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    let total = parse_size(&args.total)?;
-    let sizes = args
-        .io_size
-        .iter()
-        .map(|s| parse_size(s))
-        .collect::<Result<Vec<_>>>()?;
-    for l in &args.layout {
-        if l != "seq" && l != "random" {
-            bail!("layout {l:?} (expected seq or random)");
+    let plan = check_args(&args)?;
+    let (_tmp, target) = match (&args.device, &plan.temp) {
+        (Some(p), _) => {
+            check_target(p, &plan, true)?;
+            (None, p.clone())
         }
-    }
-    let (_tmp, target) = match &args.device {
-        Some(p) => (None, p.clone()),
-        None => {
-            let size = parse_size(&args.image_size)?;
-            let (dir, path) = make_image(&args.dir, size)?;
-            (Some(dir), path)
+        (None, Some((size, dir))) => {
+            let (tmp, path) = make_image(dir, *size, &plan)?;
+            (Some(tmp), path)
         }
+        (None, None) => bail!("no --device and no temporary image"),
     };
     if !args.json {
         println!(
@@ -127,13 +142,157 @@ pub fn run(args: Args) -> Result<()> {
             "backend", "qd", "reg", "io_size", "layout", "MB/s"
         );
     }
-    for group in configs(&args)? {
-        for &io_size in &sizes {
+    for group in &plan.groups {
+        for &io_size in &plan.sizes {
             for layout in &args.layout {
-                for row in measure(&args, &target, &group, io_size, layout, total)? {
+                for row in measure(&args, &target, group, io_size, layout, plan.total)? {
                     print_row(&row, args.json)?;
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Parses and checks every flag, and the free space a temporary image
+/// needs, before anything is created or written.
+fn check_args(args: &Args) -> Result<Plan> {
+    let total = parse_size(&args.total).context("--total")?;
+    if total == 0 {
+        bail!("--total 0: the total must be positive");
+    }
+    let sizes = args
+        .io_size
+        .iter()
+        .map(|s| {
+            let n = parse_size(s).context("--io-size")?;
+            if n == 0 || !n.is_multiple_of(512) || n > MAX_IO_SIZE {
+                bail!(
+                    "--io-size {s}: an I/O size must be a multiple of 512 from 512 to {}",
+                    human(MAX_IO_SIZE)
+                );
+            }
+            if n > total {
+                bail!("--io-size {s} is larger than --total {}", args.total);
+            }
+            Ok(n)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for l in &args.layout {
+        if l != "seq" && l != "random" {
+            bail!("--layout {l:?}: expected seq or random");
+        }
+    }
+    for &qd in &args.qd {
+        if qd == 0 || qd > MAX_QUEUE_DEPTH {
+            bail!("--qd {qd}: a queue depth must be 1 ..= {MAX_QUEUE_DEPTH}");
+        }
+    }
+    if args.runs == 0 {
+        bail!("--runs 0: give at least one run");
+    }
+    let groups = configs(args)?;
+    let temp = match &args.device {
+        Some(_) => {
+            for (given, flag) in [
+                (args.image_size.is_some(), "--image-size"),
+                (args.dir.is_some(), "--dir"),
+            ] {
+                if given {
+                    crate::setup::warn(&format!(
+                        "{flag} is ignored with --device: no temporary image is made"
+                    ));
+                }
+            }
+            None
+        }
+        None => {
+            let size = match &args.image_size {
+                Some(s) => parse_size(s).context("--image-size")?,
+                None => DEFAULT_IMAGE_SIZE,
+            };
+            let largest = sizes.iter().copied().max().unwrap_or(0);
+            if size < largest {
+                bail!(
+                    "--image-size {} is smaller than one I/O of {} (--io-size)",
+                    human(size),
+                    human(largest)
+                );
+            }
+            let dir = args.dir.clone().unwrap_or_else(|| DEFAULT_DIR.into());
+            check_free_space(&dir, size)?;
+            Some((size, dir))
+        }
+    };
+    Ok(Plan {
+        total,
+        sizes,
+        groups,
+        temp,
+    })
+}
+
+/// Refuses an image of `size` bytes that would not fit in `dir` with
+/// [`FREE_MARGIN`] (or 1/16 of the image, if more) to spare: the space
+/// statvfs reports available to unprivileged users.
+fn check_free_space(dir: &Path, size: u64) -> Result<()> {
+    let st = rustix::fs::statvfs(dir)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("--dir {}: cannot read its free space", dir.display()))?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let margin = FREE_MARGIN.max(size / 16);
+    if size.saturating_add(margin) > free {
+        bail!(
+            "--image-size: a temporary image of {} does not fit in {} ({} free; an image \
+             must leave at least {} free)",
+            human_bytes(size),
+            dir.display(),
+            human_bytes(free),
+            human_bytes(margin)
+        );
+    }
+    Ok(())
+}
+
+/// `n` bytes in the largest binary unit that keeps a digit before the point.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Opens `target` once, as the first set-up would, and checks that every
+/// I/O size is a multiple of its block size and (`check_size`: not for a
+/// temporary image still empty) that it holds one I/O of each size: before
+/// anything is written to it.
+fn check_target(target: &Path, plan: &Plan, check_size: bool) -> Result<()> {
+    let Some(first) = plan.groups.first().and_then(|g| g.first()) else {
+        bail!("--backend: no backend to measure");
+    };
+    let dev = open(target, first, 0)?.dev;
+    let lbs = u64::from(dev.logical_block_size());
+    for &io_size in &plan.sizes {
+        if !io_size.is_multiple_of(lbs) {
+            bail!(
+                "--io-size {io_size} is not a multiple of the block size of {} ({lbs})",
+                dev.describe()
+            );
+        }
+        if check_size && dev.size() < io_size {
+            bail!(
+                "{} holds {} bytes, less than one I/O of {io_size}",
+                dev.describe(),
+                dev.size()
+            );
         }
     }
     Ok(())
@@ -152,7 +311,9 @@ struct Config {
 fn configs(args: &Args) -> Result<Vec<Vec<Config>>> {
     let mut out = Vec::new();
     for b in &args.backend {
-        let backend: Backend = b.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let backend: Backend = b
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--backend {b:?}: expected uring or sync"))?;
         let plain = |qd| Config {
             backend,
             qd,
@@ -206,6 +367,18 @@ impl Opened {
     }
 }
 
+/// An engine error from opening the target, with the advice this command
+/// can give: it always opens with O_DIRECT, also on the sync backend.
+fn open_error(e: bufwrite_engine::Error, backend: Backend) -> anyhow::Error {
+    if e.is_direct_io_unsupported() {
+        return anyhow::Error::new(e).context(
+            "writeback opens its target with O_DIRECT on every backend: give --dir (or \
+             --device) on a filesystem that supports it (not tmpfs)",
+        );
+    }
+    crate::setup::with_advice(e, backend)
+}
+
 fn open(target: &Path, c: &Config, window_len: usize) -> Result<Opened> {
     let opened = match c.backend {
         Backend::Uring => {
@@ -215,7 +388,9 @@ fn open(target: &Path, c: &Config, window_len: usize) -> Result<Opened> {
                 register_file: c.registered_file,
                 read_only: false,
             };
-            let u = Arc::new(UringDevice::open_with(target, &cfg)?);
+            let u = Arc::new(
+                UringDevice::open_with(target, &cfg).map_err(|e| open_error(e, c.backend))?,
+            );
             let window = if c.registered_buffers {
                 u.register_buffers(vec![AlignedBuf::zeroed(window_len)])?;
                 None
@@ -235,7 +410,7 @@ fn open(target: &Path, c: &Config, window_len: usize) -> Result<Opened> {
                 ..OpenOptions::default()
             };
             Opened {
-                dev: open_device(target, opts)?,
+                dev: open_device(target, opts).map_err(|e| open_error(e, c.backend))?,
                 uring: None,
                 window: Some(AlignedBuf::zeroed(window_len)),
             }
@@ -253,23 +428,37 @@ fn measure(
     layout: &str,
     total: u64,
 ) -> Result<Vec<Row>> {
-    let window_len = WINDOW * io_size as usize;
     let (count, offsets) = {
+        // `check_args` and `check_target` made sure of one I/O of this size
+        // in both the total and the device.
         let dev = open(target, &group[0], 0)?.dev;
-        let lbs = u64::from(dev.logical_block_size());
-        if io_size == 0 || !io_size.is_multiple_of(lbs) {
-            bail!("I/O size {io_size} is not a multiple of the device's block size {lbs}");
-        }
         let slots = dev.size() / io_size;
         let count = (total / io_size).min(slots);
         if count == 0 {
-            bail!("the device ({} bytes) is smaller than one I/O", dev.size());
+            bail!(
+                "{} ({} bytes) and --total {total} leave no I/O of {io_size} bytes",
+                dev.describe(),
+                dev.size()
+            );
         }
         (
             count,
             layout_offsets(layout, count, slots, io_size, args.seed),
         )
     };
+    // One window of memory: fewer runs than a window need less of it.
+    let window_len = (WINDOW as u64).min(count) * io_size;
+    if let Some(avail) = crate::setup::memory_available() {
+        if window_len > avail / 2 {
+            bail!(
+                "--io-size {}: a window of {} requests needs {window_len} bytes of memory, \
+                 more than half of the {avail} available",
+                human(io_size),
+                window_len / io_size
+            );
+        }
+    }
+    let window_len = window_len as usize;
     let mut runs = vec![Vec::with_capacity(args.runs); group.len()];
     let mut registered = vec![false; group.len()];
     for run in 0..args.runs.max(1) {
@@ -424,23 +613,42 @@ fn parse_size(s: &str) -> Result<u64> {
         .with_context(|| format!("size {s:?} overflows"))
 }
 
+/// A temporary image's directory, removed on drop or by a signal.
+struct TempImage {
+    _dir: tempfile::TempDir,
+    // After `_dir`: forgotten once the directory is gone.
+    _guard: RemoveOnSignal,
+}
+
 /// A temp image of `size` bytes, written through once so that the runs
 /// overwrite allocated blocks (as fio lays out its file) instead of
-/// allocating them.
-fn make_image(dir: &Path, size: u64) -> Result<(tempfile::TempDir, PathBuf)> {
-    let tmp =
-        tempfile::tempdir_in(dir).with_context(|| format!("temp dir in {}", dir.display()))?;
+/// allocating them. It is opened as the runs will open it (O_DIRECT, the
+/// block size) before the first byte is written.
+fn make_image(dir: &Path, size: u64, plan: &Plan) -> Result<(TempImage, PathBuf)> {
+    let tmp = tempfile::Builder::new()
+        .prefix("bufwrite-writeback-")
+        .tempdir_in(dir)
+        .with_context(|| format!("cannot make a temporary directory in {}", dir.display()))?;
+    let guard = remove_on_signal(tmp.path())?;
     let path = tmp.path().join("writeback.img");
-    let mut f = std::fs::File::create(&path)?;
+    let write_err = || format!("cannot write the temporary image {}", path.display());
+    let mut f = std::fs::File::create(&path).with_context(write_err)?;
+    check_target(&path, plan, false)?;
     let chunk = vec![0u8; 1 << 20];
     let mut left = size;
     while left > 0 {
         let n = left.min(chunk.len() as u64) as usize;
-        f.write_all(&chunk[..n])?;
+        f.write_all(&chunk[..n]).with_context(write_err)?;
         left -= n as u64;
     }
-    f.sync_all()?;
-    Ok((tmp, path))
+    f.sync_all().with_context(write_err)?;
+    Ok((
+        TempImage {
+            _dir: tmp,
+            _guard: guard,
+        },
+        path,
+    ))
 }
 
 #[cfg(test)]

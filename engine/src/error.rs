@@ -2,10 +2,16 @@
 //!
 //! Every I/O error carries the operation and the byte offset it failed at, so
 //! that an fsync failure can be traced to the block that did not reach the
-//! device.
+//! device. An open is not an I/O at an offset: it has variants of its own
+//! that name the path.
+//!
+//! No variant's text repeats its source: `anyhow`'s `{:#}` (and any other
+//! walk of [`std::error::Error::source`]) prints the chain, so a message
+//! that also embedded `{source}` would show the OS error twice.
 
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
 
 /// What the engine was doing when an I/O error happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,9 +41,10 @@ impl fmt::Display for IoKind {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A device I/O failed. `offset` is the device byte offset (for `Open`
-    /// and `Flush`, 0).
-    #[error("device {op} failed at byte offset {offset} (length {len}): {source}")]
+    /// A device I/O failed. `offset` is the device byte offset (for a
+    /// flush, 0); a request of length 0 (a flush, a failed set-up) prints
+    /// no offset.
+    #[error("device {op} failed{}", at_offset(*.offset, *.len))]
     Io {
         /// The operation that failed.
         op: IoKind,
@@ -51,7 +58,7 @@ pub enum Error {
     },
     /// Writeback of a file range failed; the data stays dirty in the cache and
     /// a later fsync retries it.
-    #[error("writeback of file offset {file_offset} failed: {source}")]
+    #[error("writeback of file offset {file_offset} failed")]
     Writeback {
         /// The file offset of the first byte that could not be written.
         file_offset: u64,
@@ -113,6 +120,77 @@ pub enum Error {
     /// The device was opened read-only.
     #[error("device is read-only")]
     ReadOnly,
+    /// Opening a device or image file failed; `source` is the OS error.
+    #[error("cannot open {}{}", .path.display(), open_note(.source, *.direct))]
+    Open {
+        /// The path given.
+        path: PathBuf,
+        /// The open asked for O_DIRECT.
+        direct: bool,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file opened, but asking the kernel about it (size, block size,
+    /// lock) failed.
+    #[error("cannot {what} {}", .path.display())]
+    Query {
+        /// What was asked, as a verb phrase: `read the size of`, ...
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The device or image file is in use by the system: mounted (directly,
+    /// or through a loop device it backs) or held by another device built
+    /// on it. Refused before anything was written.
+    #[error("{} is in use: {why}", .path.display())]
+    InUse {
+        /// The path given.
+        path: PathBuf,
+        /// Where it is in use, e.g. `it is mounted at /mnt (ext4)`.
+        why: String,
+    },
+    /// Another process holds the write lock of this image file (another
+    /// bufwrite writing to it). Refused before anything was written.
+    #[error("{} is in use by another process (it holds the image's write lock)", .path.display())]
+    Locked {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// io_uring could not be set up; `what` says whether the kernel refuses
+    /// it outright (and why it may) or the set-up failed otherwise.
+    #[error("{what}")]
+    UringSetup {
+        /// The fact, e.g. `io_uring is unavailable on this system (...)`.
+        what: String,
+        /// The OS error of io_uring_setup.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// ` at byte offset N (length L)`, or nothing for a request of no length
+/// (a flush, or a failure before any request).
+fn at_offset(offset: u64, len: u64) -> String {
+    if len == 0 {
+        String::new()
+    } else {
+        format!(" at byte offset {offset} (length {len})")
+    }
+}
+
+/// What an open's errno means here, when it says more than its own text:
+/// EBUSY from an exclusive open of a block device, EINVAL from O_DIRECT on a
+/// filesystem without direct I/O.
+fn open_note(e: &io::Error, direct: bool) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EBUSY) => ": it is mounted or in use by another opener",
+        Some(libc::EINVAL) if direct => ": its filesystem does not support O_DIRECT",
+        _ => "",
+    }
 }
 
 impl Error {
@@ -125,7 +203,81 @@ impl Error {
             source,
         }
     }
+
+    /// True when an open failed because the file's filesystem does not
+    /// support O_DIRECT (tmpfs, some FUSE filesystems).
+    pub fn is_direct_io_unsupported(&self) -> bool {
+        matches!(self, Error::Open { direct: true, source, .. }
+            if source.raw_os_error() == Some(libc::EINVAL))
+    }
 }
 
 /// The engine's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// Every variant with a source leaves the source's text to the chain.
+    #[test]
+    fn no_message_repeats_its_source() {
+        let os = || io::Error::from_raw_os_error(libc::ENOENT);
+        let cause = os().to_string();
+        let cases = [
+            Error::io(IoKind::Write, 4096, 512, os()),
+            Error::io(IoKind::Flush, 0, 0, os()),
+            Error::Writeback {
+                file_offset: 7,
+                source: Box::new(Error::io(IoKind::Write, 0, 512, os())),
+            },
+            Error::Open {
+                path: "/x.img".into(),
+                direct: false,
+                source: os(),
+            },
+            Error::Query {
+                what: "read the size of",
+                path: "/x.img".into(),
+                source: os(),
+            },
+            Error::UringSetup {
+                what: "io_uring_setup failed".into(),
+                source: os(),
+            },
+        ];
+        for e in cases {
+            let text = e.to_string();
+            assert!(!text.contains(&cause), "{text}");
+            assert!(e.source().is_some(), "{text}");
+        }
+    }
+
+    #[test]
+    fn an_open_error_has_no_offset_and_says_what_its_errno_means() {
+        let e = Error::Open {
+            path: "/dev/sdz".into(),
+            direct: false,
+            source: io::Error::from_raw_os_error(libc::EBUSY),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot open /dev/sdz: it is mounted or in use by another opener"
+        );
+        let e = Error::Open {
+            path: "/dev/shm/x".into(),
+            direct: true,
+            source: io::Error::from_raw_os_error(libc::EINVAL),
+        };
+        assert!(e.is_direct_io_unsupported());
+        assert!(e.to_string().ends_with("does not support O_DIRECT"), "{e}");
+        let flush = Error::io(IoKind::Flush, 0, 0, io::Error::other("x"));
+        assert_eq!(flush.to_string(), "device flush failed");
+        let write = Error::io(IoKind::Write, 8192, 4096, io::Error::other("x"));
+        assert_eq!(
+            write.to_string(),
+            "device write failed at byte offset 8192 (length 4096)"
+        );
+    }
+}

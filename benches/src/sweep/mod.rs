@@ -68,7 +68,8 @@ pub struct Args {
     pub runs: u32,
     /// Calls per sample (default: enough for about 1 ms). Not for `cold`,
     /// whose calls are timed one by one.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    /// At most 10^9.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=setup::MAX_BATCH))]
     pub batch: Option<u64>,
     /// Write paths to compare, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
@@ -209,6 +210,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let paths = select_paths(&args.paths)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot make the output directory {}", args.out.display()))?;
+    // The files `output::write_all` writes, checked before measuring so
+    // that a run is not lost at the end (a directory in the way, say).
+    let base = args.out.join(format!("sweep-{}", args.kind.name()));
+    for ext in ["csv", "json", "svg"] {
+        crate::report::check_output_path(&base.with_extension(ext), "--out")?;
+    }
     let points = points(args.kind, write_size);
     let progress = Progress::new(points.len() as u64 * u64::from(args.runs), !args.json);
     let run = if args.kind == Kind::Cold {

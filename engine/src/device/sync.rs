@@ -39,8 +39,10 @@ impl SyncDevice {
     /// Opens the image file or block device at `path`.
     ///
     /// `opts.direct` opens with O_DIRECT, `opts.read_only` with O_RDONLY.
-    /// A block device is opened exclusively (O_EXCL), so one that is
-    /// mounted or held by another opener is refused.
+    /// Opened for writing, a mounted device or image (also through a loop
+    /// device) is refused, a block device is claimed exclusively (O_EXCL)
+    /// and an image file is locked against a second writer for as long as
+    /// the device lives (see [`probe::open_for_io`]).
     pub fn open(path: &Path, opts: OpenOptions) -> Result<SyncDevice> {
         let (file, geo) = probe::open_for_io(path, opts.direct, opts.read_only)?;
         Ok(SyncDevice {

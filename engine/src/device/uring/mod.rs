@@ -139,8 +139,11 @@ impl UringDevice {
         Self::open_with(path, &UringConfig::from_open_options(&opts))
     }
 
-    /// Opens `path` with O_DIRECT (and O_EXCL for a block device: a mounted
-    /// or otherwise held device is refused) and sets up a ring.
+    /// Opens `path` with O_DIRECT and sets up a ring. Opened for writing, a
+    /// mounted device or image (also through a loop device) is refused, a
+    /// block device is claimed exclusively (O_EXCL) and an image file is
+    /// locked against a second writer for as long as the device lives (see
+    /// [`probe::open_for_io`]).
     pub fn open_with(path: &Path, cfg: &UringConfig) -> Result<Self> {
         check_config(cfg)?;
         let (file, geo) = probe::open_for_io(path, true, cfg.read_only)?;
@@ -349,7 +352,7 @@ fn setup_ring(qd: u32) -> Result<IoUring> {
 }
 
 /// Checks that io_uring can be used here: sets up (and drops) a small ring.
-/// The error says why not and names `--backend sync`.
+/// The error ([`Error::UringSetup`]) says why not.
 pub fn probe() -> Result<()> {
     setup_ring(1).map(drop)
 }
