@@ -85,10 +85,18 @@ pub(crate) fn write_begin(
     // collects them in its `wait[]` array.
     let mut wait: SmallVec<[&BufferHead; 2]> = SmallVec::new();
     let mut reads = ReadBatch::per_run();
-    for bh in ring.walk_from(span.start) {
+    // Block bounds come from a running offset, as the kernel's loop keeps
+    // block_start / block_end in registers: per head the walk reads only
+    // the state word and the link.
+    let first = span.start.min(ring.len() - 1);
+    let mut block_start = first * bs;
+    for bh in ring.walk_from(first) {
         visited += 1;
-        let stop = span.stop_after_to && bh.range().1 >= to;
-        if bh.outside(from, to) {
+        let block_end = block_start + bs;
+        let outside = block_end <= from || block_start >= to;
+        let stop = span.stop_after_to && block_end >= to;
+        block_start = block_end;
+        if outside {
             // ext4_block_write_begin: a head outside the range of an
             // uptodate folio gets set_buffer_uptodate, which for a head
             // that already is costs one load.
@@ -283,9 +291,13 @@ fn commit(ring: &mut BufferRing, span: Span, from: usize, to: usize) -> Commit {
         visited: 0,
         partial: false,
     };
-    for bh in ring.walk_from(span.start) {
+    let bs = ring.block_size() as usize;
+    let first = span.start.min(ring.len() - 1);
+    let mut block_start = first * bs;
+    for bh in ring.walk_from(first) {
         c.visited += 1;
-        if bh.outside(from, to) {
+        let block_end = block_start + bs;
+        if block_end <= from || block_start >= to {
             c.partial |= !bh.uptodate();
         } else {
             bh.set_uptodate();
@@ -294,7 +306,8 @@ fn commit(ring: &mut BufferRing, span: Span, from: usize, to: usize) -> Commit {
         if bh.test(BhState::NEW) {
             bh.clear(BhState::NEW);
         }
-        if span.stop_after_to && bh.range().1 >= to {
+        block_start = block_end;
+        if span.stop_after_to && block_start >= to {
             break;
         }
     }
