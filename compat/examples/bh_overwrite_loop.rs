@@ -5,6 +5,9 @@
 //!
 //! `cargo build --release --example bh_overwrite_loop -p bufwrite-compat &&
 //!  valgrind --tool=callgrind target/release/examples/bh_overwrite_loop 10000 9 bh-legacy`
+//!
+//! An optional fourth argument moves the write: `tail` writes the last KiB
+//! of the folio instead (both walks then visit every head in every mode).
 
 use bufwrite_compat::{BufferHeadPath, Mode};
 use bufwrite_engine::device::mem::Mem;
@@ -18,6 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mode = args.next().unwrap_or_else(|| "bh-legacy".into());
     let mode = Mode::from_name(&mode).ok_or_else(|| format!("unknown mode {mode:?}"))?;
     let size = 4096u64 << order.min(9);
+    let off = match args.next().as_deref() {
+        None | Some("head") => 0,
+        Some("tail") => size - 1024,
+        Some(other) => return Err(format!("unknown offset {other:?} (head or tail)").into()),
+    };
     let dev = Arc::new(Mem::new(size));
     let flat = Arc::new(Flat::new(0, size, 4096, 0)?);
     let opts = FileOptions {
@@ -28,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     file.fsync()?;
     let buf = [0xa5u8; 1024];
     for _ in 0..calls {
-        file.pwrite(0, std::hint::black_box(&buf))?;
+        file.pwrite(off, std::hint::black_box(&buf))?;
     }
     Ok(())
 }

@@ -40,10 +40,11 @@ mod walk_count;
 mod write;
 mod writeback;
 
-pub use buffer_head::{BhState, BufferHead};
+pub use buffer_head::{BhState, BufferHead, EndIo, KERNEL_BUFFER_HEAD_SIZE};
 pub use ring::{BufferRing, Walk};
 pub use walk_count::{NoCount, WalkCount, WalkCounter, WalkStats};
 
+use bufwrite_engine::folio::PAGE_SHIFT;
 use bufwrite_engine::generic_write::{generic_perform_write, FolioWriteOps};
 use bufwrite_engine::{
     DirtyRun, Error, FolioData, FolioPrivate, Inode, IovIter, Result, WritePath,
@@ -140,7 +141,8 @@ fn ensure_ring(folio: &mut FolioData, bs: usize, seek_index: bool) -> Result<&mu
                 state.insert(BhState::DIRTY);
             }
         }
-        let ring = BufferRing::new(folio.size() / bs, bs as u32, state, seek_index);
+        let index = usize::try_from(folio.pos() >> PAGE_SHIFT).unwrap_or(usize::MAX);
+        let ring = BufferRing::for_folio(index, folio.size() / bs, bs as u32, state, seek_index);
         folio.private = FolioPrivate::Other(Box::new(ring));
     }
     ring_mut(folio).ok_or_else(|| {

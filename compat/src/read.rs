@@ -67,15 +67,20 @@ fn queue_reads(
         if block_pos < isize && !bh.mapped() {
             let m = inode
                 .mapper
-                .get_block(block_pos / u64::from(bh.size), false)?;
+                .get_block(block_pos / bh.size() as u64, false)?;
             bh.map(&m)?;
         }
         if block_pos >= isize || bh.reads_as_zero() {
             data[start..end].fill(0);
-            bh.state.insert(BhState::UPTODATE);
+            bh.set_uptodate();
             continue;
         }
-        bh.state.insert(BhState::ASYNC_READ | BhState::REQ);
+        // block_read_full_folio: lock the head, mark it under async read;
+        // submission takes a reference and marks it submitted.
+        bh.set(BhState::LOCK);
+        bh.set(BhState::ASYNC_READ);
+        bh.get();
+        bh.set(BhState::REQ);
         batch.add(start, end - start, bh.addr());
     }
     Ok(())
@@ -87,12 +92,13 @@ fn queue_reads(
 fn complete_reads(ring: &mut BufferRing, outcome: &ReadOutcome) -> bool {
     let mut all = true;
     for bh in ring.walk() {
-        if bh.state.contains(BhState::ASYNC_READ) {
-            bh.state.remove(BhState::ASYNC_READ);
-            let (start, _) = bh.range();
-            if outcome.read_ok(start) {
-                bh.state.insert(BhState::UPTODATE);
+        if bh.test(BhState::ASYNC_READ) {
+            if outcome.read_ok(bh.offset()) {
+                bh.set_uptodate();
             }
+            bh.clear(BhState::ASYNC_READ);
+            bh.clear(BhState::LOCK);
+            bh.put();
         }
         all &= bh.uptodate();
     }

@@ -1,21 +1,27 @@
 //! `BufferRing`: a folio's buffer heads, one heap node per block, linked
-//! into a circular singly linked list from the head (the kernel's
-//! `b_this_page` ring hanging off `folio->private`).
+//! into a circular singly linked list from the head through each head's
+//! `b_this_page` (the kernel's ring hanging off `folio->private`).
 //!
 //! The point of modelling it this way is the cost: reaching block k means
-//! following k links, a dependent load per head, as in Linux. The only
-//! random access is the optional seek index built for the `SeekToFrom`
-//! experiment, which the kernel's structure does not have.
+//! following k links, a dependent load per head, as in Linux, and each
+//! node is a [`BufferHead`] of the kernel's size (104 bytes), so a walk
+//! touches the memory the kernel's walk touches. The only random access is
+//! the optional seek index built for the `SeekToFrom` experiment, which the
+//! kernel's structure does not have.
 //!
 //! This is the crate's only `unsafe`. The invariants it rests on:
 //! - the ring owns its `nr >= 1` nodes exclusively; each was made by
 //!   `Box::into_raw` in [`BufferRing::new`] and is freed once, in `Drop`;
-//! - following `next` from any node visits every node once before it
-//!   returns to that node, and links never change after construction (the
-//!   `next` field is private to this module);
-//! - a [`Walk`] borrows the ring mutably and yields each node at most once
-//!   (it stops after `nr - start` steps), so the `&mut BufferHead`s it hands
-//!   out never alias.
+//! - following `b_this_page` from any node visits every node once before
+//!   it returns to that node, and links never change after construction:
+//!   the link is written here, before any reference to the node exists,
+//!   and afterwards nodes are reachable only through shared references
+//!   (walks and iterators yield `&BufferHead`), through which a plain
+//!   field cannot be written;
+//! - every field a walk changes is interior-mutable (atomics, a `Cell`),
+//!   so handing out shared references to the nodes is sound; a [`Walk`]
+//!   still borrows the ring mutably, as the kernel walks under the folio
+//!   lock, and stops after `nr - start` steps.
 //!
 //! The unit tests below exercise construction, walks from every start,
 //! early stops and drop. Miri is not installed here (no nightly toolchain),
@@ -25,24 +31,20 @@ use crate::buffer_head::{BhState, BufferHead};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-/// One heap-allocated link of the ring.
-struct Node {
-    bh: BufferHead,
-    next: NonNull<Node>,
-}
-
 /// The buffer heads of one folio.
 pub struct BufferRing {
-    head: NonNull<Node>,
+    head: NonNull<BufferHead>,
     nr: usize,
     block_size: u32,
     /// Node pointers by block index, only for the seek experiment.
-    index: Option<Box<[NonNull<Node>]>>,
+    index: Option<Box<[NonNull<BufferHead>]>>,
 }
 
-// SAFETY: the ring owns its nodes exclusively (like a Box<[Node]>) and all
-// access goes through &self / &mut self, so moving it to another thread moves
-// that exclusive ownership with it.
+// SAFETY: the ring owns its nodes exclusively (like a Box<[BufferHead]>);
+// the nodes' `Cell` and raw link are only reached through &self / &mut self
+// of the ring, so moving the ring to another thread moves that exclusive
+// ownership with it. The ring is not Sync (nor are its heads), so no two
+// threads reach the same node at once.
 unsafe impl Send for BufferRing {}
 
 impl std::fmt::Debug for BufferRing {
@@ -57,38 +59,48 @@ impl std::fmt::Debug for BufferRing {
 
 impl BufferRing {
     /// A ring of `nr` heads (at least one) of `block_size` bytes, each with
-    /// `state` (seeded from the folio's flags by the caller). `seek_index`
-    /// also builds the block -> node table [`walk_from`](Self::walk_from)
-    /// uses to start mid-ring without walking the prefix.
+    /// `state` (seeded from the folio's flags by the caller), for a folio
+    /// whose index is 0. See [`for_folio`](Self::for_folio).
     pub fn new(nr: usize, block_size: u32, state: BhState, seek_index: bool) -> Self {
+        Self::for_folio(0, nr, block_size, state, seek_index)
+    }
+
+    /// A ring of `nr` heads (at least one) of `block_size` bytes for the
+    /// folio with index `folio` (recorded in each head's `b_folio`), each
+    /// with `state` (`create_empty_buffers`). `seek_index` also builds the
+    /// block -> node table [`walk_from`](Self::walk_from) uses to start
+    /// mid-ring without walking the prefix.
+    pub fn for_folio(
+        folio: usize,
+        nr: usize,
+        block_size: u32,
+        state: BhState,
+        seek_index: bool,
+    ) -> Self {
         let nr = nr.max(1);
+        let bs = block_size as usize;
         let node = |i: usize| {
-            let offset = u32::try_from(i)
-                .unwrap_or(u32::MAX)
-                .saturating_mul(block_size);
-            Box::new(Node {
-                bh: BufferHead::new(offset, block_size, state),
-                next: NonNull::dangling(),
-            })
+            let head = BufferHead::new(folio, i.saturating_mul(bs), bs, state);
+            NonNull::from(Box::leak(Box::new(head)))
         };
-        let head = NonNull::from(Box::leak(node(0)));
+        let head = node(0);
         let mut index = seek_index.then(|| Vec::with_capacity(nr));
         if let Some(v) = index.as_mut() {
             v.push(head);
         }
         let mut prev = head;
         for i in 1..nr {
-            let cur = NonNull::from(Box::leak(node(i)));
+            let cur = node(i);
             // SAFETY: `prev` is a live node of this ring (leaked above), and
-            // nothing else references it yet.
-            unsafe { (*prev.as_ptr()).next = cur };
+            // no reference to it exists yet.
+            unsafe { (*prev.as_ptr()).b_this_page = cur };
             if let Some(v) = index.as_mut() {
                 v.push(cur);
             }
             prev = cur;
         }
         // SAFETY: as above; closing the ring makes the last node point at head.
-        unsafe { (*prev.as_ptr()).next = head };
+        unsafe { (*prev.as_ptr()).b_this_page = head };
         BufferRing {
             head,
             nr,
@@ -117,14 +129,16 @@ impl BufferRing {
         self.index.is_some()
     }
 
-    /// Bytes this ring really holds: every node, the ring header, and the
-    /// seek index if any.
+    /// Bytes this ring really holds: every head (104 bytes each, the
+    /// kernel's `struct buffer_head`), the ring header, and the seek index
+    /// if any. The allocator's own per-node overhead is not counted, as
+    /// the kernel's slab overhead is not counted in its 104.
     pub fn memory_bytes(&self) -> usize {
         let index = self
             .index
             .as_ref()
-            .map_or(0, |i| i.len() * size_of::<NonNull<Node>>());
-        self.nr * size_of::<Node>() + size_of::<BufferRing>() + index
+            .map_or(0, |i| i.len() * size_of::<NonNull<BufferHead>>());
+        self.nr * size_of::<BufferHead>() + size_of::<BufferRing>() + index
     }
 
     /// Walks every head once, from the head of the ring.
@@ -148,8 +162,8 @@ impl BufferRing {
                 let mut cur = self.head;
                 for _ in 0..start {
                     // SAFETY: `cur` is a live node of this ring (we hold
-                    // &mut self), and its `next` is a live node too.
-                    cur = unsafe { (*cur.as_ptr()).next };
+                    // &mut self), and its link is a live node too.
+                    cur = unsafe { (*cur.as_ptr()).b_this_page };
                 }
                 cur
             }
@@ -166,10 +180,10 @@ impl BufferRing {
         let mut cur = self.head;
         (0..self.nr).map(move |_| {
             // SAFETY: the ring is borrowed shared for the iterator's
-            // lifetime, so every node is live and nobody mutates it.
+            // lifetime, so every node is live; nodes are only ever shared.
             let node = unsafe { &*cur.as_ptr() };
-            cur = node.next;
-            &node.bh
+            cur = node.b_this_page;
+            node
         })
     }
 }
@@ -178,40 +192,38 @@ impl Drop for BufferRing {
     fn drop(&mut self) {
         let mut cur = self.head;
         for _ in 0..self.nr {
-            // SAFETY: each node was made by Box::leak in `new`, is owned by
-            // this ring only, and is reached exactly once in `nr` steps; its
-            // `next` is read before the node is freed.
+            // SAFETY: each node was made by Box::leak in `for_folio`, is
+            // owned by this ring only, and is reached exactly once in `nr`
+            // steps; its link is read before the node is freed.
             let node = unsafe { Box::from_raw(cur.as_ptr()) };
-            cur = node.next;
+            cur = node.b_this_page;
         }
     }
 }
 
-/// A walk along the ring: yields each head at most once, in ring order.
+/// A walk along the ring: yields each head at most once, in ring order,
+/// following `b_this_page` (one dependent load per head).
 pub struct Walk<'a> {
-    cur: NonNull<Node>,
+    cur: NonNull<BufferHead>,
     left: usize,
     _ring: PhantomData<&'a mut BufferRing>,
 }
 
 impl<'a> Iterator for Walk<'a> {
-    type Item = &'a mut BufferHead;
+    type Item = &'a BufferHead;
 
     #[inline]
-    fn next(&mut self) -> Option<&'a mut BufferHead> {
+    fn next(&mut self) -> Option<&'a BufferHead> {
         if self.left == 0 {
             return None;
         }
         self.left -= 1;
-        let node = self.cur.as_ptr();
-        // SAFETY: the walk holds the ring's unique borrow for 'a; `left`
-        // never exceeds the number of nodes not yet yielded, so this node is
-        // handed out once and no other reference to it exists. Its `next`
-        // field is not reachable through the `&mut BufferHead` given out.
-        unsafe {
-            self.cur = (*node).next;
-            Some(&mut (*node).bh)
-        }
+        // SAFETY: the walk holds the ring's unique borrow for 'a, so every
+        // node stays live for 'a; nodes are only ever shared, and what a
+        // walk changes in them is interior-mutable.
+        let node = unsafe { &*self.cur.as_ptr() };
+        self.cur = node.b_this_page;
+        Some(node)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -224,7 +236,7 @@ mod tests {
     use super::*;
 
     fn offsets(ring: &mut BufferRing, start: usize) -> Vec<u32> {
-        ring.walk_from(start).map(|bh| bh.offset).collect()
+        ring.walk_from(start).map(|bh| bh.offset() as u32).collect()
     }
 
     #[test]
@@ -233,13 +245,13 @@ mod tests {
             let mut r = BufferRing::new(8, 1024, BhState::UPTODATE, seek);
             assert_eq!(r.len(), 8);
             assert_eq!(r.has_seek_index(), seek);
-            let all: Vec<u32> = r.walk().map(|bh| bh.offset).collect();
+            let all: Vec<u32> = r.walk().map(|bh| bh.offset() as u32).collect();
             assert_eq!(all, (0..8).map(|i| i * 1024).collect::<Vec<_>>());
             for s in 0..8 {
                 assert_eq!(offsets(&mut r, s), all[s..].to_vec());
             }
             assert_eq!(offsets(&mut r, 100), vec![7 * 1024]);
-            assert!(r.iter().all(|bh| bh.uptodate() && bh.size == 1024));
+            assert!(r.iter().all(|bh| bh.uptodate() && bh.size() == 1024));
         }
     }
 
@@ -247,20 +259,15 @@ mod tests {
     fn mutation_through_walk_sticks() {
         let mut r = BufferRing::new(4, 4096, BhState::empty(), false);
         for bh in r.walk_from(2) {
-            bh.state.insert(BhState::DIRTY);
+            bh.set(BhState::DIRTY);
         }
         let dirty: Vec<bool> = r.iter().map(BufferHead::dirty).collect();
         assert_eq!(dirty, vec![false, false, true, true]);
         // An early stop leaves the rest untouched.
         if let Some(bh) = r.walk().next() {
-            bh.state.insert(BhState::NEW);
+            bh.set(BhState::NEW);
         }
-        assert_eq!(
-            r.iter()
-                .filter(|bh| bh.state.contains(BhState::NEW))
-                .count(),
-            1
-        );
+        assert_eq!(r.iter().filter(|bh| bh.test(BhState::NEW)).count(), 1);
     }
 
     #[test]
@@ -273,7 +280,7 @@ mod tests {
         let seek = BufferRing::new(512, 4096, BhState::empty(), true);
         assert_eq!(
             plain.memory_bytes(),
-            512 * size_of::<Node>() + size_of::<BufferRing>()
+            512 * size_of::<BufferHead>() + size_of::<BufferRing>()
         );
         assert_eq!(seek.memory_bytes(), plain.memory_bytes() + 512 * 8);
     }

@@ -83,14 +83,25 @@ pub(crate) fn write_begin(
     // The partial blocks to read (at most the two edge heads), submitted
     // together after the walk and waited on, as `__block_write_begin_int`
     // collects them in its `wait[]` array.
-    let mut wait: SmallVec<[&mut BufferHead; 2]> = SmallVec::new();
+    let mut wait: SmallVec<[&BufferHead; 2]> = SmallVec::new();
     let mut reads = ReadBatch::per_run();
-    for bh in ring.walk_from(span.start) {
+    // Block bounds come from a running offset, as the kernel's loop keeps
+    // block_start / block_end in registers: per head the walk reads only
+    // the state word and the link.
+    let first = span.start.min(ring.len() - 1);
+    let mut block_start = first * bs;
+    for bh in ring.walk_from(first) {
         visited += 1;
-        let stop = span.stop_after_to && bh.range().1 >= to;
-        if bh.outside(from, to) {
+        let block_end = block_start + bs;
+        let outside = block_end <= from || block_start >= to;
+        let stop = span.stop_after_to && block_end >= to;
+        block_start = block_end;
+        if outside {
+            // ext4_block_write_begin: a head outside the range of an
+            // uptodate folio gets set_buffer_uptodate, which for a head
+            // that already is costs one load.
             if up {
-                bh.state.insert(BhState::UPTODATE);
+                bh.set_uptodate();
             }
             if stop {
                 break;
@@ -100,7 +111,7 @@ pub(crate) fn write_begin(
         match ctx.prepare(bh, data) {
             Ok(false) => {}
             Ok(true) => {
-                reads.add(bh.offset as usize, bh.size as usize, bh.addr());
+                reads.add(bh.offset(), bh.size(), bh.addr());
                 wait.push(bh);
             }
             Err(e) => {
@@ -121,10 +132,12 @@ pub(crate) fn write_begin(
             ReadOutcome::default()
         };
         for bh in wait {
-            bh.state.remove(BhState::LOCK);
-            if res.is_ok() && outcome.read_ok(bh.offset as usize) {
-                bh.state.insert(BhState::UPTODATE);
+            // end_buffer_read_sync: uptodate on success, unlock, put_bh.
+            if res.is_ok() && outcome.read_ok(bh.offset()) {
+                bh.set_uptodate();
             }
+            bh.clear(BhState::LOCK);
+            bh.put();
         }
         if res.is_ok() {
             res = outcome.result();
@@ -155,20 +168,23 @@ impl Ctx<'_> {
     /// copy will not cover valid (zero a new block's). Returns true when the
     /// block is partly written and must be read first: the caller queues it
     /// (the head is left locked for that read).
-    fn prepare(&self, bh: &mut BufferHead, data: &mut [u8]) -> Result<bool> {
-        // A New bit left by a failed write is stale.
-        bh.state.remove(BhState::NEW);
+    fn prepare(&self, bh: &BufferHead, data: &mut [u8]) -> Result<bool> {
+        // A New bit left by a failed write is stale (ext4 warns once and
+        // clears it: a test, and the clear only when set).
+        if bh.test(BhState::NEW) {
+            bh.clear(BhState::NEW);
+        }
         let (start, end) = bh.range();
         let block_pos = self.fpos + start as u64;
         if !bh.mapped() {
             let m = self
                 .inode
                 .mapper
-                .get_block(block_pos / u64::from(bh.size), true)?;
+                .get_block(block_pos / bh.size() as u64, true)?;
             bh.map(&m)?;
         }
         if self.up {
-            bh.state.insert(BhState::UPTODATE);
+            bh.set_uptodate();
             return Ok(false);
         }
         if bh.uptodate() {
@@ -177,7 +193,7 @@ impl Ctx<'_> {
         if bh.reads_as_zero() || block_pos >= self.isize {
             // Nothing valid on disk: zero what the copy will not fill. The
             // block becomes uptodate only at commit, after the copy.
-            bh.state.insert(BhState::NEW);
+            bh.set(BhState::NEW);
             let (lo, hi) = (self.from.max(start), self.to.min(end));
             data[start..lo].fill(0);
             data[hi..end].fill(0);
@@ -185,7 +201,11 @@ impl Ctx<'_> {
         }
         if self.from > start || self.to < end {
             // Only the first and last block of a write can get here.
-            bh.state.insert(BhState::LOCK | BhState::REQ);
+            // ext4_read_bh_lock: lock the head, take a reference for the
+            // I/O, mark it submitted.
+            bh.set(BhState::LOCK);
+            bh.get();
+            bh.set(BhState::REQ);
             return Ok(true);
         }
         Ok(false)
@@ -202,16 +222,16 @@ fn zero_new_buffers(ring: &mut BufferRing, data: &mut [u8], from: usize, to: usi
     }
     let mut dirtied = false;
     for bh in ring.walk() {
-        if !bh.state.contains(BhState::NEW) || bh.outside(from, to) {
+        if !bh.test(BhState::NEW) || bh.outside(from, to) {
             continue;
         }
         let (start, end) = bh.range();
         if !bh.uptodate() {
             data[from.max(start)..to.min(end)].fill(0);
-            bh.state.insert(BhState::UPTODATE);
+            bh.set_uptodate();
         }
-        bh.state.remove(BhState::NEW);
-        bh.state.insert(BhState::DIRTY);
+        bh.clear(BhState::NEW);
+        bh.mark_dirty();
         dirtied = true;
     }
     dirtied
@@ -261,20 +281,33 @@ struct Commit {
 /// outside the range that is not uptodate means the folio is not uptodate
 /// yet. The walk shape comes from the mode (the upstream patch 1/2 for
 /// TailSkip: stop once past `to` when the folio was uptodate on entry).
+///
+/// Per head it does what Linux 6.18's loop does: outside the range one
+/// `buffer_uptodate` load; inside, `set_buffer_uptodate` and
+/// `mark_buffer_dirty`; then `buffer_new`, and `clear_buffer_new` only when
+/// it is set.
 fn commit(ring: &mut BufferRing, span: Span, from: usize, to: usize) -> Commit {
     let mut c = Commit {
         visited: 0,
         partial: false,
     };
-    for bh in ring.walk_from(span.start) {
+    let bs = ring.block_size() as usize;
+    let first = span.start.min(ring.len() - 1);
+    let mut block_start = first * bs;
+    for bh in ring.walk_from(first) {
         c.visited += 1;
-        if bh.outside(from, to) {
+        let block_end = block_start + bs;
+        if block_end <= from || block_start >= to {
             c.partial |= !bh.uptodate();
         } else {
-            bh.state.insert(BhState::UPTODATE | BhState::DIRTY);
+            bh.set_uptodate();
+            bh.mark_dirty();
         }
-        bh.state.remove(BhState::NEW);
-        if span.stop_after_to && bh.range().1 >= to {
+        if bh.test(BhState::NEW) {
+            bh.clear(BhState::NEW);
+        }
+        block_start = block_end;
+        if span.stop_after_to && block_start >= to {
             break;
         }
     }
@@ -318,7 +351,7 @@ mod tests {
         let mut ring = BufferRing::new(2, 1024, BhState::empty(), false);
         let mut data = vec![9u8; 2048];
         if let Some(bh) = ring.walk_from(1).next() {
-            bh.state.insert(BhState::NEW | BhState::MAPPED);
+            bh.set(BhState::NEW | BhState::MAPPED);
         }
         assert!(zero_new_buffers(&mut ring, &mut data, 1500, 2048));
         assert!(data[1500..].iter().all(|&b| b == 0));

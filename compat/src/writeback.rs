@@ -30,10 +30,10 @@ pub(crate) fn writeback_runs(
         if !bh.mapped() {
             return Err(inode.unsupported_writeback(pos, "a hole"));
         }
-        if bh.state.contains(BhState::DELAY) {
+        if bh.test(BhState::DELAY) {
             return Err(inode.unsupported_writeback(pos, "delalloc"));
         }
-        if bh.state.contains(BhState::UNWRITTEN) {
+        if bh.test(BhState::UNWRITTEN) {
             return Err(inode.unsupported_writeback(pos, "unwritten"));
         }
         let addr = bh.addr();
@@ -66,7 +66,7 @@ pub(crate) fn clear_dirty(ring: &mut BufferRing, done: &[Range<usize>]) -> bool 
         let (start, end) = bh.range();
         while ranges.next_if(|r| r.end <= start).is_some() {}
         if ranges.peek().is_some_and(|r| r.start < end) {
-            bh.state.remove(BhState::DIRTY);
+            bh.clear(BhState::DIRTY);
         }
         clean &= !bh.dirty();
     }

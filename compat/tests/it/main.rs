@@ -1,8 +1,10 @@
 //! bufwrite-compat integration tests, one binary: walk counts and read-in
-//! counts per mode, and the four paths against the model.
+//! counts per mode, the four paths against the model, and (opt-in, root)
+//! the kernel-side setup of the `kernel_bh_cost` example.
 
 mod common;
 mod faults;
+mod kernel_setup;
 mod model;
 mod review;
 mod walks;

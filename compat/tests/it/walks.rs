@@ -284,3 +284,28 @@ fn write_begin_reads_both_edge_blocks_as_the_kernel_does() {
         assert_eq!(dev.calls.load(Relaxed), want, "{name}");
     }
 }
+
+#[test]
+fn heads_are_the_kernels_size_and_a_cached_gib_carries_their_metadata() {
+    use bufwrite_compat::{BhState, BufferHead, BufferRing, KERNEL_BUFFER_HEAD_SIZE};
+    // struct buffer_head on x86-64, Linux 6.18 (BTF: size=104).
+    assert_eq!(size_of::<BufferHead>(), 104);
+    assert_eq!(KERNEL_BUFFER_HEAD_SIZE, 104);
+    // A 2 MiB folio with 4 KiB blocks: 512 heads plus the 40-byte ring
+    // header (head pointer, count, block size, the optional seek index).
+    let ring = BufferRing::new(512, 4096, BhState::empty(), false);
+    assert_eq!(size_of::<BufferRing>(), 40);
+    assert_eq!(ring.memory_bytes(), 512 * 104 + 40);
+    assert_eq!(ring.memory_bytes(), 53_288);
+    // 512 such folios per cached GiB.
+    assert_eq!(ring.memory_bytes() * 512, 27_283_456);
+    // Through the path: what File::metadata_bytes reports for one folio.
+    let rig = Rig::new("bh-legacy", 4096, OrderPolicy::Fixed(9), 0, 4 * MIB, 0);
+    rig.file.pwrite(0, &[1u8; 1024]).unwrap();
+    assert_eq!(rig.file.metadata_bytes(), (53_288, FOLIO as usize));
+    let f = rig.file.inode().cache.find(0).unwrap();
+    let g = f.lock();
+    let ring = folio_ring(&g).unwrap();
+    assert!(ring.iter().all(|bh| bh.folio() == 0 && bh.count() == 0));
+    assert!(ring.iter().take(1).all(|bh| bh.dirty() && bh.uptodate()));
+}
