@@ -204,6 +204,17 @@ fn open_error(path: &Path, direct: bool, source: io::Error) -> Error {
     }
 }
 
+/// Drops the image write lock of `file` now (a no-op on an unlocked file).
+/// Devices call it when they go: the lock belongs to the open file
+/// description, which can outlive the device's descriptor — a child forked
+/// by another thread holds it until it execs, and an io_uring request's
+/// reference can be put after its completion — so closing alone would leave
+/// the image locked for a moment (a reopen right after was refused, seen in
+/// the tests when a test spawning a process ran beside them).
+pub fn unlock(file: &fs::File) {
+    let _ = rustix::fs::flock(file, FlockOperation::Unlock);
+}
+
 /// Takes the exclusive advisory lock of an image file opened for writing,
 /// without waiting. `flock` locks belong to the open file description, so
 /// a second open conflicts even inside one process, and the lock goes

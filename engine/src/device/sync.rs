@@ -35,6 +35,13 @@ pub struct SyncDevice {
     counters: IoCounters,
 }
 
+impl Drop for SyncDevice {
+    fn drop(&mut self) {
+        // The image's write lock goes with the device (see probe::unlock).
+        super::probe::unlock(&self.file);
+    }
+}
+
 impl SyncDevice {
     /// Opens the image file or block device at `path`.
     ///

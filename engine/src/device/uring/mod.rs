@@ -315,6 +315,8 @@ impl Drop for UringDevice {
         if self.buffers_registered() {
             let _ = self.lock().unregister_buffers();
         }
+        // The image's write lock goes with the device (see probe::unlock).
+        super::probe::unlock(&self.file);
     }
 }
 
