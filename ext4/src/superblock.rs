@@ -133,6 +133,9 @@ pub struct Superblock {
     pub first_data_block: u32,
     /// Block size in bytes (1 KiB .. 64 KiB).
     pub block_size: u32,
+    /// Allocation cluster size in bytes: the block size, or larger with
+    /// bigalloc.
+    pub cluster_size: u32,
     /// Blocks per group.
     pub blocks_per_group: u32,
     /// Inodes per group.
@@ -204,6 +207,20 @@ impl Superblock {
             )));
         }
         let block_size = 1024u32 << log_bs;
+        let cluster_size = if ro & ro_compat::BIGALLOC != 0 {
+            // The kernel's bounds (ext4_load_super, ext4_handle_clustersize
+            // in fs/ext4/super.c): no smaller than a block, at most 1 GiB.
+            let log_cs = le32(b, 0x1C);
+            if log_cs < log_bs || log_cs > 20 {
+                return Err(bad(format!(
+                    "s_log_cluster_size {log_cs} with s_log_block_size {log_bs}: \
+                     a cluster must be one block to 1 GiB"
+                )));
+            }
+            1024u32 << log_cs
+        } else {
+            block_size
+        };
         let incompat = le32(b, 0x60);
         let rev_level = le32(b, 0x4C);
         let (inode_size, first_ino) = if rev_level == 0 {
@@ -246,6 +263,7 @@ impl Superblock {
             blocks_count: hilo(blocks_hi, le32(b, 0x4)),
             first_data_block: le32(b, 0x14),
             block_size,
+            cluster_size,
             blocks_per_group,
             inodes_per_group,
             state: le16(b, 0x3A),
@@ -295,6 +313,17 @@ impl Superblock {
                 "{} inodes in {groups} groups of {} inodes",
                 self.inodes_count, self.inodes_per_group
             )));
+        }
+        // Group 0 may start at block 0 with 1 KiB blocks only when a
+        // cluster spans the boot block and the superblock (bigalloc);
+        // otherwise block 0 is not part of the filesystem and the kernel
+        // refuses the geometry (ext4_geometry_check, fs/ext4/super.c).
+        if self.block_size == 1024 && self.first_data_block == 0 && self.cluster_size == 1024 {
+            return Err(bad(
+                "first data block 0 with 1 KiB blocks and 1 KiB clusters: \
+                 group 0 would overlap the boot block"
+                    .into(),
+            ));
         }
         if self.first_ino < 11 || self.first_ino > self.inodes_count {
             return Err(bad(format!("first inode {}", self.first_ino)));
@@ -438,5 +467,38 @@ mod tests {
         put32(&mut b, 0x20, 1 << 29);
         put32(&mut b, 0x0, 16);
         Superblock::parse(&b).unwrap();
+    }
+
+    /// A 1 KiB-block superblock with one group of 8192 blocks.
+    fn one_k(first_data_block: u32) -> Vec<u8> {
+        let mut b = vec![0u8; SB_SIZE];
+        let put32 =
+            |b: &mut Vec<u8>, o: usize, v: u32| b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        b[0x38..0x3A].copy_from_slice(&MAGIC.to_le_bytes());
+        put32(&mut b, 0x0, 16);
+        put32(&mut b, 0x4, 8192);
+        put32(&mut b, 0x14, first_data_block);
+        put32(&mut b, 0x20, 8192);
+        put32(&mut b, 0x28, 16);
+        put32(&mut b, 0x4C, 1);
+        put32(&mut b, 0x54, 11);
+        b[0x58..0x5A].copy_from_slice(&256u16.to_le_bytes());
+        b
+    }
+
+    /// First data block 0 with 1 KiB blocks is what a bigalloc image has
+    /// (and is valid there), and corrupt without clusters.
+    #[test]
+    fn first_data_block_zero_needs_clusters_with_1k_blocks() {
+        assert_eq!(Superblock::parse(&one_k(1)).unwrap().cluster_size, 1024);
+        let e = Superblock::parse(&one_k(0)).unwrap_err().to_string();
+        assert!(e.contains("first data block 0"), "{e}");
+        let mut b = one_k(0);
+        b[0x64..0x68].copy_from_slice(&ro_compat::BIGALLOC.to_le_bytes());
+        b[0x1C..0x20].copy_from_slice(&6u32.to_le_bytes());
+        assert_eq!(Superblock::parse(&b).unwrap().cluster_size, 65536);
+        b[0x1C..0x20].copy_from_slice(&21u32.to_le_bytes());
+        let e = Superblock::parse(&b).unwrap_err().to_string();
+        assert!(e.contains("s_log_cluster_size 21"), "{e}");
     }
 }

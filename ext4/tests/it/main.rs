@@ -6,6 +6,7 @@ mod bad;
 mod common;
 mod fuzz;
 mod gaps;
+mod layout;
 mod root;
 
 use bufwrite_engine::{File, FileOptions};
