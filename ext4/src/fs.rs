@@ -24,7 +24,9 @@ const MAX_PATH_COMPONENTS: usize = 4096;
 /// its metadata and mapping its files.
 pub struct Ext4 {
     dev: Arc<dyn BlockDevice>,
-    sb: Superblock,
+    /// Boxed: the superblock grows with every field the report reads, and
+    /// callers keep an `Ext4` inside enums next to small variants.
+    sb: Box<Superblock>,
     groups: Vec<GroupDesc>,
     /// Sorted, merged `[start, end)` block runs of the metadata the crate
     /// knows the place of (superblock, descriptor table, bitmaps, inode
@@ -61,7 +63,7 @@ impl Ext4 {
         let system = system_zone(&sb, &groups);
         Ok(Ext4 {
             dev,
-            sb,
+            sb: Box::new(sb),
             groups,
             system,
         })

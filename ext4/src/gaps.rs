@@ -34,7 +34,8 @@ pub struct GapReport {
     pub device: String,
     /// Filesystem block size.
     pub block_size: u32,
-    /// In-use regular files scanned.
+    /// In-use regular files scanned: user files only, without the inodes
+    /// the superblock names for internal use (see `internal_inodes`).
     pub regular_files: u64,
     /// Regular files that upstream would put on the iomap path.
     pub iomap_eligible_files: u64,
@@ -42,6 +43,18 @@ pub struct GapReport {
     pub features: Vec<Gap>,
     /// Why bufwrite itself would refuse to write this image (empty if it would not).
     pub bufwrite_write_blockers: Vec<String>,
+    /// The inodes the superblock names for the filesystem's own use
+    /// (journal, quota files, orphan file, ...), not counted as files.
+    pub internal_inodes: Vec<InternalInode>,
+}
+
+/// An inode the superblock names for internal use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InternalInode {
+    /// Inode number.
+    pub ino: u32,
+    /// What it is: `journal`, `user quota`, `orphan file`, ...
+    pub role: String,
 }
 
 #[derive(Default)]
@@ -58,7 +71,10 @@ struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, i: &crate::inode::Inode) {
+    fn add(&mut self, sb: &crate::superblock::Superblock, i: &crate::inode::Inode) {
+        if sb.is_internal_inode(i.ino) {
+            return;
+        }
         if i.has_flag(flags::EA_INODE) {
             self.ea_inodes += 1;
             return;
@@ -104,11 +120,11 @@ impl GapReport {
     /// Scans every in-use inode of `fs`.
     pub fn scan(fs: &Ext4) -> Result<GapReport> {
         let mut c = Counts::default();
+        let sb = fs.superblock();
         fs.for_each_inode(|i| {
-            c.add(i);
+            c.add(sb, i);
             Ok(())
         })?;
-        let sb = fs.superblock();
         let dj = sb.data_journal_default();
         let inline = sb.has_incompat(incompat::INLINE_DATA);
         let encrypt = sb.has_incompat(incompat::ENCRYPT);
@@ -147,6 +163,14 @@ impl GapReport {
             iomap_eligible_files: eligible,
             features,
             bufwrite_write_blockers: fs.write_blockers(),
+            internal_inodes: sb
+                .internal_inodes()
+                .into_iter()
+                .map(|(ino, role)| InternalInode {
+                    ino,
+                    role: role.into(),
+                })
+                .collect(),
         })
     }
 
@@ -203,6 +227,18 @@ impl fmt::Display for GapReport {
                     "", "", "", "", g.detail
                 )?;
             }
+        }
+        if !self.internal_inodes.is_empty() {
+            let list: Vec<String> = self
+                .internal_inodes
+                .iter()
+                .map(|i| format!("{} ({})", i.ino, i.role))
+                .collect();
+            writeln!(
+                f,
+                "\ninternal inodes, not counted as files: {}",
+                list.join(", ")
+            )?;
         }
         if !self.bufwrite_write_blockers.is_empty() {
             writeln!(

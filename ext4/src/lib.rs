@@ -40,7 +40,7 @@ pub use error::{Ext4Error, Result};
 pub use extent::Extent;
 pub use file::Ext4File;
 pub use fs::Ext4;
-pub use gaps::{Gap, GapReport};
+pub use gaps::{Gap, GapReport, InternalInode};
 pub use group_desc::GroupDesc;
 pub use inode::Inode;
 pub use superblock::Superblock;

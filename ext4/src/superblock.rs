@@ -166,6 +166,19 @@ pub struct Superblock {
     pub reserved_gdt_blocks: u16,
     /// The journal inode (0 when none).
     pub journal_inum: u32,
+    /// The user quota inode (`s_usr_quota_inum`, 0 when none).
+    pub usr_quota_inum: u32,
+    /// The group quota inode (`s_grp_quota_inum`, 0 when none).
+    pub grp_quota_inum: u32,
+    /// The project quota inode (`s_prj_quota_inum`, 0 when none).
+    pub prj_quota_inum: u32,
+    /// The orphan file inode (`s_orphan_file_inum`, 0 when none).
+    pub orphan_file_inum: u32,
+    /// The lost+found directory e2fsck recorded (`s_lpf_ino`, 0 when none).
+    pub lpf_ino: u32,
+    /// The active snapshot inode of the never-merged next3/ext4 snapshot
+    /// patches (`s_snapshot_inum`, 0 when none).
+    pub snapshot_inum: u32,
     /// The `s_mount_opts` string (mount options stored by `mke2fs -E mount_opts=`).
     pub mount_opts: String,
     /// The seed of every metadata checksum except the superblock's own.
@@ -279,6 +292,12 @@ impl Superblock {
             first_meta_bg: le32(b, 0x104),
             reserved_gdt_blocks: le16(b, 0xCE),
             journal_inum: le32(b, 0xE0),
+            usr_quota_inum: le32(b, 0x240),
+            grp_quota_inum: le32(b, 0x244),
+            prj_quota_inum: le32(b, 0x26C),
+            orphan_file_inum: le32(b, 0x280),
+            lpf_ino: le32(b, 0x268),
+            snapshot_inum: le32(b, 0x180),
             mount_opts: String::from_utf8_lossy(&mo[..mo_len]).into_owned(),
             csum_seed,
         };
@@ -361,6 +380,37 @@ impl Superblock {
                 .mount_opts
                 .split(',')
                 .any(|o| o.trim() == "data=journal")
+    }
+
+    /// Every inode the superblock names for the filesystem's own use, with
+    /// its role, whatever its number: the journal, the quota files, the
+    /// orphan file, lost+found and a snapshot. They are not user files
+    /// even when they sit above `s_first_ino` (mke2fs gives the project
+    /// quota and the orphan file the first free numbers, e.g. 12 and 13),
+    /// and the kernel refuses to open the quota and orphan-file inodes as
+    /// ordinary inodes (`__ext4_iget` in fs/ext4/inode.c). The reserved
+    /// inodes below `s_first_ino` (bad blocks 1, resize 7, ...) are not
+    /// listed: no scan counts them. `s_last_orphan` is not listed either:
+    /// it heads a list of user files being deleted or truncated.
+    pub fn internal_inodes(&self) -> Vec<(u32, &'static str)> {
+        [
+            (self.journal_inum, "journal"),
+            (self.usr_quota_inum, "user quota"),
+            (self.grp_quota_inum, "group quota"),
+            (self.prj_quota_inum, "project quota"),
+            (self.orphan_file_inum, "orphan file"),
+            (self.lpf_ino, "lost+found"),
+            (self.snapshot_inum, "snapshot"),
+        ]
+        .into_iter()
+        .filter(|&(ino, _)| ino != 0)
+        .collect()
+    }
+
+    /// True when `ino` is reserved (below `s_first_ino`, except the root
+    /// directory) or named by the superblock for internal use.
+    pub fn is_internal_inode(&self, ino: u32) -> bool {
+        (ino < self.first_ino && ino != 2) || self.internal_inodes().iter().any(|&(i, _)| i == ino)
     }
 
     /// Incompat feature bits this crate does not understand.

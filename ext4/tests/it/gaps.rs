@@ -176,3 +176,53 @@ fn needs_recovery_refuses_writes() {
     assert!(e.contains("needs recovery"), "{e}");
     assert!(fs.open_file_read_only("/d/l").is_ok());
 }
+
+/// The journal, the three quota files and the orphan file are not user
+/// files, even where mke2fs numbered them above `s_first_ino` (project
+/// quota 12, orphan file 13 here): one user file is one regular file.
+#[test]
+fn internal_inodes_are_not_user_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = mkfs(
+        dir.path(),
+        "quota.img",
+        4096,
+        "orphan_file,quota",
+        16,
+        &["-E", "quotatype=usrquota:grpquota:prjquota"],
+    );
+    let src = dir.path().join("src");
+    std::fs::write(&src, pattern(5000, 3)).unwrap();
+    debugfs_w(&img, &[format!("write {} /f", src.display())]);
+    let r = report(&img);
+    assert_eq!(r.regular_files, 1, "{r}");
+    assert_eq!(r.iomap_eligible_files, 1, "{r}");
+    let mut roles: Vec<&str> = r.internal_inodes.iter().map(|i| i.role.as_str()).collect();
+    roles.sort_unstable();
+    assert_eq!(
+        roles,
+        [
+            "group quota",
+            "journal",
+            "orphan file",
+            "project quota",
+            "user quota"
+        ]
+    );
+    // The numbers are the superblock's, not the classic ones.
+    let sb = debugfs_r(&img, "stats");
+    for i in &r.internal_inodes {
+        let label = match i.role.as_str() {
+            "journal" => "Journal inode:",
+            "user quota" => "User quota inode:",
+            "group quota" => "Group quota inode:",
+            "project quota" => "Project quota inode:",
+            _ => "Orphan file inode:",
+        };
+        let line = sb.lines().find(|l| l.starts_with(label)).unwrap();
+        assert!(line.trim_end().ends_with(&format!(" {}", i.ino)), "{line}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(json["regular_files"], 1);
+    assert_eq!(json["internal_inodes"].as_array().unwrap().len(), 5);
+}
