@@ -5,6 +5,7 @@
 use crate::error::Result;
 use crate::fs::Ext4;
 use crate::inode::flags;
+use crate::mount::{MountDefaults, Source};
 use crate::superblock::{incompat, ro_compat};
 use serde::Serialize;
 use std::fmt;
@@ -37,8 +38,16 @@ pub struct GapReport {
     /// In-use regular files scanned: user files only, without the inodes
     /// the superblock names for internal use (see `internal_inodes`).
     pub regular_files: u64,
-    /// Regular files that upstream would put on the iomap path.
+    /// Regular files upstream's gate would put on the iomap path once the
+    /// filesystem is mounted with `buffered_iomap` (the option is off by
+    /// default; the stored mount defaults apply otherwise).
     pub iomap_eligible_files: u64,
+    /// Regular files on the iomap path for a mount that names no options:
+    /// `iomap_eligible_files` when the stored defaults say
+    /// `buffered_iomap`, else 0.
+    pub iomap_on_default_mount: u64,
+    /// What the superblock's stored mount defaults imply.
+    pub mount_defaults: MountDefaults,
     /// One row per feature.
     pub features: Vec<Gap>,
     /// Why bufwrite itself would refuse to write this image (empty if it would not).
@@ -125,16 +134,34 @@ impl GapReport {
             c.add(sb, i);
             Ok(())
         })?;
-        let dj = sb.data_journal_default();
+        let md = MountDefaults::of(sb);
+        let dj = md.data_journal;
         let inline = sb.has_incompat(incompat::INLINE_DATA);
         let encrypt = sb.has_incompat(incompat::ENCRYPT);
         let verity = sb.has_ro_compat(ro_compat::VERITY);
         let fs_wide = dj || inline || encrypt || verity;
         let flagged = |n: u64, what: &str| format!("{n} files {what}");
+        let dj_detail = match (md.wants_data_journal(), dj) {
+            (false, _) => String::new(),
+            (true, true) => format!(
+                "set in {}; a journal is loaded, so every file journals its data",
+                md.data_mode_source.unwrap_or(Source::DefaultMountOpts)
+            ),
+            (true, false) => format!(
+                "set in {}, but ignored: no journal is loaded, and the kernel drops the data \
+                 mode at mount; no file is blocked by it",
+                md.data_mode_source.unwrap_or(Source::DefaultMountOpts)
+            ),
+        };
         let features = vec![
-            row("data=journal (default mount option)", dj, true, c.files,
-                if dj { "set in the superblock's default mount options".into() } else { String::new() },
-                "jbd2 journals file data per buffer head, in write_end and writeback; iomap has no per-block journal hook and takes folio lock and transaction in the opposite order"),
+            Gap {
+                name: "data=journal (default mount option)".into(),
+                present: md.wants_data_journal(),
+                blocks_iomap: dj || !md.wants_data_journal(),
+                files_affected: if dj { c.files } else { 0 },
+                detail: dj_detail,
+                why: "jbd2 journals file data per buffer head, in write_end and writeback; iomap has no per-block journal hook and takes folio lock and transaction in the opposite order; only where a journal is loaded (without one the kernel clears the data mode)".into(),
+            },
             row("journal_data inode flag (chattr +j)", c.journal_flag > 0, true, c.journal_flag,
                 flagged(c.journal_flag, "carry the flag"),
                 "the same data journalling, per file; the inode stays on the journalled bh aops"),
@@ -161,6 +188,8 @@ impl GapReport {
             block_size: sb.block_size,
             regular_files: c.files,
             iomap_eligible_files: eligible,
+            iomap_on_default_mount: if md.buffered_iomap { eligible } else { 0 },
+            mount_defaults: md,
             features,
             bufwrite_write_blockers: fs.write_blockers(),
             internal_inodes: sb
@@ -194,9 +223,34 @@ impl fmt::Display for GapReport {
         )?;
         writeln!(
             f,
-            "{} regular files, {} eligible for the iomap buffered path\n",
+            "{} regular files, {} eligible for the iomap buffered path once mounted with buffered_iomap",
             self.regular_files, self.iomap_eligible_files
         )?;
+        let md = &self.mount_defaults;
+        writeln!(
+            f,
+            "default mount options: {} (s_default_mount_opts {:#x}, s_mount_opts {:?})",
+            md.summary(),
+            md.default_mount_opts,
+            md.mount_opts
+        )?;
+        if md.buffered_iomap {
+            writeln!(
+                f,
+                "  a mount without options puts {} files on iomap: buffered_iomap is a stored default",
+                self.iomap_on_default_mount
+            )?;
+        } else {
+            writeln!(
+                f,
+                "  a mount without options keeps every file on buffer heads: upstream's iomap \
+                 path is off unless mounted with buffered_iomap"
+            )?;
+        }
+        for n in &md.notes {
+            writeln!(f, "  note: {n}")?;
+        }
+        writeln!(f)?;
         let w = self
             .features
             .iter()

@@ -33,6 +33,7 @@ pub mod gaps;
 mod group_desc;
 mod indirect;
 pub mod inode;
+pub mod mount;
 pub mod superblock;
 mod util;
 
@@ -43,4 +44,5 @@ pub use fs::Ext4;
 pub use gaps::{Gap, GapReport, InternalInode};
 pub use group_desc::GroupDesc;
 pub use inode::Inode;
+pub use mount::MountDefaults;
 pub use superblock::Superblock;

@@ -118,10 +118,6 @@ pub mod ro_compat {
         | ORPHAN_PRESENT;
 }
 
-/// Journalling mode bits of `s_default_mount_opts`.
-const DEFM_JMODE_MASK: u32 = 0x60;
-const DEFM_JMODE_DATA: u32 = 0x20;
-
 /// The superblock fields bufwrite uses.
 #[derive(Debug, Clone)]
 pub struct Superblock {
@@ -190,6 +186,12 @@ impl Superblock {
     pub fn read(dev: &dyn BlockDevice) -> Result<Superblock> {
         let b = read_meta(dev, "superblock", SUPERBLOCK_OFFSET, SB_SIZE)?;
         Self::parse(&b)
+    }
+
+    /// Parses a 1024-byte superblock image (tests build them by hand).
+    #[cfg(test)]
+    pub(crate) fn parse_bytes(b: &[u8]) -> Result<Superblock> {
+        Self::parse(b)
     }
 
     fn parse(b: &[u8]) -> Result<Superblock> {
@@ -371,15 +373,13 @@ impl Superblock {
         self.feature_ro_compat & bit != 0
     }
 
-    /// True when data=journal is the default journalling mode, set either in
+    /// True when the stored defaults ask for data=journal, set either in
     /// the default mount options (`tune2fs -o journal_data`) or in the
-    /// stored mount option string (`mke2fs -E mount_opts=data=journal`).
+    /// stored mount option string (`tune2fs -E mount_opts=data=journal`),
+    /// whether or not it takes effect (it does not without a journal: see
+    /// [`crate::mount::MountDefaults`]).
     pub fn data_journal_default(&self) -> bool {
-        self.default_mount_opts & DEFM_JMODE_MASK == DEFM_JMODE_DATA
-            || self
-                .mount_opts
-                .split(',')
-                .any(|o| o.trim() == "data=journal")
+        crate::mount::MountDefaults::of(self).wants_data_journal()
     }
 
     /// Every inode the superblock names for the filesystem's own use, with

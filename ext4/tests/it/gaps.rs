@@ -226,3 +226,113 @@ fn internal_inodes_are_not_user_files() {
     assert_eq!(json["regular_files"], 1);
     assert_eq!(json["internal_inodes"].as_array().unwrap().len(), 5);
 }
+
+/// Without a journal the kernel drops a default data=journal at mount, so
+/// it blocks nothing there, wherever the default is stored.
+#[test]
+fn data_journal_default_without_a_journal_blocks_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases = [
+        ("nj-o.img", vec!["-o", "journal_data"]),
+        ("nj-e.img", vec!["-E", "mount_opts=data=journal"]),
+    ];
+    for (name, tune) in cases {
+        let img = image(d, name, "^has_journal", &[], &[], &tune);
+        let r = report(&img);
+        assert_eq!(blocking(&r), names(&[]), "{name}:\n{r}");
+        assert_eq!(r.iomap_eligible_files, 3, "{name}");
+        let md = &r.mount_defaults;
+        assert!(
+            md.wants_data_journal() && !md.journal && !md.data_journal,
+            "{name}"
+        );
+        let row = &r.features[0];
+        assert!(
+            row.present && !row.blocks_iomap && row.files_affected == 0,
+            "{row:?}"
+        );
+        assert!(row.detail.contains("ignored"), "{row:?}");
+        assert!(r.to_string().contains("is ignored"), "{r}");
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(json["mount_defaults"]["data_mode"], "journal");
+        assert_eq!(json["mount_defaults"]["data_journal"], false);
+        assert_eq!(json["mount_defaults"]["journal"], false);
+        assert_eq!(json["iomap_eligible_files"], 3);
+    }
+}
+
+/// `buffered_iomap`, `nodelalloc` and `data=journal` in `s_mount_opts` (set
+/// with tune2fs for one option, debugfs `ssv` for several, since tune2fs
+/// splits -E on commas) are read, and the report says what a mount without
+/// options gets.
+#[test]
+fn stored_mount_options_are_read_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let on = image(
+        d,
+        "on.img",
+        "",
+        &[],
+        &["ssv mount_opts buffered_iomap,nodelalloc"],
+        &[],
+    );
+    let r = report(&on);
+    assert_eq!(blocking(&r), names(&[]), "{r}");
+    let md = &r.mount_defaults;
+    assert!(md.buffered_iomap && !md.delalloc && md.journal && !md.data_journal);
+    assert_eq!(md.mount_opts, "buffered_iomap,nodelalloc");
+    assert_eq!((r.iomap_eligible_files, r.iomap_on_default_mount), (3, 3));
+    let text = r.to_string();
+    assert!(text.contains("once mounted with buffered_iomap"), "{text}");
+    assert!(
+        text.contains("data=ordered, nodelalloc, buffered_iomap"),
+        "{text}"
+    );
+    assert!(
+        text.contains("a mount without options puts 3 files on iomap"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(json["iomap_on_default_mount"], 3);
+    assert_eq!(json["mount_defaults"]["buffered_iomap"], true);
+    assert_eq!(json["mount_defaults"]["delalloc"], false);
+    assert_eq!(
+        json["mount_defaults"]["mount_opts"],
+        "buffered_iomap,nodelalloc"
+    );
+
+    let dj = image(
+        d,
+        "on-dj.img",
+        "",
+        &[],
+        &["ssv mount_opts buffered_iomap,data=journal"],
+        &[],
+    );
+    let r = report(&dj);
+    assert_eq!(
+        blocking(&r),
+        names(&[("data=journal (default mount option)", 3)]),
+        "{r}"
+    );
+    let md = &r.mount_defaults;
+    assert!(md.buffered_iomap && md.data_journal && !md.delalloc);
+    assert_eq!((r.iomap_eligible_files, r.iomap_on_default_mount), (0, 0));
+    assert!(
+        r.features[0].detail.contains("s_mount_opts"),
+        "{:?}",
+        r.features[0]
+    );
+
+    // The default: iomap is off until mounted with buffered_iomap.
+    let plain = image(d, "plain.img", "", &[], &[], &[]);
+    let r = report(&plain);
+    assert_eq!((r.iomap_eligible_files, r.iomap_on_default_mount), (3, 0));
+    assert!(r.mount_defaults.delalloc && !r.mount_defaults.buffered_iomap);
+    assert!(
+        r.to_string().contains("keeps every file on buffer heads"),
+        "{r}"
+    );
+}
