@@ -125,6 +125,19 @@ fn row(name: &str, present: bool, blocks: bool, files: u64, detail: String, why:
     }
 }
 
+/// What EXT4_JOURNAL_DATA_FL does to a file under the stored defaults.
+fn journal_flag_effect(md: &MountDefaults) -> &'static str {
+    if !md.journal {
+        "no journal is loaded, so the flag journals nothing"
+    } else if md.data_journal {
+        "every file journals its data anyway (data=journal)"
+    } else if md.delalloc {
+        "with delalloc (the default here) the flag journals nothing: the files use ext4_da_aops"
+    } else {
+        "nodelalloc here: these files journal their data (ext4_journalled_aops)"
+    }
+}
+
 impl GapReport {
     /// Scans every in-use inode of `fs`.
     pub fn scan(fs: &Ext4) -> Result<GapReport> {
@@ -163,8 +176,8 @@ impl GapReport {
                 why: "jbd2 journals file data per buffer head, in write_end and writeback; iomap has no per-block journal hook and takes folio lock and transaction in the opposite order; only where a journal is loaded (without one the kernel clears the data mode)".into(),
             },
             row("journal_data inode flag (chattr +j)", c.journal_flag > 0, true, c.journal_flag,
-                flagged(c.journal_flag, "carry the flag"),
-                "the same data journalling, per file; the inode stays on the journalled bh aops"),
+                format!("{}; {}", flagged(c.journal_flag, "carry the flag"), journal_flag_effect(&md)),
+                "upstream's gate (ext4_enable_buffered_iomap, -next v2) refuses any inode with the flag, whatever the mount; the flag itself journals data only on a journalled mount without delalloc (ext4_inode_journal_mode, fs/ext4/ext4_jbd2.c): with delalloc, the default, it journals nothing and the file stays on the ordinary delalloc aops (ext4_da_aops), kept off iomap by the gate alone"),
             row("inline_data", inline, true, c.files, flagged(c.inline, "store data in the inode"),
                 "data in the inode body is converted to extents by bh-path code as it grows; iomap's inline support is one mapping at offset 0; upstream's gate checks the feature, so every file of the filesystem falls back"),
             row("encrypt (fscrypt)", encrypt, true, c.files, flagged(c.encrypted, "are encrypted"),

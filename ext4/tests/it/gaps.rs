@@ -336,3 +336,59 @@ fn stored_mount_options_are_read_and_reported() {
         "{r}"
     );
 }
+
+/// A `chattr +j` file is refused by upstream's gate on any mount, and the
+/// report says what the flag itself does: nothing under delalloc (the
+/// default) or without a journal, data journalling under nodelalloc.
+#[test]
+fn journal_flag_is_blocked_by_the_gate_with_the_right_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let j = "set_inode_field /d/l flags 0x84000";
+    let cases = [
+        (
+            "j-delalloc.img",
+            "",
+            vec![],
+            "journals nothing: the files use ext4_da_aops",
+        ),
+        (
+            "j-nodelalloc.img",
+            "",
+            vec!["-o", "nodelalloc"],
+            "these files journal their data (ext4_journalled_aops)",
+        ),
+        (
+            "j-nojournal.img",
+            "^has_journal",
+            vec![],
+            "no journal is loaded",
+        ),
+    ];
+    for (name, features, tune, effect) in cases {
+        let img = image(d, name, features, &[], &[j], &tune);
+        let r = report(&img);
+        assert_eq!(
+            blocking(&r),
+            names(&[("journal_data inode flag (chattr +j)", 1)]),
+            "{name}:\n{r}"
+        );
+        assert_eq!(r.iomap_eligible_files, 2, "{name}");
+        let row = r
+            .features
+            .iter()
+            .find(|g| g.name.starts_with("journal_data"))
+            .unwrap();
+        assert!(row.detail.contains(effect), "{name}: {row:?}");
+        assert!(row.why.contains("ext4_enable_buffered_iomap"), "{row:?}");
+        assert!(
+            row.why
+                .contains("with delalloc, the default, it journals nothing"),
+            "{row:?}"
+        );
+        assert!(
+            !row.why.contains("stays on the journalled bh aops"),
+            "{row:?}"
+        );
+    }
+}
