@@ -188,7 +188,7 @@ impl Ext4 {
             if !inode.is_dir() {
                 return Err(Ext4Error::WrongType(format!("{so_far} is not a directory")));
             }
-            if inode.has_flag(flags::ENCRYPT) {
+            if inode.protection().encrypted {
                 return Err(Ext4Error::Unsupported(format!(
                     "{so_far} is an encrypted directory: its names cannot be read without the key"
                 )));
@@ -210,11 +210,8 @@ impl Ext4 {
 
     /// Why the file `inode` cannot be written in place by bufwrite, or `None`.
     fn file_write_refusal(&self, inode: &Inode) -> Option<String> {
-        if inode.has_flag(flags::ENCRYPT) {
-            return Some("it is encrypted (fscrypt): bufwrite would write plaintext".into());
-        }
-        if inode.has_flag(flags::VERITY) {
-            return Some("it is an fs-verity file: its contents are immutable".into());
+        if let Some(why) = inode.protection().write_refusal() {
+            return Some(why.into());
         }
         if !inode.has_flag(flags::EXTENTS) {
             return Some(
@@ -232,10 +229,8 @@ impl Ext4 {
                 "{path} is not a regular file"
             )));
         }
-        if inode.has_flag(flags::ENCRYPT) {
-            return Err(Ext4Error::Unsupported(format!(
-                "{path} is encrypted (fscrypt): its blocks cannot be read or written without the key"
-            )));
+        if let Some(why) = inode.protection().read_refusal() {
+            return Err(Ext4Error::Unsupported(format!("refusing {path}: {why}")));
         }
         let extents = self.map_inode(&inode)?;
         Ok((inode, extents))

@@ -102,6 +102,59 @@ impl Inode {
     pub fn has_flag(&self, bit: u32) -> bool {
         self.flags & bit != 0
     }
+
+    /// How the file's contents are protected: the one rule the gap report
+    /// and [`crate::Ext4::open_file`] share.
+    ///
+    /// Decided from the inode's own flags, whatever the superblock's
+    /// `encrypt` / `verity` features say: the kernel marks the VFS inode
+    /// `S_ENCRYPTED` / `S_VERITY` from `EXT4_ENCRYPT_FL` / `EXT4_VERITY_FL`
+    /// alone (`ext4_set_inode_flags`, fs/ext4/inode.c) and sends every read
+    /// and write of such an inode through fscrypt / fs-verity. A flag
+    /// without its feature is an inconsistency (e2fsck reports the encrypt
+    /// flag without an encryption context), but the data on disk is still
+    /// ciphertext, or still covered by a Merkle tree.
+    pub fn protection(&self) -> Protection {
+        Protection {
+            encrypted: self.has_flag(flags::ENCRYPT),
+            verity: self.has_flag(flags::VERITY),
+        }
+    }
+}
+
+/// How an inode's contents are protected (see [`Inode::protection`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Protection {
+    /// fscrypt: the blocks hold ciphertext.
+    pub encrypted: bool,
+    /// fs-verity: the contents are immutable and verified on read.
+    pub verity: bool,
+}
+
+impl Protection {
+    /// True when either applies.
+    pub fn any(&self) -> bool {
+        self.encrypted || self.verity
+    }
+
+    /// Why the file must not be read through bufwrite, if it must not:
+    /// without the key its blocks are ciphertext.
+    pub fn read_refusal(&self) -> Option<&'static str> {
+        self.encrypted.then_some(
+            "it is encrypted (fscrypt): its blocks cannot be read or written without the key",
+        )
+    }
+
+    /// Why the file must not be written through bufwrite, if it must not.
+    pub fn write_refusal(&self) -> Option<&'static str> {
+        if self.encrypted {
+            Some("it is encrypted (fscrypt): bufwrite would write plaintext")
+        } else if self.verity {
+            Some("it is an fs-verity file: its contents are immutable")
+        } else {
+            None
+        }
+    }
 }
 
 /// Checks the inode checksum: crc32c over the whole on-disk inode with the

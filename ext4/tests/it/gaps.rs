@@ -392,3 +392,55 @@ fn journal_flag_is_blocked_by_the_gate_with_the_right_reason() {
         );
     }
 }
+
+/// An encrypt or verity inode flag without the filesystem feature: the
+/// report and `Ext4::open_file` apply the same rule (the inode's flag
+/// decides), so a file the report counts as blocked by them is exactly a
+/// file open_file refuses for them.
+#[test]
+fn encrypt_and_verity_flags_one_rule_for_report_and_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases = [
+        ("flag-enc.img", "0x80800", "encrypt (fscrypt)", "encrypted"),
+        (
+            "flag-ver.img",
+            "0x180000",
+            "verity (fs-verity)",
+            "fs-verity",
+        ),
+    ];
+    for (name, flags, row_name, refusal) in cases {
+        let set = format!("set_inode_field /d/l flags {flags}");
+        let img = image(d, name, "", &[], &[&set], &[]);
+        let r = report(&img);
+        assert_eq!(blocking(&r), names(&[(row_name, 1)]), "{name}:\n{r}");
+        assert_eq!(r.iomap_eligible_files, 2, "{name}");
+        let row = r.features.iter().find(|g| g.name == row_name).unwrap();
+        assert!(row.detail.contains("feature is off"), "{row:?}");
+        let dev = Arc::new(Mem::from_bytes(std::fs::read(&img).unwrap(), 512));
+        let fs = Ext4::open(dev).unwrap();
+        for path in ["/s1", "/s2", "/d/l"] {
+            let inode = fs.lookup(path).unwrap();
+            let blocked = inode.protection().any();
+            assert_eq!(blocked, path == "/d/l", "{name} {path}");
+            match fs.open_file(path) {
+                Ok(_) => assert!(!blocked, "{name}: open_file took {path}"),
+                Err(e) => {
+                    assert!(blocked, "{name} {path}: {e}");
+                    assert!(e.to_string().contains(refusal), "{name} {path}: {e}");
+                }
+            }
+        }
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        let jrow = json["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == row_name)
+            .unwrap()
+            .clone();
+        assert_eq!(jrow["files_affected"], 1);
+        assert_eq!(jrow["present"], true);
+    }
+}
