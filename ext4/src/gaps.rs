@@ -26,6 +26,60 @@ pub struct Gap {
     pub detail: String,
     /// Why it keeps files off iomap (or why it does not).
     pub why: String,
+    /// Which versions of upstream's gate the row's statement comes from,
+    /// with the message ids to read them by.
+    pub upstream: String,
+}
+
+/// The versions of Zhang Yi's series whose gate function was read: its
+/// "partially enable iomap" patch, by message id.
+mod series {
+    /// RFC 17/18, 2023-11-23 (`ext4_should_use_buffered_iomap`).
+    pub const RFC_V1: &str = "RFC v1 <20231123125121.4064694-18-yi.zhang@huaweicloud.com>";
+    /// RFC v3 24/26, 2024-01-27.
+    pub const RFC_V3: &str = "RFC v3 <20240127015825.1608160-25-yi.zhang@huaweicloud.com>";
+    /// RFC v4 30/34, 2024-04-10.
+    pub const RFC_V4: &str = "RFC v4 <20240410150313.2820364-2-yi.zhang@huaweicloud.com>";
+    /// v1 24/27, 2024-10-22.
+    pub const V1: &str = "v1 <20241022111059.2566137-25-yi.zhang@huaweicloud.com>";
+    /// -next v2 21/22, 2026-02-03 (`ext4_enable_buffered_iomap`); the
+    /// latest gate read. The merged commit (03616d672cbf, ext4 dev for
+    /// 7.4) was not read.
+    pub const NEXT_V2: &str = "-next v2 <20260203062523.3869120-22-yi.zhang@huawei.com>";
+}
+
+/// Where each row's statement about the gate comes from.
+fn upstream(name: &str) -> String {
+    use series::*;
+    match name {
+        "journal_data inode flag (chattr +j)" => format!(
+            "tested by {NEXT_V2}, which also makes ext4_inode_journal_mode ignore the flag for \
+             iomap inodes; {RFC_V1} tested ext4_should_journal_data (the flag counted only where \
+             it journals); {RFC_V3}, {RFC_V4} and {V1} did not test it"
+        ),
+        "encrypt (fscrypt)" => format!(
+            "{NEXT_V2} tests the feature (ext4_has_feature_encrypt); {RFC_V1}, {RFC_V3}, {RFC_V4} \
+             and {V1} tested the inode flag (EXT4_INODE_ENCRYPT)"
+        ),
+        "non-extent (indirect-mapped) files" => format!(
+            "the extents flag is tested by {RFC_V3}, {RFC_V4}, {V1} and {NEXT_V2}; {RFC_V1} did not \
+             test it"
+        ),
+        "DAX inode flag" => format!(
+            "IS_DAX was tested by {RFC_V1} (inverted as posted), {RFC_V3}, {RFC_V4} and {V1}; \
+             {NEXT_V2} dropped it, and its ext4_set_aops gives DAX inodes ext4_dax_aops before the \
+             iomap aops (-next v2 09/22 <20260203062523.3869120-10-yi.zhang@huawei.com>)"
+        ),
+        "bigalloc" => format!(
+            "refused by {RFC_V1} and {RFC_V3}; accepted from {RFC_V4} on (its commit message: \
+             \"support default filesystem features and bigalloc feature\"), and by {V1} and \
+             {NEXT_V2}; RFC v2 not read"
+        ),
+        _ => format!(
+            "tested by every gate read: {RFC_V1}, {RFC_V3}, {RFC_V4}, {V1}, {NEXT_V2} (RFC v2 and \
+             the versions after -next v2 not read)"
+        ),
+    }
 }
 
 /// The report for one image.
@@ -127,6 +181,7 @@ fn row(name: &str, present: bool, blocks: bool, files: u64, detail: String, why:
         files_affected: if present { files } else { 0 },
         detail,
         why: why.into(),
+        upstream: upstream(name),
     }
 }
 
@@ -194,6 +249,7 @@ impl GapReport {
                 files_affected: if dj { c.files } else { 0 },
                 detail: dj_detail,
                 why: "jbd2 journals file data per buffer head, in write_end and writeback; iomap has no per-block journal hook and takes folio lock and transaction in the opposite order; only where a journal is loaded (without one the kernel clears the data mode)".into(),
+                upstream: upstream("data=journal (default mount option)"),
             },
             row("journal_data inode flag (chattr +j)", c.journal_flag > 0, true, c.journal_flag,
                 format!("{}; {}", flagged(c.journal_flag, "carry the flag"), journal_flag_effect(&md)),
@@ -214,10 +270,11 @@ impl GapReport {
             row("EA inodes (ea_inode)", sb.has_incompat(incompat::EA_INODE) || c.ea_inodes > 0, true, c.ea_inodes,
                 flagged(c.ea_inodes, "are EA inodes (counted here, not as regular files)"),
                 "internal inodes holding large xattr values are written by xattr code, never through the iomap buffered path"),
-            row("DAX inode flag", c.dax > 0, false, c.dax, flagged(c.dax, "carry the flag"),
-                "not applicable: DAX files bypass the page cache when mounted with dax, and use the buffered path otherwise"),
-            row("bigalloc", sb.has_ro_compat(ro_compat::BIGALLOC), false, 0, String::new(),
-                "supported by the iomap conversion since RFC v4 (April 2024): cluster reservations are shared mapping code"),
+            row("DAX inode flag", c.dax > 0, false, c.dax, flagged(c.dax, "carry the flag (counted eligible)"),
+                "not a gap: a DAX inode (dax=always, or dax=inode with this flag, on a DAX device) gets ext4_dax_aops and never uses the page cache, whatever the gate says; without DAX at mount the flag does nothing and the file is an ordinary candidate"),
+            row("bigalloc", sb.has_ro_compat(ro_compat::BIGALLOC), false, 0,
+                format!("clusters of {} bytes", sb.cluster_size),
+                "supported since RFC v4 (April 2024): the cluster-granular reservation is in the shared ext4 mapping code; RFC v1 and RFC v3 refused it"),
         ];
         let eligible = if fs_wide { 0 } else { c.eligible_by_inode };
         Ok(GapReport {
@@ -316,6 +373,13 @@ impl fmt::Display for GapReport {
                     f,
                     "{:<w$}  {:<7}  {:<6}  {:>6}  ({})",
                     "", "", "", "", g.detail
+                )?;
+            }
+            if g.present {
+                writeln!(
+                    f,
+                    "{:<w$}  {:<7}  {:<6}  {:>6}  (upstream: {})",
+                    "", "", "", "", g.upstream
                 )?;
             }
         }

@@ -444,3 +444,55 @@ fn encrypt_and_verity_flags_one_rule_for_report_and_open() {
         assert_eq!(jrow["present"], true);
     }
 }
+
+/// DAX and bigalloc are no gaps, and their rows say which version of the
+/// gate each statement comes from.
+#[test]
+fn dax_and_bigalloc_rows_name_the_gate_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dax = image(
+        d,
+        "dax.img",
+        "",
+        &[],
+        &["set_inode_field /d/l flags 0x2080000"],
+        &[],
+    );
+    let r = report(&dax);
+    assert_eq!(blocking(&r), names(&[]), "{r}");
+    assert_eq!(r.iomap_eligible_files, 3);
+    let row = r
+        .features
+        .iter()
+        .find(|g| g.name == "DAX inode flag")
+        .unwrap();
+    assert!(
+        row.present && !row.blocks_iomap && row.files_affected == 1,
+        "{row:?}"
+    );
+    assert!(
+        row.upstream.contains("-next v2") && row.upstream.contains("dropped"),
+        "{row:?}"
+    );
+    assert!(row.why.contains("ext4_dax_aops"), "{row:?}");
+    let ba = image(d, "ba.img", "bigalloc", &["-C", "65536"], &[], &[]);
+    let r = report(&ba);
+    assert_eq!(blocking(&r), names(&[]), "{r}");
+    let row = r.features.iter().find(|g| g.name == "bigalloc").unwrap();
+    assert!(row.present && !row.blocks_iomap, "{row:?}");
+    assert!(row.upstream.contains("refused by RFC v1"), "{row:?}");
+    assert!(
+        row.upstream
+            .contains("accepted from RFC v4 <20240410150313.2820364-2-yi.zhang@huaweicloud.com>"),
+        "{row:?}"
+    );
+    assert!(
+        r.to_string().contains("(upstream: refused by RFC v1"),
+        "{r}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    for g in json["features"].as_array().unwrap() {
+        assert!(!g["upstream"].as_str().unwrap().is_empty(), "{g}");
+    }
+}
