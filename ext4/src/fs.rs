@@ -7,7 +7,7 @@ use crate::extent::{Extent, TreeCtx};
 use crate::file::Ext4File;
 use crate::gaps::GapReport;
 use crate::group_desc::{self, GroupDesc};
-use crate::inode::{flags, Inode};
+use crate::inode::{flags, FileType, Inode};
 use crate::superblock::{compat, incompat, ro_compat, Superblock};
 use crate::util::read_meta;
 use crate::{extent, indirect};
@@ -186,7 +186,10 @@ impl Ext4 {
         for (i, part) in parts.iter().enumerate() {
             let so_far = format!("/{}", parts[..i].join("/"));
             if !inode.is_dir() {
-                return Err(Ext4Error::WrongType(format!("{so_far} is not a directory")));
+                return Err(Ext4Error::WrongType(format!(
+                    "{so_far} is {}, not a directory, so it has no {part} in it",
+                    inode.file_type()
+                )));
             }
             if inode.protection().encrypted {
                 return Err(Ext4Error::Unsupported(format!(
@@ -225,8 +228,16 @@ impl Ext4 {
     fn open_inode(&self, path: &str) -> Result<(Inode, Vec<Extent>)> {
         let inode = self.lookup(path)?;
         if !inode.is_file() {
+            let t = inode.file_type();
+            let hint = match t {
+                FileType::Symlink => " (bufwrite does not follow symbolic links)",
+                FileType::CharDevice | FileType::BlockDevice => {
+                    " (a device node has no data blocks of its own)"
+                }
+                _ => "",
+            };
             return Err(Ext4Error::WrongType(format!(
-                "{path} is not a regular file"
+                "{path} is {t}, not a regular file{hint}"
             )));
         }
         if let Some(why) = inode.protection().read_refusal() {

@@ -29,6 +29,59 @@ const S_IFMT: u16 = 0xF000;
 const S_IFREG: u16 = 0x8000;
 const S_IFDIR: u16 = 0x4000;
 
+/// The file type in `i_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileType {
+    /// A regular file.
+    Regular,
+    /// A directory.
+    Directory,
+    /// A symbolic link.
+    Symlink,
+    /// A character device node.
+    CharDevice,
+    /// A block device node.
+    BlockDevice,
+    /// A named pipe.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A type value no file type has (the `i_mode` bits given).
+    Unknown(u16),
+}
+
+impl FileType {
+    /// The type of a raw `i_mode`.
+    pub fn of_mode(mode: u16) -> FileType {
+        match mode & S_IFMT {
+            S_IFREG => FileType::Regular,
+            S_IFDIR => FileType::Directory,
+            0xA000 => FileType::Symlink,
+            0x2000 => FileType::CharDevice,
+            0x6000 => FileType::BlockDevice,
+            0x1000 => FileType::Fifo,
+            0xC000 => FileType::Socket,
+            other => FileType::Unknown(other),
+        }
+    }
+}
+
+impl std::fmt::Display for FileType {
+    /// With its article: "a symbolic link", "an unknown file type 0xe000".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileType::Regular => f.write_str("a regular file"),
+            FileType::Directory => f.write_str("a directory"),
+            FileType::Symlink => f.write_str("a symbolic link"),
+            FileType::CharDevice => f.write_str("a character device"),
+            FileType::BlockDevice => f.write_str("a block device"),
+            FileType::Fifo => f.write_str("a named pipe (FIFO)"),
+            FileType::Socket => f.write_str("a socket"),
+            FileType::Unknown(bits) => write!(f, "an unknown file type (mode bits {bits:#06x})"),
+        }
+    }
+}
+
 /// The inode fields bufwrite uses.
 #[derive(Debug, Clone)]
 pub struct Inode {
@@ -81,6 +134,11 @@ impl Inode {
             block,
             csum_seed: seed,
         })
+    }
+
+    /// The file type.
+    pub fn file_type(&self) -> FileType {
+        FileType::of_mode(self.mode)
     }
 
     /// True for a regular file.

@@ -43,6 +43,6 @@ pub use file::Ext4File;
 pub use fs::Ext4;
 pub use gaps::{Gap, GapReport, InternalInode};
 pub use group_desc::GroupDesc;
-pub use inode::{Inode, Protection};
+pub use inode::{FileType, Inode, Protection};
 pub use mount::MountDefaults;
 pub use superblock::Superblock;
