@@ -259,7 +259,7 @@ impl GapReport {
             row("encrypt (fscrypt)", encrypt || c.encrypted > 0, true,
                 if encrypt { c.files } else { c.encrypted },
                 protected_detail(encrypt, "encrypt", c.encrypted, "are encrypted"),
-                "decryption after read-in and encryption into bounce pages at writeback are hooks of the bh path; the -next v2 gate refuses every file of a filesystem with the feature (RFC v3, v4 and v1 tested the inode's flag instead); a file with the flag is encrypted whatever the feature says, so it counts as blocked either way"),
+                "decryption after read-in and encryption into bounce pages at writeback are hooks of the bh path; the -next v2 gate refuses every file of a filesystem with the feature (RFC v1, v3, v4 and v1 tested the inode's flag instead); a file with the flag is encrypted whatever the feature says, so it counts as blocked either way"),
             row("verity (fs-verity)", verity || c.verity > 0, true,
                 if verity { c.files } else { c.verity },
                 protected_detail(verity, "verity", c.verity, "have verity enabled"),
