@@ -28,8 +28,8 @@ pub enum Ext4Error {
     #[error("not found: {0}")]
     NotFound(String),
     /// The path names something that is not a regular file (or a path
-    /// component that is not a directory).
-    #[error("not a regular file or directory as needed: {0}")]
+    /// component that is not a directory); the text says what it is.
+    #[error("wrong file type: {0}")]
     WrongType(String),
 }
 

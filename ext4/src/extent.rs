@@ -13,6 +13,8 @@ const EXT_MAGIC: u16 = 0xF30A;
 const MAX_DEPTH: u16 = 5;
 /// Above this, an extent length means "unwritten" with length - 32768.
 const INIT_MAX_LEN: u16 = 32768;
+/// File block numbers are 32 bits: no extent may end past 2^32.
+const MAX_FILE_BLOCKS: u64 = 1 << 32;
 
 /// One leaf extent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,16 +85,38 @@ impl Walk<'_, '_> {
         hi: u64,
     ) -> Result<()> {
         if le16(b, 0) != EXT_MAGIC {
-            return Err(self.bad(loc, format!("header magic {:#06x}", le16(b, 0))));
+            return Err(self.bad(
+                loc,
+                format!(
+                    "bad magic {:#06x} in the extent header (expected {EXT_MAGIC:#06x})",
+                    le16(b, 0)
+                ),
+            ));
         }
         let (entries, max, depth) = (le16(b, 2), le16(b, 4), le16(b, 6));
         let cap = (b.len() - 12) / 12;
-        if entries > max || usize::from(max) > cap {
-            return Err(self.bad(loc, format!("{entries} entries, max {max}, room for {cap}")));
+        if usize::from(max) > cap {
+            return Err(self.bad(
+                loc,
+                format!("header max of {max} entries does not fit: the node has room for {cap}"),
+            ));
         }
-        if depth > MAX_DEPTH || want_depth.is_some_and(|d| d != depth) {
-            return Err(self.bad(loc, format!("depth {depth} (expected {want_depth:?})")));
+        if entries > max {
+            return Err(self.bad(
+                loc,
+                format!("entry count {entries} over the header's max of {max}"),
+            ));
         }
+        if depth > MAX_DEPTH {
+            return Err(self.bad(loc, format!("depth {depth} over the limit of {MAX_DEPTH}")));
+        }
+        if let Some(want) = want_depth.filter(|&d| d != depth) {
+            return Err(self.bad(
+                loc,
+                format!("depth {depth} where the index above promised {want}"),
+            ));
+        }
+        let what = if depth == 0 { "extent" } else { "index entry" };
         let mut prev_end = lo;
         for i in 0..usize::from(entries) {
             let e = &b[12 + 12 * i..24 + 12 * i];
@@ -102,17 +126,54 @@ impl Walk<'_, '_> {
             } else {
                 hi
             };
-            if start < prev_end || start >= hi || next <= start {
+            if start < prev_end {
+                let detail = if i == 0 {
+                    format!(
+                        "{what} 0 starts at file block {start}, before file block {lo} where \
+                         the index above says this node begins"
+                    )
+                } else if depth == 0 {
+                    format!(
+                        "extent {i} starts at file block {start}, before the end of extent {} \
+                         (file block {prev_end}): extents overlap or are unsorted",
+                        i - 1
+                    )
+                } else {
+                    format!(
+                        "index entry {i} starts at file block {start}, not after index entry {} \
+                         (file block {prev_end}): the index is unsorted",
+                        i - 1
+                    )
+                };
+                return Err(self.bad(loc, detail));
+            }
+            if start >= hi {
                 return Err(self.bad(
                     loc,
-                    format!("entry {i} starts at block {start} out of order"),
+                    format!(
+                        "{what} {i} starts at file block {start}, at or past file block {hi} \
+                         where the next entry of the index above begins"
+                    ),
+                ));
+            }
+            // An index entry's range ends where the next one starts; a
+            // leaf's overlap with the next extent is caught on the next
+            // round, against prev_end.
+            if depth > 0 && next <= start {
+                return Err(self.bad(
+                    loc,
+                    format!(
+                        "index entry {} starts at file block {next}, not after index entry {i} \
+                         at file block {start}: the index is unsorted or has duplicates",
+                        i + 1
+                    ),
                 ));
             }
             if depth == 0 {
                 prev_end = self.leaf(e, loc, i, hi)?;
             } else {
                 let child = hilo(u32::from(le16(e, 8)), le32(e, 4));
-                self.child(child, depth - 1, start, next.min(hi))?;
+                self.child(child, loc, i, depth - 1, start, next.min(hi))?;
                 prev_end = start;
             }
         }
@@ -130,14 +191,36 @@ impl Walk<'_, '_> {
         let pblk = hilo(u32::from(le16(e, 6)), le32(e, 8));
         let len = u64::from(len);
         let end = lblk + len;
-        let in_fs = pblk
+        let detail = if len == 0 {
+            Some(format!("extent {i} at file block {lblk} has length 0"))
+        } else if end > MAX_FILE_BLOCKS {
+            Some(format!(
+                "extent {i} ends at file block {end}, past the {MAX_FILE_BLOCKS} blocks a file can have"
+            ))
+        } else if end > hi {
+            Some(format!(
+                "extent {i} covers file blocks {lblk}..{end}, past file block {hi} where the next \
+                 entry of the index above begins"
+            ))
+        } else if pblk == 0 {
+            Some(format!(
+                "extent {i} maps file block {lblk} to device block 0 (the boot block)"
+            ))
+        } else if pblk
             .checked_add(len)
-            .is_some_and(|p| p <= self.ctx.blocks_count);
-        if len == 0 || end > hi || !in_fs || pblk == 0 {
-            return Err(self.bad(
-                loc,
-                format!("extent {i}: file blocks {lblk}+{len} at device block {pblk}"),
-            ));
+            .is_none_or(|p| p > self.ctx.blocks_count)
+        {
+            Some(format!(
+                "extent {i} maps file blocks {lblk}..{end} to device blocks {pblk}..{}, past the \
+                 filesystem's {} blocks",
+                pblk.saturating_add(len),
+                self.ctx.blocks_count
+            ))
+        } else {
+            None
+        };
+        if let Some(detail) = detail {
+            return Err(self.bad(loc, detail));
         }
         self.out.push(Extent {
             lblk,
@@ -148,14 +231,35 @@ impl Walk<'_, '_> {
         Ok(end)
     }
 
-    fn child(&mut self, blk: u64, depth: u16, lo: u64, hi: u64) -> Result<()> {
-        let loc = format!("block {blk}");
+    /// Follows index entry `i` of the node at `parent` to block `blk`.
+    fn child(
+        &mut self,
+        blk: u64,
+        parent: &str,
+        i: usize,
+        depth: u16,
+        lo: u64,
+        hi: u64,
+    ) -> Result<()> {
         if blk == 0 || blk >= self.ctx.blocks_count {
-            return Err(self.bad(&loc, "index points outside the filesystem".into()));
+            return Err(self.bad(
+                parent,
+                format!(
+                    "index entry {i} points at block {blk}, outside the filesystem's {} blocks",
+                    self.ctx.blocks_count
+                ),
+            ));
         }
         if !self.visited.insert(blk) {
-            return Err(self.bad(&loc, "block reached twice: the tree loops".into()));
+            return Err(self.bad(
+                parent,
+                format!(
+                    "index entry {i} points at block {blk}, which the tree already reached: \
+                     the tree loops or shares a block"
+                ),
+            ));
         }
+        let loc = format!("block {blk}");
         let bs = self.ctx.block_size as usize;
         let structure = format!("extent block of inode {}", self.inode.ino);
         let b = read_meta(
@@ -176,7 +280,14 @@ impl Walk<'_, '_> {
         let max = usize::from(le16(b, 4));
         let tail = 12 + 12 * max;
         if le16(b, 0) != EXT_MAGIC || tail + 4 > b.len() {
-            return Err(self.bad(loc, format!("header magic {:#06x}, max {max}", le16(b, 0))));
+            return Err(self.bad(
+                loc,
+                format!(
+                    "bad magic {:#06x} in the extent header (expected {EXT_MAGIC:#06x}), or its \
+                     max of {max} entries leaves no room for the checksum",
+                    le16(b, 0)
+                ),
+            ));
         }
         let want = le32(b, tail);
         let got = chksum(self.inode.csum_seed, &b[..tail]);

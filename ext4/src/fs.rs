@@ -7,7 +7,7 @@ use crate::extent::{Extent, TreeCtx};
 use crate::file::Ext4File;
 use crate::gaps::GapReport;
 use crate::group_desc::{self, GroupDesc};
-use crate::inode::{flags, Inode};
+use crate::inode::{flags, FileType, Inode};
 use crate::superblock::{compat, incompat, ro_compat, Superblock};
 use crate::util::read_meta;
 use crate::{extent, indirect};
@@ -24,7 +24,9 @@ const MAX_PATH_COMPONENTS: usize = 4096;
 /// its metadata and mapping its files.
 pub struct Ext4 {
     dev: Arc<dyn BlockDevice>,
-    sb: Superblock,
+    /// Boxed: the superblock grows with every field the report reads, and
+    /// callers keep an `Ext4` inside enums next to small variants.
+    sb: Box<Superblock>,
     groups: Vec<GroupDesc>,
     /// Sorted, merged `[start, end)` block runs of the metadata the crate
     /// knows the place of (superblock, descriptor table, bitmaps, inode
@@ -61,7 +63,7 @@ impl Ext4 {
         let system = system_zone(&sb, &groups);
         Ok(Ext4 {
             dev,
-            sb,
+            sb: Box::new(sb),
             groups,
             system,
         })
@@ -184,9 +186,12 @@ impl Ext4 {
         for (i, part) in parts.iter().enumerate() {
             let so_far = format!("/{}", parts[..i].join("/"));
             if !inode.is_dir() {
-                return Err(Ext4Error::WrongType(format!("{so_far} is not a directory")));
+                return Err(Ext4Error::WrongType(format!(
+                    "{so_far} is {}, not a directory, so it has no {part} in it",
+                    inode.file_type()
+                )));
             }
-            if inode.has_flag(flags::ENCRYPT) {
+            if inode.protection().encrypted {
                 return Err(Ext4Error::Unsupported(format!(
                     "{so_far} is an encrypted directory: its names cannot be read without the key"
                 )));
@@ -208,11 +213,8 @@ impl Ext4 {
 
     /// Why the file `inode` cannot be written in place by bufwrite, or `None`.
     fn file_write_refusal(&self, inode: &Inode) -> Option<String> {
-        if inode.has_flag(flags::ENCRYPT) {
-            return Some("it is encrypted (fscrypt): bufwrite would write plaintext".into());
-        }
-        if inode.has_flag(flags::VERITY) {
-            return Some("it is an fs-verity file: its contents are immutable".into());
+        if let Some(why) = inode.protection().write_refusal() {
+            return Some(why.into());
         }
         if !inode.has_flag(flags::EXTENTS) {
             return Some(
@@ -226,14 +228,20 @@ impl Ext4 {
     fn open_inode(&self, path: &str) -> Result<(Inode, Vec<Extent>)> {
         let inode = self.lookup(path)?;
         if !inode.is_file() {
+            let t = inode.file_type();
+            let hint = match t {
+                FileType::Symlink => " (bufwrite does not follow symbolic links)",
+                FileType::CharDevice | FileType::BlockDevice => {
+                    " (a device node has no data blocks of its own)"
+                }
+                _ => "",
+            };
             return Err(Ext4Error::WrongType(format!(
-                "{path} is not a regular file"
+                "{path} is {t}, not a regular file{hint}"
             )));
         }
-        if inode.has_flag(flags::ENCRYPT) {
-            return Err(Ext4Error::Unsupported(format!(
-                "{path} is encrypted (fscrypt): its blocks cannot be read or written without the key"
-            )));
+        if let Some(why) = inode.protection().read_refusal() {
+            return Err(Ext4Error::Unsupported(format!("refusing {path}: {why}")));
         }
         let extents = self.map_inode(&inode)?;
         Ok((inode, extents))

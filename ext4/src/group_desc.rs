@@ -3,7 +3,7 @@
 
 use crate::checksum::chksum;
 use crate::error::{Ext4Error, Result};
-use crate::superblock::{incompat, ro_compat, Superblock};
+use crate::superblock::{incompat, ro_compat, Superblock, SUPERBLOCK_OFFSET};
 use crate::util::{hilo, le16, le32, read_meta};
 use bufwrite_engine::BlockDevice;
 
@@ -72,27 +72,51 @@ pub(crate) fn table_runs(sb: &Superblock) -> Vec<(u64, u64)> {
     let table_blocks = sb.group_count().div_ceil(per_block);
     // Block 0 holds the boot sector and, with 1 KiB blocks, nothing else;
     // the superblock is in block 0 (>= 2 KiB blocks) or block 1.
-    let mut runs = vec![(0, u64::from(sb.first_data_block) + 1)];
+    let sb_block = superblock_block(sb);
+    let mut runs = vec![(0, sb_block + 1)];
     for i in 0..table_blocks {
         runs.push((desc_block(sb, i, per_block), 1));
     }
     if !sb.has_incompat(incompat::META_BG) {
         // The resize inode's reserved descriptor blocks follow the table.
-        let after = u64::from(sb.first_data_block) + 1 + table_blocks;
+        let after = sb_block + 1 + table_blocks;
         runs.push((after, u64::from(sb.reserved_gdt_blocks)));
     }
     runs
 }
 
+/// The block holding the primary superblock (byte 1024): block 1 with
+/// 1 KiB blocks, block 0 otherwise.
+///
+/// This is not `s_first_data_block`: the two agree on ordinary images, but
+/// a 1 KiB-block bigalloc image has first data block 0 (group 0 starts at
+/// block 0 because its first cluster holds the boot block and the
+/// superblock) while its superblock is still in block 1.
+fn superblock_block(sb: &Superblock) -> u64 {
+    SUPERBLOCK_OFFSET / u64::from(sb.block_size)
+}
+
 /// Block number of descriptor-table block `i`: contiguous after the
 /// superblock, except under meta_bg where each meta group holds its own.
+///
+/// The table follows the superblock's own block, as the kernel's
+/// `descriptor_loc` (fs/ext4/super.c) counts from the superblock's logical
+/// block; counting from `s_first_data_block` instead puts it one block too
+/// early on 1 KiB-block bigalloc images (`mkfs.ext4 -b 1024 -O bigalloc`:
+/// dumpe2fs shows "Group descriptors at 2-2", first data block 0).
 fn desc_block(sb: &Superblock, i: u64, per_block: u64) -> u64 {
-    let first = u64::from(sb.first_data_block) + 1;
     if !sb.has_incompat(incompat::META_BG) || i < u64::from(sb.first_meta_bg) {
-        return first + i;
+        return superblock_block(sb) + 1 + i;
     }
     let g = i * per_block;
-    let group_start = u64::from(sb.first_data_block) + g * u64::from(sb.blocks_per_group);
+    // Group 0's superblock sits in its own block even where group 0
+    // starts at block 0 (1 KiB blocks with bigalloc); other groups' backups
+    // start their group.
+    let group_start = if g == 0 {
+        superblock_block(sb).max(u64::from(sb.first_data_block))
+    } else {
+        u64::from(sb.first_data_block) + g * u64::from(sb.blocks_per_group)
+    };
     group_start + u64::from(has_super(sb, g))
 }
 

@@ -29,6 +29,59 @@ const S_IFMT: u16 = 0xF000;
 const S_IFREG: u16 = 0x8000;
 const S_IFDIR: u16 = 0x4000;
 
+/// The file type in `i_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileType {
+    /// A regular file.
+    Regular,
+    /// A directory.
+    Directory,
+    /// A symbolic link.
+    Symlink,
+    /// A character device node.
+    CharDevice,
+    /// A block device node.
+    BlockDevice,
+    /// A named pipe.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A type value no file type has (the `i_mode` bits given).
+    Unknown(u16),
+}
+
+impl FileType {
+    /// The type of a raw `i_mode`.
+    pub fn of_mode(mode: u16) -> FileType {
+        match mode & S_IFMT {
+            S_IFREG => FileType::Regular,
+            S_IFDIR => FileType::Directory,
+            0xA000 => FileType::Symlink,
+            0x2000 => FileType::CharDevice,
+            0x6000 => FileType::BlockDevice,
+            0x1000 => FileType::Fifo,
+            0xC000 => FileType::Socket,
+            other => FileType::Unknown(other),
+        }
+    }
+}
+
+impl std::fmt::Display for FileType {
+    /// With its article: "a symbolic link", "an unknown file type 0xe000".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileType::Regular => f.write_str("a regular file"),
+            FileType::Directory => f.write_str("a directory"),
+            FileType::Symlink => f.write_str("a symbolic link"),
+            FileType::CharDevice => f.write_str("a character device"),
+            FileType::BlockDevice => f.write_str("a block device"),
+            FileType::Fifo => f.write_str("a named pipe (FIFO)"),
+            FileType::Socket => f.write_str("a socket"),
+            FileType::Unknown(bits) => write!(f, "an unknown file type (mode bits {bits:#06x})"),
+        }
+    }
+}
+
 /// The inode fields bufwrite uses.
 #[derive(Debug, Clone)]
 pub struct Inode {
@@ -83,6 +136,11 @@ impl Inode {
         })
     }
 
+    /// The file type.
+    pub fn file_type(&self) -> FileType {
+        FileType::of_mode(self.mode)
+    }
+
     /// True for a regular file.
     pub fn is_file(&self) -> bool {
         self.mode & S_IFMT == S_IFREG
@@ -101,6 +159,59 @@ impl Inode {
     /// True when an `i_flags` bit is set.
     pub fn has_flag(&self, bit: u32) -> bool {
         self.flags & bit != 0
+    }
+
+    /// How the file's contents are protected: the one rule the gap report
+    /// and [`crate::Ext4::open_file`] share.
+    ///
+    /// Decided from the inode's own flags, whatever the superblock's
+    /// `encrypt` / `verity` features say: the kernel marks the VFS inode
+    /// `S_ENCRYPTED` / `S_VERITY` from `EXT4_ENCRYPT_FL` / `EXT4_VERITY_FL`
+    /// alone (`ext4_set_inode_flags`, fs/ext4/inode.c) and sends every read
+    /// and write of such an inode through fscrypt / fs-verity. A flag
+    /// without its feature is an inconsistency (e2fsck reports the encrypt
+    /// flag without an encryption context), but the data on disk is still
+    /// ciphertext, or still covered by a Merkle tree.
+    pub fn protection(&self) -> Protection {
+        Protection {
+            encrypted: self.has_flag(flags::ENCRYPT),
+            verity: self.has_flag(flags::VERITY),
+        }
+    }
+}
+
+/// How an inode's contents are protected (see [`Inode::protection`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Protection {
+    /// fscrypt: the blocks hold ciphertext.
+    pub encrypted: bool,
+    /// fs-verity: the contents are immutable and verified on read.
+    pub verity: bool,
+}
+
+impl Protection {
+    /// True when either applies.
+    pub fn any(&self) -> bool {
+        self.encrypted || self.verity
+    }
+
+    /// Why the file must not be read through bufwrite, if it must not:
+    /// without the key its blocks are ciphertext.
+    pub fn read_refusal(&self) -> Option<&'static str> {
+        self.encrypted.then_some(
+            "it is encrypted (fscrypt): its blocks cannot be read or written without the key",
+        )
+    }
+
+    /// Why the file must not be written through bufwrite, if it must not.
+    pub fn write_refusal(&self) -> Option<&'static str> {
+        if self.encrypted {
+            Some("it is encrypted (fscrypt): bufwrite would write plaintext")
+        } else if self.verity {
+            Some("it is an fs-verity file: its contents are immutable")
+        } else {
+            None
+        }
     }
 }
 

@@ -33,6 +33,7 @@ pub mod gaps;
 mod group_desc;
 mod indirect;
 pub mod inode;
+pub mod mount;
 pub mod superblock;
 mod util;
 
@@ -40,7 +41,8 @@ pub use error::{Ext4Error, Result};
 pub use extent::Extent;
 pub use file::Ext4File;
 pub use fs::Ext4;
-pub use gaps::{Gap, GapReport};
+pub use gaps::{Gap, GapReport, InternalInode};
 pub use group_desc::GroupDesc;
-pub use inode::Inode;
+pub use inode::{FileType, Inode, Protection};
+pub use mount::MountDefaults;
 pub use superblock::Superblock;

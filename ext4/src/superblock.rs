@@ -118,10 +118,6 @@ pub mod ro_compat {
         | ORPHAN_PRESENT;
 }
 
-/// Journalling mode bits of `s_default_mount_opts`.
-const DEFM_JMODE_MASK: u32 = 0x60;
-const DEFM_JMODE_DATA: u32 = 0x20;
-
 /// The superblock fields bufwrite uses.
 #[derive(Debug, Clone)]
 pub struct Superblock {
@@ -133,6 +129,9 @@ pub struct Superblock {
     pub first_data_block: u32,
     /// Block size in bytes (1 KiB .. 64 KiB).
     pub block_size: u32,
+    /// Allocation cluster size in bytes: the block size, or larger with
+    /// bigalloc.
+    pub cluster_size: u32,
     /// Blocks per group.
     pub blocks_per_group: u32,
     /// Inodes per group.
@@ -163,6 +162,19 @@ pub struct Superblock {
     pub reserved_gdt_blocks: u16,
     /// The journal inode (0 when none).
     pub journal_inum: u32,
+    /// The user quota inode (`s_usr_quota_inum`, 0 when none).
+    pub usr_quota_inum: u32,
+    /// The group quota inode (`s_grp_quota_inum`, 0 when none).
+    pub grp_quota_inum: u32,
+    /// The project quota inode (`s_prj_quota_inum`, 0 when none).
+    pub prj_quota_inum: u32,
+    /// The orphan file inode (`s_orphan_file_inum`, 0 when none).
+    pub orphan_file_inum: u32,
+    /// The lost+found directory e2fsck recorded (`s_lpf_ino`, 0 when none).
+    pub lpf_ino: u32,
+    /// The active snapshot inode of the never-merged next3/ext4 snapshot
+    /// patches (`s_snapshot_inum`, 0 when none).
+    pub snapshot_inum: u32,
     /// The `s_mount_opts` string (mount options stored by `mke2fs -E mount_opts=`).
     pub mount_opts: String,
     /// The seed of every metadata checksum except the superblock's own.
@@ -174,6 +186,12 @@ impl Superblock {
     pub fn read(dev: &dyn BlockDevice) -> Result<Superblock> {
         let b = read_meta(dev, "superblock", SUPERBLOCK_OFFSET, SB_SIZE)?;
         Self::parse(&b)
+    }
+
+    /// Parses a 1024-byte superblock image (tests build them by hand).
+    #[cfg(test)]
+    pub(crate) fn parse_bytes(b: &[u8]) -> Result<Superblock> {
+        Self::parse(b)
     }
 
     fn parse(b: &[u8]) -> Result<Superblock> {
@@ -204,6 +222,20 @@ impl Superblock {
             )));
         }
         let block_size = 1024u32 << log_bs;
+        let cluster_size = if ro & ro_compat::BIGALLOC != 0 {
+            // The kernel's bounds (ext4_load_super, ext4_handle_clustersize
+            // in fs/ext4/super.c): no smaller than a block, at most 1 GiB.
+            let log_cs = le32(b, 0x1C);
+            if log_cs < log_bs || log_cs > 20 {
+                return Err(bad(format!(
+                    "s_log_cluster_size {log_cs} with s_log_block_size {log_bs}: \
+                     a cluster must be one block to 1 GiB"
+                )));
+            }
+            1024u32 << log_cs
+        } else {
+            block_size
+        };
         let incompat = le32(b, 0x60);
         let rev_level = le32(b, 0x4C);
         let (inode_size, first_ino) = if rev_level == 0 {
@@ -246,6 +278,7 @@ impl Superblock {
             blocks_count: hilo(blocks_hi, le32(b, 0x4)),
             first_data_block: le32(b, 0x14),
             block_size,
+            cluster_size,
             blocks_per_group,
             inodes_per_group,
             state: le16(b, 0x3A),
@@ -261,6 +294,12 @@ impl Superblock {
             first_meta_bg: le32(b, 0x104),
             reserved_gdt_blocks: le16(b, 0xCE),
             journal_inum: le32(b, 0xE0),
+            usr_quota_inum: le32(b, 0x240),
+            grp_quota_inum: le32(b, 0x244),
+            prj_quota_inum: le32(b, 0x26C),
+            orphan_file_inum: le32(b, 0x280),
+            lpf_ino: le32(b, 0x268),
+            snapshot_inum: le32(b, 0x180),
             mount_opts: String::from_utf8_lossy(&mo[..mo_len]).into_owned(),
             csum_seed,
         };
@@ -296,6 +335,17 @@ impl Superblock {
                 self.inodes_count, self.inodes_per_group
             )));
         }
+        // Group 0 may start at block 0 with 1 KiB blocks only when a
+        // cluster spans the boot block and the superblock (bigalloc);
+        // otherwise block 0 is not part of the filesystem and the kernel
+        // refuses the geometry (ext4_geometry_check, fs/ext4/super.c).
+        if self.block_size == 1024 && self.first_data_block == 0 && self.cluster_size == 1024 {
+            return Err(bad(
+                "first data block 0 with 1 KiB blocks and 1 KiB clusters: \
+                 group 0 would overlap the boot block"
+                    .into(),
+            ));
+        }
         if self.first_ino < 11 || self.first_ino > self.inodes_count {
             return Err(bad(format!("first inode {}", self.first_ino)));
         }
@@ -323,15 +373,44 @@ impl Superblock {
         self.feature_ro_compat & bit != 0
     }
 
-    /// True when data=journal is the default journalling mode, set either in
+    /// True when the stored defaults ask for data=journal, set either in
     /// the default mount options (`tune2fs -o journal_data`) or in the
-    /// stored mount option string (`mke2fs -E mount_opts=data=journal`).
+    /// stored mount option string (`tune2fs -E mount_opts=data=journal`),
+    /// whether or not it takes effect (it does not without a journal: see
+    /// [`crate::mount::MountDefaults`]).
     pub fn data_journal_default(&self) -> bool {
-        self.default_mount_opts & DEFM_JMODE_MASK == DEFM_JMODE_DATA
-            || self
-                .mount_opts
-                .split(',')
-                .any(|o| o.trim() == "data=journal")
+        crate::mount::MountDefaults::of(self).wants_data_journal()
+    }
+
+    /// Every inode the superblock names for the filesystem's own use, with
+    /// its role, whatever its number: the journal, the quota files, the
+    /// orphan file, lost+found and a snapshot. They are not user files
+    /// even when they sit above `s_first_ino` (mke2fs gives the project
+    /// quota and the orphan file the first free numbers, e.g. 12 and 13),
+    /// and the kernel refuses to open the quota and orphan-file inodes as
+    /// ordinary inodes (`__ext4_iget` in fs/ext4/inode.c). The reserved
+    /// inodes below `s_first_ino` (bad blocks 1, resize 7, ...) are not
+    /// listed: no scan counts them. `s_last_orphan` is not listed either:
+    /// it heads a list of user files being deleted or truncated.
+    pub fn internal_inodes(&self) -> Vec<(u32, &'static str)> {
+        [
+            (self.journal_inum, "journal"),
+            (self.usr_quota_inum, "user quota"),
+            (self.grp_quota_inum, "group quota"),
+            (self.prj_quota_inum, "project quota"),
+            (self.orphan_file_inum, "orphan file"),
+            (self.lpf_ino, "lost+found"),
+            (self.snapshot_inum, "snapshot"),
+        ]
+        .into_iter()
+        .filter(|&(ino, _)| ino != 0)
+        .collect()
+    }
+
+    /// True when `ino` is reserved (below `s_first_ino`, except the root
+    /// directory) or named by the superblock for internal use.
+    pub fn is_internal_inode(&self, ino: u32) -> bool {
+        (ino < self.first_ino && ino != 2) || self.internal_inodes().iter().any(|&(i, _)| i == ino)
     }
 
     /// Incompat feature bits this crate does not understand.
@@ -438,5 +517,38 @@ mod tests {
         put32(&mut b, 0x20, 1 << 29);
         put32(&mut b, 0x0, 16);
         Superblock::parse(&b).unwrap();
+    }
+
+    /// A 1 KiB-block superblock with one group of 8192 blocks.
+    fn one_k(first_data_block: u32) -> Vec<u8> {
+        let mut b = vec![0u8; SB_SIZE];
+        let put32 =
+            |b: &mut Vec<u8>, o: usize, v: u32| b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        b[0x38..0x3A].copy_from_slice(&MAGIC.to_le_bytes());
+        put32(&mut b, 0x0, 16);
+        put32(&mut b, 0x4, 8192);
+        put32(&mut b, 0x14, first_data_block);
+        put32(&mut b, 0x20, 8192);
+        put32(&mut b, 0x28, 16);
+        put32(&mut b, 0x4C, 1);
+        put32(&mut b, 0x54, 11);
+        b[0x58..0x5A].copy_from_slice(&256u16.to_le_bytes());
+        b
+    }
+
+    /// First data block 0 with 1 KiB blocks is what a bigalloc image has
+    /// (and is valid there), and corrupt without clusters.
+    #[test]
+    fn first_data_block_zero_needs_clusters_with_1k_blocks() {
+        assert_eq!(Superblock::parse(&one_k(1)).unwrap().cluster_size, 1024);
+        let e = Superblock::parse(&one_k(0)).unwrap_err().to_string();
+        assert!(e.contains("first data block 0"), "{e}");
+        let mut b = one_k(0);
+        b[0x64..0x68].copy_from_slice(&ro_compat::BIGALLOC.to_le_bytes());
+        b[0x1C..0x20].copy_from_slice(&6u32.to_le_bytes());
+        assert_eq!(Superblock::parse(&b).unwrap().cluster_size, 65536);
+        b[0x1C..0x20].copy_from_slice(&21u32.to_le_bytes());
+        let e = Superblock::parse(&b).unwrap_err().to_string();
+        assert!(e.contains("s_log_cluster_size 21"), "{e}");
     }
 }

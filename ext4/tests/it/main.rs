@@ -6,7 +6,9 @@ mod bad;
 mod common;
 mod fuzz;
 mod gaps;
+mod layout;
 mod root;
+mod variants;
 
 use bufwrite_engine::{File, FileOptions};
 use bufwrite_ext4::{Ext4, Ext4Error};

@@ -122,3 +122,106 @@ fn the_kernel_reads_back_what_every_path_wrote_through_io_uring() {
     drop(mount);
     lo.detach().expect("losetup -d");
 }
+
+/// Every option the kernel holds for the ext4 mount of `dev`, defaults
+/// included: /proc/fs/ext4/DEV/options (/proc/mounts leaves out options
+/// equal to the superblock's defaults, data=journal among them).
+fn kernel_mount_options(dev: &Path) -> Vec<String> {
+    let name = dev.file_name().unwrap().to_string_lossy().into_owned();
+    let path = format!("/proc/fs/ext4/{name}/options");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// What the report says a mount without options gets is what the running
+/// kernel gives a read-only mount without options: data=journal only with
+/// a journal, delalloc off under a data=journal or nodelalloc default (also
+/// where the data mode itself is dropped for want of a journal).
+#[test]
+fn the_kernel_mounts_the_defaults_the_report_describes() {
+    if !enabled() {
+        eprintln!("skip: set BUFWRITE_ROOT_TESTS=1 to run (needs root, losetup and mount)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str, &[&str]); 4] = [
+        ("plain", "", &[]),
+        ("dj", "", &["-o", "journal_data"]),
+        ("dj-nojournal", "^has_journal", &["-o", "journal_data"]),
+        ("nodelalloc", "", &["-o", "nodelalloc"]),
+    ];
+    for (name, features, tune) in cases {
+        let img = mkfs(dir.path(), &format!("{name}.img"), 4096, features, 16, &[]);
+        if !tune.is_empty() {
+            let out = Command::new("tune2fs")
+                .args(tune)
+                .arg(&img)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{name}: tune2fs");
+        }
+        let dev = device(&img, "mem").unwrap();
+        let md = Ext4::open(dev).unwrap().gaps().unwrap().mount_defaults;
+        let lo = LoopDevice::attach(
+            &img,
+            LoopOptions {
+                read_only: true,
+                ..LoopOptions::default()
+            },
+        )
+        .expect("a free loop device (losetup --find)");
+        let mnt = tempfile::tempdir().unwrap();
+        let mount = Mount::ro(lo.path(), mnt.path());
+        let opts = kernel_mount_options(lo.path());
+        drop(mount);
+        lo.detach().expect("losetup -d");
+        let kernel_dj = opts.iter().any(|o| o == "data=journal");
+        let kernel_nodelalloc = opts.iter().any(|o| o == "nodelalloc");
+        let data: Vec<&String> = opts
+            .iter()
+            .filter(|o| o.contains("delalloc") || o.starts_with("data="))
+            .collect();
+        eprintln!("{name}: kernel {data:?}; report {}", md.summary());
+        let opts = opts.join(" ");
+        assert_eq!(md.data_journal, kernel_dj, "{name}: data=journal ({opts})");
+        assert_eq!(!md.delalloc, kernel_nodelalloc, "{name}: delalloc ({opts})");
+    }
+    // buffered_iomap stored in s_mount_opts: a kernel without the option
+    // ignores the whole string (so nodelalloc next to it too), as the
+    // report's note warns; a kernel with it applies both.
+    let img = mkfs(dir.path(), "iomap-opts.img", 4096, "", 16, &[]);
+    debugfs_w(&img, &["ssv mount_opts buffered_iomap,nodelalloc".into()]);
+    let md = Ext4::open(device(&img, "mem").unwrap())
+        .unwrap()
+        .gaps()
+        .unwrap()
+        .mount_defaults;
+    assert!(md.buffered_iomap && !md.delalloc);
+    assert!(
+        md.notes
+            .iter()
+            .any(|n| n.contains("ignores every option in it")),
+        "{:?}",
+        md.notes
+    );
+    let lo = LoopDevice::attach(
+        &img,
+        LoopOptions {
+            read_only: true,
+            ..LoopOptions::default()
+        },
+    )
+    .expect("a free loop device (losetup --find)");
+    let mnt = tempfile::tempdir().unwrap();
+    let mount = Mount::ro(lo.path(), mnt.path());
+    let opts = kernel_mount_options(lo.path());
+    drop(mount);
+    lo.detach().expect("losetup -d");
+    let knows = opts.iter().any(|o| o.ends_with("buffered_iomap"));
+    let nodelalloc = opts.iter().any(|o| o == "nodelalloc");
+    eprintln!("iomap-opts: kernel knows buffered_iomap: {knows}, nodelalloc: {nodelalloc}");
+    assert_eq!(nodelalloc, knows, "{opts:?}");
+}
