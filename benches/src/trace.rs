@@ -1,6 +1,6 @@
 //! The replay trace: its grammar, and (re-exported from
 //! [`bufwrite_engine::pattern`]) the fixed byte pattern writes carry and the
-//! hash printed for reads. All are specified in DESIGN.md ("Command line")
+//! hash printed for reads. All are specified in docs/DESIGN.md §7
 //! so that any other tool can reproduce a replay byte for byte.
 
 use std::fmt;

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 /// A trace touching every operation, a gap past EOF, reads past EOF and a
-/// hex seed; the hashes below come from an independent model of DESIGN.md's
+/// hex seed; the hashes below come from an independent model of docs/DESIGN.md §7's
 /// byte function and FNV-1a (a few lines of Python), not from this binary.
 const TRACE: &str = "# a small trace
 pwrite 0 5000 7
@@ -283,7 +283,7 @@ fn libmicro_runs_every_path_on_a_temporary_ext4_image_by_default() {
     assert!(table.contains("write_u1k"), "{table}");
 }
 
-/// The DESIGN.md pattern byte, written again here from the spec.
+/// The docs/DESIGN.md §7 pattern byte, written again here from the spec.
 fn pattern_byte(seed: u64, off: u64) -> u8 {
     let mut z = (seed ^ (off >> 3)).wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -1,7 +1,7 @@
 //! The fixed byte pattern writes carry and the hash printed for reads.
 //!
-//! Both are part of the `replay` command-line contract (DESIGN.md,
-//! "Command line"), so that any other tool can reproduce a replay byte for
+//! Both are part of the `replay` command-line contract (docs/DESIGN.md §7),
+//! so that any other tool can reproduce a replay byte for
 //! byte; the model harness (`testing`) and the `bufwrite` binary use these
 //! same functions.
 //!
@@ -22,7 +22,7 @@
 //! ```
 
 /// splitmix64 (the generator's output step applied to the state `x`), as
-/// DESIGN.md specifies it; all arithmetic wrapping.
+/// docs/DESIGN.md §7 specifies it; all arithmetic wrapping.
 pub fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

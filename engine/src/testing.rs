@@ -9,7 +9,7 @@
 //!   file set up as [`setup_strategy`] draws it ([`Setup`]).
 //! - [`byte_at`] / [`fill`] / [`fnv1a64`]: re-exported from
 //!   [`crate::pattern`], the fixed byte function of the `replay` contract
-//!   (DESIGN.md, "Command line"), so any tool can reproduce the bytes a
+//!   (docs/DESIGN.md §7), so any tool can reproduce the bytes a
 //!   sequence wrote.
 //! - [`Model`]: a `Vec<u8>` file with a position, a size and a capacity,
 //!   applying each op the way [`File`] must.
@@ -100,7 +100,7 @@ pub enum Op {
 }
 
 impl fmt::Display for Op {
-    /// The `replay` trace syntax (DESIGN.md); `drop_caches` is not part of
+    /// The `replay` trace syntax (docs/DESIGN.md §7); `drop_caches` is not part of
     /// that contract and prints as a `#` comment.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
