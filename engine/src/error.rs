@@ -120,6 +120,19 @@ pub enum Error {
     /// The device was opened read-only.
     #[error("device is read-only")]
     ReadOnly,
+    /// The filesystem's metadata is corrupt: the layer that reads it (the
+    /// ext4 mapper) found an on-disk structure failing a check. `source`
+    /// is that layer's error, which says which structure, where and what
+    /// was wrong; the kernel reports the same as EFSCORRUPTED (EUCLEAN).
+    /// Not an I/O error: the device read fine.
+    #[error("{what}")]
+    Corrupt {
+        /// A short description: `ext4 metadata is corrupt`, ...
+        what: &'static str,
+        /// The filesystem layer's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Opening a device or image file failed; `source` is the OS error.
     #[error("cannot open {}{}", .path.display(), open_note(.source, *.direct))]
     Open {
@@ -245,6 +258,10 @@ mod tests {
             Error::UringSetup {
                 what: "io_uring_setup failed".into(),
                 source: os(),
+            },
+            Error::Corrupt {
+                what: "metadata is corrupt",
+                source: Box::new(os()),
             },
         ];
         for e in cases {
