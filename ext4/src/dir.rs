@@ -6,7 +6,7 @@
 //! blocks); they are checksummed and skipped, the leaves are scanned.
 
 use crate::checksum::chksum;
-use crate::error::{Ext4Error, Result};
+use crate::error::{CorruptKind, Ext4Error, Location, Result, Structure};
 use crate::extent::{find, Extent, TreeCtx};
 use crate::inode::{flags, Inode};
 use crate::util::{le16, le32, read_meta};
@@ -25,11 +25,39 @@ pub(crate) struct Dir<'a, 'b> {
 }
 
 impl Dir<'_, '_> {
-    fn bad(&self, lblk: u64, detail: String) -> Ext4Error {
+    /// A corruption of the directory block at file block `lblk`.
+    fn bad_block(&self, lblk: u64, kind: CorruptKind) -> Ext4Error {
         Ext4Error::corrupt(
-            format!("directory block of inode {}", self.inode.ino),
-            format!("file block {lblk}"),
-            detail,
+            Structure::DirBlock {
+                ino: self.inode.ino,
+            },
+            Location::FileBlock(lblk),
+            kind,
+        )
+    }
+
+    /// A corruption of the htree node at file block `lblk`.
+    fn bad_htree(&self, lblk: u64, kind: CorruptKind) -> Ext4Error {
+        Ext4Error::corrupt(
+            Structure::Htree {
+                ino: self.inode.ino,
+            },
+            Location::FileBlock(lblk),
+            kind,
+        )
+    }
+
+    /// A corruption of the entry at byte `off` of file block `lblk`.
+    fn bad_entry(&self, lblk: u64, off: usize, kind: CorruptKind) -> Ext4Error {
+        Ext4Error::corrupt(
+            Structure::DirEntry {
+                ino: self.inode.ino,
+            },
+            Location::FileBlockByte {
+                block: lblk,
+                byte: off as u64,
+            },
+            kind,
         )
     }
 
@@ -43,8 +71,10 @@ impl Dir<'_, '_> {
         }
         let bs = self.ctx.block_size;
         let pblk = e.pblk + (lblk - e.lblk);
-        let structure = format!("directory block of inode {}", self.inode.ino);
-        read_meta(self.ctx.dev, &structure, pblk * u64::from(bs), bs as usize).map(Some)
+        let structure = Structure::DirBlock {
+            ino: self.inode.ino,
+        };
+        read_meta(self.ctx.dev, structure, pblk * u64::from(bs), bs as usize).map(Some)
     }
 
     /// The inode number of `name` in this directory, if present.
@@ -78,13 +108,28 @@ impl Dir<'_, '_> {
         let mut set = HashSet::from([0u64]);
         let root = self
             .read(0)?
-            .ok_or_else(|| self.bad(0, "htree root is a hole".into()))?;
+            .ok_or_else(|| self.bad_htree(0, CorruptKind::Hole))?;
         let info_len = usize::from(root[0x1D]);
         let levels = root[0x1E];
-        if info_len != 8 || levels >= MAX_DX_LEVELS {
-            return Err(self.bad(
+        if info_len != 8 {
+            return Err(self.bad_htree(
                 0,
-                format!("htree root info length {info_len}, levels {levels}"),
+                CorruptKind::OutOfRange {
+                    field: "dx_root info_length",
+                    value: info_len as u64,
+                    min: 8,
+                    end: 9,
+                },
+            ));
+        }
+        if levels >= MAX_DX_LEVELS {
+            return Err(self.bad_htree(
+                0,
+                CorruptKind::CountOverMax {
+                    field: "dx_root indirect_levels",
+                    count: levels.into(),
+                    max: u64::from(MAX_DX_LEVELS) - 1,
+                },
             ));
         }
         let children = self.dx_children(0, &root, 0x18 + info_len)?;
@@ -93,11 +138,11 @@ impl Dir<'_, '_> {
             let mut next = Vec::new();
             for lblk in frontier {
                 if !set.insert(lblk) {
-                    return Err(self.bad(lblk, "htree index block reached twice".into()));
+                    return Err(self.bad_htree(lblk, CorruptKind::Loop { block: lblk }));
                 }
                 let b = self
                     .read(lblk)?
-                    .ok_or_else(|| self.bad(lblk, "index block is a hole".into()))?;
+                    .ok_or_else(|| self.bad_htree(lblk, CorruptKind::Hole))?;
                 next.extend(self.dx_children(lblk, &b, 8)?);
             }
             frontier = next;
@@ -112,11 +157,25 @@ impl Dir<'_, '_> {
         let count = usize::from(le16(b, count_off + 2));
         let tail = if self.ctx.csum { 8 } else { 0 };
         let room = (b.len() - count_off - tail) / 8;
-        if count == 0 || count > limit || limit > room {
-            return Err(self.bad(
+        let bad = |field, count, max| {
+            self.bad_htree(
                 lblk,
-                format!("htree node count {count}, limit {limit}, room {room}"),
-            ));
+                if count == 0 {
+                    CorruptKind::Zero { field }
+                } else {
+                    CorruptKind::CountOverMax {
+                        field,
+                        count: count as u64,
+                        max: max as u64,
+                    }
+                },
+            )
+        };
+        if count == 0 || count > limit {
+            return Err(bad("dx count", count, limit));
+        }
+        if limit > room {
+            return Err(bad("dx limit", limit, room));
         }
         if self.ctx.csum {
             let t = count_off + limit * 8;
@@ -126,9 +185,13 @@ impl Dir<'_, '_> {
             c = chksum(c, &[0; 4]);
             let want = le32(b, t + 4);
             if c != want {
-                return Err(self.bad(
+                return Err(self.bad_htree(
                     lblk,
-                    format!("htree checksum {want:#010x} on disk, computed {c:#010x}"),
+                    CorruptKind::ChecksumMismatch {
+                        on_disk: want,
+                        computed: c,
+                        bits: 32,
+                    },
                 ));
             }
         }
@@ -137,7 +200,15 @@ impl Dir<'_, '_> {
             .map(|i| {
                 let blk = u64::from(le32(b, count_off + 8 * i + 4) & 0x0FFF_FFFF);
                 if blk >= nblocks {
-                    return Err(self.bad(lblk, format!("htree entry {i} points at block {blk}")));
+                    return Err(self.bad_htree(
+                        lblk,
+                        CorruptKind::OutOfRange {
+                            field: "dx_entry block",
+                            value: blk,
+                            min: 0,
+                            end: nblocks,
+                        },
+                    ));
                 }
                 Ok(blk)
             })
@@ -161,7 +232,13 @@ impl Dir<'_, '_> {
         let mut off = 0usize;
         while off < end {
             if off + 8 > end {
-                return Err(self.bad(lblk, format!("entry at byte {off} overruns the block")));
+                return Err(self.bad_entry(
+                    lblk,
+                    off,
+                    CorruptKind::EntryOverrun {
+                        room: (end - off) as u64,
+                    },
+                ));
             }
             let ino = le32(b, off);
             let rec_len = self.rec_len(le16(b, off + 4));
@@ -175,9 +252,14 @@ impl Dir<'_, '_> {
                 || off + rec_len > end
                 || 8 + name_len > rec_len
             {
-                return Err(self.bad(
+                return Err(self.bad_entry(
                     lblk,
-                    format!("entry at byte {off}: rec_len {rec_len}, name_len {name_len}"),
+                    off,
+                    CorruptKind::BadRecLen {
+                        rec_len: rec_len as u64,
+                        name_len: name_len as u64,
+                        room: (end - off) as u64,
+                    },
                 ));
             }
             if ino != 0 && &b[off + 8..off + 8 + name_len] == name {
@@ -194,14 +276,18 @@ impl Dir<'_, '_> {
         let t = b.len() - 12;
         let is_tail = le32(b, t) == 0 && le16(b, t + 4) == 12 && b[t + 6] == 0 && b[t + 7] == 0xDE;
         if !is_tail {
-            return Err(self.bad(lblk, "no checksum tail at the end of the block".into()));
+            return Err(self.bad_block(lblk, CorruptKind::NoChecksumTail));
         }
         let want = le32(b, t + 8);
         let got = chksum(self.inode.csum_seed, &b[..t]);
         if want != got {
-            return Err(self.bad(
+            return Err(self.bad_block(
                 lblk,
-                format!("checksum {want:#010x} on disk, computed {got:#010x}"),
+                CorruptKind::ChecksumMismatch {
+                    on_disk: want,
+                    computed: got,
+                    bits: 32,
+                },
             ));
         }
         Ok(t)

@@ -2,7 +2,7 @@
 //! list, so that mapping later answers from memory.
 
 use crate::checksum::chksum;
-use crate::error::{Ext4Error, Result};
+use crate::error::{CorruptKind, Ext4Error, Location, OverlapWith, Result, Structure};
 use crate::inode::Inode;
 use crate::util::{hilo, le16, le32, read_meta};
 use bufwrite_engine::BlockDevice;
@@ -60,18 +60,31 @@ pub(crate) fn load(ctx: &TreeCtx<'_>, inode: &Inode) -> Result<Vec<Extent>> {
         visited: HashSet::new(),
         out: Vec::new(),
     };
-    let loc = format!("inode {} i_block", inode.ino);
-    w.node(&inode.block, &loc, None, 0, u64::MAX)?;
+    let loc = Location::IBlock { ino: inode.ino };
+    w.node(&inode.block, loc, None, 0, u64::MAX)?;
     Ok(w.out)
 }
 
+/// Which part of a node an error is in.
+#[derive(Clone, Copy)]
+enum Part {
+    Header,
+    /// Entry `i`: an index entry above depth 0, an extent at depth 0.
+    Entry(usize, u16),
+    /// The block as a whole.
+    Block,
+}
+
 impl Walk<'_, '_> {
-    fn bad(&self, loc: &str, detail: String) -> Ext4Error {
-        Ext4Error::corrupt(
-            format!("extent tree of inode {}", self.inode.ino),
-            loc,
-            detail,
-        )
+    fn bad(&self, part: Part, loc: Location, kind: CorruptKind) -> Ext4Error {
+        let ino = self.inode.ino;
+        let structure = match part {
+            Part::Header => Structure::ExtentHeader { ino },
+            Part::Entry(entry, 0) => Structure::ExtentLeaf { ino, entry },
+            Part::Entry(entry, _) => Structure::ExtentIndex { ino, entry },
+            Part::Block => Structure::ExtentBlock { ino },
+        };
+        Ext4Error::corrupt(structure, loc, kind)
     }
 
     /// Parses one node. `want_depth` is the depth the parent promised;
@@ -79,46 +92,51 @@ impl Walk<'_, '_> {
     fn node(
         &mut self,
         b: &[u8],
-        loc: &str,
+        loc: Location,
         want_depth: Option<u16>,
         lo: u64,
         hi: u64,
     ) -> Result<()> {
+        let header = |kind| self.bad(Part::Header, loc, kind);
         if le16(b, 0) != EXT_MAGIC {
-            return Err(self.bad(
-                loc,
-                format!(
-                    "bad magic {:#06x} in the extent header (expected {EXT_MAGIC:#06x})",
-                    le16(b, 0)
-                ),
-            ));
+            return Err(header(CorruptKind::BadMagic {
+                expected: EXT_MAGIC.into(),
+                found: le16(b, 0).into(),
+            }));
         }
         let (entries, max, depth) = (le16(b, 2), le16(b, 4), le16(b, 6));
         let cap = (b.len() - 12) / 12;
         if usize::from(max) > cap {
-            return Err(self.bad(
-                loc,
-                format!("header max of {max} entries does not fit: the node has room for {cap}"),
-            ));
+            // The node (60-byte i_block or a block) has room for `cap`.
+            return Err(header(CorruptKind::CountOverMax {
+                field: "eh_max",
+                count: max.into(),
+                max: cap as u64,
+            }));
         }
         if entries > max {
-            return Err(self.bad(
-                loc,
-                format!("entry count {entries} over the header's max of {max}"),
-            ));
+            return Err(header(CorruptKind::CountOverMax {
+                field: "eh_entries",
+                count: entries.into(),
+                max: max.into(),
+            }));
         }
         if depth > MAX_DEPTH {
-            return Err(self.bad(loc, format!("depth {depth} over the limit of {MAX_DEPTH}")));
+            return Err(header(CorruptKind::CountOverMax {
+                field: "eh_depth",
+                count: depth.into(),
+                max: MAX_DEPTH.into(),
+            }));
         }
         if let Some(want) = want_depth.filter(|&d| d != depth) {
-            return Err(self.bad(
-                loc,
-                format!("depth {depth} where the index above promised {want}"),
-            ));
+            return Err(header(CorruptKind::DepthMismatch {
+                depth,
+                promised: want,
+            }));
         }
-        let what = if depth == 0 { "extent" } else { "index entry" };
         let mut prev_end = lo;
         for i in 0..usize::from(entries) {
+            let part = Part::Entry(i, depth);
             let e = &b[12 + 12 * i..24 + 12 * i];
             let start = u64::from(le32(e, 0));
             let next = if i + 1 < usize::from(entries) {
@@ -127,33 +145,34 @@ impl Walk<'_, '_> {
                 hi
             };
             if start < prev_end {
-                let detail = if i == 0 {
-                    format!(
-                        "{what} 0 starts at file block {start}, before file block {lo} where \
-                         the index above says this node begins"
-                    )
+                let kind = if i == 0 {
+                    CorruptKind::StartsBeforeParent {
+                        start,
+                        parent_start: lo,
+                    }
                 } else if depth == 0 {
-                    format!(
-                        "extent {i} starts at file block {start}, before the end of extent {} \
-                         (file block {prev_end}): extents overlap or are unsorted",
-                        i - 1
-                    )
+                    CorruptKind::OverlapsPrevious {
+                        start,
+                        prev: i - 1,
+                        prev_end,
+                    }
                 } else {
-                    format!(
-                        "index entry {i} starts at file block {start}, not after index entry {} \
-                         (file block {prev_end}): the index is unsorted",
-                        i - 1
-                    )
+                    CorruptKind::Unsorted {
+                        start,
+                        prev: i - 1,
+                        prev_start: prev_end,
+                    }
                 };
-                return Err(self.bad(loc, detail));
+                return Err(self.bad(part, loc, kind));
             }
             if start >= hi {
                 return Err(self.bad(
+                    part,
                     loc,
-                    format!(
-                        "{what} {i} starts at file block {start}, at or past file block {hi} \
-                         where the next entry of the index above begins"
-                    ),
+                    CorruptKind::StartsPastParent {
+                        start,
+                        parent_end: hi,
+                    },
                 ));
             }
             // An index entry's range ends where the next one starts; a
@@ -161,12 +180,13 @@ impl Walk<'_, '_> {
             // round, against prev_end.
             if depth > 0 && next <= start {
                 return Err(self.bad(
+                    Part::Entry(i + 1, depth),
                     loc,
-                    format!(
-                        "index entry {} starts at file block {next}, not after index entry {i} \
-                         at file block {start}: the index is unsorted or has duplicates",
-                        i + 1
-                    ),
+                    CorruptKind::Unsorted {
+                        start: next,
+                        prev: i,
+                        prev_start: start,
+                    },
                 ));
             }
             if depth == 0 {
@@ -180,7 +200,7 @@ impl Walk<'_, '_> {
         Ok(())
     }
 
-    fn leaf(&mut self, e: &[u8], loc: &str, i: usize, hi: u64) -> Result<u64> {
+    fn leaf(&mut self, e: &[u8], loc: Location, i: usize, hi: u64) -> Result<u64> {
         let lblk = u64::from(le32(e, 0));
         let raw_len = le16(e, 4);
         let (len, unwritten) = if raw_len > INIT_MAX_LEN {
@@ -191,36 +211,38 @@ impl Walk<'_, '_> {
         let pblk = hilo(u32::from(le16(e, 6)), le32(e, 8));
         let len = u64::from(len);
         let end = lblk + len;
-        let detail = if len == 0 {
-            Some(format!("extent {i} at file block {lblk} has length 0"))
+        let device = (pblk, pblk.saturating_add(len));
+        let kind = if len == 0 {
+            Some(CorruptKind::ZeroLength { start: lblk })
         } else if end > MAX_FILE_BLOCKS {
-            Some(format!(
-                "extent {i} ends at file block {end}, past the {MAX_FILE_BLOCKS} blocks a file can have"
-            ))
+            Some(CorruptKind::PastFileBlockLimit {
+                end,
+                limit: MAX_FILE_BLOCKS,
+            })
         } else if end > hi {
-            Some(format!(
-                "extent {i} covers file blocks {lblk}..{end}, past file block {hi} where the next \
-                 entry of the index above begins"
-            ))
+            Some(CorruptKind::EndsPastParent {
+                blocks: (lblk, end),
+                parent_end: hi,
+            })
         } else if pblk == 0 {
-            Some(format!(
-                "extent {i} maps file block {lblk} to device block 0 (the boot block)"
-            ))
+            Some(CorruptKind::Overlap {
+                blocks: device,
+                with: OverlapWith::BootBlock,
+                with_blocks: (0, 1),
+            })
         } else if pblk
             .checked_add(len)
             .is_none_or(|p| p > self.ctx.blocks_count)
         {
-            Some(format!(
-                "extent {i} maps file blocks {lblk}..{end} to device blocks {pblk}..{}, past the \
-                 filesystem's {} blocks",
-                pblk.saturating_add(len),
-                self.ctx.blocks_count
-            ))
+            Some(CorruptKind::OutsideFilesystem {
+                blocks: device,
+                blocks_count: self.ctx.blocks_count,
+            })
         } else {
             None
         };
-        if let Some(detail) = detail {
-            return Err(self.bad(loc, detail));
+        if let Some(kind) = kind {
+            return Err(self.bad(Part::Entry(i, 0), loc, kind));
         }
         self.out.push(Extent {
             lblk,
@@ -235,66 +257,92 @@ impl Walk<'_, '_> {
     fn child(
         &mut self,
         blk: u64,
-        parent: &str,
+        parent: Location,
         i: usize,
         depth: u16,
         lo: u64,
         hi: u64,
     ) -> Result<()> {
-        if blk == 0 || blk >= self.ctx.blocks_count {
+        // `depth` is the child's; the entry is in an index node (depth >= 1).
+        let part = Part::Entry(i, depth + 1);
+        if blk == 0 {
             return Err(self.bad(
+                part,
                 parent,
-                format!(
-                    "index entry {i} points at block {blk}, outside the filesystem's {} blocks",
-                    self.ctx.blocks_count
-                ),
+                CorruptKind::Overlap {
+                    blocks: (0, 1),
+                    with: OverlapWith::BootBlock,
+                    with_blocks: (0, 1),
+                },
+            ));
+        }
+        if blk >= self.ctx.blocks_count {
+            return Err(self.bad(
+                part,
+                parent,
+                CorruptKind::OutsideFilesystem {
+                    blocks: (blk, blk + 1),
+                    blocks_count: self.ctx.blocks_count,
+                },
             ));
         }
         if !self.visited.insert(blk) {
-            return Err(self.bad(
-                parent,
-                format!(
-                    "index entry {i} points at block {blk}, which the tree already reached: \
-                     the tree loops or shares a block"
-                ),
-            ));
+            return Err(self.bad(part, parent, CorruptKind::Loop { block: blk }));
         }
-        let loc = format!("block {blk}");
+        let loc = Location::Block(blk);
         let bs = self.ctx.block_size as usize;
-        let structure = format!("extent block of inode {}", self.inode.ino);
         let b = read_meta(
             self.ctx.dev,
-            &structure,
+            Structure::ExtentBlock {
+                ino: self.inode.ino,
+            },
             blk * u64::from(self.ctx.block_size),
             bs,
         )?;
         if self.ctx.csum {
-            self.verify(&b, &loc)?;
+            self.verify(&b, loc)?;
         }
-        self.node(&b, &loc, Some(depth), lo, hi)
+        self.node(&b, loc, Some(depth), lo, hi)
     }
 
     /// The checksum tail sits right after the `max` entries the header
     /// declares, and covers everything before it.
-    fn verify(&self, b: &[u8], loc: &str) -> Result<()> {
+    fn verify(&self, b: &[u8], loc: Location) -> Result<()> {
         let max = usize::from(le16(b, 4));
         let tail = 12 + 12 * max;
-        if le16(b, 0) != EXT_MAGIC || tail + 4 > b.len() {
+        if le16(b, 0) != EXT_MAGIC {
             return Err(self.bad(
+                Part::Header,
                 loc,
-                format!(
-                    "bad magic {:#06x} in the extent header (expected {EXT_MAGIC:#06x}), or its \
-                     max of {max} entries leaves no room for the checksum",
-                    le16(b, 0)
-                ),
+                CorruptKind::BadMagic {
+                    expected: EXT_MAGIC.into(),
+                    found: le16(b, 0).into(),
+                },
+            ));
+        }
+        if tail + 4 > b.len() {
+            // The header's max must leave room for the 4-byte tail.
+            return Err(self.bad(
+                Part::Header,
+                loc,
+                CorruptKind::CountOverMax {
+                    field: "eh_max",
+                    count: max as u64,
+                    max: ((b.len() - 16) / 12) as u64,
+                },
             ));
         }
         let want = le32(b, tail);
         let got = chksum(self.inode.csum_seed, &b[..tail]);
         if want != got {
             return Err(self.bad(
+                Part::Block,
                 loc,
-                format!("checksum {want:#010x} on disk, computed {got:#010x}"),
+                CorruptKind::ChecksumMismatch {
+                    on_disk: want,
+                    computed: got,
+                    bits: 32,
+                },
             ));
         }
         Ok(())

@@ -2,7 +2,7 @@
 //! path lookup and opening files for both write paths.
 
 use crate::dir::Dir;
-use crate::error::{Ext4Error, Result};
+use crate::error::{CorruptKind, Ext4Error, Location, OverlapWith, Result, Structure};
 use crate::extent::{Extent, TreeCtx};
 use crate::file::Ext4File;
 use crate::gaps::GapReport;
@@ -106,9 +106,14 @@ impl Ext4 {
     fn inode_offset(&self, ino: u32) -> Result<u64> {
         if ino == 0 || ino > self.sb.inodes_count {
             return Err(Ext4Error::corrupt(
-                format!("inode {ino}"),
-                "inode number",
-                format!("outside 1..={}", self.sb.inodes_count),
+                Structure::Inode { ino },
+                Location::InodeNumber,
+                CorruptKind::OutOfRange {
+                    field: "inode number",
+                    value: ino.into(),
+                    min: 1,
+                    end: u64::from(self.sb.inodes_count) + 1,
+                },
             ));
         }
         let idx = u64::from(ino - 1);
@@ -122,13 +127,13 @@ impl Ext4 {
     pub fn read_inode(&self, ino: u32) -> Result<Inode> {
         let off = self.inode_offset(ino)?;
         let size = usize::from(self.sb.inode_size);
-        let raw = read_meta(self.dev.as_ref(), &format!("inode {ino}"), off, size)?;
-        Inode::parse(ino, &raw, self.fs_seed(), &format!("byte {off}"))
+        let raw = read_meta(self.dev.as_ref(), Structure::Inode { ino }, off, size)?;
+        Inode::parse(ino, &raw, self.fs_seed(), off)
     }
 
     /// Parses an inode already read as part of an inode table.
     pub(crate) fn parse_inode(&self, ino: u32, raw: &[u8], off: u64) -> Result<Inode> {
-        Inode::parse(ino, raw, self.fs_seed(), &format!("byte {off}"))
+        Inode::parse(ino, raw, self.fs_seed(), off)
     }
 
     /// The file's block map as a sorted extent list, from its extent tree
@@ -160,12 +165,13 @@ impl Ext4 {
             if let Some(&(zs, ze)) = self.system.get(i) {
                 if zs < end {
                     return Err(Ext4Error::corrupt(
-                        format!("block map of inode {}", inode.ino),
-                        format!("file block {}", e.lblk),
-                        format!(
-                            "device blocks {}..{} overlap filesystem metadata at blocks {zs}..{ze}",
-                            e.pblk, end
-                        ),
+                        Structure::BlockMap { ino: inode.ino },
+                        Location::FileBlock(e.lblk),
+                        CorruptKind::Overlap {
+                            blocks: (e.pblk, end),
+                            with: OverlapWith::Metadata,
+                            with_blocks: (zs, ze),
+                        },
                     ));
                 }
             }
@@ -297,12 +303,13 @@ impl Ext4 {
             if let Some(&(js, je)) = i.checked_sub(1).and_then(|i| runs.get(i)) {
                 if je > e.pblk {
                     return Err(Ext4Error::corrupt(
-                        format!("block map of inode {}", inode.ino),
-                        format!("file block {}", e.lblk),
-                        format!(
-                            "device blocks {}..{end} overlap the journal (inode {jino}) at blocks {js}..{je}",
-                            e.pblk
-                        ),
+                        Structure::BlockMap { ino: inode.ino },
+                        Location::FileBlock(e.lblk),
+                        CorruptKind::Overlap {
+                            blocks: (e.pblk, end),
+                            with: OverlapWith::Journal { ino: jino },
+                            with_blocks: (js, je),
+                        },
                     ));
                 }
             }
@@ -348,7 +355,7 @@ impl Ext4 {
                 let off = (gd.inode_table + tb) * bs;
                 let block = read_meta(
                     self.dev.as_ref(),
-                    &format!("inode table of group {g}"),
+                    Structure::InodeTable { group: g as u64 },
                     off,
                     bs as usize,
                 )?;

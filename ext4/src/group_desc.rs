@@ -2,7 +2,7 @@
 //! its inode table is initialised.
 
 use crate::checksum::chksum;
-use crate::error::{Ext4Error, Result};
+use crate::error::{CorruptKind, Ext4Error, Location, OverlapWith, Result, Structure};
 use crate::superblock::{incompat, ro_compat, Superblock, SUPERBLOCK_OFFSET};
 use crate::util::{hilo, le16, le32, read_meta};
 use bufwrite_engine::BlockDevice;
@@ -44,12 +44,15 @@ pub fn read_all(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Vec<GroupDesc>
         let blk = desc_block(sb, i, per_block);
         if blk >= sb.blocks_count {
             return Err(Ext4Error::corrupt(
-                "group descriptor table",
-                format!("block {blk}"),
-                format!("past the filesystem's {} blocks", sb.blocks_count),
+                Structure::GroupDescriptorTable,
+                Location::Block(blk),
+                CorruptKind::OutsideFilesystem {
+                    blocks: (blk, blk + 1),
+                    blocks_count: sb.blocks_count,
+                },
             ));
         }
-        let buf = read_meta(dev, "group descriptor table", blk * bs, bs as usize)?;
+        let buf = read_meta(dev, Structure::GroupDescriptorTable, blk * bs, bs as usize)?;
         for j in 0..per_block {
             let g = i * per_block + j;
             if g >= groups {
@@ -57,9 +60,12 @@ pub fn read_all(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Vec<GroupDesc>
             }
             let at = (j * ds) as usize;
             let d = &buf[at..at + ds as usize];
-            let loc = format!("block {blk} byte {at}");
-            check_csum(sb, g, d, &loc)?;
-            out.push(parse(sb, g, d, &loc)?);
+            let loc = Location::BlockByte {
+                block: blk,
+                byte: at as u64,
+            };
+            check_csum(sb, g, d, loc)?;
+            out.push(parse(sb, g, d, loc)?);
         }
     }
     Ok(out)
@@ -134,7 +140,7 @@ fn has_super(sb: &Superblock, g: u64) -> bool {
     })
 }
 
-fn check_csum(sb: &Superblock, g: u64, d: &[u8], loc: &str) -> Result<()> {
+fn check_csum(sb: &Superblock, g: u64, d: &[u8], loc: Location) -> Result<()> {
     if !sb.has_metadata_csum() {
         return Ok(());
     }
@@ -146,15 +152,19 @@ fn check_csum(sb: &Superblock, g: u64, d: &[u8], loc: &str) -> Result<()> {
     let want = u32::from(le16(d, 0x1E));
     if got != want {
         return Err(Ext4Error::corrupt(
-            format!("group descriptor {g}"),
+            Structure::GroupDescriptor { group: g },
             loc,
-            format!("checksum {want:#06x} on disk, computed {got:#06x}"),
+            CorruptKind::ChecksumMismatch {
+                on_disk: want,
+                computed: got,
+                bits: 16,
+            },
         ));
     }
     Ok(())
 }
 
-fn parse(sb: &Superblock, g: u64, d: &[u8], loc: &str) -> Result<GroupDesc> {
+fn parse(sb: &Superblock, g: u64, d: &[u8], loc: Location) -> Result<GroupDesc> {
     let wide = d.len() >= 64;
     let hi32 = |off| if wide { le32(d, off) } else { 0 };
     let hi16 = |off| if wide { u32::from(le16(d, off)) } else { 0 };
@@ -162,25 +172,30 @@ fn parse(sb: &Superblock, g: u64, d: &[u8], loc: &str) -> Result<GroupDesc> {
     let itable_unused = (hi16(0x32) << 16) | u32::from(le16(d, 0x1C));
     let table_blocks = (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size))
         .div_ceil(u64::from(sb.block_size));
-    let fits = inode_table
+    let table = (inode_table, inode_table.saturating_add(table_blocks));
+    let bad = |kind| Ext4Error::corrupt(Structure::GroupDescriptor { group: g }, loc, kind);
+    if inode_table == 0 {
+        return Err(bad(CorruptKind::Overlap {
+            blocks: table,
+            with: OverlapWith::BootBlock,
+            with_blocks: (0, 1),
+        }));
+    }
+    if inode_table
         .checked_add(table_blocks)
-        .is_some_and(|end| end <= sb.blocks_count);
-    if inode_table == 0 || !fits {
-        return Err(Ext4Error::corrupt(
-            format!("group descriptor {g}"),
-            loc,
-            format!("inode table at block {inode_table} does not fit in the filesystem"),
-        ));
+        .is_none_or(|end| end > sb.blocks_count)
+    {
+        return Err(bad(CorruptKind::OutsideFilesystem {
+            blocks: table,
+            blocks_count: sb.blocks_count,
+        }));
     }
     if itable_unused > sb.inodes_per_group {
-        return Err(Ext4Error::corrupt(
-            format!("group descriptor {g}"),
-            loc,
-            format!(
-                "{itable_unused} unused inodes in a group of {}",
-                sb.inodes_per_group
-            ),
-        ));
+        return Err(bad(CorruptKind::CountOverMax {
+            field: "bg_itable_unused",
+            count: itable_unused.into(),
+            max: sb.inodes_per_group.into(),
+        }));
     }
     Ok(GroupDesc {
         block_bitmap: hilo(hi32(0x20), le32(d, 0x0)),

@@ -2,7 +2,7 @@
 //! extent list the extent tree gives, so such files can be read and
 //! looked up; bufwrite never writes them (see IOMAP_GAPS.md).
 
-use crate::error::{Ext4Error, Result};
+use crate::error::{CorruptKind, Ext4Error, Location, Result, Structure};
 use crate::extent::{Extent, TreeCtx};
 use crate::inode::Inode;
 use crate::util::{le32, read_meta};
@@ -47,11 +47,14 @@ struct Map<'a, 'b> {
 }
 
 impl Map<'_, '_> {
-    fn bad(&self, blk: u64, detail: &str) -> Ext4Error {
+    fn outside(&self, structure: Structure, loc: Location, blk: u64) -> Ext4Error {
         Ext4Error::corrupt(
-            format!("block map of inode {}", self.ino),
-            format!("block {blk}"),
-            detail,
+            structure,
+            loc,
+            CorruptKind::OutsideFilesystem {
+                blocks: (blk, blk + 1),
+                blocks_count: self.ctx.blocks_count,
+            },
         )
     }
 
@@ -60,7 +63,11 @@ impl Map<'_, '_> {
             return Ok(());
         }
         if pblk >= self.ctx.blocks_count {
-            return Err(self.bad(pblk, "data block outside the filesystem"));
+            return Err(self.outside(
+                Structure::BlockMap { ino: self.ino },
+                Location::FileBlock(lblk),
+                pblk,
+            ));
         }
         if let Some(last) = self.out.last_mut() {
             if last.end() == lblk && last.pblk + last.len == pblk && last.len < 32768 {
@@ -83,17 +90,21 @@ impl Map<'_, '_> {
         if blk == 0 || base >= self.nblocks {
             return Ok(());
         }
+        let structure = Structure::IndirectBlock { ino: self.ino };
         if blk >= self.ctx.blocks_count {
-            return Err(self.bad(blk, "indirect block outside the filesystem"));
+            return Err(self.outside(structure, Location::FileBlock(base), blk));
         }
         if !self.visited.insert(blk) {
-            return Err(self.bad(blk, "indirect block reached twice: the map loops"));
+            return Err(Ext4Error::corrupt(
+                structure,
+                Location::Block(blk),
+                CorruptKind::Loop { block: blk },
+            ));
         }
         let bs = self.ctx.block_size as usize;
-        let structure = format!("indirect block of inode {}", self.ino);
         let b = read_meta(
             self.ctx.dev,
-            &structure,
+            structure,
             blk * u64::from(self.ctx.block_size),
             bs,
         )?;

@@ -2,7 +2,7 @@
 //! block map or inline data), with metadata_csum verification.
 
 use crate::checksum::{chksum, inode_seed};
-use crate::error::{Ext4Error, Result};
+use crate::error::{CorruptKind, Ext4Error, Location, Result, Structure};
 use crate::util::{hilo, le16, le32};
 
 /// `i_flags` bits bufwrite looks at.
@@ -105,10 +105,10 @@ pub struct Inode {
 
 impl Inode {
     /// Parses the on-disk inode `raw` (the full on-disk inode size) of
-    /// number `ino`, found at `location`. `fs_seed` is `Some` with
-    /// metadata_csum.
-    pub fn parse(ino: u32, raw: &[u8], fs_seed: Option<u32>, location: &str) -> Result<Inode> {
-        let structure = || format!("inode {ino}");
+    /// number `ino`, read from device byte `offset` (errors name it).
+    /// `fs_seed` is `Some` with metadata_csum.
+    pub fn parse(ino: u32, raw: &[u8], fs_seed: Option<u32>, offset: u64) -> Result<Inode> {
+        let location = Location::Byte(offset);
         let generation = le32(raw, 0x64);
         let seed = inode_seed(fs_seed.unwrap_or(0), ino, generation);
         if let Some(fs_seed) = fs_seed {
@@ -118,10 +118,16 @@ impl Inode {
         block.copy_from_slice(&raw[0x28..0x64]);
         let size = hilo(le32(raw, 0x6C), le32(raw, 0x4));
         if size > i64::MAX as u64 {
+            // The VFS keeps i_size in a signed 64-bit loff_t.
             return Err(Ext4Error::corrupt(
-                structure(),
+                Structure::Inode { ino },
                 location,
-                format!("i_size {size}"),
+                CorruptKind::OutOfRange {
+                    field: "i_size",
+                    value: size,
+                    min: 0,
+                    end: i64::MAX as u64 + 1,
+                },
             ));
         }
         Ok(Inode {
@@ -219,7 +225,7 @@ impl Protection {
 /// checksum fields zeroed, seeded with inode number and generation. The low
 /// 16 bits live in the base inode, the high 16 bits in the extra area when
 /// `i_extra_isize` reaches them.
-fn verify(ino: u32, raw: &[u8], fs_seed: u32, generation: u32, location: &str) -> Result<()> {
+fn verify(ino: u32, raw: &[u8], fs_seed: u32, generation: u32, location: Location) -> Result<()> {
     let has_hi = raw.len() > 128 && {
         let extra = usize::from(le16(raw, 0x80));
         128 + extra >= 0x84 && 128 + extra <= raw.len()
@@ -240,9 +246,13 @@ fn verify(ino: u32, raw: &[u8], fs_seed: u32, generation: u32, location: &str) -
     };
     if want != got {
         return Err(Ext4Error::corrupt(
-            format!("inode {ino}"),
+            Structure::Inode { ino },
             location,
-            format!("checksum {want:#010x} on disk, computed {got:#010x}"),
+            CorruptKind::ChecksumMismatch {
+                on_disk: want,
+                computed: got,
+                bits: if has_hi { 32 } else { 16 },
+            },
         ));
     }
     Ok(())

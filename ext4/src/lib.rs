@@ -37,7 +37,7 @@ pub mod mount;
 pub mod superblock;
 mod util;
 
-pub use error::{Ext4Error, Result};
+pub use error::{Corrupt, CorruptKind, Ext4Error, Location, OverlapWith, Result, Structure};
 pub use extent::Extent;
 pub use file::Ext4File;
 pub use fs::Ext4;

@@ -2,7 +2,7 @@
 //! checksum seed.
 
 use crate::checksum::chksum;
-use crate::error::{Ext4Error, Result};
+use crate::error::{CorruptKind, Ext4Error, Location, Result, Structure};
 use crate::util::{hilo, le16, le32, read_meta};
 use bufwrite_engine::BlockDevice;
 
@@ -184,7 +184,7 @@ pub struct Superblock {
 impl Superblock {
     /// Reads and checks the primary superblock.
     pub fn read(dev: &dyn BlockDevice) -> Result<Superblock> {
-        let b = read_meta(dev, "superblock", SUPERBLOCK_OFFSET, SB_SIZE)?;
+        let b = read_meta(dev, Structure::Superblock, SUPERBLOCK_OFFSET, SB_SIZE)?;
         Self::parse(&b)
     }
 
@@ -195,31 +195,44 @@ impl Superblock {
     }
 
     fn parse(b: &[u8]) -> Result<Superblock> {
-        let bad = |detail: String| Ext4Error::corrupt("superblock", "byte 1024", detail);
+        let bad = |kind: CorruptKind| {
+            Ext4Error::corrupt(
+                Structure::Superblock,
+                Location::Byte(SUPERBLOCK_OFFSET),
+                kind,
+            )
+        };
         let magic = le16(b, 0x38);
         if magic != MAGIC {
-            return Err(bad(format!(
-                "magic {magic:#06x}, expected {MAGIC:#06x}: not ext2/3/4"
-            )));
+            return Err(bad(CorruptKind::BadMagic {
+                expected: MAGIC.into(),
+                found: magic.into(),
+            }));
         }
         let ro = le32(b, 0x64);
         if ro & ro_compat::METADATA_CSUM != 0 {
             if b[0x175] != 1 {
-                return Err(bad(format!("checksum type {} is not crc32c (1)", b[0x175])));
+                return Err(bad(CorruptKind::ChecksumType { found: b[0x175] }));
             }
             let want = le32(b, 0x3FC);
             let got = chksum(!0, &b[..0x3FC]);
             if want != got {
-                return Err(bad(format!(
-                    "checksum {want:#010x} on disk, computed {got:#010x}"
-                )));
+                return Err(bad(CorruptKind::ChecksumMismatch {
+                    on_disk: want,
+                    computed: got,
+                    bits: 32,
+                }));
             }
         }
         let log_bs = le32(b, 0x18);
         if log_bs > 6 {
-            return Err(bad(format!(
-                "s_log_block_size {log_bs}: block size above 64 KiB"
-            )));
+            // 2^6 KiB = 64 KiB, the largest block size.
+            return Err(bad(CorruptKind::OutOfRange {
+                field: "s_log_block_size",
+                value: log_bs.into(),
+                min: 0,
+                end: 7,
+            }));
         }
         let block_size = 1024u32 << log_bs;
         let cluster_size = if ro & ro_compat::BIGALLOC != 0 {
@@ -227,10 +240,13 @@ impl Superblock {
             // in fs/ext4/super.c): no smaller than a block, at most 1 GiB.
             let log_cs = le32(b, 0x1C);
             if log_cs < log_bs || log_cs > 20 {
-                return Err(bad(format!(
-                    "s_log_cluster_size {log_cs} with s_log_block_size {log_bs}: \
-                     a cluster must be one block to 1 GiB"
-                )));
+                // A cluster is one block to 1 GiB (2^20 KiB).
+                return Err(bad(CorruptKind::OutOfRange {
+                    field: "s_log_cluster_size",
+                    value: log_cs.into(),
+                    min: log_bs.into(),
+                    end: 21,
+                }));
             }
             1024u32 << log_cs
         } else {
@@ -243,16 +259,38 @@ impl Superblock {
         } else {
             (le16(b, 0x58), le32(b, 0x54))
         };
-        if inode_size < 128 || !inode_size.is_power_of_two() || u32::from(inode_size) > block_size {
-            return Err(bad(format!("inode size {inode_size}")));
+        if inode_size < 128 || u32::from(inode_size) > block_size {
+            return Err(bad(CorruptKind::OutOfRange {
+                field: "s_inode_size",
+                value: inode_size.into(),
+                min: 128,
+                end: u64::from(block_size) + 1,
+            }));
+        }
+        if !inode_size.is_power_of_two() {
+            return Err(bad(CorruptKind::NotPowerOfTwo {
+                field: "s_inode_size",
+                value: inode_size.into(),
+            }));
         }
         let desc_size = if incompat & incompat::BIT64 != 0 {
             le16(b, 0xFE)
         } else {
             32
         };
-        if desc_size < 32 || !desc_size.is_power_of_two() || u32::from(desc_size) > block_size {
-            return Err(bad(format!("group descriptor size {desc_size}")));
+        if desc_size < 32 || u32::from(desc_size) > block_size {
+            return Err(bad(CorruptKind::OutOfRange {
+                field: "s_desc_size",
+                value: desc_size.into(),
+                min: 32,
+                end: u64::from(block_size) + 1,
+            }));
+        }
+        if !desc_size.is_power_of_two() {
+            return Err(bad(CorruptKind::NotPowerOfTwo {
+                field: "s_desc_size",
+                value: desc_size.into(),
+            }));
         }
         let blocks_hi = if incompat & incompat::BIT64 != 0 {
             le32(b, 0x150)
@@ -261,8 +299,15 @@ impl Superblock {
         };
         let blocks_per_group = le32(b, 0x20);
         let inodes_per_group = le32(b, 0x28);
-        if blocks_per_group == 0 || inodes_per_group == 0 {
-            return Err(bad("zero blocks or inodes per group".into()));
+        if blocks_per_group == 0 {
+            return Err(bad(CorruptKind::Zero {
+                field: "s_blocks_per_group",
+            }));
+        }
+        if inodes_per_group == 0 {
+            return Err(bad(CorruptKind::Zero {
+                field: "s_inodes_per_group",
+            }));
         }
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&b[0x68..0x78]);
@@ -308,12 +353,20 @@ impl Superblock {
     }
 
     fn check_geometry(&self) -> Result<()> {
-        let bad = |detail: String| Ext4Error::corrupt("superblock", "byte 1024", detail);
+        let bad = |kind: CorruptKind| {
+            Ext4Error::corrupt(
+                Structure::Superblock,
+                Location::Byte(SUPERBLOCK_OFFSET),
+                kind,
+            )
+        };
         if u64::from(self.first_data_block) >= self.blocks_count {
-            return Err(bad(format!(
-                "first data block {} is not below the block count {}",
-                self.first_data_block, self.blocks_count
-            )));
+            return Err(bad(CorruptKind::OutOfRange {
+                field: "s_first_data_block",
+                value: self.first_data_block.into(),
+                min: 0,
+                end: self.blocks_count,
+            }));
         }
         // Every device byte offset is a block number below blocks_count
         // times the block size; it must fit in a u64.
@@ -322,32 +375,34 @@ impl Superblock {
             .checked_mul(u64::from(self.block_size))
             .is_none()
         {
-            return Err(bad(format!(
-                "block count {} of {} bytes overflows a 64-bit byte offset",
-                self.blocks_count, self.block_size
-            )));
+            return Err(bad(CorruptKind::ByteOffsetOverflow {
+                blocks: self.blocks_count,
+                block_size: self.block_size,
+            }));
         }
         let groups = self.group_count();
         let inodes = groups.checked_mul(u64::from(self.inodes_per_group));
         if inodes != Some(u64::from(self.inodes_count)) {
-            return Err(bad(format!(
-                "{} inodes in {groups} groups of {} inodes",
-                self.inodes_count, self.inodes_per_group
-            )));
+            return Err(bad(CorruptKind::InodesCount {
+                count: self.inodes_count,
+                groups,
+                per_group: self.inodes_per_group,
+            }));
         }
         // Group 0 may start at block 0 with 1 KiB blocks only when a
         // cluster spans the boot block and the superblock (bigalloc);
         // otherwise block 0 is not part of the filesystem and the kernel
         // refuses the geometry (ext4_geometry_check, fs/ext4/super.c).
         if self.block_size == 1024 && self.first_data_block == 0 && self.cluster_size == 1024 {
-            return Err(bad(
-                "first data block 0 with 1 KiB blocks and 1 KiB clusters: \
-                 group 0 would overlap the boot block"
-                    .into(),
-            ));
+            return Err(bad(CorruptKind::GroupZeroOnBootBlock));
         }
         if self.first_ino < 11 || self.first_ino > self.inodes_count {
-            return Err(bad(format!("first inode {}", self.first_ino)));
+            return Err(bad(CorruptKind::OutOfRange {
+                field: "s_first_ino",
+                value: self.first_ino.into(),
+                min: 11,
+                end: u64::from(self.inodes_count) + 1,
+            }));
         }
         Ok(())
     }
@@ -510,8 +565,16 @@ mod tests {
         put32(&mut b, 0x60, incompat::BIT64 | incompat::EXTENTS);
         b[0xFE..0x100].copy_from_slice(&64u16.to_le_bytes());
         put32(&mut b, 0x150, 1 << 28); // blocks_count = 2^60
-        let e = Superblock::parse(&b).unwrap_err().to_string();
-        assert!(e.contains("overflows"), "{e}");
+        let e = Superblock::parse(&b).unwrap_err();
+        assert_eq!(
+            e.as_corrupt().map(|c| c.kind()),
+            Some(&CorruptKind::ByteOffsetOverflow {
+                blocks: 1 << 60,
+                block_size: 4096
+            }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("overflows"), "{e}");
         put32(&mut b, 0x150, 0);
         put32(&mut b, 0x4, 1 << 31);
         put32(&mut b, 0x20, 1 << 29);
@@ -541,14 +604,29 @@ mod tests {
     #[test]
     fn first_data_block_zero_needs_clusters_with_1k_blocks() {
         assert_eq!(Superblock::parse(&one_k(1)).unwrap().cluster_size, 1024);
-        let e = Superblock::parse(&one_k(0)).unwrap_err().to_string();
-        assert!(e.contains("first data block 0"), "{e}");
+        let e = Superblock::parse(&one_k(0)).unwrap_err();
+        assert_eq!(
+            e.as_corrupt().map(|c| c.kind()),
+            Some(&CorruptKind::GroupZeroOnBootBlock),
+            "{e}"
+        );
+        assert!(e.to_string().contains("first data block 0"), "{e}");
         let mut b = one_k(0);
         b[0x64..0x68].copy_from_slice(&ro_compat::BIGALLOC.to_le_bytes());
         b[0x1C..0x20].copy_from_slice(&6u32.to_le_bytes());
         assert_eq!(Superblock::parse(&b).unwrap().cluster_size, 65536);
         b[0x1C..0x20].copy_from_slice(&21u32.to_le_bytes());
-        let e = Superblock::parse(&b).unwrap_err().to_string();
-        assert!(e.contains("s_log_cluster_size 21"), "{e}");
+        let e = Superblock::parse(&b).unwrap_err();
+        assert_eq!(
+            e.as_corrupt().map(|c| c.kind()),
+            Some(&CorruptKind::OutOfRange {
+                field: "s_log_cluster_size",
+                value: 21,
+                min: 0,
+                end: 21
+            }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("s_log_cluster_size 21"), "{e}");
     }
 }

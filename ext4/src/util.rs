@@ -4,7 +4,7 @@
 //! against the structure's size; they never see image-controlled offsets
 //! without such a check.
 
-use crate::error::{Ext4Error, Result};
+use crate::error::{CorruptKind, Ext4Error, Location, Result, Structure};
 use bufwrite_engine::BlockDevice;
 
 /// Reads a little-endian u16 at `off`.
@@ -29,7 +29,7 @@ pub(crate) fn hilo(hi: u32, lo: u32) -> u64 {
 /// naming the structure, not as a device error.
 pub(crate) fn read_meta(
     dev: &dyn BlockDevice,
-    structure: &str,
+    structure: Structure,
     offset: u64,
     len: usize,
 ) -> Result<Vec<u8>> {
@@ -38,11 +38,11 @@ pub(crate) fn read_meta(
     let truncated = || {
         Ext4Error::corrupt(
             structure,
-            format!("byte {offset}"),
-            format!(
-                "{len} bytes would end past the device's end ({} bytes): truncated image?",
-                dev.size()
-            ),
+            Location::Byte(offset),
+            CorruptKind::PastDeviceEnd {
+                len: len64,
+                device_size: dev.size(),
+            },
         )
     };
     let end = offset.checked_add(len64).ok_or_else(truncated)?;
@@ -78,13 +78,20 @@ mod tests {
         let data: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
         let dev = Mem::from_bytes(data, 512);
         assert_eq!(
-            read_meta(&dev, "x", 1000, 4).unwrap(),
+            read_meta(&dev, Structure::Superblock, 1000, 4).unwrap(),
             vec![232, 233, 234, 235]
         );
-        assert!(matches!(
-            read_meta(&dev, "x", 4000, 200),
-            Err(Ext4Error::Corrupt { .. })
-        ));
-        assert!(read_meta(&dev, "x", u64::MAX, 2).is_err());
+        let e = read_meta(&dev, Structure::Inode { ino: 3 }, 4000, 200).unwrap_err();
+        let c = e.as_corrupt().expect("a corruption");
+        assert_eq!(c.structure(), &Structure::Inode { ino: 3 });
+        assert_eq!(c.location(), &Location::Byte(4000));
+        assert_eq!(
+            c.kind(),
+            &CorruptKind::PastDeviceEnd {
+                len: 200,
+                device_size: 4096
+            }
+        );
+        assert!(read_meta(&dev, Structure::Superblock, u64::MAX, 2).is_err());
     }
 }

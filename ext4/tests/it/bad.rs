@@ -4,7 +4,7 @@
 use crate::common::*;
 use bufwrite_engine::device::mem::Mem;
 use bufwrite_engine::BlockDevice;
-use bufwrite_ext4::Ext4;
+use bufwrite_ext4::{CorruptKind, Ext4, Location, Structure};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,6 +15,10 @@ struct Img {
     /// Device byte offset of /d/f's inode and /frag's inode.
     f_inode: u64,
     frag_inode: u64,
+    /// Inode numbers of /d/f, /frag and /d.
+    f_ino: u32,
+    frag_ino: u32,
+    d_ino: u32,
     /// First extent leaf block of /frag, first block of /d.
     leaf: u64,
     dir_block: u64,
@@ -49,6 +53,9 @@ fn make(dir: &Path, bs: u32, features: &str, size_mb: u32) -> Img {
     Img {
         f_inode: inode_offset(&img, "/d/f", b),
         frag_inode: inode_offset(&img, "/frag", b),
+        f_ino: fs.lookup("/d/f").unwrap().ino,
+        frag_ino: frag.ino,
+        d_ino: d.ino,
         bytes,
         bs: b,
         csum: fs.superblock().has_metadata_csum(),
@@ -57,17 +64,39 @@ fn make(dir: &Path, bs: u32, features: &str, size_mb: u32) -> Img {
     }
 }
 
-/// Opens `bytes` and the file at `path`; must fail with an error whose text
-/// contains `want`, and write nothing.
-fn expect_err(bytes: Vec<u8>, path: &str, want: &str, case: &str) {
+/// Opens `bytes` and the file at `path`; must fail with a corruption whose
+/// structure and location are `structure` and `location` and whose kind
+/// `kind` accepts, with text that contains `want`, and write nothing.
+fn expect_err(
+    bytes: Vec<u8>,
+    path: &str,
+    (structure, location): (Structure, Location),
+    kind: impl Fn(&CorruptKind) -> bool,
+    want: &str,
+    case: &str,
+) {
     let dev = Arc::new(Mem::from_bytes(bytes, 512));
     let r = Ext4::open(dev.clone()).and_then(|fs| fs.open_file(path).map(|_| ()));
-    let e = r.expect_err(case).to_string();
+    let e = r.expect_err(case);
+    let c = e
+        .as_corrupt()
+        .unwrap_or_else(|| panic!("{case}: {e} is not a corruption"));
+    assert_eq!(
+        (c.structure(), c.location()),
+        (&structure, &location),
+        "{case}: {e}"
+    );
+    assert!(kind(c.kind()), "{case}: unexpected kind in {c:?}");
+    let text = e.to_string();
     assert!(
-        e.contains(want),
-        "{case}: error {e:?} does not mention {want:?}"
+        text.contains(want),
+        "{case}: error {text:?} does not mention {want:?}"
     );
     assert_eq!(dev.stats().writes, 0, "{case}");
+}
+
+fn is_checksum(k: &CorruptKind) -> bool {
+    matches!(k, CorruptKind::ChecksumMismatch { on_disk, computed, .. } if on_disk != computed)
 }
 
 fn corruptions(img: &Img) {
@@ -78,41 +107,131 @@ fn corruptions(img: &Img) {
     };
     let gdt = if img.bs == 1024 { 2048 } else { img.bs };
     let c = img.csum;
-    expect_err(
-        flip(1024 + if c { 0x20 } else { 0x38 }),
-        "/d/f",
-        "superblock",
-        "superblock",
-    );
+    let sb = (Structure::Superblock, Location::Byte(1024));
+    if c {
+        expect_err(
+            flip(1024 + 0x20),
+            "/d/f",
+            sb,
+            is_checksum,
+            "superblock",
+            "superblock",
+        );
+    } else {
+        expect_err(
+            flip(1024 + 0x38),
+            "/d/f",
+            sb,
+            |k| {
+                *k == CorruptKind::BadMagic {
+                    expected: 0xEF53,
+                    found: 0xEF53 ^ 0x5A,
+                }
+            },
+            "superblock",
+            "superblock",
+        );
+    }
     let mut b = img.bytes.clone();
+    let gd0 = (
+        Structure::GroupDescriptor { group: 0 },
+        Location::BlockByte {
+            block: gdt / img.bs,
+            byte: 0,
+        },
+    );
     if c {
         b[gdt as usize] ^= 1;
+        expect_err(b, "/d/f", gd0, is_checksum, "group descriptor 0", "gd");
     } else {
         b[gdt as usize + 8..gdt as usize + 12].copy_from_slice(&[0xFF; 4]);
+        let outside = |k: &CorruptKind| {
+            matches!(
+                k,
+                CorruptKind::OutsideFilesystem {
+                    blocks: (0xFFFF_FFFF, _),
+                    blocks_count: 16384
+                }
+            )
+        };
+        expect_err(b, "/d/f", gd0, outside, "group descriptor 0", "gd");
     }
-    expect_err(b, "/d/f", "group descriptor 0", "group descriptor");
-    let (at, want) = if c {
-        (img.f_inode + 0x21, "inode")
+    if c {
+        let at = img.f_inode + 0x21;
+        let inode = (
+            Structure::Inode { ino: img.f_ino },
+            Location::Byte(img.f_inode),
+        );
+        expect_err(flip(at), "/d/f", inode, is_checksum, "inode", "inode");
     } else {
-        (img.f_inode + 0x28, "extent tree of inode")
+        let root = (
+            Structure::ExtentHeader { ino: img.f_ino },
+            Location::IBlock { ino: img.f_ino },
+        );
+        let magic = |k: &CorruptKind| {
+            *k == CorruptKind::BadMagic {
+                expected: 0xF30A,
+                found: 0xF30A ^ 0x5A,
+            }
+        };
+        let at = img.f_inode + 0x28;
+        expect_err(
+            flip(at),
+            "/d/f",
+            root,
+            magic,
+            "extent tree of inode",
+            "inode",
+        );
+    }
+    let leaf = (
+        Structure::ExtentHeader { ino: img.frag_ino },
+        Location::Block(img.leaf),
+    );
+    let magic = |k: &CorruptKind| {
+        *k == CorruptKind::BadMagic {
+            expected: 0xF30A,
+            found: 0xF30A ^ 0x5A,
+        }
     };
-    expect_err(flip(at), "/d/f", want, "inode");
-    expect_err(flip(img.leaf * img.bs), "/frag", "extent", "extent header");
+    expect_err(
+        flip(img.leaf * img.bs),
+        "/frag",
+        leaf,
+        magic,
+        "extent",
+        "extent header",
+    );
     let dir = img.dir_block * img.bs;
     let mut b = img.bytes.clone();
     if c {
         b[dir as usize + 14] ^= 1; // a name byte of ".." region / first entries
+        let block = (
+            Structure::DirBlock { ino: img.d_ino },
+            Location::FileBlock(0),
+        );
+        expect_err(b, "/d/f", block, is_checksum, "directory block", "dir");
     } else {
         b[dir as usize + 4..dir as usize + 6].copy_from_slice(&[0, 0]);
+        let entry = (
+            Structure::DirEntry { ino: img.d_ino },
+            Location::FileBlockByte { block: 0, byte: 0 },
+        );
+        let rec_len_0 = |k: &CorruptKind| matches!(k, CorruptKind::BadRecLen { rec_len: 0, .. });
+        expect_err(b, "/d/f", entry, rec_len_0, "directory entry", "dir");
     }
-    expect_err(b, "/d/f", "directory block", "directory block");
     for len in [512usize, img.bs as usize + 1024, img.bytes.len() / 8] {
         let mut b = img.bytes.clone();
         b.truncate(len);
         let dev = Arc::new(Mem::from_bytes(b, 512));
         let r = Ext4::open(dev.clone()).and_then(|fs| fs.open_file("/frag").map(|_| ()));
         if len < img.bytes.len() / 8 {
-            assert!(r.is_err(), "truncated to {len}");
+            let e = r.expect_err("truncated");
+            let k = e.as_corrupt().map(|c| c.kind());
+            assert!(
+                matches!(k, Some(CorruptKind::PastDeviceEnd { device_size, .. }) if *device_size == len as u64),
+                "truncated to {len}: {e}"
+            );
         }
         assert_eq!(dev.stats().writes, 0);
     }
@@ -121,15 +240,55 @@ fn corruptions(img: &Img) {
     let root = img.frag_inode as usize + 0x28;
     let first = b[root + 16..root + 22].to_vec();
     b[root + 28..root + 34].copy_from_slice(&first);
-    let want = if c { "inode" } else { "extent" };
-    expect_err(b, "/frag", want, "shared extent block");
+    if c {
+        let inode = (
+            Structure::Inode { ino: img.frag_ino },
+            Location::Byte(img.frag_inode),
+        );
+        expect_err(
+            b,
+            "/frag",
+            inode,
+            is_checksum,
+            "inode",
+            "shared extent block",
+        );
+    } else {
+        let entry = (
+            Structure::ExtentIndex {
+                ino: img.frag_ino,
+                entry: 1,
+            },
+            Location::IBlock { ino: img.frag_ino },
+        );
+        let looped = |k: &CorruptKind| *k == CorruptKind::Loop { block: img.leaf };
+        expect_err(b, "/frag", entry, looped, "extent", "shared extent block");
+    }
     // A leaf that claims to be an index pointing at itself.
     let mut b = img.bytes.clone();
     let leaf = (img.leaf * img.bs) as usize;
     b[leaf + 6] = 1;
     b[leaf + 16..leaf + 20].copy_from_slice(&(img.leaf as u32).to_le_bytes());
-    let want = "extent tree";
-    expect_err(b, "/frag", want, "self-looping extent block");
+    let case = "self-looping extent block";
+    if c {
+        let block = (
+            Structure::ExtentBlock { ino: img.frag_ino },
+            Location::Block(img.leaf),
+        );
+        expect_err(b, "/frag", block, is_checksum, "extent block", case);
+    } else {
+        let header = (
+            Structure::ExtentHeader { ino: img.frag_ino },
+            Location::Block(img.leaf),
+        );
+        let depth = |k: &CorruptKind| {
+            *k == CorruptKind::DepthMismatch {
+                depth: 1,
+                promised: 0,
+            }
+        };
+        expect_err(b, "/frag", header, depth, "extent tree", case);
+    }
 }
 
 #[test]
@@ -167,6 +326,20 @@ fn byte_flips_never_panic() {
 /// A corruption applied to a copy of the image bytes.
 type Corrupt<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
 
+/// A check of the kind of corruption reported.
+type Kind<'a> = Box<dyn Fn(&CorruptKind) -> bool + 'a>;
+
+/// A case: name, corruption, path opened, the structure and location the
+/// error must name, its kind, and text the message must contain.
+type Case<'a> = (
+    &'a str,
+    Corrupt<'a>,
+    &'a str,
+    (Structure, Location),
+    Kind<'a>,
+    Vec<String>,
+);
+
 /// Each kind of corrupt extent tree gets an error that says what is wrong
 /// and where: the inode, and the block (or the inode's i_block for the
 /// root). The image has no metadata_csum, so the structural checks are
@@ -186,11 +359,21 @@ fn extent_errors_say_what_and_where() {
     let f_root = img.f_inode + 0x28;
     let frag = "extent tree of inode";
     let leaf_at = format!("at block {}", img.leaf);
-    let cases: Vec<(&str, Corrupt<'_>, &str, Vec<String>)> = vec![
+    let (fi, ff) = (img.frag_ino, img.f_ino);
+    let header = |ino| Structure::ExtentHeader { ino };
+    let at_leaf = Location::Block(img.leaf);
+    let root_of = |ino| Location::IBlock { ino };
+    let is = |want: CorruptKind| -> Kind<'_> { Box::new(move |k| *k == want) };
+    let cases: Vec<Case<'_>> = vec![
         (
             "bad magic",
             Box::new(|b| put16(b, leaf, 0x1234)),
             "/frag",
+            (header(fi), at_leaf),
+            is(CorruptKind::BadMagic {
+                expected: 0xF30A,
+                found: 0x1234,
+            }),
             vec![
                 "bad magic 0x1234".into(),
                 "expected 0xf30a".into(),
@@ -204,24 +387,50 @@ fn extent_errors_say_what_and_where() {
                 put16(b, leaf + 2, max + 1)
             }),
             "/frag",
-            vec!["over the header's max".into(), leaf_at.clone()],
+            (header(fi), at_leaf),
+            Box::new(|k| {
+                matches!(k, CorruptKind::CountOverMax { field: "eh_entries", count, max }
+                    if *count == max + 1)
+            }),
+            vec![
+                "eh_entries".into(),
+                "over the limit of".into(),
+                leaf_at.clone(),
+            ],
         ),
         (
             "max over the room",
             Box::new(|b| put16(b, root + 4, 5)),
             "/frag",
-            vec!["max of 5 entries does not fit".into(), "i_block".into()],
+            (header(fi), root_of(fi)),
+            is(CorruptKind::CountOverMax {
+                field: "eh_max",
+                count: 5,
+                max: 4,
+            }),
+            vec!["eh_max 5 over the limit of 4".into(), "i_block".into()],
         ),
         (
             "depth over the limit",
             Box::new(|b| put16(b, root + 6, 6)),
             "/frag",
+            (header(fi), root_of(fi)),
+            is(CorruptKind::CountOverMax {
+                field: "eh_depth",
+                count: 6,
+                max: 5,
+            }),
             vec!["depth 6 over the limit of 5".into(), "i_block".into()],
         ),
         (
             "depth the index did not promise",
             Box::new(|b| put16(b, leaf + 6, 2)),
             "/frag",
+            (header(fi), at_leaf),
+            is(CorruptKind::DepthMismatch {
+                depth: 2,
+                promised: 0,
+            }),
             vec![
                 "depth 2 where the index above promised 0".into(),
                 leaf_at.clone(),
@@ -232,8 +441,13 @@ fn extent_errors_say_what_and_where() {
             // Extent 1 (file block 2) moved onto extent 0 (file block 0).
             Box::new(|b| put32(b, leaf + 24, 0)),
             "/frag",
+            (Structure::ExtentLeaf { ino: fi, entry: 1 }, at_leaf),
+            Box::new(
+                |k| matches!(k, CorruptKind::OverlapsPrevious { start: 0, prev: 0, prev_end } if *prev_end > 0),
+            ),
             vec![
-                "extent 1 starts at file block 0, before the end of extent 0".into(),
+                "extent 1 of the".into(),
+                "starts at file block 0, before the end of extent 0".into(),
                 "overlap".into(),
                 leaf_at.clone(),
             ],
@@ -243,14 +457,26 @@ fn extent_errors_say_what_and_where() {
             // Extent 2 (file block 4) moved below extent 1 (file block 2).
             Box::new(|b| put32(b, leaf + 36, 1)),
             "/frag",
+            (Structure::ExtentLeaf { ino: fi, entry: 2 }, at_leaf),
+            Box::new(
+                |k| matches!(k, CorruptKind::OverlapsPrevious { start: 1, prev: 1, prev_end } if *prev_end > 1),
+            ),
             vec!["before the end of extent 1".into(), "unsorted".into()],
         ),
         (
             "extent past the block count",
             Box::new(|b| put32(b, f_root + 12 + 8, 0x00FF_FFF0)),
             "/d/f",
+            (Structure::ExtentLeaf { ino: ff, entry: 0 }, root_of(ff)),
+            Box::new(|k| {
+                matches!(k, CorruptKind::OutsideFilesystem {
+                    blocks: (0x00FF_FFF0, end),
+                    blocks_count: 16384,
+                } if *end > 0x00FF_FFF0)
+            }),
             vec![
-                "extent 0 maps file blocks 0..".into(),
+                "extent 0 of the".into(),
+                "device blocks 16777200..".into(),
                 "past the filesystem's 16384 blocks".into(),
                 "i_block".into(),
             ],
@@ -259,26 +485,46 @@ fn extent_errors_say_what_and_where() {
             "extent of length 0",
             Box::new(|b| put16(b, f_root + 12 + 4, 0)),
             "/d/f",
-            vec!["extent 0 at file block 0 has length 0".into()],
+            (Structure::ExtentLeaf { ino: ff, entry: 0 }, root_of(ff)),
+            is(CorruptKind::ZeroLength { start: 0 }),
+            vec![
+                "extent 0 of the".into(),
+                "at file block 0 has length 0".into(),
+            ],
         ),
         (
             "index pointing outside",
             Box::new(|b| put32(b, root + 12 + 4, 0x00FF_FFF0)),
             "/frag",
+            (Structure::ExtentIndex { ino: fi, entry: 0 }, root_of(fi)),
+            is(CorruptKind::OutsideFilesystem {
+                blocks: (16_777_200, 16_777_201),
+                blocks_count: 16384,
+            }),
             vec![
-                "index entry 0 points at block 16777200, outside".into(),
+                "index entry 0 of the".into(),
+                "device blocks 16777200..16777201 past the filesystem's 16384 blocks".into(),
                 "i_block".into(),
             ],
         ),
     ];
-    for (case, corrupt, path, wants) in cases {
+    for (case, corrupt, path, (structure, location), kind, wants) in cases {
         let mut b = img.bytes.clone();
         corrupt(&mut b);
         let dev = Arc::new(Mem::from_bytes(b, 512));
-        let e = Ext4::open(dev.clone())
+        let err = Ext4::open(dev.clone())
             .and_then(|fs| fs.open_file(path).map(|_| ()))
-            .expect_err(case)
-            .to_string();
+            .expect_err(case);
+        let c = err
+            .as_corrupt()
+            .unwrap_or_else(|| panic!("{case}: {err} is not a corruption"));
+        assert_eq!(
+            (c.structure(), c.location()),
+            (&structure, &location),
+            "{case}: {err}"
+        );
+        assert!(kind(c.kind()), "{case}: unexpected kind in {c:?}");
+        let e = err.to_string();
         assert!(e.contains(frag), "{case}: {e}");
         for want in &wants {
             assert!(e.contains(want.as_str()), "{case}: {e:?} lacks {want:?}");

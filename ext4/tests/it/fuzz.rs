@@ -10,7 +10,7 @@
 use crate::common::*;
 use bufwrite_engine::device::mem::Mem;
 use bufwrite_engine::{BlockDevice, File, FileOptions, IomapPath, MapIntent, Mapper};
-use bufwrite_ext4::Ext4;
+use bufwrite_ext4::{CorruptKind, Ext4, Ext4Error, Location, OverlapWith, Structure};
 use proptest::prelude::*;
 use std::path::Path;
 use std::sync::mpsc;
@@ -329,23 +329,25 @@ fn fix_csums(img: &Image, b: &mut [u8]) {
 /// Everything a caller can do to an image without asking for a write.
 fn exercise(dev: Arc<Mem>) {
     let d: Arc<dyn BlockDevice> = dev.clone();
-    let Ok(fs) = Ext4::open(d.clone()) else {
+    let size = d.size();
+    let Ok(fs) = checked(Ext4::open(d.clone()), size) else {
         return;
     };
-    let _ = fs.gaps();
+    let _ = checked(fs.gaps(), size);
     let _ = fs.write_blockers();
     for p in PATHS {
-        if let Ok(ino) = fs.lookup(p) {
-            let _ = fs.map_inode(&ino);
+        if let Ok(ino) = checked(fs.lookup(p), size) {
+            let _ = checked(fs.map_inode(&ino), size);
         }
-        if let Ok(w) = fs.open_file(p) {
+        let w = checked(fs.open_file(p), size);
+        if let Ok(w) = w {
             // Mapping for a write is not a write: nothing reaches the device.
             let size = w.size();
             let _ = w.iomap_begin(0, size.max(1), MapIntent::Write);
             let _ = w.prepare_write(size / 2, size.min(4096));
             let _ = w.get_block(0, true);
         }
-        let Ok(f) = fs.open_file_read_only(p) else {
+        let Ok(f) = checked(fs.open_file_read_only(p), size) else {
             continue;
         };
         let bs = u64::from(f.block_size());
@@ -381,6 +383,95 @@ fn exercise(dev: Arc<Mem>) {
         let _ = file.fsync();
     }
     assert_eq!(dev.stats().writes, 0, "a read-only exercise wrote");
+}
+
+/// `r`, after [`check_error`] on its error.
+fn checked<T>(r: Result<T, Ext4Error>, dev_size: u64) -> Result<T, Ext4Error> {
+    if let Err(e) = &r {
+        check_error(e, dev_size);
+    }
+    r
+}
+
+/// An error from a corrupt image is a corruption whose kind holds what was
+/// wrong, and what it holds is wrong indeed (a checksum mismatch has two
+/// different checksums, an out-of-range value is outside its range, ...);
+/// its text renders structure, location and kind. Never a device error:
+/// every metadata read is checked against the device's size first.
+fn check_error(e: &Ext4Error, dev_size: u64) {
+    let c = match e {
+        Ext4Error::Corrupt(c) => c,
+        Ext4Error::Io(_) => panic!("a device error from an in-memory image: {e}"),
+        _ => return,
+    };
+    let text = e.to_string();
+    let head = format!(
+        "corrupt {} at {}: {}",
+        c.structure(),
+        c.location(),
+        c.kind()
+    );
+    assert!(text.starts_with(&head), "{text:?} is not {head:?}");
+    let overlaps = |a: (u64, u64), b: (u64, u64)| a.0 < b.1 && b.0 < a.1;
+    let holds = match *c.kind() {
+        CorruptKind::BadMagic { expected, found } => expected != found,
+        CorruptKind::ChecksumMismatch {
+            on_disk,
+            computed,
+            bits,
+        } => on_disk != computed && (bits == 32 || (on_disk | computed) <= 0xFFFF),
+        CorruptKind::ChecksumType { found } => found != 1,
+        CorruptKind::PastDeviceEnd { len, device_size } => {
+            let Location::Byte(offset) = *c.location() else {
+                panic!("{c:?}: not at a byte offset");
+            };
+            device_size == dev_size && offset.checked_add(len).is_none_or(|e| e > dev_size)
+        }
+        CorruptKind::OutOfRange {
+            value, min, end, ..
+        } => !(min..end).contains(&value),
+        CorruptKind::NotPowerOfTwo { value, .. } => !value.is_power_of_two(),
+        CorruptKind::CountOverMax { count, max, .. } => count > max,
+        CorruptKind::ByteOffsetOverflow { blocks, block_size } => {
+            blocks.checked_mul(u64::from(block_size)).is_none()
+        }
+        CorruptKind::InodesCount {
+            count,
+            groups,
+            per_group,
+        } => groups.checked_mul(u64::from(per_group)) != Some(u64::from(count)),
+        CorruptKind::Overlap {
+            blocks,
+            with_blocks,
+            ..
+        } => overlaps(blocks, with_blocks),
+        CorruptKind::OutsideFilesystem {
+            blocks,
+            blocks_count,
+        } => blocks.1 > blocks_count,
+        CorruptKind::DepthMismatch { depth, promised } => depth != promised,
+        CorruptKind::StartsBeforeParent {
+            start,
+            parent_start,
+        } => start < parent_start,
+        CorruptKind::StartsPastParent { start, parent_end } => start >= parent_end,
+        CorruptKind::EndsPastParent { blocks, parent_end } => blocks.1 > parent_end,
+        CorruptKind::OverlapsPrevious {
+            start, prev_end, ..
+        } => start < prev_end,
+        CorruptKind::Unsorted {
+            start, prev_start, ..
+        } => start <= prev_start,
+        CorruptKind::PastFileBlockLimit { end, limit } => end > limit,
+        CorruptKind::BadRecLen {
+            rec_len,
+            name_len,
+            room,
+        } => rec_len < 12 || rec_len % 4 != 0 || rec_len > room || name_len + 8 > rec_len,
+        CorruptKind::EntryOverrun { room } => room < 8,
+        _ => true,
+    };
+    assert!(holds, "{text}: the kind does not hold ({c:?})");
 }
 
 /// Runs `exercise` on `bytes` in a thread; fails on a panic or after 5 s.
@@ -489,7 +580,20 @@ fn extent_into_inode_table_is_refused() {
             let dev = Arc::new(Mem::from_bytes(b.clone(), 512));
             let fs = Ext4::open(dev.clone()).unwrap();
             assert!(fs.superblock().reserved_gdt_blocks > 0);
-            let e = fs.open_file("/a/b/c/f").unwrap_err().to_string();
+            let err = fs.open_file("/a/b/c/f").unwrap_err();
+            let c = err.as_corrupt().expect("a corruption");
+            let ino = fs.lookup("/a/b/c/f").unwrap().ino;
+            assert_eq!(c.structure(), &Structure::BlockMap { ino }, "{err}");
+            assert_eq!(c.location(), &Location::FileBlock(0), "{err}");
+            assert!(
+                matches!(c.kind(), CorruptKind::Overlap {
+                    blocks: (first, _),
+                    with: OverlapWith::Metadata,
+                    with_blocks: (zs, ze),
+                } if *first == target && (*zs..*ze).contains(&target)),
+                "{target}: {err}"
+            );
+            let e = err.to_string();
             assert!(e.contains("overlap filesystem metadata"), "{target}: {e}");
             assert!(fs.open_file_read_only("/a/b/c/f").is_err());
             assert_eq!(dev.stats().writes, 0);
@@ -567,7 +671,20 @@ fn extent_into_journal_is_refused() {
         b[at..at + 4].copy_from_slice(&(target as u32).to_le_bytes());
         let dev = Arc::new(Mem::from_bytes(b, 512));
         let fs = Ext4::open(dev.clone()).unwrap();
-        let e = fs.open_file("/a/b/c/f").unwrap_err().to_string();
+        let err = fs.open_file("/a/b/c/f").unwrap_err();
+        let c = err.as_corrupt().expect("a corruption");
+        let ino = fs.lookup("/a/b/c/f").unwrap().ino;
+        assert_eq!(c.structure(), &Structure::BlockMap { ino }, "{err}");
+        assert_eq!(c.location(), &Location::FileBlock(0), "{err}");
+        assert!(
+            matches!(c.kind(), CorruptKind::Overlap {
+                blocks: (first, _),
+                with: OverlapWith::Journal { ino },
+                with_blocks: (js, je),
+            } if *first == target && *ino == jino && (*js..*je).contains(&target)),
+            "{err}"
+        );
+        let e = err.to_string();
         assert!(e.contains("overlap the journal"), "{e}");
         fs.open_file_read_only("/a/b/c/f").unwrap();
         fs.open_file("/frag").unwrap();
