@@ -3,9 +3,13 @@
 
 use crate::common::*;
 use bufwrite_engine::device::mem::Mem;
-use bufwrite_engine::BlockDevice;
-use bufwrite_ext4::{CorruptKind, Ext4, Location, Structure};
+use bufwrite_engine::{
+    BlockDevice, BlockMapping, Error as EngineError, File, FileOptions, Iomap, MapIntent, Mapper,
+};
+use bufwrite_ext4::{CorruptKind, Ext4, Ext4Error, Ext4File, Location, Structure};
+use std::error::Error as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 struct Img {
@@ -577,5 +581,111 @@ fn wrong_file_types_are_named() {
             );
             assert!(e.to_string().contains(want), "{path}: {e}");
         }
+    }
+}
+
+/// A mapper that reads the file's block map from the image at every
+/// mapping call instead of caching it when the file is opened, as a mapper
+/// without an extent cache (or one that allocates) does: a corruption it
+/// finds surfaces in the middle of a write, through the engine.
+struct Uncached {
+    fs: Ext4,
+    path: &'static str,
+    block_size: u32,
+    size: AtomicU64,
+}
+
+impl Uncached {
+    /// The file, mapped afresh; an ext4 error converts into the engine's.
+    fn file(&self) -> bufwrite_engine::Result<Arc<Ext4File>> {
+        Ok(self.fs.open_file(self.path)?)
+    }
+}
+
+impl Mapper for Uncached {
+    fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    fn iomap_begin(&self, pos: u64, len: u64, intent: MapIntent) -> bufwrite_engine::Result<Iomap> {
+        self.file()?.iomap_begin(pos, len, intent)
+    }
+
+    fn get_block(&self, block: u64, create: bool) -> bufwrite_engine::Result<BlockMapping> {
+        self.file()?.get_block(block, create)
+    }
+
+    fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    fn set_size(&self, size: u64) {
+        self.size.store(size, Ordering::Release);
+    }
+
+    fn max_size(&self) -> u64 {
+        self.size()
+    }
+}
+
+/// A corrupt extent block found while writing reaches the caller of
+/// `File::pwrite` as the engine's `Corrupt`, with the ext4 error (and its
+/// kind) as the source, not as an I/O error at device offset 0; no text
+/// repeats along the chain, and nothing is written. Through every path:
+/// iomap maps with `iomap_begin`, the buffer-head modes with `get_block`.
+#[test]
+fn corruption_during_a_write_reaches_the_engine_as_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = make(dir.path(), 1024, "^metadata_csum,^64bit", 16);
+    let size = {
+        let dev: Arc<dyn BlockDevice> = Arc::new(Mem::from_bytes(img.bytes.clone(), 512));
+        Ext4::open(dev).unwrap().open_file("/frag").unwrap().size()
+    };
+    let mut bytes = img.bytes.clone();
+    let leaf = (img.leaf * img.bs) as usize;
+    bytes[leaf..leaf + 2].copy_from_slice(&0x1234u16.to_le_bytes());
+    for (name, make_path) in paths() {
+        let dev = Arc::new(Mem::from_bytes(bytes.clone(), 512));
+        let d: Arc<dyn BlockDevice> = dev.clone();
+        let mapper = Arc::new(Uncached {
+            fs: Ext4::open(d.clone()).unwrap(),
+            path: "/frag",
+            block_size: 1024,
+            size: AtomicU64::new(size),
+        });
+        let file = File::open(d, mapper, make_path(), FileOptions::default()).unwrap();
+        let e = file.pwrite(0, &[7u8; 100]).expect_err(name);
+        assert!(matches!(e, EngineError::Corrupt { .. }), "{name}: {e:?}");
+        let source = e.source().expect("a source");
+        let ext4 = source
+            .downcast_ref::<Ext4Error>()
+            .unwrap_or_else(|| panic!("{name}: the source is not an Ext4Error: {source:?}"));
+        let c = ext4.as_corrupt().expect("a corruption");
+        assert_eq!(
+            c.structure(),
+            &Structure::ExtentHeader { ino: img.frag_ino },
+            "{name}"
+        );
+        assert_eq!(c.location(), &Location::Block(img.leaf), "{name}");
+        assert_eq!(
+            c.kind(),
+            &CorruptKind::BadMagic {
+                expected: 0xF30A,
+                found: 0x1234
+            },
+            "{name}"
+        );
+        // Each message says its own part; the chain is the whole story.
+        let mut chain: Vec<String> = vec![e.to_string()];
+        let mut at: Option<&dyn std::error::Error> = e.source();
+        while let Some(s) = at {
+            chain.push(s.to_string());
+            at = s.source();
+        }
+        assert_eq!(chain.len(), 2, "{name}: {chain:?}");
+        assert!(!chain[0].contains(&chain[1]), "{name}: {chain:?}");
+        assert!(chain[1].contains("bad magic 0x1234"), "{name}: {chain:?}");
+        file.fsync().unwrap();
+        assert_eq!(dev.stats().writes, 0, "{name}");
     }
 }
