@@ -13,8 +13,11 @@ use std::fmt;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Ext4Error {
-    /// The device failed (or a request was out of its bounds).
-    #[error("device error: {0}")]
+    /// The device failed (or a request was out of its bounds). Transparent:
+    /// the engine's error already says what failed and where, and a
+    /// message of its own that embedded it would print it twice in any
+    /// walk of the source chain (`{:#}`).
+    #[error(transparent)]
     Io(#[from] EngineError),
     /// An on-disk structure failed a check (magic, bounds, checksum, loop).
     #[error(transparent)]
@@ -647,6 +650,7 @@ pub type Result<T, E = Ext4Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bufwrite_engine::IoKind;
     use std::error::Error as _;
 
     #[test]
@@ -696,6 +700,21 @@ mod tests {
         assert_eq!(ext4.as_corrupt().map(Corrupt::kind), Some(&kind));
         assert!(!e.to_string().contains(&source.to_string()), "{e}");
         assert!(source.source().is_none());
+        // A device error is the engine's own, said once along the chain.
+        let read = || EngineError::io(IoKind::Read, 4096, 512, std::io::Error::other("EIO here"));
+        let e = Ext4Error::from(read());
+        assert_eq!(e.to_string(), read().to_string());
+        let mut chain = vec![e.to_string()];
+        let mut at = e.source();
+        while let Some(s) = at {
+            chain.push(s.to_string());
+            at = s.source();
+        }
+        assert_eq!(
+            chain.iter().filter(|t| t.contains("EIO here")).count(),
+            1,
+            "{chain:?}"
+        );
         // A device error inside stays the device error.
         let io = EngineError::ReadOnly;
         assert!(matches!(
