@@ -12,7 +12,7 @@
 //! alternate, so a noisy machine disturbs them alike.
 
 use crate::image::{self, Ext4Image};
-use crate::paths::{self, check_paths, make_path, PATHS};
+use crate::paths::{self, make_path, select_paths};
 use crate::setup::{self, CommonArgs};
 use crate::table;
 use crate::timing::{self, summary, Summary};
@@ -359,14 +359,6 @@ fn select_cases(names: &[String]) -> anyhow::Result<Vec<Case>> {
                 })
         })
         .collect()
-}
-
-fn select_paths(names: &[String]) -> anyhow::Result<Vec<String>> {
-    if names.is_empty() {
-        return Ok(PATHS.iter().map(|p| p.to_string()).collect());
-    }
-    check_paths(names)?;
-    Ok(names.to_vec())
 }
 
 /// One path's file for a case, and what its timed calls did.

@@ -16,6 +16,7 @@ mod sweep;
 mod table;
 mod timing;
 mod trace;
+mod units;
 mod writeback_cmd;
 
 /// bufwrite: the Linux buffered write path in userspace, buffer heads against iomap.
