@@ -3,6 +3,7 @@
 use clap::{CommandFactory, FromArgMatches, Subcommand};
 
 mod gaps_cmd;
+mod harness;
 mod image;
 mod libmicro;
 mod paths;

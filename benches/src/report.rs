@@ -190,7 +190,9 @@ pub fn check(doc: &Value) -> Result<(), String> {
     let results = doc["results"].as_array().ok_or("results is not an array")?;
     for (i, r) in results.iter().enumerate() {
         let bad = |f: &str| Err(format!("result {i}: bad {f}: {r}"));
-        let ok_path = r["path"].as_str().is_some_and(|p| crate::paths::names().any(|n| n == p));
+        let ok_path = r["path"]
+            .as_str()
+            .is_some_and(|p| crate::paths::names().any(|n| n == p));
         if !r["case"].is_string() {
             return bad("case");
         }
