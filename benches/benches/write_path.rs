@@ -42,7 +42,7 @@ fn overwrite_1k(c: &mut Criterion) {
     let mut g = c.benchmark_group("overwrite_1k");
     g.throughput(Throughput::Bytes(WRITE as u64));
     let buf = vec![0xa5u8; WRITE];
-    for &path in paths::PATHS {
+    for path in paths::names() {
         for &order in ORDERS {
             let file = cached_file(path, order);
             g.bench_with_input(

@@ -3,6 +3,7 @@
 use clap::{CommandFactory, FromArgMatches, Subcommand};
 
 mod gaps_cmd;
+mod harness;
 mod image;
 mod libmicro;
 mod paths;
@@ -16,6 +17,7 @@ mod sweep;
 mod table;
 mod timing;
 mod trace;
+mod units;
 mod writeback_cmd;
 
 /// bufwrite: the Linux buffered write path in userspace, buffer heads against iomap.

@@ -20,14 +20,31 @@ pub type TimedBufferHeadPath = BufferHeadPath<NoCount>;
 /// more than one guards against a first call that differs).
 pub const COUNTING_CALLS: u64 = 4;
 
-/// Every write path this build knows, in report order.
-pub const PATHS: &[&str] = &["iomap", "bh-legacy", "bh-tailskip", "bh-seek"];
+/// The iomap path's name (what `IomapPath::name` returns).
+pub const IOMAP: &str = "iomap";
+
+/// Every write path this build knows, in report order: iomap, then the
+/// buffer-head modes under the names `bufwrite_compat::Mode` gives them
+/// (the one list of names; nothing else spells them out).
+pub fn names() -> impl Iterator<Item = &'static str> {
+    std::iter::once(IOMAP).chain(Mode::ALL.map(Mode::name))
+}
+
+/// The paths `--paths` names, checked ([`check_paths`]), or every path
+/// when it names none.
+pub fn select_paths(names: &[String]) -> anyhow::Result<Vec<String>> {
+    if names.is_empty() {
+        return Ok(self::names().map(str::to_string).collect());
+    }
+    check_paths(names)?;
+    Ok(names.to_vec())
+}
 
 /// A fresh write path by name; an unknown name is an error that lists the
 /// valid ones.
 pub fn make_path(name: &str) -> anyhow::Result<Box<dyn WritePath>> {
     match name {
-        "iomap" => Ok(Box::new(IomapPath::new())),
+        IOMAP => Ok(Box::new(IomapPath::new())),
         _ => Ok(Box::new(TimedBufferHeadPath::new(mode(name)?))),
     }
 }
@@ -36,7 +53,7 @@ fn mode(name: &str) -> anyhow::Result<Mode> {
     Mode::from_name(name).with_context(|| {
         format!(
             "unknown write path {name:?} (valid paths: {})",
-            PATHS.join(", ")
+            names().collect::<Vec<_>>().join(", ")
         )
     })
 }
@@ -48,7 +65,7 @@ pub fn make_counting_path(
     walks: &Arc<WalkCounter>,
 ) -> anyhow::Result<Box<dyn WritePath>> {
     match name {
-        "iomap" => Ok(Box::new(IomapPath::new())),
+        IOMAP => Ok(Box::new(IomapPath::new())),
         _ => Ok(Box::new(BufferHeadPath::counting(
             mode(name)?,
             Arc::clone(walks),
@@ -135,8 +152,12 @@ mod tests {
 
     #[test]
     fn every_listed_path_builds_under_its_name() {
-        for name in PATHS {
-            assert_eq!(make_path(name).unwrap().name(), *name);
+        assert_eq!(
+            names().collect::<Vec<_>>(),
+            ["iomap", "bh-legacy", "bh-tailskip", "bh-seek"]
+        );
+        for name in names() {
+            assert_eq!(make_path(name).unwrap().name(), name);
         }
     }
 
@@ -145,5 +166,8 @@ mod tests {
         let err = make_path("ext2").err().unwrap().to_string();
         assert!(err.contains("\"ext2\"") && err.contains("iomap"), "{err}");
         assert!(check_paths(&["iomap".into(), "iomap".into()]).is_err());
+        assert_eq!(select_paths(&[]).unwrap().len(), 4);
+        assert_eq!(select_paths(&["bh-seek".into()]).unwrap(), ["bh-seek"]);
+        assert!(select_paths(&["bh-seek".into(), "x".into()]).is_err());
     }
 }

@@ -31,7 +31,7 @@ pub struct Args {
     /// bytes): the file starts empty and can grow to SIZE. The device is
     /// sparse: only what is written back takes memory (a write far past the
     /// end of the file still zero-fills the gap in the page cache first).
-    #[arg(long, value_name = "SIZE", value_parser = setup::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
     pub mem: Option<u64>,
     /// Run on this image file or block device: the file starts empty and
     /// can grow to the device's size. Its old contents are overwritten.

@@ -101,12 +101,7 @@ pub fn run<H: HoldsFile>(
     final_writeback: bool,
     mut open: impl FnMut(Box<dyn WritePath>) -> anyhow::Result<H>,
 ) -> anyhow::Result<()> {
-    let paths = if args.paths.is_empty() {
-        crate::paths::PATHS.iter().map(|p| p.to_string()).collect()
-    } else {
-        crate::paths::check_paths(&args.paths)?;
-        args.paths.clone()
-    };
+    let paths = crate::paths::select_paths(&args.paths)?;
     // `walks`: the round is the counting pass (untimed; its path counts the
     // heads each operation walks, into the stats' `heads`).
     let mut round = |path: &str,

@@ -56,7 +56,8 @@ pub fn folio_size(order: u8) -> u64 {
     bufwrite_engine::folio::folio_size(order) as u64
 }
 
-fn parse_backend(s: &str) -> Result<Backend, String> {
+/// Parses a `--backend` value: `sync` or `uring`.
+pub fn parse_backend(s: &str) -> Result<Backend, String> {
     s.parse()
         .map_err(|_| format!("{s:?} is not a backend (expected sync or uring)"))
 }
@@ -68,23 +69,6 @@ fn parse_block_size(s: &str) -> Result<u32, String> {
             "{s:?} is not a block size (expected 1024, 2048 or 4096)"
         )),
     }
-}
-
-/// Parses a size with an optional binary suffix: `65536`, `64K`, `16M`,
-/// `1G` (also lower case, and `0x` hex without a suffix).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let bad =
-        || format!("{s:?} is not a size (expected a number with an optional K, M or G suffix)");
-    let (digits, shift) = match s.as_bytes().last() {
-        Some(b'k' | b'K') => (&s[..s.len() - 1], 10),
-        Some(b'm' | b'M') => (&s[..s.len() - 1], 20),
-        Some(b'g' | b'G') => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    let n = crate::trace::parse_number(digits).ok_or_else(bad)?;
-    n.checked_mul(1 << shift).ok_or_else(|| {
-        format!("size {s:?} is too large: a size is at most 2^64 - 1 bytes (17179869183G)")
-    })
 }
 
 /// Where a run's device comes from.
@@ -449,28 +433,6 @@ pub fn prefill(file: &File, size: u64) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_with_suffixes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("64K"), Ok(64 << 10));
-        assert_eq!(parse_size("16m"), Ok(16 << 20));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("0x1000"), Ok(4096));
-        for bad in ["", "K", "-1", "1T", "1.5M", "99999999999999999999G"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
-        }
-        // The largest whole-G size, and the first whose bytes overflow u64.
-        assert_eq!(parse_size("17179869183G"), Ok(u64::MAX - (1 << 30) + 1));
-        assert_eq!(parse_size("18014398509481983K"), Ok(u64::MAX - 1023));
-        for big in ["17179869184G", "17592186044416M", "18014398509481984K"] {
-            let e = parse_size(big).unwrap_err();
-            assert!(
-                e.contains("too large") && e.contains("2^64 - 1"),
-                "{big}: {e}"
-            );
-        }
-    }
 
     #[test]
     fn block_size_and_backend_flags() {

@@ -18,6 +18,7 @@
 //! does not land on one of them.
 
 use crate::setup::{remove_on_signal, RemoveOnSignal};
+use crate::units::{approx, human, Units};
 use anyhow::{bail, Context, Result};
 use bufwrite_engine::device::uring::{UringConfig, UringDevice, MAX_QUEUE_DEPTH};
 use bufwrite_engine::device::{open_device, Backend, OpenOptions};
@@ -157,7 +158,7 @@ pub fn run(args: Args) -> Result<()> {
 /// Parses and checks every flag, and the free space a temporary image
 /// needs, before anything is created or written.
 fn check_args(args: &Args) -> Result<Plan> {
-    let total = parse_size(&args.total).context("--total")?;
+    let total = parse_size(&args.total, "--total")?;
     if total == 0 {
         bail!("--total 0: the total must be positive");
     }
@@ -165,11 +166,11 @@ fn check_args(args: &Args) -> Result<Plan> {
         .io_size
         .iter()
         .map(|s| {
-            let n = parse_size(s).context("--io-size")?;
+            let n = parse_size(s, "--io-size")?;
             if n == 0 || !n.is_multiple_of(512) || n > MAX_IO_SIZE {
                 bail!(
                     "--io-size {s}: an I/O size must be a multiple of 512 from 512 to {}",
-                    human(MAX_IO_SIZE)
+                    human(MAX_IO_SIZE, Units::Flag)
                 );
             }
             if n > total {
@@ -208,15 +209,15 @@ fn check_args(args: &Args) -> Result<Plan> {
         }
         None => {
             let size = match &args.image_size {
-                Some(s) => parse_size(s).context("--image-size")?,
+                Some(s) => parse_size(s, "--image-size")?,
                 None => DEFAULT_IMAGE_SIZE,
             };
             let largest = sizes.iter().copied().max().unwrap_or(0);
             if size < largest {
                 bail!(
                     "--image-size {} is smaller than one I/O of {} (--io-size)",
-                    human(size),
-                    human(largest)
+                    human(size, Units::Flag),
+                    human(largest, Units::Flag)
                 );
             }
             let dir = args.dir.clone().unwrap_or_else(|| DEFAULT_DIR.into());
@@ -245,29 +246,13 @@ fn check_free_space(dir: &Path, size: u64) -> Result<()> {
         bail!(
             "--image-size: a temporary image of {} does not fit in {} ({} free; an image \
              must leave at least {} free)",
-            human_bytes(size),
+            approx(size),
             dir.display(),
-            human_bytes(free),
-            human_bytes(margin)
+            approx(free),
+            approx(margin)
         );
     }
     Ok(())
-}
-
-/// `n` bytes in the largest binary unit that keeps a digit before the point.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} bytes")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
 
 /// Opens `target` once, as the first set-up would, and checks that every
@@ -453,7 +438,7 @@ fn measure(
             bail!(
                 "--io-size {}: a window of {} requests needs {window_len} bytes of memory, \
                  more than half of the {avail} available",
-                human(io_size),
+                human(io_size, Units::Flag),
                 window_len / io_size
             );
         }
@@ -582,7 +567,7 @@ fn print_row(r: &Row, json: bool) -> Result<()> {
             r.backend,
             r.qd,
             reg,
-            human(r.io_size),
+            human(r.io_size, Units::Flag),
             r.layout,
             r.mb_per_s,
             runs.join(" ")
@@ -591,26 +576,11 @@ fn print_row(r: &Row, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn human(n: u64) -> String {
-    match n {
-        n if n >= 1 << 20 && n.is_multiple_of(1 << 20) => format!("{}M", n >> 20),
-        n if n >= 1 << 10 && n.is_multiple_of(1 << 10) => format!("{}K", n >> 10),
-        n => n.to_string(),
-    }
-}
-
-/// `4096`, `4K`, `64k`, `1M`, `2G`.
-fn parse_size(s: &str) -> Result<u64> {
-    let s = s.trim();
-    let (num, shift) = match s.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&s[..i], 10),
-        Some((i, 'm' | 'M')) => (&s[..i], 20),
-        Some((i, 'g' | 'G')) => (&s[..i], 30),
-        _ => (s, 0),
-    };
-    let n: u64 = num.parse().with_context(|| format!("size {s:?}"))?;
-    n.checked_mul(1 << shift)
-        .with_context(|| format!("size {s:?} overflows"))
+/// The size `s` of flag `flag`, or an error naming both.
+fn parse_size(s: &str, flag: &str) -> Result<u64> {
+    crate::units::parse_size(s)
+        .map_err(anyhow::Error::msg)
+        .context(flag.to_string())
 }
 
 /// A temporary image's directory, removed on drop or by a signal.
@@ -657,11 +627,15 @@ mod tests {
 
     #[test]
     fn sizes_parse() {
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert_eq!(parse_size("4K").unwrap(), 4096);
-        assert_eq!(parse_size("1m").unwrap(), 1 << 20);
-        assert!(parse_size("x").is_err());
-        assert_eq!(human(65536), "64K");
+        assert_eq!(parse_size("4096", "--total").unwrap(), 4096);
+        assert_eq!(parse_size("4K", "--total").unwrap(), 4096);
+        assert_eq!(parse_size("1m", "--total").unwrap(), 1 << 20);
+        let e = parse_size("x", "--io-size").unwrap_err();
+        assert!(
+            format!("{e:#}").starts_with("--io-size: \"x\" is not a size"),
+            "{e:#}"
+        );
+        assert_eq!(human(65536, Units::Flag), "64K");
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod pattern;
 pub mod read_in;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 pub mod writeback;
 
 pub use align::AlignedBuf;

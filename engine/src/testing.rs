@@ -3,9 +3,10 @@
 //!
 //! The pieces:
 //!
-//! - [`Op`]: one file operation (write, pwrite, writev, seek, read, fsync,
-//!   drop-caches). Test crates generate sequences of these with
-//!   [`op_strategy`] / [`ops_strategy`] (weights in [`OpWeights`]), over a
+//! - [`Op`]: one file operation: a [`TraceOp`] of the trace grammar
+//!   ([`crate::trace`]: write, pwrite, writev, seek, read, fsync,
+//!   fdatasync), or a drop-caches, which no trace holds. Test crates
+//!   generate sequences of these with [`op_strategy`] / [`ops_strategy`] (weights in [`OpWeights`]), over a
 //!   file set up as [`setup_strategy`] draws it ([`Setup`]).
 //! - [`byte_at`] / [`fill`] / [`fnv1a64`]: re-exported from
 //!   [`crate::pattern`], the fixed byte function of the `replay` contract
@@ -19,7 +20,7 @@
 //!   file's region with the model.
 //!
 //! ```
-//! use bufwrite_engine::testing::{apply, check_device, Model, Op};
+//! use bufwrite_engine::testing::{apply, check_device, Model, Op, TraceOp};
 //! use bufwrite_engine::{device::mem::Mem, File, FileOptions, Flat, IomapPath};
 //! use std::sync::Arc;
 //!
@@ -28,10 +29,11 @@
 //! let file = File::open(dev.clone(), flat, Box::new(IomapPath::new()), FileOptions::default())?;
 //! let mut model = Model::new(1 << 20);
 //! for op in [
-//!     Op::Pwrite { off: 5000, len: 300, seed: 7 },
-//!     Op::Read { off: 0, len: 6000 },
-//!     Op::Fsync,
+//!     TraceOp::Pwrite { off: 5000, len: 300, seed: 7 },
+//!     TraceOp::Read { off: 0, len: 6000 },
+//!     TraceOp::Fsync,
 //! ] {
+//!     let op = Op::from(op);
 //!     apply(&file, &mut model, &op).unwrap();
 //! }
 //! check_device(&dev.snapshot(0, model.size()), &model).unwrap();
@@ -48,71 +50,40 @@ use std::io::IoSlice;
 use std::ops::Range;
 
 pub use crate::pattern::{byte_at, fill, fnv1a64, splitmix64};
+pub use crate::trace::Op as TraceOp;
 
 /// Largest buffer [`apply`] allocates for one op; larger ops are refused
 /// with an error rather than exhausting memory.
 pub const MAX_OP_BYTES: u64 = 1 << 30;
 
-/// One file operation.
+/// One step of a model test: an operation of the trace grammar, or one
+/// the model tests need that no trace holds.
+///
+/// The grammar's operations (and how they print) are [`TraceOp`]'s, so a
+/// failing sequence prints as a trace `bufwrite replay` runs as it is; a
+/// [`Op::DropCaches`] prints as a `#` comment, which replay skips.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// `write` of `len` bytes at the file position (which advances); the
-    /// bytes are `fill(seed, position, ..)`.
-    Write {
-        /// Bytes to write.
-        len: u64,
-        /// Seed of the byte function.
-        seed: u64,
-    },
-    /// `pwrite` of `len` bytes at `off` (the position does not move).
-    Pwrite {
-        /// File offset.
-        off: u64,
-        /// Bytes to write.
-        len: u64,
-        /// Seed of the byte function.
-        seed: u64,
-    },
-    /// `writev` at the file position of one buffer per length, in order;
-    /// together they hold `fill(seed, position, ..)`.
-    Writev {
-        /// Length of each buffer (zero-length buffers are allowed).
-        lens: Vec<u64>,
-        /// Seed of the byte function.
-        seed: u64,
-    },
-    /// Sets the file position.
-    Seek {
-        /// The new position.
-        off: u64,
-    },
-    /// `pread` of up to `len` bytes at `off` (the position does not move).
-    Read {
-        /// File offset.
-        off: u64,
-        /// Bytes asked for.
-        len: u64,
-    },
-    /// `fsync`: write back everything dirty, flush.
-    Fsync,
+    /// A trace operation. `write` and `pwrite` carry `fill(seed, offset,
+    /// ..)`; a `writev`'s buffers together carry it from the position.
+    /// `fdatasync` does what `fsync` does.
+    Trace(TraceOp),
     /// Drop the file's clean folios, so later accesses read the device.
     DropCaches,
 }
 
+impl From<TraceOp> for Op {
+    fn from(op: TraceOp) -> Self {
+        Op::Trace(op)
+    }
+}
+
 impl fmt::Display for Op {
-    /// The `replay` trace syntax (docs/DESIGN.md §7); `drop_caches` is not part of
-    /// that contract and prints as a `#` comment.
+    /// The trace line (docs/DESIGN.md §7); `drop_caches` is not part of
+    /// that contract and prints as a `# drop_caches` comment.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Op::Write { len, seed } => write!(f, "write {len} {seed}"),
-            Op::Pwrite { off, len, seed } => write!(f, "pwrite {off} {len} {seed}"),
-            Op::Writev { lens, seed } => {
-                write!(f, "writev {seed}")?;
-                lens.iter().try_for_each(|l| write!(f, " {l}"))
-            }
-            Op::Seek { off } => write!(f, "seek {off}"),
-            Op::Read { off, len } => write!(f, "read {off} {len}"),
-            Op::Fsync => f.write_str("fsync"),
+            Op::Trace(op) => op.fmt(f),
             Op::DropCaches => f.write_str("# drop_caches"),
         }
     }
@@ -157,68 +128,68 @@ pub fn every_block_size_and_policy() -> impl Iterator<Item = (u32, OrderPolicy)>
 /// (refused), with fsyncs and drop_caches between, then reads back.
 pub fn edge_sequence(capacity: u64) -> Vec<Op> {
     vec![
-        Op::Pwrite {
+        Op::Trace(TraceOp::Pwrite {
             off: 100,
             len: 10,
             seed: 1,
-        },
-        Op::Pwrite {
+        }),
+        Op::Trace(TraceOp::Pwrite {
             off: 2 * MIB - 1000,
             len: 3000,
             seed: 2,
-        },
-        Op::Fsync,
+        }),
+        Op::Trace(TraceOp::Fsync),
         Op::DropCaches,
-        Op::Pwrite {
+        Op::Trace(TraceOp::Pwrite {
             off: 2 * MIB - 10,
             len: 20,
             seed: 3,
-        },
-        Op::Read {
+        }),
+        Op::Trace(TraceOp::Read {
             off: 0,
             len: 3 * MIB,
-        },
-        Op::Seek {
+        }),
+        Op::Trace(TraceOp::Seek {
             off: capacity - 5000,
-        },
-        Op::Write { len: 5000, seed: 4 },
-        Op::Write { len: 1, seed: 5 },
-        Op::Pwrite {
+        }),
+        Op::Trace(TraceOp::Write { len: 5000, seed: 4 }),
+        Op::Trace(TraceOp::Write { len: 1, seed: 5 }),
+        Op::Trace(TraceOp::Pwrite {
             off: capacity - 1,
             len: 2,
             seed: 6,
-        },
-        Op::Fsync,
+        }),
+        Op::Trace(TraceOp::Fsync),
         Op::DropCaches,
         // At the capacity: refused whole.
-        Op::Writev {
+        Op::Trace(TraceOp::Writev {
             lens: vec![1, 0, 4095, 3000],
             seed: 7,
-        },
-        Op::Seek { off: 7000 },
-        Op::Writev {
+        }),
+        Op::Trace(TraceOp::Seek { off: 7000 }),
+        Op::Trace(TraceOp::Writev {
             lens: vec![1, 0, 4095, 3000],
             seed: 7,
-        },
-        Op::Pwrite {
+        }),
+        Op::Trace(TraceOp::Pwrite {
             off: 0,
             len: 2 * MIB + 4096,
             seed: 8,
-        },
-        Op::Pwrite {
+        }),
+        Op::Trace(TraceOp::Pwrite {
             off: 4096,
             len: 1024,
             seed: 9,
-        },
-        Op::Read {
+        }),
+        Op::Trace(TraceOp::Read {
             off: 1000,
             len: 9000,
-        },
-        Op::Read {
+        }),
+        Op::Trace(TraceOp::Read {
             off: 1000,
             len: 4 * MIB,
-        },
-        Op::Fsync,
+        }),
+        Op::Trace(TraceOp::Fsync),
     ]
 }
 
@@ -256,19 +227,19 @@ pub fn setup_strategy(empty_weight: u32) -> impl Strategy<Value = Setup> {
 /// test's mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpWeights {
-    /// [`Op::Write`].
+    /// [`TraceOp::Write`].
     pub write: u32,
-    /// [`Op::Pwrite`] at an [offset](op_strategy) below the capacity.
+    /// [`TraceOp::Pwrite`] at an [offset](op_strategy) below the capacity.
     pub pwrite: u32,
-    /// [`Op::Pwrite`] within 5000 bytes of `u64::MAX`, whose end overflows.
+    /// [`TraceOp::Pwrite`] within 5000 bytes of `u64::MAX`, whose end overflows.
     pub pwrite_near_max: u32,
-    /// [`Op::Writev`] of up to five buffers.
+    /// [`TraceOp::Writev`] of up to five buffers.
     pub writev: u32,
-    /// [`Op::Seek`].
+    /// [`TraceOp::Seek`].
     pub seek: u32,
-    /// [`Op::Read`].
+    /// [`TraceOp::Read`].
     pub read: u32,
-    /// [`Op::Fsync`].
+    /// [`TraceOp::Fsync`].
     pub fsync: u32,
     /// [`Op::DropCaches`].
     pub drop_caches: u32,
@@ -331,19 +302,19 @@ pub fn op_strategy(capacity: u64, weights: OpWeights) -> impl Strategy<Value = O
         (
             w.write,
             (length(), seed)
-                .prop_map(|(len, seed)| Op::Write { len, seed })
+                .prop_map(|(len, seed)| Op::Trace(TraceOp::Write { len, seed }))
                 .boxed(),
         ),
         (
             w.pwrite,
             (offset(capacity), length(), seed)
-                .prop_map(|(off, len, seed)| Op::Pwrite { off, len, seed })
+                .prop_map(|(off, len, seed)| Op::Trace(TraceOp::Pwrite { off, len, seed }))
                 .boxed(),
         ),
         (
             w.pwrite_near_max,
             (u64::MAX - 5000..=u64::MAX, 1u64..10000, seed)
-                .prop_map(|(off, len, seed)| Op::Pwrite { off, len, seed })
+                .prop_map(|(off, len, seed)| Op::Trace(TraceOp::Pwrite { off, len, seed }))
                 .boxed(),
         ),
         (
@@ -352,20 +323,22 @@ pub fn op_strategy(capacity: u64, weights: OpWeights) -> impl Strategy<Value = O
                 prop::collection::vec(prop_oneof![4 => 0u64..3000, 1 => 0u64..20000], 0..6),
                 seed,
             )
-                .prop_map(|(lens, seed)| Op::Writev { lens, seed })
+                .prop_map(|(lens, seed)| Op::Trace(TraceOp::Writev { lens, seed }))
                 .boxed(),
         ),
         (
             w.seek,
-            offset(capacity).prop_map(|off| Op::Seek { off }).boxed(),
+            offset(capacity)
+                .prop_map(|off| Op::Trace(TraceOp::Seek { off }))
+                .boxed(),
         ),
         (
             w.read,
             (offset(capacity), length())
-                .prop_map(|(off, len)| Op::Read { off, len })
+                .prop_map(|(off, len)| Op::Trace(TraceOp::Read { off, len }))
                 .boxed(),
         ),
-        (w.fsync, Just(Op::Fsync).boxed()),
+        (w.fsync, Just(Op::Trace(TraceOp::Fsync)).boxed()),
         (w.drop_caches, Just(Op::DropCaches).boxed()),
     ];
     Union::new_weighted(kinds.into_iter().filter(|(w, _)| *w > 0).collect())
@@ -490,10 +463,10 @@ impl Model {
 /// A write the model expects to fail must fail with the same error kind and
 /// leave the model unchanged; the file's size and position are then
 /// compared with the unchanged model. Device contents are not checked here:
-/// call [`check_device`] after an [`Op::Fsync`].
+/// call [`check_device`] after an fsync.
 pub fn apply(file: &File, model: &mut Model, op: &Op) -> Result<(), String> {
     match op {
-        Op::Write { len, seed } => {
+        Op::Trace(TraceOp::Write { len, seed }) => {
             let pos = model.pos;
             let buf = make_buf(*seed, pos, *len)?;
             let res = file.write(&buf);
@@ -502,12 +475,12 @@ pub fn apply(file: &File, model: &mut Model, op: &Op) -> Result<(), String> {
                 model.pos = pos + len;
             }
         }
-        Op::Pwrite { off, len, seed } => {
+        Op::Trace(TraceOp::Pwrite { off, len, seed }) => {
             let buf = make_buf(*seed, *off, *len)?;
             let res = file.pwrite(*off, &buf);
             check_write(model, op, *off, &buf, res)?;
         }
-        Op::Writev { lens, seed } => {
+        Op::Trace(TraceOp::Writev { lens, seed }) => {
             let pos = model.pos;
             let Some(total) = lens.iter().try_fold(0u64, |a, &l| a.checked_add(l)) else {
                 return Err(format!(
@@ -527,11 +500,11 @@ pub fn apply(file: &File, model: &mut Model, op: &Op) -> Result<(), String> {
                 model.pos = pos + total;
             }
         }
-        Op::Seek { off } => {
+        Op::Trace(TraceOp::Seek { off }) => {
             file.seek(*off);
             model.seek(*off);
         }
-        Op::Read { off, len } => {
+        Op::Trace(TraceOp::Read { off, len }) => {
             if *len > MAX_OP_BYTES {
                 return Err(format!(
                     "{op}: longer than the harness's {MAX_OP_BYTES} bytes"
@@ -558,7 +531,9 @@ pub fn apply(file: &File, model: &mut Model, op: &Op) -> Result<(), String> {
                 ));
             }
         }
-        Op::Fsync => file.fsync().map_err(|e| format!("{op}: failed: {e}"))?,
+        Op::Trace(TraceOp::Fsync | TraceOp::Fdatasync) => {
+            file.fsync().map_err(|e| format!("{op}: failed: {e}"))?
+        }
         Op::DropCaches => {
             file.drop_caches();
         }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use bufwrite_engine::testing::{apply, check_device, fill, Model, Op};
+use bufwrite_engine::testing::{apply, check_device, fill, Model, Op, TraceOp};
 use bufwrite_engine::{Error, File, IoStats, OrderPolicy};
 use common::Rig;
 use std::io::IoSlice;
@@ -217,44 +217,44 @@ fn folio_state_invariants() {
     let mut model = Model::new(4 * MIB);
     let rig = Rig::mem(1024, OrderPolicy::FromWrite { max_order: 9 }, 4 * MIB);
     let ops = [
-        Op::Pwrite {
+        Op::Trace(TraceOp::Pwrite {
             off: 0,
             len: 2 * MIB,
             seed: 1,
-        },
-        Op::Fsync,
+        }),
+        Op::Trace(TraceOp::Fsync),
         Op::DropCaches,
-        Op::Pwrite {
+        Op::Trace(TraceOp::Pwrite {
             off: 3000,
             len: 100,
             seed: 2,
-        },
-        Op::Read {
+        }),
+        Op::Trace(TraceOp::Read {
             off: 40_000,
             len: 10_000,
-        },
-        Op::Pwrite {
+        }),
+        Op::Trace(TraceOp::Pwrite {
             off: MIB + 5,
             len: 70_000,
             seed: 3,
-        },
-        Op::Pwrite {
+        }),
+        Op::Trace(TraceOp::Pwrite {
             off: 2 * MIB + 100,
             len: 10,
             seed: 4,
-        },
-        Op::Fsync,
-        Op::Pwrite {
+        }),
+        Op::Trace(TraceOp::Fsync),
+        Op::Trace(TraceOp::Pwrite {
             off: 500,
             len: 10,
             seed: 5,
-        },
+        }),
     ];
     for op in &ops {
         apply(&rig.file, &mut model, op).unwrap();
         common::check_invariants(&rig.file).unwrap_or_else(|e| panic!("after {op}: {e}"));
     }
-    apply(&rig.file, &mut model, &Op::Fsync).unwrap();
+    apply(&rig.file, &mut model, &Op::Trace(TraceOp::Fsync)).unwrap();
     common::check_invariants(&rig.file).unwrap();
     check_device(&rig.region_bytes(), &model).unwrap();
 }
@@ -299,10 +299,10 @@ fn assert_refused(rig: &Rig, model: &Model, what: &str, run: impl FnOnce(&File) 
     assert_eq!(f.inode().cache.nr_dirty(), dirty, "{what}");
     let mut m = model.clone();
     m.seek(f.position());
-    let all = Op::Read {
+    let all = Op::Trace(TraceOp::Read {
         off: 0,
         len: model.size() + 10,
-    };
+    });
     apply(f, &mut m, &all).unwrap_or_else(|e| panic!("{what}: {e}"));
 }
 
@@ -313,17 +313,17 @@ fn invalid_writes_change_nothing() {
     let mut model = Model::new(cap);
     // Acknowledged: some data, part of it written back, part dirty.
     for op in [
-        Op::Pwrite {
+        Op::Trace(TraceOp::Pwrite {
             off: 0,
             len: 10_000,
             seed: 1,
-        },
-        Op::Fsync,
-        Op::Pwrite {
+        }),
+        Op::Trace(TraceOp::Fsync),
+        Op::Trace(TraceOp::Pwrite {
             off: 5000,
             len: 100,
             seed: 2,
-        },
+        }),
     ] {
         apply(&rig.file, &mut model, &op).unwrap();
     }
@@ -365,18 +365,18 @@ fn invalid_writes_change_nothing() {
 }
 
 fn f_fill_to_capacity(rig: &Rig, model: &mut Model, cap: u64) {
-    apply(&rig.file, model, &Op::Seek { off: 0 }).unwrap();
+    apply(&rig.file, model, &Op::Trace(TraceOp::Seek { off: 0 })).unwrap();
     apply(
         &rig.file,
         model,
-        &Op::Pwrite {
+        &Op::Trace(TraceOp::Pwrite {
             off: cap - 3000,
             len: 3000,
             seed: 9,
-        },
+        }),
     )
     .unwrap();
-    apply(&rig.file, model, &Op::Fsync).unwrap();
+    apply(&rig.file, model, &Op::Trace(TraceOp::Fsync)).unwrap();
     check_device(&rig.region_bytes(), model).unwrap();
     rig.check_outside().unwrap();
 }

@@ -5,7 +5,7 @@ mod common;
 
 use bufwrite_engine::testing::{
     apply, check_device, edge_sequence, every_block_size_and_policy, ops_strategy, setup_strategy,
-    Model, Op, OpWeights, Setup,
+    Model, Op, OpWeights, Setup, TraceOp,
 };
 use common::{Dev, Rig};
 use proptest::prelude::*;
@@ -34,21 +34,21 @@ fn run(dev: Dev, s: &Setup, ops: &[Op]) -> Result<(), String> {
     for (i, op) in ops.iter().enumerate() {
         apply(&rig.file, &mut model, op).map_err(|e| format!("op {i}: {e}"))?;
         common::check_invariants(&rig.file).map_err(|e| format!("after op {i} ({op}): {e}"))?;
-        if *op == Op::Fsync {
+        if *op == Op::Trace(TraceOp::Fsync) {
             check(&model).map_err(|e| format!("after op {i} ({op}): {e}"))?;
         }
     }
-    for op in [Op::Fsync, Op::DropCaches] {
+    for op in [Op::Trace(TraceOp::Fsync), Op::DropCaches] {
         apply(&rig.file, &mut model, &op)?;
     }
     check(&model).map_err(|e| format!("final fsync: {e}"))?;
     if rig.file.inode().cache.nr_dirty() != 0 {
         return Err("dirty folios left after fsync".into());
     }
-    let all = Op::Read {
+    let all = Op::Trace(TraceOp::Read {
         off: 0,
         len: model.size() + 100,
-    };
+    });
     apply(&rig.file, &mut model, &all).map_err(|e| format!("final read: {e}"))
 }
 

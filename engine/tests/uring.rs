@@ -10,7 +10,7 @@ use bufwrite_engine::device::faulty::Faulty;
 use bufwrite_engine::device::loopdev::{LoopDevice, LoopOptions};
 use bufwrite_engine::device::uring::{self, UringConfig, UringDevice};
 use bufwrite_engine::device::{open_device, Backend, OpenOptions};
-use bufwrite_engine::testing::{apply, check_device, Model, Op};
+use bufwrite_engine::testing::{apply, check_device, Model, Op, TraceOp};
 use bufwrite_engine::{
     BlockDevice, Error, File, FileOptions, Flat, IoRequest, IomapPath, OrderPolicy,
 };
@@ -318,11 +318,11 @@ fn injected_fault_over_uring_keeps_data_dirty_until_a_retry_succeeds() {
 fn op_strategy(cap: u64) -> impl Strategy<Value = Op> {
     let len = prop_oneof![1u64..64, 1u64..5000, 1u64..70000];
     prop_oneof![
-        4 => (0..cap, len.clone(), any::<u64>()).prop_map(|(off, len, seed)| Op::Pwrite { off, len, seed }),
-        1 => (len.clone(), any::<u64>()).prop_map(|(len, seed)| Op::Write { len, seed }),
-        1 => (0..cap).prop_map(|off| Op::Seek { off }),
-        2 => (0..cap, len).prop_map(|(off, len)| Op::Read { off, len }),
-        1 => Just(Op::Fsync),
+        4 => (0..cap, len.clone(), any::<u64>()).prop_map(|(off, len, seed)| Op::Trace(TraceOp::Pwrite { off, len, seed })),
+        1 => (len.clone(), any::<u64>()).prop_map(|(len, seed)| Op::Trace(TraceOp::Write { len, seed })),
+        1 => (0..cap).prop_map(|off| Op::Trace(TraceOp::Seek { off })),
+        2 => (0..cap, len).prop_map(|(off, len)| Op::Trace(TraceOp::Read { off, len })),
+        1 => Just(Op::Trace(TraceOp::Fsync)),
         1 => Just(Op::DropCaches),
     ]
 }
@@ -350,7 +350,7 @@ proptest! {
         prop_assume!(bs >= dev.logical_block_size());
         let file = file_on(dev, PROP_CAP, bs, OrderPolicy::FromWrite { max_order });
         let mut model = Model::new(PROP_CAP);
-        for op in ops.iter().chain(std::iter::once(&Op::Fsync)) {
+        for op in ops.iter().chain(std::iter::once(&Op::Trace(TraceOp::Fsync))) {
             apply(&file, &mut model, op).map_err(TestCaseError::fail)?;
         }
         let bytes = std::fs::read(&path).unwrap();
@@ -397,43 +397,43 @@ fn loop_device_4k_sectors_matches_model() {
     );
     let mut model = Model::new(cap);
     let ops = [
-        Op::Pwrite {
+        Op::Trace(TraceOp::Pwrite {
             off: 0,
             len: 3 << 20,
             seed: 1,
-        },
-        Op::Fsync,
-        Op::Pwrite {
+        }),
+        Op::Trace(TraceOp::Fsync),
+        Op::Trace(TraceOp::Pwrite {
             off: 5000,
             len: 100,
             seed: 2,
-        },
-        Op::Pwrite {
+        }),
+        Op::Trace(TraceOp::Pwrite {
             off: (2 << 20) + 4095,
             len: 70000,
             seed: 3,
-        },
+        }),
         Op::DropCaches,
-        Op::Read {
+        Op::Trace(TraceOp::Read {
             off: 4000,
             len: 10000,
-        },
-        Op::Write {
+        }),
+        Op::Trace(TraceOp::Write {
             len: 12345,
             seed: 4,
-        },
-        Op::Fsync,
+        }),
+        Op::Trace(TraceOp::Fsync),
         Op::DropCaches,
-        Op::Pwrite {
+        Op::Trace(TraceOp::Pwrite {
             off: (3 << 20) + 10,
             len: 1,
             seed: 5,
-        },
-        Op::Read {
+        }),
+        Op::Trace(TraceOp::Read {
             off: 0,
             len: 4 << 20,
-        },
-        Op::Fsync,
+        }),
+        Op::Trace(TraceOp::Fsync),
     ];
     for op in &ops {
         apply(&file, &mut model, op).unwrap();

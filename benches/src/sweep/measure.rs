@@ -2,6 +2,7 @@
 //! cold writes one by one.
 
 use super::{Args, Kind, Point};
+use crate::harness::{self, Counts, Runner, Target as HarnessTarget};
 use crate::image::{self, Ext4Image};
 use crate::progress::Progress;
 use crate::report::Row;
@@ -9,10 +10,10 @@ use crate::setup::{self, CommonArgs, Target};
 use crate::timing::{self, Summary};
 use anyhow::Context;
 use bufwrite_engine::device::Backend;
-use bufwrite_engine::{BlockDevice, File, IoStats, WritePath};
+use bufwrite_engine::{File, WritePath};
 use serde_json::{Map, Value};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::io::IoSlice;
+use std::time::Instant;
 
 /// What a sweep measured.
 #[derive(Debug)]
@@ -26,38 +27,6 @@ pub struct Measured {
     pub device: String,
     /// Its I/O backend.
     pub backend: String,
-}
-
-/// The device-request counts of timed calls, and the buffer heads walked
-/// per call (from the untimed counting pass, never the timed calls).
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    reads: u64,
-    writes: u64,
-    read_bytes: u64,
-    heads_per_call: u64,
-}
-
-impl Counts {
-    fn add(&mut self, before: IoStats, after: IoStats) {
-        self.reads += after.reads - before.reads;
-        self.writes += after.writes - before.writes;
-        self.read_bytes += after.bytes_read - before.bytes_read;
-    }
-}
-
-fn counters(f: &File) -> IoStats {
-    f.device_stats()
-}
-
-/// One path's file at one point, and what its timed calls did.
-struct Runner {
-    path: String,
-    file: File,
-    buf: Vec<u8>,
-    batch: u64,
-    samples: Vec<f64>,
-    counts: Counts,
 }
 
 fn common(p: &Point, backend: Backend) -> CommonArgs {
@@ -74,6 +43,31 @@ fn file_size(p: &Point) -> u64 {
     setup::round_up((p.position + p.write_size).max(folio), folio)
 }
 
+/// The timed call of a cached point: [`call`] at the point's position.
+struct AtPoint<'a>(&'a Point);
+
+impl harness::Call for AtPoint<'_> {
+    #[inline]
+    fn call(&self, file: &File, buf: &[u8], _iov: &[IoSlice<'_>]) -> anyhow::Result<()> {
+        call(file, self.0, buf)
+    }
+}
+
+/// A cached point's runner for `path`: a file on its own RAM device,
+/// prefilled.
+fn runner<'a>(path: &str, p: &'a Point, batch: Option<u64>) -> anyhow::Result<Runner<AtPoint<'a>>> {
+    let size = file_size(p);
+    let prepared = |wp: Box<dyn WritePath>| -> anyhow::Result<File> {
+        let opened = setup::open_target(&Target::Mem, size, Backend::Sync)?;
+        let common = common(p, Backend::Sync);
+        let file = setup::flat_file(&opened.device, 0, size, 0, &common, wp)?;
+        setup::prefill(&file, size).with_context(|| format!("cannot prepare the {path} file"))?;
+        Ok(file)
+    };
+    let buf = vec![0xa5; p.write_size as usize];
+    Runner::new(path, vec![buf], AtPoint(p), prepared, batch)
+}
+
 /// The timed call: `seek` then `write`, as libMicro's write cases.
 fn call(file: &File, p: &Point, buf: &[u8]) -> anyhow::Result<()> {
     file.seek(p.position);
@@ -82,55 +76,6 @@ fn call(file: &File, p: &Point, buf: &[u8]) -> anyhow::Result<()> {
         anyhow::bail!("short write of {done} of {} bytes", buf.len());
     }
     Ok(())
-}
-
-impl Runner {
-    fn new(path: &str, p: &Point, batch: Option<u64>) -> anyhow::Result<Self> {
-        let size = file_size(p);
-        let prepared = |wp: Box<dyn WritePath>| -> anyhow::Result<File> {
-            let opened = setup::open_target(&Target::Mem, size, Backend::Sync)?;
-            let common = common(p, Backend::Sync);
-            let file = setup::flat_file(&opened.device, 0, size, 0, &common, wp)?;
-            setup::prefill(&file, size)
-                .with_context(|| format!("cannot prepare the {path} file"))?;
-            Ok(file)
-        };
-        let buf = vec![0xa5; p.write_size as usize];
-        // Untimed, on its own file prepared the same way.
-        let heads_per_call = crate::paths::count_walks(path, prepared, |f| call(f, p, &buf))?;
-        let mut r = Runner {
-            path: path.to_string(),
-            file: prepared(crate::paths::make_path(path)?)?,
-            buf,
-            batch: 1,
-            samples: Vec::new(),
-            counts: Counts {
-                heads_per_call,
-                ..Counts::default()
-            },
-        };
-        r.batch = match batch {
-            Some(b) => b,
-            None => timing::calibrate(|n| r.time_calls(p, n), timing::SAMPLE_TARGET)?,
-        };
-        Ok(r)
-    }
-
-    fn time_calls(&self, p: &Point, n: u64) -> anyhow::Result<Duration> {
-        let start = Instant::now();
-        for _ in 0..n {
-            call(&self.file, p, &self.buf)?;
-        }
-        Ok(start.elapsed())
-    }
-
-    fn sample(&mut self, p: &Point) -> anyhow::Result<()> {
-        let before = counters(&self.file);
-        let t = self.time_calls(p, self.batch)?;
-        self.counts.add(before, counters(&self.file));
-        self.samples.push(timing::usecs_per_call(t, self.batch));
-        Ok(())
-    }
 }
 
 /// A result row of `samples` (usecs per call) over `calls` calls.
@@ -187,11 +132,11 @@ pub fn cached(
         progress.set_message(label(args.kind, p));
         let mut runners = paths
             .iter()
-            .map(|path| Runner::new(path, p, args.batch))
+            .map(|path| runner(path, p, args.batch))
             .collect::<anyhow::Result<Vec<_>>>()?;
         for _ in 0..args.runs {
             for r in &mut runners {
-                r.sample(p)?;
+                r.sample()?;
             }
             progress.inc(1);
         }
@@ -217,51 +162,20 @@ pub fn cached(
 /// call fsyncs and drops its own cache first, so they stay coherent); with
 /// `--device` or `--flat`, a Flat file per path side by side on that
 /// device or a temporary image file.
-enum ColdTarget {
-    Ext4(Ext4Image),
-    Flat(setup::Opened),
-}
-
-impl ColdTarget {
-    fn open(args: &Args, backend: Backend, region: u64, paths: usize) -> anyhow::Result<Self> {
-        let flat = |target: Target| -> anyhow::Result<Self> {
-            let opened = setup::open_target(&target, region * paths as u64, backend)?;
-            Ok(ColdTarget::Flat(opened))
-        };
-        match &args.device {
-            Some(path) => flat(Target::Device(path.clone())),
-            None if args.flat => flat(Target::TempImage),
-            None => Ok(ColdTarget::Ext4(Ext4Image::temporary(
-                4096, region, backend,
-            )?)),
-        }
-    }
-
-    fn device(&self) -> &Arc<dyn BlockDevice> {
-        match self {
-            ColdTarget::Ext4(image) => &image.device,
-            ColdTarget::Flat(opened) => &opened.device,
-        }
-    }
-
-    fn file(
-        &self,
-        i: usize,
-        path: Box<dyn WritePath>,
-        region: u64,
-        common: &CommonArgs,
-    ) -> anyhow::Result<File> {
-        match self {
-            ColdTarget::Ext4(image) => Ok(File::open(
-                Arc::clone(&image.device),
-                image.open_file(image::FILE, region)?,
-                path,
-                common.file_options(),
-            )?),
-            ColdTarget::Flat(opened) => {
-                setup::flat_file(&opened.device, i as u64 * region, region, 0, common, path)
-            }
-        }
+fn cold_target(
+    args: &Args,
+    backend: Backend,
+    region: u64,
+    paths: usize,
+) -> anyhow::Result<HarnessTarget> {
+    match &args.device {
+        Some(path) => HarnessTarget::flat(&Target::Device(path.clone()), region, paths, backend),
+        None if args.flat => HarnessTarget::flat(&Target::TempImage, region, paths, backend),
+        None => Ok(HarnessTarget::Ext4 {
+            image: Box::new(Ext4Image::temporary(4096, region, backend)?),
+            file: image::FILE.to_string(),
+            region,
+        }),
     }
 }
 
@@ -276,12 +190,12 @@ pub fn cold(
     progress: &Progress,
 ) -> anyhow::Result<Measured> {
     let region = points.iter().map(file_size).max().unwrap_or(0);
-    let target = ColdTarget::open(args, backend, region, paths.len())?;
+    let target = cold_target(args, backend, region, paths.len())?;
     let dev = target.device();
     let mut files = Vec::new();
     let common0 = common(&points[0], backend);
     for (i, path) in paths.iter().enumerate() {
-        let file = target.file(i, crate::paths::make_path(path)?, region, &common0)?;
+        let file = target.open_file(i, crate::paths::make_path(path)?, &common0)?;
         setup::prefill(&file, region).with_context(|| format!("cannot prepare the {path} file"))?;
         files.push(file);
     }
@@ -300,7 +214,7 @@ pub fn cold(
         for (i, path) in paths.iter().enumerate() {
             // Untimed, on a second file of the same path over the same
             // blocks: each counted call is cold as the timed ones are.
-            let open = |wp| target.file(i, wp, region, &common0);
+            let open = |wp| target.open_file(i, wp, &common0);
             counts[i].heads_per_call = crate::paths::count_walks(path, open, |f| {
                 f.fsync()?;
                 f.drop_caches();
@@ -314,12 +228,12 @@ pub fn cold(
         rows,
         memcpy: None,
         device: match &target {
-            ColdTarget::Ext4(_) => format!(
+            HarnessTarget::Ext4 { .. } => format!(
                 "{} in a temporary ext4 image on {}",
                 image::FILE,
                 dev.describe()
             ),
-            ColdTarget::Flat(_) => dev.describe(),
+            HarnessTarget::Flat { .. } => dev.describe(),
         },
         backend: dev.backend().to_string(),
     })
@@ -333,10 +247,10 @@ fn cold_call(f: &File, p: &Point, buf: &[u8], counts: &mut Counts) -> anyhow::Re
         // something holds it: the call would be warm, not cold.
         anyhow::bail!("drop_caches dropped nothing: the cold write would find its folio cached");
     }
-    let before = counters(f);
+    let before = f.device_stats();
     let start = Instant::now();
     call(f, p, buf)?;
     let t = start.elapsed();
-    counts.add(before, counters(f));
+    counts.add(before, f.device_stats());
     Ok(timing::usecs_per_call(t, 1))
 }

@@ -19,7 +19,7 @@
 mod measure;
 mod output;
 
-use crate::paths::{check_paths, PATHS};
+use crate::paths::select_paths;
 use crate::progress::Progress;
 use crate::setup;
 use anyhow::Context;
@@ -76,11 +76,11 @@ pub struct Args {
     pub paths: Vec<String>,
     /// Bytes per write (suffixes K, M; default 1K). Not for `size`, which
     /// varies it.
-    #[arg(long, value_name = "BYTES", value_parser = setup::parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = crate::units::parse_size)]
     pub write_size: Option<u64>,
     /// Device I/O backend of the cold sweep: uring (io_uring, O_DIRECT; the
     /// default where io_uring works) or sync.
-    #[arg(long, value_parser = parse_backend)]
+    #[arg(long, value_parser = setup::parse_backend)]
     pub backend: Option<Backend>,
     /// Cold sweep: run on Flat files on this image file or block device
     /// (its contents are overwritten) instead of a file in a temporary ext4
@@ -95,11 +95,6 @@ pub struct Args {
     /// no progress bar.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_backend(s: &str) -> Result<Backend, String> {
-    s.parse()
-        .map_err(|_| format!("{s:?} is not a backend (expected sync or uring)"))
 }
 
 /// One point of a sweep: the file and write every path gets.
@@ -194,14 +189,6 @@ fn check_args(args: &Args) -> anyhow::Result<u64> {
         }
         (_, Some(n)) => Ok(n),
     }
-}
-
-fn select_paths(names: &[String]) -> anyhow::Result<Vec<String>> {
-    if names.is_empty() {
-        return Ok(PATHS.iter().map(|p| p.to_string()).collect());
-    }
-    check_paths(names)?;
-    Ok(names.to_vec())
 }
 
 /// Runs the command.

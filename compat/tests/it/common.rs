@@ -89,7 +89,7 @@ pub fn run_on_every_path(
     s: &bufwrite_engine::testing::Setup,
     ops: &[bufwrite_engine::testing::Op],
 ) -> Result<(), String> {
-    use bufwrite_engine::testing::{apply, check_device, Model, Op};
+    use bufwrite_engine::testing::{apply, check_device, Model, Op, TraceOp};
     let rigs: Vec<Rig> = PATHS
         .iter()
         .map(|p| Rig::new(p, s.bs, s.order, s.base, s.capacity, s.size))
@@ -99,12 +99,12 @@ pub fn run_on_every_path(
         .iter()
         .map(|_| Model::with_data(initial.clone(), s.capacity))
         .collect();
-    let all = [Op::Fsync, Op::DropCaches];
+    let all = [Op::Trace(TraceOp::Fsync), Op::DropCaches];
     for (i, op) in ops.iter().chain(all.iter()).enumerate() {
         for (rig, model) in rigs.iter().zip(models.iter_mut()) {
             let name = rig.file.path_name();
             apply(&rig.file, model, op).map_err(|e| format!("{name}: op {i}: {e}"))?;
-            if *op == Op::Fsync {
+            if *op == Op::Trace(TraceOp::Fsync) {
                 check_device(&rig.region(), model)
                     .map_err(|e| format!("{name}: after op {i} ({op}): {e}"))?;
             }
@@ -116,10 +116,10 @@ pub fn run_on_every_path(
         if rig.file.inode().cache.nr_dirty() != 0 {
             return Err(format!("{name}: dirty folios left after fsync"));
         }
-        let read_all = Op::Read {
+        let read_all = Op::Trace(TraceOp::Read {
             off: 0,
             len: model.size() + 100,
-        };
+        });
         apply(&rig.file, model, &read_all).map_err(|e| format!("{name}: final read: {e}"))?;
     }
     Ok(())
