@@ -14,6 +14,7 @@ pub mod loopdev;
 pub mod mem;
 mod open;
 pub mod probe;
+mod segments;
 pub mod sync;
 pub mod uring;
 

@@ -9,6 +9,7 @@
 //! so every buffer outlives its completion.
 
 use crate::align::AlignedBuf;
+use crate::device::segments::{self, Errno, MAX_RETRIES};
 use crate::device::{IoBufs, IoCounters, IoRequest};
 use crate::error::{Error, IoKind};
 use io_uring::{opcode, squeue, types, IoUring};
@@ -18,11 +19,6 @@ use std::os::fd::RawFd;
 /// Most bytes one Read/Write SQE asks for; a longer request continues as a
 /// short transfer would. A multiple of every logical block size.
 const MAX_SQE_BYTES: u64 = 1 << 30;
-/// Most iovecs in one Readv/Writev (the kernel's UIO_MAXIOV); more segments
-/// continue in the next SQE, as after a short transfer.
-const MAX_IOVECS: usize = 1024;
-/// Resubmissions of a request after EINTR/EAGAIN/EBUSY before giving up.
-const MAX_RETRIES: u32 = 64;
 /// `user_data` of a flush; slot indices never reach it.
 const FLUSH_TAG: u64 = u64::MAX;
 
@@ -164,19 +160,8 @@ impl Ring {
         slot.done = 0;
         slot.total = req.bufs.len();
         slot.retries = 0;
-        let align = ctx.mem_align.max(1);
-        let misaligned = req.bufs.segments().any(|(addr, _)| addr % align != 0);
-        slot.bounce = misaligned.then(|| {
-            let mut b = AlignedBuf::zeroed(slot.total as usize);
-            if let IoBufs::Write(segs) = &req.bufs {
-                let mut at = 0;
-                for s in segs {
-                    b[at..at + s.len()].copy_from_slice(s);
-                    at += s.len();
-                }
-            }
-            b
-        });
+        slot.bounce = segments::needs_bounce(&req.bufs, ctx.mem_align)
+            .then(|| segments::bounce_for(&req.bufs));
     }
 
     /// Queues the SQE for the rest of slot `si`'s request.
@@ -231,8 +216,8 @@ impl Ring {
             match self.ring.submit_and_wait(want) {
                 Ok(_) => return,
                 Err(e) => match e.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::EAGAIN | libc::EBUSY) => return,
+                    Some(errno) if segments::classify(errno) == Errno::Interrupted => continue,
+                    Some(errno) if segments::classify(errno) == Errno::Busy => return,
                     _ => {
                         std::thread::sleep(std::time::Duration::from_millis(1));
                         return;
@@ -271,8 +256,7 @@ impl Ring {
         let is_read = matches!(batch[slot.req].bufs, IoBufs::Read(_));
         let outcome = if res < 0 {
             let errno = -res;
-            let transient = matches!(errno, libc::EINTR | libc::EAGAIN | libc::EBUSY);
-            if transient && slot.retries < MAX_RETRIES {
+            if segments::is_transient(errno) && slot.retries < MAX_RETRIES {
                 slot.retries += 1;
                 Outcome::Resubmit
             } else {
@@ -300,11 +284,7 @@ impl Ring {
             Outcome::Done => {
                 let req = &mut batch[slot.req];
                 if let (Some(b), IoBufs::Read(segs)) = (slot.bounce.as_ref(), &mut req.bufs) {
-                    let mut at = 0;
-                    for s in segs.iter_mut() {
-                        s.copy_from_slice(&b[at..at + s.len()]);
-                        at += s.len();
-                    }
+                    segments::scatter(b, segs);
                 }
                 if is_read {
                     ctx.counters.record_read(slot.total);
@@ -389,8 +369,7 @@ impl Ring {
                 return Ok(());
             }
             let errno = -res;
-            let transient = matches!(errno, libc::EINTR | libc::EAGAIN | libc::EBUSY);
-            if !transient || retries >= MAX_RETRIES {
+            if !segments::is_transient(errno) || retries >= MAX_RETRIES {
                 return Err(io::Error::from_raw_os_error(errno));
             }
             retries += 1;
@@ -476,30 +455,22 @@ fn rwv_entry(
 }
 
 /// Points `iov` at the request's segments from byte `skip` on (the part a
-/// short transfer left), at most [`MAX_IOVECS`] of them.
-fn fill_iov(iov: &mut Vec<libc::iovec>, bufs: &mut IoBufs<'_>, mut skip: u64) {
+/// short transfer left), at most
+/// [`segments::MAX_IOVECS`] of them ([`segments::tail`]).
+fn fill_iov(iov: &mut Vec<libc::iovec>, bufs: &mut IoBufs<'_>, skip: u64) {
     iov.clear();
-    let mut add = |ptr: *mut u8, len: usize| {
-        if skip >= len as u64 {
-            skip -= len as u64;
-            return;
-        }
-        let s = skip as usize;
-        skip = 0;
-        if iov.len() < MAX_IOVECS {
-            iov.push(libc::iovec {
-                // s < len: the pointer stays inside the segment.
-                iov_base: ptr.wrapping_add(s).cast(),
-                iov_len: len - s,
-            });
-        }
+    let entry = |ptr: *mut u8, len: usize| libc::iovec {
+        iov_base: ptr.cast(),
+        iov_len: len,
     };
     match bufs {
-        IoBufs::Read(segs) => segs.iter_mut().for_each(|b| add(b.as_mut_ptr(), b.len())),
+        IoBufs::Read(segs) => {
+            iov.extend(segments::tail_mut(segs, skip).map(|s| entry(s.as_mut_ptr(), s.len())))
+        }
         // The kernel only reads through a write's iovec; the cast to *mut is
         // what the iovec type demands.
-        IoBufs::Write(segs) => segs
-            .iter()
-            .for_each(|b| add(b.as_ptr().cast_mut(), b.len())),
+        IoBufs::Write(segs) => {
+            iov.extend(segments::tail(segs, skip).map(|s| entry(s.as_ptr().cast_mut(), s.len())))
+        }
     }
 }
