@@ -39,15 +39,16 @@
 //! make the page cache own a registered arena, so it stays off.
 
 mod ring;
-mod sys;
+mod setup;
 
 use super::open::OpenOptions;
 use super::probe::{self, Geometry};
 use super::{check_request, BlockDevice, IoCounters, IoRequest, IoStats};
 use crate::align::AlignedBuf;
 use crate::error::{Error, IoKind, Result};
-use io_uring::IoUring;
 use ring::{Ctx, Ring, Target};
+pub use setup::probe;
+use setup::setup_ring;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -334,29 +335,6 @@ fn check_config(cfg: &UringConfig) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// A ring with `qd` SQ entries and a CQ twice that size, so that `qd`
-/// requests in flight can never overflow it. COOP_TASKRUN (5.19+) spares an
-/// interrupt per completion, since the submitting thread also reaps; older
-/// kernels get a plain ring.
-fn setup_ring(qd: u32) -> Result<IoUring> {
-    let cq = 2 * qd.next_power_of_two();
-    IoUring::builder()
-        .setup_coop_taskrun()
-        .setup_cqsize(cq)
-        .build(qd)
-        .or_else(|e| match e.raw_os_error() {
-            Some(libc::EINVAL) => IoUring::builder().setup_cqsize(cq).build(qd),
-            _ => Err(e),
-        })
-        .map_err(sys::setup_error)
-}
-
-/// Checks that io_uring can be used here: sets up (and drops) a small ring.
-/// The error ([`Error::UringSetup`]) says why not.
-pub fn probe() -> Result<()> {
-    setup_ring(1).map(drop)
 }
 
 impl BlockDevice for UringDevice {
