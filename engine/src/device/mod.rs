@@ -14,6 +14,7 @@ pub mod loopdev;
 pub mod mem;
 mod open;
 pub mod probe;
+mod segments;
 pub mod sync;
 pub mod uring;
 
@@ -183,6 +184,52 @@ pub trait BlockDevice: Send + Sync {
     }
 }
 
+/// Why a write request failed having written only part of its bytes: the
+/// device took the first `written` bytes and reported no more (what
+/// `pwrite(2)` returning less than asked means, when continuing does not
+/// help).
+///
+/// The [`BlockDevice`] contract stays "a request succeeds whole or fails":
+/// a short write fails, with [`ShortWrite::into_error`]'s error, an
+/// [`Error::Io`] whose offset and length are the part that did *not* land
+/// (as a failure part-way through a transfer is reported by every
+/// backend) and whose source is this value, for a caller that wants to
+/// know how much did ([`ShortWrite::of`]). Bytes past `written` were not
+/// written. The page cache treats it as any failed write: the whole run
+/// stays dirty and is written again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("short write: {written} of {requested} bytes at device offset {offset} landed")]
+pub struct ShortWrite {
+    /// Device offset of the request.
+    pub offset: u64,
+    /// Bytes the request asked to write.
+    pub requested: u64,
+    /// Bytes that landed, from `offset` on.
+    pub written: u64,
+}
+
+impl ShortWrite {
+    /// The error a short write fails its request with.
+    pub fn into_error(self) -> Error {
+        let at = self.offset + self.written;
+        let rest = self.requested - self.written;
+        Error::io(
+            IoKind::Write,
+            at,
+            rest,
+            std::io::Error::new(std::io::ErrorKind::WriteZero, self),
+        )
+    }
+
+    /// The short write behind `err`, when it is one.
+    pub fn of(err: &Error) -> Option<&ShortWrite> {
+        match err {
+            Error::Io { source, .. } => source.get_ref()?.downcast_ref::<ShortWrite>(),
+            _ => None,
+        }
+    }
+}
+
 /// Checks that a request lies inside a device of `size` bytes, is aligned to
 /// `lbs`, and is not a write to a read-only device. Backends call this before
 /// submitting.
@@ -248,5 +295,28 @@ mod tests {
             check_request(&r, 4096, 512, true),
             Err(Error::ReadOnly)
         ));
+    }
+
+    #[test]
+    fn a_short_write_reports_the_part_that_did_not_land() {
+        let short = ShortWrite {
+            offset: 4096,
+            requested: 8192,
+            written: 1024,
+        };
+        let e = short.into_error();
+        assert!(matches!(
+            e,
+            Error::Io {
+                op: IoKind::Write,
+                offset: 5120,
+                len: 7168,
+                ..
+            }
+        ));
+        assert_eq!(ShortWrite::of(&e), Some(&short));
+        assert_eq!(ShortWrite::of(&Error::ReadOnly), None);
+        let text = e.to_string();
+        assert!(!text.contains("short write"), "{text}");
     }
 }

@@ -8,6 +8,7 @@
 
 use super::open::OpenOptions;
 use super::probe;
+use super::segments::{self, Errno};
 use super::{check_request, BlockDevice, IoBufs, IoCounters, IoRequest, IoStats};
 use crate::align::AlignedBuf;
 use crate::error::{Error, IoKind, Result};
@@ -16,10 +17,6 @@ use std::fs;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// Most segments one `preadv`/`pwritev` may take (Linux's `UIO_MAXIOV`);
-/// longer scatter lists go out in several calls.
-const IOV_MAX: usize = 1024;
 
 /// A device or image file accessed with pread/pwrite.
 #[derive(Debug)]
@@ -84,7 +81,7 @@ impl SyncDevice {
         check_request(req, self.size, self.lbs, self.read_only)?;
         let offset = req.offset;
         let len = req.bufs.len();
-        let bounce = self.needs_bounce(&req.bufs);
+        let bounce = segments::needs_bounce(&req.bufs, self.mem_align);
         match &mut req.bufs {
             IoBufs::Read(segs) => {
                 if bounce {
@@ -106,13 +103,6 @@ impl SyncDevice {
         Ok(())
     }
 
-    fn needs_bounce(&self, bufs: &IoBufs<'_>) -> bool {
-        self.mem_align > 1
-            && bufs
-                .segments()
-                .any(|(addr, _)| !addr.is_multiple_of(self.mem_align))
-    }
-
     /// Reads consecutive device bytes at `offset` into `segs`, continuing
     /// after short reads.
     fn read_segs(&self, offset: u64, segs: &mut [&mut [u8]]) -> Result<()> {
@@ -122,7 +112,9 @@ impl SyncDevice {
             let at = offset + done;
             let fail = |e| Error::io(IoKind::Read, at, total - done, e);
             let n = {
-                let mut iov = tail_mut(segs, done);
+                let mut iov: SmallVec<[IoSliceMut; 4]> = segments::tail_mut(segs, done)
+                    .map(IoSliceMut::new)
+                    .collect();
                 retry_eintr(|| match iov.as_mut_slice() {
                     [one] => rustix::io::pread(&self.file, &mut one[..], at),
                     many => rustix::io::preadv(&self.file, many, at),
@@ -148,7 +140,8 @@ impl SyncDevice {
         while done < total {
             let at = offset + done;
             let fail = |e| Error::io(IoKind::Write, at, total - done, e);
-            let iov = tail(segs, done);
+            let iov: SmallVec<[IoSlice; 4]> =
+                segments::tail(segs, done).map(IoSlice::new).collect();
             let n = retry_eintr(|| match iov.as_slice() {
                 [one] => rustix::io::pwrite(&self.file, one, at),
                 many => rustix::io::pwritev(&self.file, many, at),
@@ -165,27 +158,16 @@ impl SyncDevice {
     /// O_DIRECT read for segments whose memory is not aligned: read into an
     /// aligned buffer, then copy out.
     fn read_bounced(&self, offset: u64, segs: &mut [&mut [u8]]) -> Result<()> {
-        let total = segs.iter().map(|s| s.len()).sum();
-        let mut bounce = AlignedBuf::zeroed(total);
+        let mut bounce = AlignedBuf::zeroed(segs.iter().map(|s| s.len()).sum());
         self.read_segs(offset, &mut [&mut bounce[..]])?;
-        let mut at = 0;
-        for s in segs.iter_mut() {
-            s.copy_from_slice(&bounce[at..at + s.len()]);
-            at += s.len();
-        }
+        segments::scatter(&bounce, segs);
         Ok(())
     }
 
     /// O_DIRECT write for segments whose memory is not aligned: gather into
     /// an aligned buffer first.
     fn write_bounced(&self, offset: u64, segs: &[&[u8]]) -> Result<()> {
-        let total = segs.iter().map(|s| s.len()).sum();
-        let mut bounce = AlignedBuf::zeroed(total);
-        let mut at = 0;
-        for s in segs {
-            bounce[at..at + s.len()].copy_from_slice(s);
-            at += s.len();
-        }
+        let bounce = segments::gather(segs);
         self.write_segs(offset, &[&bounce[..]])
     }
 }
@@ -241,80 +223,14 @@ pub fn open(path: &Path, opts: OpenOptions) -> Result<Arc<dyn BlockDevice>> {
     Ok(Arc::new(SyncDevice::open(path, opts)?))
 }
 
+/// Runs `f` again for as long as it is interrupted (EINTR) before moving
+/// any byte; every other errno is the call's result (the classes are
+/// [`segments::classify`]'s).
 fn retry_eintr(mut f: impl FnMut() -> rustix::io::Result<usize>) -> io::Result<usize> {
     loop {
         match f() {
-            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) if segments::classify(e.raw_os_error()) == Errno::Interrupted => continue,
             r => return r.map_err(io::Error::from),
         }
-    }
-}
-
-/// The write segments from byte `skip` on, at most [`IOV_MAX`] of them.
-fn tail<'s>(segs: &'s [&[u8]], mut skip: u64) -> SmallVec<[IoSlice<'s>; 4]> {
-    let mut out = SmallVec::new();
-    for s in segs {
-        if out.len() == IOV_MAX {
-            break;
-        }
-        if skip >= s.len() as u64 {
-            skip -= s.len() as u64;
-            continue;
-        }
-        out.push(IoSlice::new(&s[skip as usize..]));
-        skip = 0;
-    }
-    out
-}
-
-/// The read segments from byte `skip` on, at most [`IOV_MAX`] of them.
-fn tail_mut<'s>(segs: &'s mut [&mut [u8]], mut skip: u64) -> SmallVec<[IoSliceMut<'s>; 4]> {
-    let mut out = SmallVec::new();
-    for s in segs.iter_mut() {
-        if out.len() == IOV_MAX {
-            break;
-        }
-        if skip >= s.len() as u64 {
-            skip -= s.len() as u64;
-            continue;
-        }
-        out.push(IoSliceMut::new(&mut s[skip as usize..]));
-        skip = 0;
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tail_skips_whole_and_partial_segments() {
-        let (a, b, c) = ([1u8; 4], [2u8; 4], [3u8; 4]);
-        let segs = [&a[..], &b[..], &c[..]];
-        let t = tail(&segs, 6);
-        assert_eq!(t.len(), 2);
-        assert_eq!(&*t[0], &[2, 2]);
-        assert_eq!(&*t[1], &[3; 4]);
-        assert!(tail(&segs, 12).is_empty());
-    }
-
-    #[test]
-    fn tail_caps_the_segment_count() {
-        let one = [0u8; 1];
-        let segs = vec![&one[..]; IOV_MAX + 5];
-        assert_eq!(tail(&segs, 0).len(), IOV_MAX);
-        assert_eq!(tail(&segs, IOV_MAX as u64).len(), 5);
-    }
-
-    #[test]
-    fn tail_mut_skips() {
-        let (mut a, mut b) = ([0u8; 4], [0u8; 4]);
-        let mut segs = [&mut a[..], &mut b[..]];
-        let mut t = tail_mut(&mut segs, 5);
-        assert_eq!(t.len(), 1);
-        t[0].fill(9);
-        drop(t);
-        assert_eq!(b, [0, 9, 9, 9]);
     }
 }

@@ -39,15 +39,17 @@
 //! make the page cache own a registered arena, so it stays off.
 
 mod ring;
-mod sys;
+mod setup;
+mod slots;
 
 use super::open::OpenOptions;
 use super::probe::{self, Geometry};
 use super::{check_request, BlockDevice, IoCounters, IoRequest, IoStats};
 use crate::align::AlignedBuf;
 use crate::error::{Error, IoKind, Result};
-use io_uring::IoUring;
 use ring::{Ctx, Ring, Target};
+pub use setup::probe;
+use setup::setup_ring;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -295,9 +297,11 @@ impl UringDevice {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
-        // A panic inside `run` can only come from a bug, and it leaves no
-        // request in flight that a later call could confuse with its own:
-        // slot indices are reused only once their CQE was reaped.
+        // A panic inside `run` (a bug) poisons the mutex, but leaves no
+        // request in flight that a later call could confuse with its own,
+        // nor one writing into freed memory: `run`'s unwind guard waits for
+        // every in-flight CQE and frees every slot before the panic goes
+        // on (see `ring::Drain`). The ring is then as good as new.
         self.ring.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -336,29 +340,6 @@ fn check_config(cfg: &UringConfig) -> Result<()> {
     Ok(())
 }
 
-/// A ring with `qd` SQ entries and a CQ twice that size, so that `qd`
-/// requests in flight can never overflow it. COOP_TASKRUN (5.19+) spares an
-/// interrupt per completion, since the submitting thread also reaps; older
-/// kernels get a plain ring.
-fn setup_ring(qd: u32) -> Result<IoUring> {
-    let cq = 2 * qd.next_power_of_two();
-    IoUring::builder()
-        .setup_coop_taskrun()
-        .setup_cqsize(cq)
-        .build(qd)
-        .or_else(|e| match e.raw_os_error() {
-            Some(libc::EINVAL) => IoUring::builder().setup_cqsize(cq).build(qd),
-            _ => Err(e),
-        })
-        .map_err(sys::setup_error)
-}
-
-/// Checks that io_uring can be used here: sets up (and drops) a small ring.
-/// The error ([`Error::UringSetup`]) says why not.
-pub fn probe() -> Result<()> {
-    setup_ring(1).map(drop)
-}
-
 impl BlockDevice for UringDevice {
     fn backend(&self) -> &'static str {
         "uring"
@@ -390,7 +371,9 @@ impl BlockDevice for UringDevice {
             mem_align: self.mem_align,
             counters: &self.counters,
         };
-        self.lock().run(batch, &ctx);
+        let mut ring = self.lock();
+        ring.run(batch, &ctx);
+        debug_assert_eq!(ring.in_flight(), 0, "run returned with requests in flight");
     }
 
     fn flush(&self) -> Result<()> {
@@ -409,4 +392,117 @@ impl BlockDevice for UringDevice {
 /// Opens `path` with this backend, as a shared device.
 pub fn open(path: &Path, opts: OpenOptions) -> Result<Arc<dyn BlockDevice>> {
     Ok(Arc::new(UringDevice::open(path, opts)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ring::PanicAt;
+    use super::*;
+    use std::panic::{self, AssertUnwindSafe};
+
+    const BLOCK: usize = 4096;
+    const BLOCKS: usize = 32;
+
+    /// A device over a patterned image of `BLOCKS` blocks (block `i` holds
+    /// byte `i + 1`), or `None` where io_uring is unavailable.
+    fn device(qd: u32, batch: u32) -> Option<(tempfile::TempDir, UringDevice)> {
+        if probe().is_err() {
+            eprintln!("SKIP: io_uring unavailable");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("bufwrite-ring-unwind")
+            .tempdir_in("/tmp")
+            .ok()?;
+        let path = dir.path().join("image");
+        let data: Vec<u8> = (0..BLOCKS)
+            .flat_map(|i| std::iter::repeat_n(i as u8 + 1, BLOCK))
+            .collect();
+        std::fs::write(&path, &data).ok()?;
+        let file = std::fs::File::open(&path).ok()?;
+        let cfg = UringConfig {
+            queue_depth: qd,
+            batch,
+            read_only: true,
+            ..UringConfig::default()
+        };
+        let size = (BLOCKS * BLOCK) as u64;
+        let dev = UringDevice::from_file(file, "unwind".into(), size, 512, &cfg).ok()?;
+        Some((dir, dev))
+    }
+
+    /// Reads every block into fresh buffers; odd iterations use a
+    /// misaligned start so that bounce buffers are in flight too.
+    fn read_all(dev: &UringDevice, bufs: &mut [AlignedBuf], shift: usize) {
+        let mut batch: Vec<IoRequest<'_>> = bufs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, b)| IoRequest::read((i * BLOCK) as u64, &mut b[shift..shift + BLOCK]))
+            .collect();
+        dev.submit(&mut batch);
+        for r in &mut batch {
+            r.take_result().unwrap();
+        }
+    }
+
+    fn fresh(n: usize, fill: u8) -> Vec<AlignedBuf> {
+        (0..n)
+            .map(|_| {
+                let mut b = AlignedBuf::zeroed(BLOCK + 512);
+                b.fill(fill);
+                b
+            })
+            .collect()
+    }
+
+    /// Panics inside the loop at `at`, then checks that nothing is in
+    /// flight, that the freed buffers' memory (reallocated and marked) is
+    /// not written by a late completion, and that the ring still works.
+    fn panic_then_reuse(at: PanicAt, rounds: usize) -> Vec<Option<usize>> {
+        let Some((_dir, dev)) = device(8, 2) else {
+            return Vec::new();
+        };
+        let mut seen = Vec::new();
+        for round in 0..rounds {
+            let shift = if round % 2 == 0 { 0 } else { 512 };
+            let mut bufs = fresh(BLOCKS, 0);
+            dev.lock().panic_at = Some(at);
+            let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+                read_all(&dev, &mut bufs, shift);
+            }));
+            assert!(caught.is_err(), "the hook did not fire ({at:?})");
+            {
+                let ring = dev.lock();
+                assert_eq!(ring.in_flight(), 0, "requests left in flight");
+                seen.push(ring.in_flight_at_panic);
+            }
+            drop(bufs);
+            // Likely the same memory again: a late read would overwrite it.
+            let marked = fresh(BLOCKS, 0xEE);
+            let mut good = fresh(BLOCKS, 0);
+            read_all(&dev, &mut good, shift);
+            for (i, b) in good.iter().enumerate() {
+                assert!(b[shift..shift + BLOCK].iter().all(|&x| x == i as u8 + 1));
+            }
+            assert!(marked.iter().all(|b| b.iter().all(|&x| x == 0xEE)));
+        }
+        seen
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "io_uring syscalls")]
+    fn a_panic_after_queueing_waits_for_every_request_in_flight() {
+        // batch 2, qd 8: the 5th push comes before any reap, so exactly
+        // five requests are queued or running when the hook fires.
+        for n in panic_then_reuse(PanicAt::Push(5), 50) {
+            assert_eq!(n, Some(5));
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "io_uring syscalls")]
+    fn a_panic_while_processing_a_completion_waits_for_the_rest() {
+        let seen = panic_then_reuse(PanicAt::Complete(2), 50);
+        assert!(seen.iter().all(Option::is_some));
+    }
 }

@@ -4,11 +4,29 @@
 //! are in flight, each in a slot whose index is the SQE's `user_data`. A
 //! slot holds what the kernel reads while the request is in flight (the
 //! iovec array, a bounce buffer for misaligned memory) and is reused only
-//! after its CQE has been reaped. The callers' buffers are borrowed for the
-//! whole call, and the call does not return while any slot is in flight,
-//! so every buffer outlives its completion.
+//! after its CQE has been reaped (the table is [`super::slots`]).
+//!
+//! Soundness rests on one rule: [`Ring::run`] never lets go of the callers'
+//! buffers while the kernel may still use them. It borrows them for the
+//! whole call, and it leaves the call, by returning *or by unwinding*, only
+//! once no slot is in flight. Returning is the loop's own condition.
+//! Unwinding (a bug's panic, an index out of range, an allocation failure
+//! under `panic`-on-OOM) would otherwise drop the borrow at once and let
+//! the caller free or reuse memory a Read SQE is still filling; a drop
+//! guard ([`Drain`]) therefore blocks in io_uring_enter until every
+//! in-flight CQE has arrived before the unwinding goes on, and aborts the
+//! process if the kernel stops answering (see [`Ring::drain`]).
+//!
+//! Miri: the slot bookkeeping ([`super::slots`]) and the segment code
+//! (`device::segments`) are plain Rust and their tests run under
+//! `cargo +nightly miri test -p bufwrite-engine --lib`. Miri cannot run
+//! io_uring_setup or io_uring_enter, nor see the kernel's reads and writes
+//! of SQE memory, so the loop itself, the guard, and the lifetime of the
+//! buffers the kernel touches are covered by the tests on real rings
+//! (marked `cfg_attr(miri, ignore)`), not by Miri.
 
-use crate::align::AlignedBuf;
+use super::slots::Slots;
+use crate::device::segments::{self, Errno, MAX_RETRIES};
 use crate::device::{IoBufs, IoCounters, IoRequest};
 use crate::error::{Error, IoKind};
 use io_uring::{opcode, squeue, types, IoUring};
@@ -18,11 +36,6 @@ use std::os::fd::RawFd;
 /// Most bytes one Read/Write SQE asks for; a longer request continues as a
 /// short transfer would. A multiple of every logical block size.
 const MAX_SQE_BYTES: u64 = 1 << 30;
-/// Most iovecs in one Readv/Writev (the kernel's UIO_MAXIOV); more segments
-/// continue in the next SQE, as after a short transfer.
-const MAX_IOVECS: usize = 1024;
-/// Resubmissions of a request after EINTR/EAGAIN/EBUSY before giving up.
-const MAX_RETRIES: u32 = 64;
 /// `user_data` of a flush; slot indices never reach it.
 const FLUSH_TAG: u64 = u64::MAX;
 
@@ -59,28 +72,6 @@ pub(super) struct Ctx<'a> {
     pub counters: &'a IoCounters,
 }
 
-/// One request in flight.
-#[derive(Default)]
-struct Slot {
-    /// Index of the request in the batch.
-    req: usize,
-    /// Bytes already transferred (earlier short completions).
-    done: u64,
-    /// Bytes the request moves.
-    total: u64,
-    /// The iovec array of the current SQE; the kernel reads it until the CQE.
-    iov: Vec<libc::iovec>,
-    /// Aligned copy of the data when a segment's address is misaligned.
-    bounce: Option<AlignedBuf>,
-    /// EINTR/EAGAIN/EBUSY resubmissions so far.
-    retries: u32,
-}
-
-// SAFETY: the raw pointers in `iov` are only dereferenced by the kernel while
-// `Ring::run` holds the borrowed buffers; between calls they are stale and
-// never read (each SQE rebuilds them). The ring is used under a Mutex.
-unsafe impl Send for Slot {}
-
 /// What a CQE means for its request.
 enum Outcome {
     Resubmit,
@@ -94,14 +85,50 @@ pub(super) struct Ring {
     ring: IoUring,
     target: Target,
     batch: usize,
-    slots: Vec<Slot>,
-    free: Vec<usize>,
-    cqes: Vec<(u64, i32)>,
+    slots: Slots,
+    /// CQEs taken off the ring, by slot index, awaiting processing.
+    cqes: Vec<(usize, i32)>,
     /// `(address, length)` of each registered buffer, by buffer index; empty
     /// when none are registered.
     fixed_bufs: Vec<(usize, usize)>,
     /// ReadFixed/WriteFixed SQEs pushed so far.
     pub(super) fixed_sqes: u64,
+    /// Test hook: where to panic inside the loop.
+    #[cfg(test)]
+    pub(super) panic_at: Option<PanicAt>,
+    /// Test hook: slots in flight when the hook fired.
+    #[cfg(test)]
+    pub(super) in_flight_at_panic: Option<usize>,
+}
+
+/// Where the test hook makes [`Ring::run`] panic: after the n-th SQE is
+/// queued, or while processing the n-th CQE (counted from 1, per run).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy)]
+pub(super) enum PanicAt {
+    /// After queueing the n-th SQE, before the next one.
+    Push(u32),
+    /// At the start of the n-th completion's processing.
+    Complete(u32),
+}
+
+/// Unwind guard of [`Ring::run`]: dropped with slots still in flight or
+/// taken (only possible while a panic unwinds out of the loop), it waits
+/// for every in-flight one before the borrowed buffers can go, and frees
+/// them all. Freeing matters even when nothing is in flight: a slot whose
+/// CQE was taken but whose request was never finished would otherwise
+/// stay off the free list for good, and once all were lost `run` would
+/// return with its requests never started.
+struct Drain<'r> {
+    ring: &'r mut Ring,
+}
+
+impl Drop for Drain<'_> {
+    fn drop(&mut self) {
+        if !self.ring.slots.all_free() {
+            self.ring.drain();
+        }
+    }
 }
 
 impl Ring {
@@ -112,22 +139,80 @@ impl Ring {
             ring,
             target,
             batch: batch.clamp(1, qd),
-            slots: (0..qd).map(|_| Slot::default()).collect(),
-            free: (0..qd).rev().collect(),
+            slots: Slots::new(qd),
             cqes: Vec::with_capacity(2 * qd),
             fixed_bufs: Vec::new(),
             fixed_sqes: 0,
+            #[cfg(test)]
+            panic_at: None,
+            #[cfg(test)]
+            in_flight_at_panic: None,
         }
+    }
+
+    /// Slots whose SQE the kernel may still be working on; 0 between calls.
+    pub(super) fn in_flight(&self) -> usize {
+        self.slots.in_flight()
     }
 
     /// Runs every request of `batch` whose `result` is still `None` and
     /// returns when all have completed (each with its result set).
+    ///
+    /// If a panic unwinds out of the loop, the [`Drain`] guard first waits
+    /// for every request in flight (their requests are left with whatever
+    /// result they had; the batch is not to be trusted after a panic), so
+    /// no SQE outlives the borrow of `batch`.
     pub(super) fn run(&mut self, batch: &mut [IoRequest<'_>], ctx: &Ctx<'_>) {
+        let guard = Drain { ring: self };
+        guard.ring.drive(batch, ctx);
+        // Returning normally, nothing is in flight and the guard does nothing.
+    }
+
+    /// Drains every in-flight slot, blocking: submits what is still
+    /// queued, waits for CQEs and throws their results away, then frees
+    /// every slot (in flight or only taken). Only the unwind guard calls
+    /// it.
+    ///
+    /// If io_uring_enter keeps failing with an error that is not EINTR,
+    /// EAGAIN or EBUSY (the ring itself is broken), the kernel's use of the
+    /// buffers can be neither awaited nor ruled out, and unwinding on would
+    /// hand memory the kernel may still write to back to the allocator: the
+    /// process aborts instead (after about a second of retries).
+    fn drain(&mut self) {
+        const MAX_FAILED_ENTERS: u32 = 1000;
+        let mut failed = 0;
+        while self.slots.in_flight() > 0 {
+            if let Err(e) = self.ring.submit_and_wait(1) {
+                let transient = e.raw_os_error().is_some_and(segments::is_transient);
+                if !transient {
+                    failed += 1;
+                    if failed > MAX_FAILED_ENTERS {
+                        eprintln!(
+                            "bufwrite: io_uring_enter keeps failing ({e}) with {} requests in \
+                             flight during a panic; aborting rather than freeing their buffers",
+                            self.slots.in_flight()
+                        );
+                        std::process::abort();
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+            for c in self.ring.completion() {
+                self.slots.reaped(c.user_data());
+            }
+        }
+        self.cqes.clear();
+        self.slots.reset();
+    }
+
+    /// The loop of [`Ring::run`], without its guard.
+    fn drive(&mut self, batch: &mut [IoRequest<'_>], ctx: &Ctx<'_>) {
         let mut next = 0;
-        let mut inflight = 0;
         let mut unsubmitted = 0;
+        #[cfg(test)]
+        let (mut pushes, mut completions) = (0u32, 0u32);
         loop {
-            while next < batch.len() && !self.free.is_empty() {
+            while next < batch.len() && self.slots.has_free() {
                 let ri = next;
                 next += 1;
                 if batch[ri].result.is_some() {
@@ -137,52 +222,67 @@ impl Ring {
                     batch[ri].result = Some(Ok(()));
                     continue;
                 }
-                let Some(si) = self.free.pop() else { break };
+                let Some(si) = self.slots.acquire() else {
+                    break;
+                };
                 self.start(si, ri, &batch[ri], ctx);
                 self.push(si, batch);
-                inflight += 1;
+                #[cfg(test)]
+                {
+                    pushes += 1;
+                    self.test_panic(PanicAt::Push(pushes));
+                }
                 unsubmitted += 1;
                 if unsubmitted >= self.batch {
                     self.enter(0);
                     unsubmitted = 0;
                 }
             }
-            if inflight == 0 {
+            if self.slots.in_flight() == 0 {
                 break;
             }
             self.enter(1);
             unsubmitted = 0;
-            inflight -= self.reap(batch, ctx);
+            self.reap(
+                batch,
+                ctx,
+                #[cfg(test)]
+                &mut completions,
+            );
+        }
+    }
+
+    /// Test hook: panics when `at` is where the test asked for a panic.
+    #[cfg(test)]
+    fn test_panic(&mut self, at: PanicAt) {
+        let hit = match (self.panic_at, at) {
+            (Some(PanicAt::Push(n)), PanicAt::Push(i)) => n == i,
+            (Some(PanicAt::Complete(n)), PanicAt::Complete(i)) => n == i,
+            _ => false,
+        };
+        if hit {
+            self.panic_at = None;
+            self.in_flight_at_panic = Some(self.slots.in_flight());
+            panic!("test hook: panic at {at:?}");
         }
     }
 
     /// Fills slot `si` for request `ri` (bounce buffer if its memory is not
     /// aligned for O_DIRECT).
     fn start(&mut self, si: usize, ri: usize, req: &IoRequest<'_>, ctx: &Ctx<'_>) {
-        let slot = &mut self.slots[si];
+        let slot = self.slots.get_mut(si);
         slot.req = ri;
         slot.done = 0;
         slot.total = req.bufs.len();
         slot.retries = 0;
-        let align = ctx.mem_align.max(1);
-        let misaligned = req.bufs.segments().any(|(addr, _)| addr % align != 0);
-        slot.bounce = misaligned.then(|| {
-            let mut b = AlignedBuf::zeroed(slot.total as usize);
-            if let IoBufs::Write(segs) = &req.bufs {
-                let mut at = 0;
-                for s in segs {
-                    b[at..at + s.len()].copy_from_slice(s);
-                    at += s.len();
-                }
-            }
-            b
-        });
+        slot.bounce = segments::needs_bounce(&req.bufs, ctx.mem_align)
+            .then(|| segments::bounce_for(&req.bufs));
     }
 
     /// Queues the SQE for the rest of slot `si`'s request.
     fn push(&mut self, si: usize, batch: &mut [IoRequest<'_>]) {
         let target = self.target;
-        let slot = &mut self.slots[si];
+        let slot = self.slots.get_mut(si);
         let req = &mut batch[slot.req];
         let offset = req.offset + slot.done;
         let rest = (slot.total - slot.done).min(MAX_SQE_BYTES) as u32;
@@ -211,14 +311,19 @@ impl Ring {
         // SAFETY: the SQE points at (a) the request's buffers, borrowed by
         // `run` for its whole duration, (b) this slot's iovec array or bounce
         // buffer, which are not touched again until this SQE's CQE has been
-        // reaped. `run` returns only when no slot is in flight, so all of it
-        // outlives the completion. A fixed SQE's memory also lies inside a
-        // registered buffer, which the device owns and frees only after
-        // the ring (see `UringDevice::register_buffers`).
+        // taken. The slot is marked in flight right after the push, with
+        // nothing in between that can panic, and `run` leaves only when no
+        // slot is in flight: by returning (its loop's condition) or by
+        // unwinding through its `Drain` guard, which waits for every CQE
+        // first (or aborts). So all of it outlives the completion. A fixed
+        // SQE's memory also lies inside a registered buffer, which the
+        // device owns and frees only after the ring (see
+        // `UringDevice::register_buffers`).
         while unsafe { self.ring.submission().push(&entry) }.is_err() {
             // SQ full of not yet submitted entries: hand them over.
             self.enter(0);
         }
+        self.slots.submitted(si);
     }
 
     /// Enters the kernel to submit queued SQEs and wait for `want` CQEs.
@@ -231,8 +336,8 @@ impl Ring {
             match self.ring.submit_and_wait(want) {
                 Ok(_) => return,
                 Err(e) => match e.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::EAGAIN | libc::EBUSY) => return,
+                    Some(errno) if segments::classify(errno) == Errno::Interrupted => continue,
+                    Some(errno) if segments::classify(errno) == Errno::Busy => return,
                     _ => {
                         std::thread::sleep(std::time::Duration::from_millis(1));
                         return;
@@ -242,37 +347,42 @@ impl Ring {
         }
     }
 
-    /// Handles every CQE ready; returns how many requests finished.
-    fn reap(&mut self, batch: &mut [IoRequest<'_>], ctx: &Ctx<'_>) -> usize {
+    /// Handles every CQE ready. Each is marked reaped as it is taken off
+    /// the ring, before any is processed, so that a panic while processing
+    /// one leaves the in-flight count exact for the guard.
+    fn reap(
+        &mut self,
+        batch: &mut [IoRequest<'_>],
+        ctx: &Ctx<'_>,
+        #[cfg(test)] completions: &mut u32,
+    ) {
         let mut cqes = std::mem::take(&mut self.cqes);
-        cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
-        let mut finished = 0;
-        for &(tag, res) in &cqes {
-            let si = tag as usize;
-            // Only slot indices are ever submitted by `run`.
-            if si < self.slots.len() && self.complete(si, res, batch, ctx) {
-                finished += 1;
+        for c in self.ring.completion() {
+            // Only slot indices are ever submitted by `run`; others are ignored.
+            if let Some(si) = self.slots.reaped(c.user_data()) {
+                cqes.push((si, c.result()));
             }
+        }
+        for &(si, res) in &cqes {
+            #[cfg(test)]
+            {
+                *completions += 1;
+                self.test_panic(PanicAt::Complete(*completions));
+            }
+            self.complete(si, res, batch, ctx);
         }
         cqes.clear();
         self.cqes = cqes;
-        finished
     }
 
-    /// Applies one CQE to slot `si`; true when its request is finished.
-    fn complete(
-        &mut self,
-        si: usize,
-        res: i32,
-        batch: &mut [IoRequest<'_>],
-        ctx: &Ctx<'_>,
-    ) -> bool {
-        let slot = &mut self.slots[si];
+    /// Applies one CQE to slot `si`: resubmits the rest, or finishes the
+    /// request and frees the slot.
+    fn complete(&mut self, si: usize, res: i32, batch: &mut [IoRequest<'_>], ctx: &Ctx<'_>) {
+        let slot = self.slots.get_mut(si);
         let is_read = matches!(batch[slot.req].bufs, IoBufs::Read(_));
         let outcome = if res < 0 {
             let errno = -res;
-            let transient = matches!(errno, libc::EINTR | libc::EAGAIN | libc::EBUSY);
-            if transient && slot.retries < MAX_RETRIES {
+            if segments::is_transient(errno) && slot.retries < MAX_RETRIES {
                 slot.retries += 1;
                 Outcome::Resubmit
             } else {
@@ -293,18 +403,11 @@ impl Ring {
             }
         };
         match outcome {
-            Outcome::Resubmit => {
-                self.push(si, batch);
-                false
-            }
+            Outcome::Resubmit => self.push(si, batch),
             Outcome::Done => {
                 let req = &mut batch[slot.req];
                 if let (Some(b), IoBufs::Read(segs)) = (slot.bounce.as_ref(), &mut req.bufs) {
-                    let mut at = 0;
-                    for s in segs.iter_mut() {
-                        s.copy_from_slice(&b[at..at + s.len()]);
-                        at += s.len();
-                    }
+                    segments::scatter(b, segs);
                 }
                 if is_read {
                     ctx.counters.record_read(slot.total);
@@ -312,25 +415,16 @@ impl Ring {
                     ctx.counters.record_write(slot.total);
                 }
                 req.result = Some(Ok(()));
-                self.release(si);
-                true
+                self.slots.release(si);
             }
             Outcome::Fail(e) => {
                 let req = &mut batch[slot.req];
                 let op = if is_read { IoKind::Read } else { IoKind::Write };
                 let at = req.offset + slot.done;
                 req.result = Some(Err(Error::io(op, at, slot.total - slot.done, e)));
-                self.release(si);
-                true
+                self.slots.release(si);
             }
         }
-    }
-
-    fn release(&mut self, si: usize) {
-        let slot = &mut self.slots[si];
-        slot.bounce = None;
-        slot.iov.clear();
-        self.free.push(si);
     }
 
     /// Drops the registered file table (synchronously, unlike the ring's
@@ -389,8 +483,7 @@ impl Ring {
                 return Ok(());
             }
             let errno = -res;
-            let transient = matches!(errno, libc::EINTR | libc::EAGAIN | libc::EBUSY);
-            if !transient || retries >= MAX_RETRIES {
+            if !segments::is_transient(errno) || retries >= MAX_RETRIES {
                 return Err(io::Error::from_raw_os_error(errno));
             }
             retries += 1;
@@ -476,30 +569,22 @@ fn rwv_entry(
 }
 
 /// Points `iov` at the request's segments from byte `skip` on (the part a
-/// short transfer left), at most [`MAX_IOVECS`] of them.
-fn fill_iov(iov: &mut Vec<libc::iovec>, bufs: &mut IoBufs<'_>, mut skip: u64) {
+/// short transfer left), at most
+/// [`segments::MAX_IOVECS`] of them ([`segments::tail`]).
+fn fill_iov(iov: &mut Vec<libc::iovec>, bufs: &mut IoBufs<'_>, skip: u64) {
     iov.clear();
-    let mut add = |ptr: *mut u8, len: usize| {
-        if skip >= len as u64 {
-            skip -= len as u64;
-            return;
-        }
-        let s = skip as usize;
-        skip = 0;
-        if iov.len() < MAX_IOVECS {
-            iov.push(libc::iovec {
-                // s < len: the pointer stays inside the segment.
-                iov_base: ptr.wrapping_add(s).cast(),
-                iov_len: len - s,
-            });
-        }
+    let entry = |ptr: *mut u8, len: usize| libc::iovec {
+        iov_base: ptr.cast(),
+        iov_len: len,
     };
     match bufs {
-        IoBufs::Read(segs) => segs.iter_mut().for_each(|b| add(b.as_mut_ptr(), b.len())),
+        IoBufs::Read(segs) => {
+            iov.extend(segments::tail_mut(segs, skip).map(|s| entry(s.as_mut_ptr(), s.len())))
+        }
         // The kernel only reads through a write's iovec; the cast to *mut is
         // what the iovec type demands.
-        IoBufs::Write(segs) => segs
-            .iter()
-            .for_each(|b| add(b.as_ptr().cast_mut(), b.len())),
+        IoBufs::Write(segs) => {
+            iov.extend(segments::tail(segs, skip).map(|s| entry(s.as_ptr().cast_mut(), s.len())))
+        }
     }
 }
