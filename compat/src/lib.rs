@@ -47,7 +47,7 @@ pub use walk_count::{NoCount, WalkCount, WalkCounter, WalkStats};
 use bufwrite_engine::folio::PAGE_SHIFT;
 use bufwrite_engine::generic_write::{generic_perform_write, FolioWriteOps};
 use bufwrite_engine::{
-    DirtyRun, Error, FolioData, FolioPrivate, Inode, IovIter, Result, WritePath,
+    BlockSize, DirtyRun, Error, FilePos, FolioData, FolioPrivate, Inode, IovIter, Result, WritePath,
 };
 use std::sync::Arc;
 
@@ -132,7 +132,7 @@ pub fn folio_ring(folio: &FolioData) -> Option<&BufferRing> {
 /// Attaches a ring to the folio if it has none (`create_empty_buffers`),
 /// seeding every head from the folio flags: uptodate folio, uptodate heads;
 /// dirty (and uptodate) folio, dirty heads.
-fn ensure_ring(folio: &mut FolioData, bs: usize, seek_index: bool) -> Result<&mut BufferRing> {
+fn ensure_ring(folio: &mut FolioData, bs: BlockSize, seek_index: bool) -> Result<&mut BufferRing> {
     if matches!(folio.private, FolioPrivate::None) {
         let mut state = BhState::empty();
         if folio.uptodate() {
@@ -142,7 +142,8 @@ fn ensure_ring(folio: &mut FolioData, bs: usize, seek_index: bool) -> Result<&mu
             }
         }
         let index = usize::try_from(folio.pos() >> PAGE_SHIFT).unwrap_or(usize::MAX);
-        let ring = BufferRing::for_folio(index, folio.size() / bs, bs as u32, state, seek_index);
+        let nr = folio.size() >> bs.shift();
+        let ring = BufferRing::for_folio(index, nr, bs.bytes(), state, seek_index);
         folio.private = FolioPrivate::Other(Box::new(ring));
     }
     ring_mut(folio).ok_or_else(|| {
@@ -203,7 +204,7 @@ impl<C: WalkCount> WritePath for BufferHeadPath<C> {
         self.mode.name()
     }
 
-    fn perform_write(&self, inode: &Inode, pos: u64, src: &mut IovIter<'_>) -> Result<u64> {
+    fn perform_write(&self, inode: &Inode, pos: FilePos, src: &mut IovIter<'_>) -> Result<u64> {
         generic_perform_write(inode, self, pos, src)
     }
 

@@ -9,7 +9,7 @@ use crate::buffer_head::BhState;
 use crate::ring::BufferRing;
 use crate::{ensure_ring, ring_and_data, Mode};
 use bufwrite_engine::read_in::{ReadBatch, ReadOutcome};
-use bufwrite_engine::{FolioData, FolioFlags, Inode, Result};
+use bufwrite_engine::{FilePos, FolioData, FolioFlags, Inode, Result};
 
 /// Makes the heads covering folio bytes `[from, to)` uptodate, and the
 /// folio uptodate when every head is.
@@ -57,6 +57,7 @@ fn queue_reads(
     to: usize,
     batch: &mut ReadBatch,
 ) -> Result<()> {
+    let bs = inode.bs();
     for bh in ring.walk() {
         if bh.uptodate() || bh.outside(from, to) {
             continue;
@@ -67,8 +68,8 @@ fn queue_reads(
         if block_pos < isize && !bh.mapped() {
             let m = inode
                 .mapper
-                .get_block(block_pos / bh.size() as u64, false)?;
-            bh.map(&m)?;
+                .get_block(FilePos::new(block_pos).block(bs), false)?;
+            bh.map(&m, bs)?;
         }
         if block_pos >= isize || bh.reads_as_zero() {
             data[start..end].fill(0);
@@ -81,7 +82,7 @@ fn queue_reads(
         bh.set(BhState::ASYNC_READ);
         bh.get();
         bh.set(BhState::REQ);
-        batch.add(start, end - start, bh.addr());
+        batch.add(start, end - start, bh.addr(bs));
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use crate::buffer_head::{BhState, BufferHead};
 use crate::ring::BufferRing;
 use crate::{ensure_ring, ring_and_data, Mode};
 use bufwrite_engine::read_in::{ReadBatch, ReadOutcome};
-use bufwrite_engine::{Error, FolioData, FolioFlags, Inode, Result};
+use bufwrite_engine::{BlockSize, Error, FilePos, FolioData, FolioFlags, Inode, Result};
 use smallvec::SmallVec;
 
 /// Where one walk starts, and whether it may stop once past the range.
@@ -29,7 +29,7 @@ struct Span {
 /// reads, New-block zeroing, the partial scan that decides whether the
 /// folio is now uptodate) would be half done. One sample keeps every head's
 /// treatment and the stop condition consistent.
-fn span(mode: Mode, uptodate_on_entry: bool, from: usize, bs: usize) -> Span {
+fn span(mode: Mode, uptodate_on_entry: bool, from: usize, bs: BlockSize) -> Span {
     let full = Span {
         start: 0,
         stop_after_to: false,
@@ -44,7 +44,7 @@ fn span(mode: Mode, uptodate_on_entry: bool, from: usize, bs: usize) -> Span {
             stop_after_to: true,
         },
         Mode::SeekToFrom => Span {
-            start: from / bs,
+            start: from >> bs.shift(),
             stop_after_to: true,
         },
     }
@@ -65,6 +65,7 @@ pub(crate) fn write_begin(
     let up = folio.uptodate();
     let ctx = Ctx {
         inode,
+        bs,
         fpos: folio.pos(),
         isize,
         from,
@@ -89,10 +90,10 @@ pub(crate) fn write_begin(
     // block_start / block_end in registers: per head the walk reads only
     // the state word and the link.
     let first = span.start.min(ring.len() - 1);
-    let mut block_start = first * bs;
+    let mut block_start = first << bs.shift();
     for bh in ring.walk_from(first) {
         visited += 1;
-        let block_end = block_start + bs;
+        let block_end = block_start + bs.as_usize();
         let outside = block_end <= from || block_start >= to;
         let stop = span.stop_after_to && block_end >= to;
         block_start = block_end;
@@ -111,7 +112,7 @@ pub(crate) fn write_begin(
         match ctx.prepare(bh, data) {
             Ok(false) => {}
             Ok(true) => {
-                reads.add(bh.offset(), bh.size(), bh.addr());
+                reads.add(bh.offset(), bh.size(), bh.addr(bs));
                 wait.push(bh);
             }
             Err(e) => {
@@ -156,6 +157,7 @@ fn no_ring() -> Error {
 /// What every head of one write_begin walk needs to know.
 struct Ctx<'a> {
     inode: &'a Inode,
+    bs: BlockSize,
     fpos: u64,
     isize: u64,
     from: usize,
@@ -177,11 +179,9 @@ impl Ctx<'_> {
         let (start, end) = bh.range();
         let block_pos = self.fpos + start as u64;
         if !bh.mapped() {
-            let m = self
-                .inode
-                .mapper
-                .get_block(block_pos / bh.size() as u64, true)?;
-            bh.map(&m)?;
+            let block = FilePos::new(block_pos).block(self.bs);
+            let m = self.inode.mapper.get_block(block, true)?;
+            bh.map(&m, self.bs)?;
         }
         if self.up {
             bh.set_uptodate();
@@ -324,25 +324,27 @@ mod tests {
             start: 0,
             stop_after_to: false,
         };
+        let k4 = BlockSize::new(4096).unwrap();
         for m in Mode::ALL {
-            assert_eq!(span(m, false, 8192, 4096), full);
+            assert_eq!(span(m, false, 8192, k4), full);
         }
-        assert_eq!(span(Mode::Legacy, true, 8192, 4096), full);
-        assert_eq!(span(Mode::TailSkip, true, 8192, 4096).start, 0);
-        assert_eq!(span(Mode::SeekToFrom, true, 8192, 4096).start, 2);
-        assert!(span(Mode::SeekToFrom, true, 8192, 4096).stop_after_to);
+        assert_eq!(span(Mode::Legacy, true, 8192, k4), full);
+        assert_eq!(span(Mode::TailSkip, true, 8192, k4).start, 0);
+        assert_eq!(span(Mode::SeekToFrom, true, 8192, k4).start, 2);
+        assert!(span(Mode::SeekToFrom, true, 8192, k4).stop_after_to);
     }
 
     #[test]
     fn commit_discovers_uptodate_only_on_a_full_walk() {
         let mut ring = BufferRing::new(4, 1024, BhState::empty(), false);
-        let full = span(Mode::TailSkip, false, 0, 1024);
+        let k1 = BlockSize::new(1024).unwrap();
+        let full = span(Mode::TailSkip, false, 0, k1);
         let c = commit(&mut ring, full, 0, 2048);
         assert_eq!((c.visited, c.partial), (4, true));
         let c = commit(&mut ring, full, 2048, 4096);
         assert_eq!((c.visited, c.partial), (4, false));
         assert!(ring.iter().all(|bh| bh.uptodate() && bh.dirty()));
-        let c = commit(&mut ring, span(Mode::TailSkip, true, 0, 1024), 0, 100);
+        let c = commit(&mut ring, span(Mode::TailSkip, true, 0, k1), 0, 100);
         assert_eq!(c.visited, 1);
     }
 

@@ -5,7 +5,7 @@
 
 use crate::buffer_head::BhState;
 use crate::ring::BufferRing;
-use bufwrite_engine::{DirtyRun, Inode, Result};
+use bufwrite_engine::{DirtyRun, FilePos, Inode, Result};
 use std::ops::Range;
 
 /// Appends the dirty runs of heads starting below `end` (folio bytes).
@@ -18,6 +18,7 @@ pub(crate) fn writeback_runs(
     runs: &mut Vec<DirtyRun>,
 ) -> Result<()> {
     let first = runs.len();
+    let bs = inode.bs();
     for bh in ring.walk() {
         let (start, stop) = bh.range();
         if start >= end {
@@ -26,7 +27,7 @@ pub(crate) fn writeback_runs(
         if !bh.dirty() {
             continue;
         }
-        let pos = fpos + start as u64;
+        let pos = FilePos::new(fpos + start as u64);
         if !bh.mapped() {
             return Err(inode.unsupported_writeback(pos, "a hole"));
         }
@@ -36,10 +37,10 @@ pub(crate) fn writeback_runs(
         if bh.test(BhState::UNWRITTEN) {
             return Err(inode.unsupported_writeback(pos, "unwritten"));
         }
-        let addr = bh.addr();
+        let addr = bh.addr(bs);
         let len = stop - start;
         match runs[first..].last_mut() {
-            Some(r) if r.off + r.len == start && r.addr + r.len as u64 == addr => r.len += len,
+            Some(r) if r.off + r.len == start && r.addr.add(r.len as u64) == addr => r.len += len,
             _ => runs.push(DirtyRun {
                 off: start,
                 len,

@@ -7,6 +7,7 @@ use crate::iov::IovIter;
 use crate::mapping::Mapper;
 use crate::page_cache::{OrderPolicy, PageCache};
 use crate::path::{Inode, WritePath};
+use crate::units::FilePos;
 use crate::writeback;
 use std::io::IoSlice;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -59,7 +60,7 @@ impl File {
         path: Box<dyn WritePath>,
         opts: FileOptions,
     ) -> Result<File> {
-        let bs = mapper.block_size();
+        let bs = mapper.block_size().bytes();
         if !matches!(bs, 1024 | 2048 | 4096) {
             return Err(Error::InvalidArgument(format!(
                 "block size {bs} (must be 1024, 2048 or 4096)"
@@ -72,12 +73,7 @@ impl File {
             )));
         }
         Ok(File {
-            inode: Inode {
-                cache: PageCache::new(opts.order),
-                mapper,
-                device,
-                block_size: bs,
-            },
+            inode: Inode::new(PageCache::new(opts.order), mapper, device),
             path,
             write_lock: Mutex::new(0),
         })
@@ -127,20 +123,23 @@ impl File {
         if pos.checked_add(len).is_none() {
             return Err(Error::RangeOverflow { offset: pos, len });
         }
-        self.inode.mapper.prepare_write(pos, len)?;
+        self.inode.mapper.prepare_write(FilePos::new(pos), len)?;
         let isize = self.inode.size();
         if pos > isize {
             // The gap reads as zeroes: write them through the cache, since
             // the device below the old EOF may hold anything.
             let mut zeros = IovIter::zeros(pos - isize);
-            let n = self.path.perform_write(&self.inode, isize, &mut zeros)?;
+            let n = self
+                .path
+                .perform_write(&self.inode, FilePos::new(isize), &mut zeros)?;
             if n < pos - isize {
                 return Err(Error::Unsupported(format!(
                     "could not zero the gap [{isize}, {pos}) before the write"
                 )));
             }
         }
-        self.path.perform_write(&self.inode, pos, &mut src)
+        self.path
+            .perform_write(&self.inode, FilePos::new(pos), &mut src)
     }
 
     /// Reads at the file position and advances it; short at EOF.

@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::folio::FolioData;
 use crate::iov::IovIter;
 use crate::path::Inode;
+use crate::units::FilePos;
 
 /// The filesystem half of a per-folio write: what happens around the copy.
 pub trait FolioWriteOps {
@@ -44,9 +45,10 @@ pub trait FolioWriteOps {
 pub fn generic_perform_write(
     inode: &Inode,
     ops: &dyn FolioWriteOps,
-    mut pos: u64,
+    pos: FilePos,
     src: &mut IovIter<'_>,
 ) -> Result<u64> {
+    let mut pos = pos.get();
     let chunk = inode.cache.max_folio_size();
     let mut written = 0u64;
     // Only writers move i_size and the caller holds the write lock: read it
@@ -143,12 +145,11 @@ mod tests {
     }
 
     fn inode(order: OrderPolicy) -> Inode {
-        Inode {
-            cache: PageCache::new(order),
-            mapper: Arc::new(Flat::new(0, 1 << 22, 4096, 0).unwrap()),
-            device: Arc::new(Mem::new(1 << 22)),
-            block_size: 4096,
-        }
+        Inode::new(
+            PageCache::new(order),
+            Arc::new(Flat::new(0, 1 << 22, 4096, 0).unwrap()),
+            Arc::new(Mem::new(1 << 22)),
+        )
     }
 
     #[test]
@@ -159,7 +160,13 @@ mod tests {
             reject_at: None,
         };
         let data = vec![7u8; 10000];
-        let n = generic_perform_write(&ino, &ops, 5000, &mut IovIter::from_slice(&data)).unwrap();
+        let n = generic_perform_write(
+            &ino,
+            &ops,
+            FilePos::new(5000),
+            &mut IovIter::from_slice(&data),
+        )
+        .unwrap();
         assert_eq!(n, 10000);
         assert_eq!(ino.size(), 15000);
         let calls = ops.calls.take();
@@ -176,7 +183,8 @@ mod tests {
             reject_at: Some(4096),
         };
         let data = vec![1u8; 8192];
-        let n = generic_perform_write(&ino, &ops, 0, &mut IovIter::from_slice(&data)).unwrap();
+        let n = generic_perform_write(&ino, &ops, FilePos::new(0), &mut IovIter::from_slice(&data))
+            .unwrap();
         assert_eq!(n, 4096);
         assert_eq!(ino.size(), 4096);
     }

@@ -38,6 +38,7 @@ pub mod pattern;
 pub mod read_in;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod units;
 pub mod writeback;
 
 pub use align::AlignedBuf;
@@ -51,3 +52,4 @@ pub use iov::IovIter;
 pub use mapping::{BlockMapping, ExtentKind, Flat, Iomap, MapIntent, Mapper};
 pub use page_cache::{OrderPolicy, PageCache};
 pub use path::{DirtyRun, Inode, WritePath};
+pub use units::{BlockSize, DevAddr, DiskBlock, FileBlock, FilePos};

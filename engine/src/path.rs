@@ -12,6 +12,7 @@ use crate::folio::FolioData;
 use crate::iov::IovIter;
 use crate::mapping::Mapper;
 use crate::page_cache::PageCache;
+use crate::units::{BlockSize, DevAddr, FilePos};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -23,8 +24,9 @@ pub struct Inode {
     pub mapper: Arc<dyn Mapper>,
     /// The device under the file.
     pub device: Arc<dyn BlockDevice>,
-    /// The filesystem block size in bytes.
-    pub block_size: u32,
+    /// The mapper's block size, read once: the hot path asks for it per
+    /// folio and a virtual call there cost more than the load.
+    block_size: BlockSize,
 }
 
 impl std::fmt::Debug for Inode {
@@ -38,6 +40,18 @@ impl std::fmt::Debug for Inode {
 }
 
 impl Inode {
+    /// The cache, mapper and device of one file; the block size is the
+    /// mapper's.
+    pub fn new(cache: PageCache, mapper: Arc<dyn Mapper>, device: Arc<dyn BlockDevice>) -> Self {
+        let block_size = mapper.block_size();
+        Inode {
+            cache,
+            mapper,
+            device,
+            block_size,
+        }
+    }
+
     /// i_size.
     #[inline]
     pub fn size(&self) -> u64 {
@@ -57,15 +71,15 @@ impl Inode {
         }
     }
 
-    /// Block size as `usize`.
+    /// The filesystem block size (the mapper's).
     #[inline]
-    pub fn bs(&self) -> usize {
-        self.block_size as usize
+    pub fn bs(&self) -> BlockSize {
+        self.block_size
     }
 
     /// Reads `buf.len()` bytes from device address `addr` into folio memory.
-    pub fn read_blocks(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
-        self.device.read_at(addr, buf)
+    pub fn read_blocks(&self, addr: DevAddr, buf: &mut [u8]) -> Result<()> {
+        self.device.read_at(addr.get(), buf)
     }
 
     /// Marks the folio dirty in its flags and, on the clean-to-dirty edge,
@@ -79,15 +93,15 @@ impl Inode {
     }
 
     /// An error for a mapping kind a path cannot write back without allocation.
-    pub fn unsupported_writeback(&self, file_offset: u64, what: &str) -> Error {
+    pub fn unsupported_writeback(&self, file_offset: FilePos, what: &str) -> Error {
         Error::Unsupported(format!(
             "writeback of file offset {file_offset}: the block is {what} and needs allocation"
         ))
     }
 
     /// An `Io` error for a failed read-in at device address `addr`.
-    pub fn read_error(addr: u64, len: usize, e: std::io::Error) -> Error {
-        Error::io(IoKind::Read, addr, len as u64, e)
+    pub fn read_error(addr: DevAddr, len: usize, e: std::io::Error) -> Error {
+        Error::io(IoKind::Read, addr.get(), len as u64, e)
     }
 }
 
@@ -99,7 +113,7 @@ pub struct DirtyRun {
     /// Length (a multiple of the block size).
     pub len: usize,
     /// Device address of the first byte.
-    pub addr: u64,
+    pub addr: DevAddr,
 }
 
 /// A buffered write path: iomap here, buffer heads in `bufwrite-compat`.
@@ -112,7 +126,7 @@ pub trait WritePath: Send + Sync {
     /// write lock and has checked the range with `Mapper::prepare_write`.
     /// Returns the bytes written: all of them, or fewer if an error stopped
     /// the loop after some progress (an error with no progress is returned).
-    fn perform_write(&self, inode: &Inode, pos: u64, src: &mut IovIter<'_>) -> Result<u64>;
+    fn perform_write(&self, inode: &Inode, pos: FilePos, src: &mut IovIter<'_>) -> Result<u64>;
 
     /// Makes the blocks covering folio bytes `[from, to)` uptodate (read
     /// from the device, or zeroed for holes and blocks past EOF), for a

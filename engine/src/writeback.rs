@@ -12,6 +12,7 @@ use crate::device::IoRequest;
 use crate::error::{Error, Result};
 use crate::folio::{FolioFlags, FolioGuard};
 use crate::path::{DirtyRun, Inode, WritePath};
+use crate::units::DevAddr;
 use smallvec::SmallVec;
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ const WINDOW_FOLIOS: usize = 64;
 
 /// A planned device write: runs `[first, last]` of the window, in order.
 struct PlannedIo {
-    addr: u64,
+    addr: DevAddr,
     len: usize,
     runs: std::ops::Range<usize>,
 }
@@ -138,8 +139,7 @@ fn collect_runs(
         return Ok(());
     }
     let valid = usize::try_from(isize - pos).map_or(size, |v| v.min(size));
-    let bs = inode.bs();
-    let end = valid.div_ceil(bs) * bs;
+    let end = inode.bs().round_up(valid as u64) as usize;
     if valid < size {
         g.data[valid..].fill(0);
     }
@@ -166,7 +166,7 @@ fn plan_ios(guards: &[FolioGuard<'_>], runs: &[(usize, DirtyRun)]) -> Vec<Planne
         let r = run.1;
         if let Some(last) = plan.last_mut() {
             let prev = &runs[last.runs.end - 1];
-            let contiguous = last.addr + last.len as u64 == r.addr
+            let contiguous = last.addr.add(last.len as u64) == r.addr
                 && file_end(prev) == file_start(run)
                 && last.len + r.len <= MAX_IO_BYTES;
             if contiguous {
@@ -197,7 +197,8 @@ fn submit(
                 .iter()
                 .map(|(gi, r)| &guards[*gi].data[r.off..r.off + r.len])
                 .collect();
-            IoRequest::writev(io.addr, segs)
+            // Requests take bare offsets: the one place a write's unit is dropped.
+            IoRequest::writev(io.addr.get(), segs)
         })
         .collect();
     inode.device.submit(&mut reqs);

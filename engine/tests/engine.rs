@@ -24,7 +24,7 @@ const ZERO: IoStats = IoStats {
 fn bits(file: &File, pos: u64) -> Vec<(bool, bool)> {
     let folio = file.inode().cache.find(pos).expect("folio cached");
     let g = folio.lock();
-    let n = g.size() / file.inode().bs();
+    let n = g.size() / file.inode().bs().as_usize();
     match g.iomap_state() {
         Some(s) => (0..n)
             .map(|b| (s.is_uptodate(b, b + 1), s.is_dirty(b)))
@@ -491,16 +491,17 @@ struct HoleAtWriteback {
 }
 
 impl bufwrite_engine::Mapper for HoleAtWriteback {
-    fn block_size(&self) -> u32 {
+    fn block_size(&self) -> bufwrite_engine::BlockSize {
         self.flat.block_size()
     }
     fn iomap_begin(
         &self,
-        pos: u64,
+        pos: bufwrite_engine::FilePos,
         len: u64,
         intent: bufwrite_engine::MapIntent,
     ) -> bufwrite_engine::Result<bufwrite_engine::Iomap> {
         let mut m = self.flat.iomap_begin(pos, len, intent)?;
+        let pos = pos.get();
         if intent == bufwrite_engine::MapIntent::Writeback {
             if self.hole.contains(&pos) {
                 m.kind = bufwrite_engine::ExtentKind::Hole;
@@ -513,7 +514,7 @@ impl bufwrite_engine::Mapper for HoleAtWriteback {
     }
     fn get_block(
         &self,
-        block: u64,
+        block: bufwrite_engine::FileBlock,
         create: bool,
     ) -> bufwrite_engine::Result<bufwrite_engine::BlockMapping> {
         self.flat.get_block(block, create)
@@ -569,12 +570,12 @@ fn writeback_mapping_failure_writes_nothing_wrong() {
 struct EndFails(bufwrite_engine::Flat);
 
 impl bufwrite_engine::Mapper for EndFails {
-    fn block_size(&self) -> u32 {
+    fn block_size(&self) -> bufwrite_engine::BlockSize {
         self.0.block_size()
     }
     fn iomap_begin(
         &self,
-        pos: u64,
+        pos: bufwrite_engine::FilePos,
         len: u64,
         intent: bufwrite_engine::MapIntent,
     ) -> bufwrite_engine::Result<bufwrite_engine::Iomap> {
@@ -582,7 +583,7 @@ impl bufwrite_engine::Mapper for EndFails {
     }
     fn iomap_end(
         &self,
-        _pos: u64,
+        _pos: bufwrite_engine::FilePos,
         _len: u64,
         _written: u64,
         _intent: bufwrite_engine::MapIntent,
@@ -591,7 +592,7 @@ impl bufwrite_engine::Mapper for EndFails {
     }
     fn get_block(
         &self,
-        block: u64,
+        block: bufwrite_engine::FileBlock,
         create: bool,
     ) -> bufwrite_engine::Result<bufwrite_engine::BlockMapping> {
         self.0.get_block(block, create)

@@ -17,6 +17,7 @@ use crate::folio::{FolioData, FolioPrivate};
 use crate::folio_state::FolioState;
 use crate::iov::IovIter;
 use crate::path::{DirtyRun, Inode, WritePath};
+use crate::units::{BlockSize, FilePos};
 
 /// The iomap write path.
 #[derive(Debug, Default, Clone, Copy)]
@@ -31,14 +32,14 @@ impl IomapPath {
 
 /// Blocks in a folio of `size` bytes.
 #[inline]
-fn nblocks(folio: &FolioData, bs: usize) -> usize {
-    // Block sizes are powers of two: a shift, not a division, on the hot path.
-    folio.size() >> bs.trailing_zeros()
+fn nblocks(folio: &FolioData, bs: BlockSize) -> usize {
+    // A shift, not a division, on the hot path.
+    folio.size() >> bs.shift()
 }
 
 /// The folio's state, attached (seeded from the folio flags) if missing.
 /// Only for folios of more than one block.
-fn ensure_state(folio: &mut FolioData, bs: usize) -> &mut FolioState {
+fn ensure_state(folio: &mut FolioData, bs: BlockSize) -> &mut FolioState {
     if !matches!(folio.private, FolioPrivate::Iomap(_)) {
         let s = FolioState::new(nblocks(folio, bs), folio.uptodate(), folio.dirty());
         folio.private = FolioPrivate::Iomap(s);
@@ -55,7 +56,7 @@ impl WritePath for IomapPath {
         "iomap"
     }
 
-    fn perform_write(&self, inode: &Inode, pos: u64, src: &mut IovIter<'_>) -> Result<u64> {
+    fn perform_write(&self, inode: &Inode, pos: FilePos, src: &mut IovIter<'_>) -> Result<u64> {
         write::perform_write(inode, pos, src)
     }
 

@@ -8,6 +8,7 @@ use crate::folio::{FolioData, FolioFlags, FolioPrivate};
 use crate::mapping::{ExtentKind, MapIntent};
 use crate::path::Inode;
 use crate::read_in::ReadBatch;
+use crate::units::FilePos;
 
 /// Makes the blocks covering folio bytes `[from, to)` uptodate.
 pub(super) fn read_folio_range(
@@ -19,19 +20,20 @@ pub(super) fn read_folio_range(
     if folio.uptodate() || from >= to {
         return Ok(());
     }
-    let bs = inode.bs();
-    let n = nblocks(folio, bs);
+    let bsize = inode.bs();
+    let bs = bsize.as_usize();
+    let n = nblocks(folio, bsize);
     let (first, last) = if n == 1 {
         (0, 1)
     } else {
-        (from / bs, to.div_ceil(bs).min(n))
+        (from >> bsize.shift(), to.div_ceil(bs).min(n))
     };
     // Which blocks to fill, as runs of blocks not yet uptodate.
     let mut todo: smallvec::SmallVec<[(usize, usize); 4]> = smallvec::SmallVec::new();
     if n == 1 {
         todo.push((0, 1));
     } else {
-        let s = ensure_state(folio, bs);
+        let s = ensure_state(folio, bsize);
         let mut b = first;
         while let Some(start) = s.next_not_uptodate(b, last) {
             let end = s.next_uptodate(start, last).unwrap_or(last);
@@ -82,20 +84,20 @@ fn queue_run(
     let isize = inode.size();
     let fpos = folio.pos();
     while off < stop {
-        let pos = fpos + off as u64;
-        if pos >= isize {
+        let pos = FilePos::new(fpos + off as u64);
+        if pos.get() >= isize {
             // Past EOF: zeroes, no mapping call.
             folio.data[off..stop].fill(0);
             return Ok(());
         }
         // Read whole blocks, but no further than the block holding EOF.
-        let eof_block_end = (isize - fpos).div_ceil(bs as u64) * bs as u64;
+        let eof_block_end = bs.round_up(isize - fpos);
         let limit = (stop as u64).min(eof_block_end) as usize;
         let m = inode
             .mapper
             .iomap_begin(pos, (limit - off) as u64, MapIntent::Read)?;
-        let n = (m.end().min(fpos + limit as u64) - pos) as usize;
-        let n = n.div_ceil(bs) * bs;
+        let n = (m.end().get().min(fpos + limit as u64) - pos.get()) as usize;
+        let n = bs.round_up(n as u64) as usize;
         match m.kind {
             ExtentKind::Mapped if !m.new => batch.add(off, n, m.addr_of(pos)),
             _ => folio.data[off..off + n].fill(0),

@@ -5,6 +5,7 @@ use crate::error::Result;
 use crate::folio::{FolioData, FolioPrivate};
 use crate::mapping::{ExtentKind, MapIntent};
 use crate::path::{DirtyRun, Inode};
+use crate::units::FilePos;
 use std::ops::Range;
 
 /// Appends the folio's dirty runs within `[0, end)`, split where the disk
@@ -17,16 +18,16 @@ pub(super) fn writeback_runs(
 ) -> Result<()> {
     let bs = inode.bs();
     let fpos = folio.pos();
-    if folio.size() / bs == 1 {
+    if folio.size() >> bs.shift() == 1 {
         return map_run(inode, fpos, 0, end, runs);
     }
     // A folio dirtied whole (no state yet) gets its state now, all dirty,
     // so that a partial failure below can keep exactly the failed blocks.
     let s = ensure_state(folio, bs);
-    let limit = end / bs;
+    let limit = end >> bs.shift();
     let mut b = 0;
     while let Some((start, stop)) = s.next_dirty_run(b, limit) {
-        map_run(inode, fpos, start * bs, stop * bs, runs)?;
+        map_run(inode, fpos, start << bs.shift(), stop << bs.shift(), runs)?;
         b = stop;
     }
     Ok(())
@@ -41,11 +42,11 @@ fn map_run(
     runs: &mut Vec<DirtyRun>,
 ) -> Result<()> {
     while off < end {
-        let pos = fpos + off as u64;
+        let pos = FilePos::new(fpos + off as u64);
         let m = inode
             .mapper
             .iomap_begin(pos, (end - off) as u64, MapIntent::Writeback)?;
-        let len = ((m.end() - pos) as usize).min(end - off);
+        let len = (m.end().since(pos) as usize).min(end - off);
         match m.kind {
             ExtentKind::Mapped => runs.push(DirtyRun {
                 off,
