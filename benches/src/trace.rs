@@ -333,7 +333,7 @@ pub fn check_write(file: &bufwrite_engine::File, off: u64, len: u64) -> anyhow::
     if len == 0 {
         return Ok(());
     }
-    file.inode()
+    file.mapping()
         .mapper
         .prepare_write(bufwrite_engine::FilePos::new(off), len)?;
     Ok(())

@@ -47,7 +47,8 @@ pub use walk_count::{NoCount, WalkCount, WalkCounter, WalkStats};
 use bufwrite_engine::folio::PAGE_SHIFT;
 use bufwrite_engine::generic_write::{generic_perform_write, FolioWriteOps};
 use bufwrite_engine::{
-    BlockSize, DirtyRun, Error, FilePos, FolioData, FolioPrivate, Inode, IovIter, Result, WritePath,
+    AddressSpace, BlockSize, DirtyRun, Error, FilePos, FolioData, FolioPrivate, IovIter, Result,
+    WritePath,
 };
 use std::sync::Arc;
 
@@ -174,26 +175,26 @@ fn ring_and_data(folio: &mut FolioData) -> Option<(&mut BufferRing, &mut [u8])> 
 impl<C: WalkCount> FolioWriteOps for BufferHeadPath<C> {
     fn write_begin(
         &self,
-        inode: &Inode,
+        mapping: &AddressSpace,
         folio: &mut FolioData,
         off: usize,
         len: usize,
         isize: u64,
     ) -> Result<()> {
-        let (visited, res) = write::write_begin(self.mode, inode, folio, off, off + len, isize);
+        let (visited, res) = write::write_begin(self.mode, mapping, folio, off, off + len, isize);
         self.walks.write_begin(visited);
         res
     }
 
     fn write_end(
         &self,
-        inode: &Inode,
+        mapping: &AddressSpace,
         folio: &mut FolioData,
         off: usize,
         len: usize,
         copied: usize,
     ) -> usize {
-        let (copied, visited) = write::write_end(self.mode, inode, folio, off, len, copied);
+        let (copied, visited) = write::write_end(self.mode, mapping, folio, off, len, copied);
         self.walks.commit(visited);
         copied
     }
@@ -204,30 +205,35 @@ impl<C: WalkCount> WritePath for BufferHeadPath<C> {
         self.mode.name()
     }
 
-    fn perform_write(&self, inode: &Inode, pos: FilePos, src: &mut IovIter<'_>) -> Result<u64> {
-        generic_perform_write(inode, self, pos, src)
+    fn perform_write(
+        &self,
+        mapping: &AddressSpace,
+        pos: FilePos,
+        src: &mut IovIter<'_>,
+    ) -> Result<u64> {
+        generic_perform_write(mapping, self, pos, src)
     }
 
     fn read_folio_range(
         &self,
-        inode: &Inode,
+        mapping: &AddressSpace,
         folio: &mut FolioData,
         from: usize,
         to: usize,
     ) -> Result<()> {
-        read::read_folio_range(self.mode, inode, folio, from, to)
+        read::read_folio_range(self.mode, mapping, folio, from, to)
     }
 
     fn writeback_runs(
         &self,
-        inode: &Inode,
+        mapping: &AddressSpace,
         folio: &mut FolioData,
         end: usize,
         runs: &mut Vec<DirtyRun>,
     ) -> Result<()> {
         let fpos = folio.pos();
-        let ring = ensure_ring(folio, inode.bs(), self.mode == Mode::SeekToFrom)?;
-        writeback::writeback_runs(inode, fpos, ring, end, runs)
+        let ring = ensure_ring(folio, mapping.bs(), self.mode == Mode::SeekToFrom)?;
+        writeback::writeback_runs(mapping, fpos, ring, end, runs)
     }
 
     fn clear_dirty(&self, folio: &mut FolioData, done: &[std::ops::Range<usize>]) -> bool {

@@ -9,13 +9,13 @@ use crate::buffer_head::BhState;
 use crate::ring::BufferRing;
 use crate::{ensure_ring, ring_and_data, Mode};
 use bufwrite_engine::read_in::{ReadBatch, ReadOutcome};
-use bufwrite_engine::{FilePos, FolioData, FolioFlags, Inode, Result};
+use bufwrite_engine::{AddressSpace, FilePos, FolioData, FolioFlags, Result};
 
 /// Makes the heads covering folio bytes `[from, to)` uptodate, and the
 /// folio uptodate when every head is.
 pub(crate) fn read_folio_range(
     mode: Mode,
-    inode: &Inode,
+    mapping: &AddressSpace,
     folio: &mut FolioData,
     from: usize,
     to: usize,
@@ -23,15 +23,15 @@ pub(crate) fn read_folio_range(
     if folio.uptodate() || from >= to {
         return Ok(());
     }
-    let (fpos, isize) = (folio.pos(), inode.size());
-    ensure_ring(folio, inode.bs(), mode == Mode::SeekToFrom)?;
+    let (fpos, isize) = (folio.pos(), mapping.size());
+    ensure_ring(folio, mapping.bs(), mode == Mode::SeekToFrom)?;
     let Some((ring, data)) = ring_and_data(folio) else {
         return Ok(());
     };
     let mut batch = ReadBatch::merging();
-    let queued = queue_reads(inode, ring, data, fpos, isize, from, to, &mut batch);
+    let queued = queue_reads(mapping, ring, data, fpos, isize, from, to, &mut batch);
     let outcome = match queued {
-        Ok(()) => batch.submit(inode.device.as_ref(), data),
+        Ok(()) => batch.submit(mapping.device.as_ref(), data),
         // Mapping failed part-way: nothing queued was read.
         Err(e) => ReadOutcome {
             failed: batch.runs().iter().copied().collect(),
@@ -48,7 +48,7 @@ pub(crate) fn read_folio_range(
 /// ASYNC_READ and queues them as disk-contiguous runs.
 #[allow(clippy::too_many_arguments)]
 fn queue_reads(
-    inode: &Inode,
+    mapping: &AddressSpace,
     ring: &mut BufferRing,
     data: &mut [u8],
     fpos: u64,
@@ -57,7 +57,7 @@ fn queue_reads(
     to: usize,
     batch: &mut ReadBatch,
 ) -> Result<()> {
-    let bs = inode.bs();
+    let bs = mapping.bs();
     for bh in ring.walk() {
         if bh.uptodate() || bh.outside(from, to) {
             continue;
@@ -66,7 +66,7 @@ fn queue_reads(
         let block_pos = fpos + start as u64;
         // Past EOF: zeroes, and no mapping call.
         if block_pos < isize && !bh.mapped() {
-            let m = inode
+            let m = mapping
                 .mapper
                 .get_block(FilePos::new(block_pos).block(bs), false)?;
             bh.map(&m, bs)?;

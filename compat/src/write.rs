@@ -5,7 +5,7 @@ use crate::buffer_head::{BhState, BufferHead};
 use crate::ring::BufferRing;
 use crate::{ensure_ring, ring_and_data, Mode};
 use bufwrite_engine::read_in::{ReadBatch, ReadOutcome};
-use bufwrite_engine::{BlockSize, Error, FilePos, FolioData, FolioFlags, Inode, Result};
+use bufwrite_engine::{AddressSpace, BlockSize, Error, FilePos, FolioData, FolioFlags, Result};
 use smallvec::SmallVec;
 
 /// Where one walk starts, and whether it may stop once past the range.
@@ -55,16 +55,16 @@ fn span(mode: Mode, uptodate_on_entry: bool, from: usize, bs: BlockSize) -> Span
 /// zeroed (they must never expose stale bytes).
 pub(crate) fn write_begin(
     mode: Mode,
-    inode: &Inode,
+    mapping: &AddressSpace,
     folio: &mut FolioData,
     from: usize,
     to: usize,
     isize: u64,
 ) -> (usize, Result<()>) {
-    let bs = inode.bs();
+    let bs = mapping.bs();
     let up = folio.uptodate();
     let ctx = Ctx {
-        inode,
+        mapping,
         bs,
         fpos: folio.pos(),
         isize,
@@ -128,7 +128,7 @@ pub(crate) fn write_begin(
         drop(wait);
     } else {
         let outcome = if res.is_ok() {
-            reads.submit(inode.device.as_ref(), data)
+            reads.submit(mapping.device.as_ref(), data)
         } else {
             ReadOutcome::default()
         };
@@ -145,7 +145,7 @@ pub(crate) fn write_begin(
         }
     }
     if res.is_err() && zero_new_buffers(ring, data, from, to) {
-        inode.mark_folio_dirty(folio);
+        mapping.mark_folio_dirty(folio);
     }
     (visited, res)
 }
@@ -156,7 +156,7 @@ fn no_ring() -> Error {
 
 /// What every head of one write_begin walk needs to know.
 struct Ctx<'a> {
-    inode: &'a Inode,
+    mapping: &'a AddressSpace,
     bs: BlockSize,
     fpos: u64,
     isize: u64,
@@ -180,7 +180,7 @@ impl Ctx<'_> {
         let block_pos = self.fpos + start as u64;
         if !bh.mapped() {
             let block = FilePos::new(block_pos).block(self.bs);
-            let m = self.inode.mapper.get_block(block, true)?;
+            let m = self.mapping.mapper.get_block(block, true)?;
             bh.map(&m, self.bs)?;
         }
         if self.up {
@@ -242,13 +242,13 @@ fn zero_new_buffers(ring: &mut BufferRing, data: &mut [u8], from: usize, to: usi
 /// accepted and the heads commit visited.
 pub(crate) fn write_end(
     mode: Mode,
-    inode: &Inode,
+    mapping: &AddressSpace,
     folio: &mut FolioData,
     from: usize,
     len: usize,
     copied: usize,
 ) -> (usize, usize) {
-    let bs = inode.bs();
+    let bs = mapping.bs();
     let up = folio.uptodate();
     let Some((ring, data)) = ring_and_data(folio) else {
         return (0, 0);
@@ -266,7 +266,7 @@ pub(crate) fn write_end(
         folio.flags.set(FolioFlags::UPTODATE, true);
     }
     if dirtied || copied > 0 {
-        inode.mark_folio_dirty(folio);
+        mapping.mark_folio_dirty(folio);
     }
     (copied, c.visited)
 }

@@ -12,12 +12,13 @@ mod read;
 mod write;
 mod writeback;
 
+use crate::address_space::AddressSpace;
 use crate::error::Result;
 use crate::folio::{FolioData, FolioPrivate};
 use crate::folio_state::FolioState;
 use crate::iov::IovIter;
-use crate::path::{DirtyRun, Inode, WritePath};
 use crate::units::{BlockSize, FilePos};
+use crate::write_path::{DirtyRun, WritePath};
 
 /// The iomap write path.
 #[derive(Debug, Default, Clone, Copy)]
@@ -56,28 +57,33 @@ impl WritePath for IomapPath {
         "iomap"
     }
 
-    fn perform_write(&self, inode: &Inode, pos: FilePos, src: &mut IovIter<'_>) -> Result<u64> {
-        write::perform_write(inode, pos, src)
+    fn perform_write(
+        &self,
+        mapping: &AddressSpace,
+        pos: FilePos,
+        src: &mut IovIter<'_>,
+    ) -> Result<u64> {
+        write::perform_write(mapping, pos, src)
     }
 
     fn read_folio_range(
         &self,
-        inode: &Inode,
+        mapping: &AddressSpace,
         folio: &mut FolioData,
         from: usize,
         to: usize,
     ) -> Result<()> {
-        read::read_folio_range(inode, folio, from, to)
+        read::read_folio_range(mapping, folio, from, to)
     }
 
     fn writeback_runs(
         &self,
-        inode: &Inode,
+        mapping: &AddressSpace,
         folio: &mut FolioData,
         end: usize,
         runs: &mut Vec<DirtyRun>,
     ) -> Result<()> {
-        writeback::writeback_runs(inode, folio, end, runs)
+        writeback::writeback_runs(mapping, folio, end, runs)
     }
 
     fn clear_dirty(&self, folio: &mut FolioData, done: &[std::ops::Range<usize>]) -> bool {

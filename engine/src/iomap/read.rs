@@ -3,16 +3,16 @@
 //! of the folio's runs in one submit), zeroing holes and blocks past EOF.
 
 use super::{ensure_state, nblocks};
+use crate::address_space::AddressSpace;
 use crate::error::Result;
 use crate::folio::{FolioData, FolioFlags, FolioPrivate};
 use crate::mapping::{ExtentKind, MapIntent};
-use crate::path::Inode;
 use crate::read_in::ReadBatch;
 use crate::units::FilePos;
 
 /// Makes the blocks covering folio bytes `[from, to)` uptodate.
 pub(super) fn read_folio_range(
-    inode: &Inode,
+    mapping: &AddressSpace,
     folio: &mut FolioData,
     from: usize,
     to: usize,
@@ -20,7 +20,7 @@ pub(super) fn read_folio_range(
     if folio.uptodate() || from >= to {
         return Ok(());
     }
-    let bsize = inode.bs();
+    let bsize = mapping.bs();
     let bs = bsize.as_usize();
     let n = nblocks(folio, bsize);
     let (first, last) = if n == 1 {
@@ -44,9 +44,9 @@ pub(super) fn read_folio_range(
     let mut batch = ReadBatch::merging();
     for &(start, end) in &todo {
         // Mapping failed part-way: nothing was read, nothing changes state.
-        queue_run(inode, folio, start * bs, end * bs, &mut batch)?;
+        queue_run(mapping, folio, start * bs, end * bs, &mut batch)?;
     }
-    let outcome = batch.submit(inode.device.as_ref(), &mut folio.data);
+    let outcome = batch.submit(mapping.device.as_ref(), &mut folio.data);
     for &(start, end) in &todo {
         if outcome.failed.is_empty() {
             mark_uptodate(folio, start, end);
@@ -74,14 +74,14 @@ fn mark_uptodate(folio: &mut FolioData, start: usize, end: usize) {
 /// Queues the reads of folio bytes `[off, stop)` from their mappings, and
 /// zeroes what has nothing on disk (holes, unwritten, past EOF).
 fn queue_run(
-    inode: &Inode,
+    mapping: &AddressSpace,
     folio: &mut FolioData,
     mut off: usize,
     stop: usize,
     batch: &mut ReadBatch,
 ) -> Result<()> {
-    let bs = inode.bs();
-    let isize = inode.size();
+    let bs = mapping.bs();
+    let isize = mapping.size();
     let fpos = folio.pos();
     while off < stop {
         let pos = FilePos::new(fpos + off as u64);
@@ -93,7 +93,7 @@ fn queue_run(
         // Read whole blocks, but no further than the block holding EOF.
         let eof_block_end = bs.round_up(isize - fpos);
         let limit = (stop as u64).min(eof_block_end) as usize;
-        let m = inode
+        let m = mapping
             .mapper
             .iomap_begin(pos, (limit - off) as u64, MapIntent::Read)?;
         let n = (m.end().get().min(fpos + limit as u64) - pos.get()) as usize;

@@ -1,27 +1,31 @@
 //! iomap write: `iomap_write_iter`, `iomap_write_begin`, `iomap_write_end`.
 
 use super::{ensure_state, nblocks};
+use crate::address_space::AddressSpace;
 use crate::error::Result;
 use crate::folio::{FolioData, FolioFlags, FolioPrivate};
 use crate::iov::IovIter;
 use crate::mapping::{ExtentKind, Iomap, MapIntent};
-use crate::path::Inode;
 use crate::units::{DevAddr, FilePos};
 
 /// The write loop: per extent, then per folio inside it.
-pub(super) fn perform_write(inode: &Inode, pos: FilePos, src: &mut IovIter<'_>) -> Result<u64> {
+pub(super) fn perform_write(
+    mapping: &AddressSpace,
+    pos: FilePos,
+    src: &mut IovIter<'_>,
+) -> Result<u64> {
     let mut pos = pos.get();
     let mut written = 0u64;
-    let chunk = inode.cache.max_folio_size();
+    let chunk = mapping.cache.max_folio_size();
     // Only writers move i_size, and the caller holds the write lock: read
     // it once and keep it current here instead of asking the mapper per folio.
-    let mut isize = inode.size();
+    let mut isize = mapping.size();
     while src.remaining() > 0 {
         let want = src.remaining();
         // Used in place, by reference: moving the mapping out of the
         // returned Result cost a store-forwarding stall (about 6 ns a write
         // on the criterion bench, 23% of this function's samples in perf).
-        let mapped = inode
+        let mapped = mapping
             .mapper
             .iomap_begin(FilePos::new(pos), want, MapIntent::Write);
         let iomap = match &mapped {
@@ -33,7 +37,7 @@ pub(super) fn perform_write(inode: &Inode, pos: FilePos, src: &mut IovIter<'_>) 
         let start = pos;
         while pos < ext_end {
             let bytes = (chunk - pos % chunk).min(ext_end - pos);
-            match write_one_folio(inode, iomap, pos, bytes, src, &mut isize) {
+            match write_one_folio(mapping, iomap, pos, bytes, src, &mut isize) {
                 Ok(n) => {
                     pos += n;
                     written += n;
@@ -41,7 +45,7 @@ pub(super) fn perform_write(inode: &Inode, pos: FilePos, src: &mut IovIter<'_>) 
                 Err(e) => {
                     // Finishing the mapping is best effort: the write error
                     // is what the caller needs to see.
-                    let _ = inode.mapper.iomap_end(
+                    let _ = mapping.mapper.iomap_end(
                         FilePos::new(start),
                         ext_end - start,
                         pos - start,
@@ -53,7 +57,7 @@ pub(super) fn perform_write(inode: &Inode, pos: FilePos, src: &mut IovIter<'_>) 
         }
         // The bytes are in the cache and i_size covers them: report them
         // (the contract of perform_write) rather than the end error.
-        let ended = inode.mapper.iomap_end(
+        let ended = mapping.mapper.iomap_end(
             FilePos::new(start),
             ext_end - start,
             pos - start,
@@ -70,22 +74,22 @@ pub(super) fn perform_write(inode: &Inode, pos: FilePos, src: &mut IovIter<'_>) 
 /// unlock. Returns the bytes written (the folio may be smaller than asked).
 #[inline]
 fn write_one_folio(
-    inode: &Inode,
+    mapping: &AddressSpace,
     iomap: &Iomap,
     pos: u64,
     bytes: u64,
     src: &mut IovIter<'_>,
     isize: &mut u64,
 ) -> Result<u64> {
-    inode.cache.with_locked(pos, bytes, |g| {
+    mapping.cache.with_locked(pos, bytes, |g| {
         // Offsets come from the folio we got, not from the request.
         let off = (pos - g.pos()) as usize;
         let len = (g.size() - off).min(bytes as usize);
-        write_begin(inode, iomap, g, off, len, *isize)?;
+        write_begin(mapping, iomap, g, off, len, *isize)?;
         let copied = src.copy_to(&mut g.data[off..off + len]);
-        write_end(inode, g, off, copied);
+        write_end(mapping, g, off, copied);
         // i_size moves before the folio is unlocked (DESIGN.md §4 R12).
-        inode.extend_size(isize, pos + copied as u64);
+        mapping.extend_size(isize, pos + copied as u64);
         Ok(copied as u64)
     })
 }
@@ -95,7 +99,7 @@ fn write_one_folio(
 /// (mapped data inside EOF) or zeroed (holes, unwritten, new, past EOF).
 /// Blocks the write covers entirely are never touched.
 fn write_begin(
-    inode: &Inode,
+    mapping: &AddressSpace,
     iomap: &Iomap,
     folio: &mut FolioData,
     off: usize,
@@ -105,16 +109,16 @@ fn write_begin(
     if folio.uptodate() || (off == 0 && len == folio.size()) {
         return Ok(());
     }
-    let bs = inode.bs();
+    let bs = mapping.bs();
     let end = off + len;
     let first = off >> bs.shift();
     let last = (end - 1) >> bs.shift();
     let aligned = |x: usize| bs.is_aligned(x as u64);
     if !aligned(off) {
-        prepare_edge_block(inode, iomap, folio, first, (off, end), isize)?;
+        prepare_edge_block(mapping, iomap, folio, first, (off, end), isize)?;
     }
     if !aligned(end) && (last != first || aligned(off)) {
-        prepare_edge_block(inode, iomap, folio, last, (off, end), isize)?;
+        prepare_edge_block(mapping, iomap, folio, last, (off, end), isize)?;
     }
     Ok(())
 }
@@ -129,14 +133,14 @@ fn block_uptodate(folio: &FolioData, b: usize) -> bool {
 
 /// Reads or zeroes one partially written block `b`.
 fn prepare_edge_block(
-    inode: &Inode,
+    mapping: &AddressSpace,
     iomap: &Iomap,
     folio: &mut FolioData,
     b: usize,
     (from, to): (usize, usize),
     isize: u64,
 ) -> Result<()> {
-    let bsize = inode.bs();
+    let bsize = mapping.bs();
     if nblocks(folio, bsize) > 1 {
         ensure_state(folio, bsize);
     }
@@ -160,7 +164,7 @@ fn prepare_edge_block(
     // One synchronous read per edge block, as `__iomap_write_begin` does
     // (the buffer-head write_begin queues both edges and then waits: a real
     // difference between the kernel's paths, kept).
-    inode.read_blocks(addr, &mut folio.data[bstart..bstart + bs])?;
+    mapping.read_blocks(addr, &mut folio.data[bstart..bstart + bs])?;
     if let FolioPrivate::Iomap(s) = &mut folio.private {
         if s.set_uptodate(b, b + 1) {
             folio.flags.set(FolioFlags::UPTODATE, true);
@@ -183,11 +187,11 @@ fn block_addr(iomap: &Iomap, block_pos: FilePos) -> DevAddr {
 /// Commits `copied` bytes at `off`: the written blocks become uptodate and
 /// dirty, the folio uptodate once every block is, and dirty.
 #[inline]
-fn write_end(inode: &Inode, folio: &mut FolioData, off: usize, copied: usize) {
+fn write_end(mapping: &AddressSpace, folio: &mut FolioData, off: usize, copied: usize) {
     if copied == 0 {
         return;
     }
-    let bs = inode.bs();
+    let bs = mapping.bs();
     let bits = bs.shift();
     let n = nblocks(folio, bs);
     let (first, last) = (off >> bits, (off + copied + bs.as_usize() - 1) >> bits);
@@ -206,5 +210,5 @@ fn write_end(inode: &Inode, folio: &mut FolioData, off: usize, copied: usize) {
             folio.flags.set(FolioFlags::UPTODATE, true);
         }
     }
-    inode.mark_folio_dirty(folio);
+    mapping.mark_folio_dirty(folio);
 }

@@ -1,25 +1,26 @@
 //! iomap writeback: dirty runs from the dirty bitmap, mapped to the disk.
 
 use super::ensure_state;
+use crate::address_space::AddressSpace;
 use crate::error::Result;
 use crate::folio::{FolioData, FolioPrivate};
 use crate::mapping::{ExtentKind, MapIntent};
-use crate::path::{DirtyRun, Inode};
 use crate::units::FilePos;
+use crate::write_path::DirtyRun;
 use std::ops::Range;
 
 /// Appends the folio's dirty runs within `[0, end)`, split where the disk
 /// mapping is discontiguous.
 pub(super) fn writeback_runs(
-    inode: &Inode,
+    mapping: &AddressSpace,
     folio: &mut FolioData,
     end: usize,
     runs: &mut Vec<DirtyRun>,
 ) -> Result<()> {
-    let bs = inode.bs();
+    let bs = mapping.bs();
     let fpos = folio.pos();
     if folio.size() >> bs.shift() == 1 {
-        return map_run(inode, fpos, 0, end, runs);
+        return map_run(mapping, fpos, 0, end, runs);
     }
     // A folio dirtied whole (no state yet) gets its state now, all dirty,
     // so that a partial failure below can keep exactly the failed blocks.
@@ -27,7 +28,7 @@ pub(super) fn writeback_runs(
     let limit = end >> bs.shift();
     let mut b = 0;
     while let Some((start, stop)) = s.next_dirty_run(b, limit) {
-        map_run(inode, fpos, start << bs.shift(), stop << bs.shift(), runs)?;
+        map_run(mapping, fpos, start << bs.shift(), stop << bs.shift(), runs)?;
         b = stop;
     }
     Ok(())
@@ -35,7 +36,7 @@ pub(super) fn writeback_runs(
 
 /// Maps folio bytes `[off, end)` and appends one run per extent piece.
 fn map_run(
-    inode: &Inode,
+    mapping: &AddressSpace,
     fpos: u64,
     mut off: usize,
     end: usize,
@@ -43,7 +44,7 @@ fn map_run(
 ) -> Result<()> {
     while off < end {
         let pos = FilePos::new(fpos + off as u64);
-        let m = inode
+        let m = mapping
             .mapper
             .iomap_begin(pos, (end - off) as u64, MapIntent::Writeback)?;
         let len = (m.end().since(pos) as usize).min(end - off);
@@ -53,9 +54,9 @@ fn map_run(
                 len,
                 addr: m.addr_of(pos),
             }),
-            ExtentKind::Hole => return Err(inode.unsupported_writeback(pos, "a hole")),
-            ExtentKind::Unwritten => return Err(inode.unsupported_writeback(pos, "unwritten")),
-            ExtentKind::Delalloc => return Err(inode.unsupported_writeback(pos, "delalloc")),
+            ExtentKind::Hole => return Err(mapping.unsupported_writeback(pos, "a hole")),
+            ExtentKind::Unwritten => return Err(mapping.unsupported_writeback(pos, "unwritten")),
+            ExtentKind::Delalloc => return Err(mapping.unsupported_writeback(pos, "delalloc")),
         }
         off += len;
     }
