@@ -130,10 +130,20 @@ pub fn folio_ring(folio: &FolioData) -> Option<&BufferRing> {
     }
 }
 
-/// Attaches a ring to the folio if it has none (`create_empty_buffers`),
-/// seeding every head from the folio flags: uptodate folio, uptodate heads;
-/// dirty (and uptodate) folio, dirty heads.
-fn ensure_ring(folio: &mut FolioData, bs: BlockSize, seek_index: bool) -> Result<&mut BufferRing> {
+/// `create_empty_buffers` (fs/buffer.c), reached as the kernel reaches it
+/// through `folio_create_buffers`: attaches a ring to the folio if it has
+/// none and returns the folio's ring. Every head is seeded from the folio
+/// flags: uptodate folio, uptodate heads; dirty (and uptodate) folio, dirty
+/// heads.
+///
+/// Where ours differs: the kernel allocates the heads with
+/// `folio_alloc_buffers` and may sleep; here allocation does not fail, and
+/// a folio carrying another write path's state is an error (the kernel has one kind of folio private data per mapping).
+fn create_empty_buffers(
+    folio: &mut FolioData,
+    bs: BlockSize,
+    seek_index: bool,
+) -> Result<&mut BufferRing> {
     if matches!(folio.private, FolioPrivate::None) {
         let mut state = BhState::empty();
         if folio.uptodate() {
@@ -181,7 +191,8 @@ impl<C: WalkCount> FolioWriteOps for BufferHeadPath<C> {
         len: usize,
         isize: u64,
     ) -> Result<()> {
-        let (visited, res) = write::write_begin(self.mode, mapping, folio, off, off + len, isize);
+        let (visited, res) =
+            write::__block_write_begin_int(self.mode, mapping, folio, off, off + len, isize);
         self.walks.write_begin(visited);
         res
     }
@@ -194,7 +205,7 @@ impl<C: WalkCount> FolioWriteOps for BufferHeadPath<C> {
         len: usize,
         copied: usize,
     ) -> usize {
-        let (copied, visited) = write::write_end(self.mode, mapping, folio, off, len, copied);
+        let (copied, visited) = write::block_write_end(self.mode, mapping, folio, off, len, copied);
         self.walks.commit(visited);
         copied
     }
@@ -221,7 +232,7 @@ impl<C: WalkCount> WritePath for BufferHeadPath<C> {
         from: usize,
         to: usize,
     ) -> Result<()> {
-        read::read_folio_range(self.mode, mapping, folio, from, to)
+        read::block_read_full_folio(self.mode, mapping, folio, from, to)
     }
 
     fn writeback_runs(
@@ -232,7 +243,7 @@ impl<C: WalkCount> WritePath for BufferHeadPath<C> {
         runs: &mut Vec<DirtyRun>,
     ) -> Result<()> {
         let fpos = folio.pos();
-        let ring = ensure_ring(folio, mapping.bs(), self.mode == Mode::SeekToFrom)?;
+        let ring = create_empty_buffers(folio, mapping.bs(), self.mode == Mode::SeekToFrom)?;
         writeback::writeback_runs(mapping, fpos, ring, end, runs)
     }
 

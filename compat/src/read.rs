@@ -7,13 +7,20 @@
 
 use crate::buffer_head::BhState;
 use crate::ring::BufferRing;
-use crate::{ensure_ring, ring_and_data, Mode};
+use crate::{create_empty_buffers, ring_and_data, Mode};
 use bufwrite_engine::read_in::{ReadBatch, ReadOutcome};
 use bufwrite_engine::{AddressSpace, FilePos, FolioData, FolioFlags, Result};
 
-/// Makes the heads covering folio bytes `[from, to)` uptodate, and the
-/// folio uptodate when every head is.
-pub(crate) fn read_folio_range(
+/// `block_read_full_folio` (fs/buffer.c): makes the heads covering folio
+/// bytes `[from, to)` uptodate, and the folio uptodate when every head is.
+///
+/// Where ours differs: the kernel reads every head of the folio that is
+/// not uptodate, one bio per head, and completes asynchronously
+/// (`end_buffer_async_read`); this reads only the heads in `[from, to)`,
+/// joins disk-contiguous heads into one request (as ext4's
+/// `ext4_mpage_readpages` does for a contiguous folio) and completes in
+/// [`complete_reads`] before returning.
+pub(crate) fn block_read_full_folio(
     mode: Mode,
     mapping: &AddressSpace,
     folio: &mut FolioData,
@@ -24,7 +31,7 @@ pub(crate) fn read_folio_range(
         return Ok(());
     }
     let (fpos, isize) = (folio.pos(), mapping.size());
-    ensure_ring(folio, mapping.bs(), mode == Mode::SeekToFrom)?;
+    create_empty_buffers(folio, mapping.bs(), mode == Mode::SeekToFrom)?;
     let Some((ring, data)) = ring_and_data(folio) else {
         return Ok(());
     };

@@ -2,7 +2,7 @@
 //! only the blocks that are not (one request per disk-contiguous run, all
 //! of the folio's runs in one submit), zeroing holes and blocks past EOF.
 
-use super::{ensure_state, nblocks};
+use super::{i_blocks_per_folio, ifs_alloc};
 use crate::address_space::AddressSpace;
 use crate::error::Result;
 use crate::folio::{FolioData, FolioFlags, FolioPrivate};
@@ -10,8 +10,15 @@ use crate::mapping::{ExtentKind, MapIntent};
 use crate::read_in::ReadBatch;
 use crate::units::FilePos;
 
-/// Makes the blocks covering folio bytes `[from, to)` uptodate.
-pub(super) fn read_folio_range(
+/// Makes the blocks covering folio bytes `[from, to)` uptodate, for a
+/// buffered read: the kernel's `iomap_read_folio` with its
+/// `iomap_readpage_iter`.
+///
+/// Where ours differs: the kernel reads the whole folio (or a readahead
+/// window) and completes asynchronously in `iomap_read_end_io`; this reads
+/// only the blocks the read needs, all runs in one submit, and completes
+/// before returning.
+pub(super) fn iomap_read_folio(
     mapping: &AddressSpace,
     folio: &mut FolioData,
     from: usize,
@@ -22,7 +29,7 @@ pub(super) fn read_folio_range(
     }
     let bsize = mapping.bs();
     let bs = bsize.as_usize();
-    let n = nblocks(folio, bsize);
+    let n = i_blocks_per_folio(folio, bsize);
     let (first, last) = if n == 1 {
         (0, 1)
     } else {
@@ -33,7 +40,7 @@ pub(super) fn read_folio_range(
     if n == 1 {
         todo.push((0, 1));
     } else {
-        let s = ensure_state(folio, bsize);
+        let s = ifs_alloc(folio, bsize);
         let mut b = first;
         while let Some(start) = s.next_not_uptodate(b, last) {
             let end = s.next_uptodate(start, last).unwrap_or(last);
@@ -44,7 +51,7 @@ pub(super) fn read_folio_range(
     let mut batch = ReadBatch::merging();
     for &(start, end) in &todo {
         // Mapping failed part-way: nothing was read, nothing changes state.
-        queue_run(mapping, folio, start * bs, end * bs, &mut batch)?;
+        iomap_readpage_iter(mapping, folio, start * bs, end * bs, &mut batch)?;
     }
     let outcome = batch.submit(mapping.device.as_ref(), &mut folio.data);
     for &(start, end) in &todo {
@@ -71,9 +78,10 @@ fn mark_uptodate(folio: &mut FolioData, start: usize, end: usize) {
     }
 }
 
-/// Queues the reads of folio bytes `[off, stop)` from their mappings, and
-/// zeroes what has nothing on disk (holes, unwritten, past EOF).
-fn queue_run(
+/// `iomap_readpage_iter`: queues the reads of folio bytes `[off, stop)`
+/// from their mappings (one extent per round), and zeroes what has nothing
+/// on disk (holes, unwritten, past EOF: `folio_zero_range`).
+fn iomap_readpage_iter(
     mapping: &AddressSpace,
     folio: &mut FolioData,
     mut off: usize,

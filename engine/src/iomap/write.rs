@@ -1,6 +1,9 @@
-//! iomap write: `iomap_write_iter`, `iomap_write_begin`, `iomap_write_end`.
+//! iomap write, named as fs/iomap/buffered-io.c names it:
+//! `iomap_file_buffered_write` (per extent), `iomap_write_iter` (per
+//! folio), `iomap_write_begin` / `__iomap_write_begin` (the edge blocks),
+//! `iomap_write_end`.
 
-use super::{ensure_state, nblocks};
+use super::{i_blocks_per_folio, ifs_alloc};
 use crate::address_space::AddressSpace;
 use crate::error::Result;
 use crate::folio::{FolioData, FolioFlags, FolioPrivate};
@@ -8,15 +11,23 @@ use crate::iov::IovIter;
 use crate::mapping::{ExtentKind, Iomap, MapIntent};
 use crate::units::{DevAddr, FilePos};
 
-/// The write loop: per extent, then per folio inside it.
-pub(super) fn perform_write(
+/// The write loop, per extent: `iomap_file_buffered_write` with its
+/// `iomap_iter` (fs/iomap/buffered-io.c, fs/iomap/iter.c): ask the mapper
+/// for the extent at `pos` (`iomap_begin`), write into it
+/// ([`iomap_write_iter`]), end it (`iomap_end`), until `src` is used up.
+///
+/// Where ours differs: the kernel's iterator advances by what the
+/// previous round processed and handles a short iteration by calling
+/// `iomap_end` then `iomap_begin` again; here the loop does that itself,
+/// and an error after some progress returns the bytes written (as
+/// `iomap_file_buffered_write` returns `iter.pos - iocb->ki_pos`).
+pub(super) fn iomap_file_buffered_write(
     mapping: &AddressSpace,
     pos: FilePos,
     src: &mut IovIter<'_>,
 ) -> Result<u64> {
     let mut pos = pos.get();
     let mut written = 0u64;
-    let chunk = mapping.cache.max_folio_size();
     // Only writers move i_size, and the caller holds the write lock: read
     // it once and keep it current here instead of asking the mapper per folio.
     let mut isize = mapping.size();
@@ -35,25 +46,19 @@ pub(super) fn perform_write(
         };
         let ext_end = iomap.end().get().min(pos + want);
         let start = pos;
-        while pos < ext_end {
-            let bytes = (chunk - pos % chunk).min(ext_end - pos);
-            match write_one_folio(mapping, iomap, pos, bytes, src, &mut isize) {
-                Ok(n) => {
-                    pos += n;
-                    written += n;
-                }
-                Err(e) => {
-                    // Finishing the mapping is best effort: the write error
-                    // is what the caller needs to see.
-                    let _ = mapping.mapper.iomap_end(
-                        FilePos::new(start),
-                        ext_end - start,
-                        pos - start,
-                        MapIntent::Write,
-                    );
-                    return if written == 0 { Err(e) } else { Ok(written) };
-                }
-            }
+        let (n, res) = iomap_write_iter(mapping, iomap, pos, ext_end, src, &mut isize);
+        pos += n;
+        written += n;
+        if let Err(e) = res {
+            // Finishing the mapping is best effort: the write error is what
+            // the caller needs to see.
+            let _ = mapping.mapper.iomap_end(
+                FilePos::new(start),
+                ext_end - start,
+                pos - start,
+                MapIntent::Write,
+            );
+            return if written == 0 { Err(e) } else { Ok(written) };
         }
         // The bytes are in the cache and i_size covers them: report them
         // (the contract of perform_write) rather than the end error.
@@ -70,8 +75,40 @@ pub(super) fn perform_write(
     Ok(written)
 }
 
-/// One folio: find or create, lock, write_begin, copy, write_end, i_size,
-/// unlock. Returns the bytes written (the folio may be smaller than asked).
+/// `iomap_write_iter`: the folios of one extent, file bytes `[pos, ext_end)`,
+/// each one locked, prepared ([`iomap_write_begin`]), copied into and
+/// committed ([`iomap_write_end`]) with i_size moved before the unlock.
+/// Returns the bytes written and, if a folio failed, its error.
+///
+/// Where ours differs: the kernel faults the user pages in first
+/// (`fault_in_iov_iter_readable`) and retries a short copy with a smaller
+/// chunk; the copy source here is always resident, so a short copy means
+/// the source ended.
+#[inline]
+fn iomap_write_iter(
+    mapping: &AddressSpace,
+    iomap: &Iomap,
+    mut pos: u64,
+    ext_end: u64,
+    src: &mut IovIter<'_>,
+    isize: &mut u64,
+) -> (u64, Result<()>) {
+    let chunk = mapping.cache.max_folio_size();
+    let start = pos;
+    while pos < ext_end {
+        let bytes = (chunk - pos % chunk).min(ext_end - pos);
+        match write_one_folio(mapping, iomap, pos, bytes, src, isize) {
+            Ok(n) => pos += n,
+            Err(e) => return (pos - start, Err(e)),
+        }
+    }
+    (pos - start, Ok(()))
+}
+
+/// One round of [`iomap_write_iter`]'s loop: find or create the folio and
+/// lock it (`iomap_get_folio`), [`iomap_write_begin`], copy
+/// (`copy_folio_from_iter_atomic`), [`iomap_write_end`], i_size, unlock.
+/// Returns the bytes written (the folio may be smaller than asked).
 #[inline]
 fn write_one_folio(
     mapping: &AddressSpace,
@@ -85,20 +122,23 @@ fn write_one_folio(
         // Offsets come from the folio we got, not from the request.
         let off = (pos - g.pos()) as usize;
         let len = (g.size() - off).min(bytes as usize);
-        write_begin(mapping, iomap, g, off, len, *isize)?;
+        iomap_write_begin(mapping, iomap, g, off, len, *isize)?;
         let copied = src.copy_to(&mut g.data[off..off + len]);
-        write_end(mapping, g, off, copied);
+        iomap_write_end(mapping, g, off, copied);
         // i_size moves before the folio is unlocked (DESIGN.md §4 R12).
         mapping.extend_size(isize, pos + copied as u64);
         Ok(copied as u64)
     })
 }
 
-/// Prepares folio bytes `[off, off + len)` for the copy: on a folio that is
-/// not uptodate, the partial edge blocks that are not uptodate are read
-/// (mapped data inside EOF) or zeroed (holes, unwritten, new, past EOF).
-/// Blocks the write covers entirely are never touched.
-fn write_begin(
+/// `iomap_write_begin`: nothing to do on an uptodate folio or one the
+/// write covers whole; otherwise [`__iomap_write_begin`].
+///
+/// Where ours differs: the kernel also gets and locks the folio here
+/// (`__iomap_get_folio`) and handles inline data and `srcmap`; the folio
+/// arrives locked from [`write_one_folio`], and there is no inline data.
+#[inline]
+fn iomap_write_begin(
     mapping: &AddressSpace,
     iomap: &Iomap,
     folio: &mut FolioData,
@@ -109,6 +149,29 @@ fn write_begin(
     if folio.uptodate() || (off == 0 && len == folio.size()) {
         return Ok(());
     }
+    __iomap_write_begin(mapping, iomap, folio, off, len, isize)
+}
+
+/// `__iomap_write_begin`: prepares folio bytes `[off, off + len)` of a
+/// folio that is not uptodate for the copy. The partial edge blocks that
+/// are not uptodate are read (mapped data inside EOF) or zeroed (holes,
+/// unwritten, new, past EOF); blocks the write covers entirely are never
+/// touched.
+///
+/// Where ours differs: the kernel walks every block of the range with
+/// `iomap_adjust_read_range` to skip the uptodate ones and the fully
+/// covered ones; only the first and last block can be partial, so this
+/// looks at those two directly ([`prepare_edge_block`]). It allocates the
+/// per-folio state (`ifs_alloc`) only when a folio has more than one block,
+/// as the kernel does.
+fn __iomap_write_begin(
+    mapping: &AddressSpace,
+    iomap: &Iomap,
+    folio: &mut FolioData,
+    off: usize,
+    len: usize,
+    isize: u64,
+) -> Result<()> {
     let bs = mapping.bs();
     let end = off + len;
     let first = off >> bs.shift();
@@ -131,7 +194,9 @@ fn block_uptodate(folio: &FolioData, b: usize) -> bool {
     }
 }
 
-/// Reads or zeroes one partially written block `b`.
+/// One round of `__iomap_write_begin`'s block loop for a partially written
+/// block `b`: zero what the copy will not fill (`folio_zero_segments`) or
+/// read the block synchronously (`iomap_read_folio_range`).
 fn prepare_edge_block(
     mapping: &AddressSpace,
     iomap: &Iomap,
@@ -141,8 +206,8 @@ fn prepare_edge_block(
     isize: u64,
 ) -> Result<()> {
     let bsize = mapping.bs();
-    if nblocks(folio, bsize) > 1 {
-        ensure_state(folio, bsize);
+    if i_blocks_per_folio(folio, bsize) > 1 {
+        ifs_alloc(folio, bsize);
     }
     if block_uptodate(folio, b) {
         return Ok(());
@@ -153,7 +218,7 @@ fn prepare_edge_block(
     let needs_zero = block_pos.get() >= isize || iomap.kind != ExtentKind::Mapped || iomap.new;
     if needs_zero {
         // Zero only what the copy will not fill; the block becomes uptodate
-        // in write_end, after the copy (never half-initialised).
+        // in iomap_write_end, after the copy (never half-initialised).
         let block = &mut folio.data[bstart..bstart + bs];
         let (lo, hi) = (from.max(bstart) - bstart, to.min(bstart + bs) - bstart);
         block[..lo].fill(0);
@@ -162,7 +227,7 @@ fn prepare_edge_block(
     }
     let addr = block_addr(iomap, block_pos);
     // One synchronous read per edge block, as `__iomap_write_begin` does
-    // (the buffer-head write_begin queues both edges and then waits: a real
+    // (the buffer-head __block_write_begin_int queues both edges and then waits: a real
     // difference between the kernel's paths, kept).
     mapping.read_blocks(addr, &mut folio.data[bstart..bstart + bs])?;
     if let FolioPrivate::Iomap(s) = &mut folio.private {
@@ -184,16 +249,24 @@ fn block_addr(iomap: &Iomap, block_pos: FilePos) -> DevAddr {
     }
 }
 
-/// Commits `copied` bytes at `off`: the written blocks become uptodate and
-/// dirty, the folio uptodate once every block is, and dirty.
+/// `iomap_write_end` (with `__iomap_write_end`): commits `copied` bytes at
+/// `off`. The written blocks become uptodate (`iomap_set_range_uptodate`)
+/// and dirty (`iomap_set_range_dirty`), the folio uptodate once every block
+/// is, and dirty (`filemap_dirty_folio`).
+///
+/// Where ours differs: the kernel rejects a short copy into a folio that is
+/// not uptodate (returns 0 so the caller retries); the copy source here
+/// cannot fault, so a short copy is the end of the source and what was
+/// copied is committed. i_size is moved by the caller
+/// ([`write_one_folio`]), as `iomap_write_iter` does after this returns.
 #[inline]
-fn write_end(mapping: &AddressSpace, folio: &mut FolioData, off: usize, copied: usize) {
+fn iomap_write_end(mapping: &AddressSpace, folio: &mut FolioData, off: usize, copied: usize) {
     if copied == 0 {
         return;
     }
     let bs = mapping.bs();
     let bits = bs.shift();
-    let n = nblocks(folio, bs);
+    let n = i_blocks_per_folio(folio, bs);
     let (first, last) = (off >> bits, (off + copied + bs.as_usize() - 1) >> bits);
     let whole = off == 0 && copied == folio.size();
     let has_state = matches!(folio.private, FolioPrivate::Iomap(_));
@@ -203,7 +276,7 @@ fn write_end(mapping: &AddressSpace, folio: &mut FolioData, off: usize, copied: 
         // Every block is already uptodate and dirty at folio level.
     } else {
         let was_uptodate = folio.uptodate();
-        let s = ensure_state(folio, bs);
+        let s = ifs_alloc(folio, bs);
         let full = !was_uptodate && s.set_uptodate(first, last);
         s.set_dirty(first, last);
         if full {

@@ -1,6 +1,6 @@
 //! iomap writeback: dirty runs from the dirty bitmap, mapped to the disk.
 
-use super::ensure_state;
+use super::ifs_alloc;
 use crate::address_space::AddressSpace;
 use crate::error::Result;
 use crate::folio::{FolioData, FolioPrivate};
@@ -9,9 +9,14 @@ use crate::units::FilePos;
 use crate::write_path::DirtyRun;
 use std::ops::Range;
 
-/// Appends the folio's dirty runs within `[0, end)`, split where the disk
-/// mapping is discontiguous.
-pub(super) fn writeback_runs(
+/// `iomap_writepage_map`: appends the folio's dirty runs within `[0, end)`,
+/// split where the disk mapping is discontiguous.
+///
+/// Where ours differs: the kernel adds each dirty range to an ioend and
+/// clears the dirty bits as it queues them; here the engine's batcher
+/// builds the I/O and the bits are cleared once it completed
+/// ([`ifs_clear_range_dirty`]).
+pub(super) fn iomap_writepage_map(
     mapping: &AddressSpace,
     folio: &mut FolioData,
     end: usize,
@@ -20,22 +25,24 @@ pub(super) fn writeback_runs(
     let bs = mapping.bs();
     let fpos = folio.pos();
     if folio.size() >> bs.shift() == 1 {
-        return map_run(mapping, fpos, 0, end, runs);
+        return iomap_writepage_map_blocks(mapping, fpos, 0, end, runs);
     }
     // A folio dirtied whole (no state yet) gets its state now, all dirty,
     // so that a partial failure below can keep exactly the failed blocks.
-    let s = ensure_state(folio, bs);
+    let s = ifs_alloc(folio, bs);
     let limit = end >> bs.shift();
     let mut b = 0;
     while let Some((start, stop)) = s.next_dirty_run(b, limit) {
-        map_run(mapping, fpos, start << bs.shift(), stop << bs.shift(), runs)?;
+        iomap_writepage_map_blocks(mapping, fpos, start << bs.shift(), stop << bs.shift(), runs)?;
         b = stop;
     }
     Ok(())
 }
 
-/// Maps folio bytes `[off, end)` and appends one run per extent piece.
-fn map_run(
+/// `iomap_writepage_map_blocks`: maps folio bytes `[off, end)` (through
+/// the mapper, the kernel's `wpc->ops->map_blocks`) and appends one run per
+/// extent piece.
+fn iomap_writepage_map_blocks(
     mapping: &AddressSpace,
     fpos: u64,
     mut off: usize,
@@ -63,8 +70,9 @@ fn map_run(
     Ok(())
 }
 
-/// Clears the dirty bits of every range in `done`; true when none is left.
-pub(super) fn clear_dirty(folio: &mut FolioData, done: &[Range<usize>]) -> bool {
+/// `ifs_clear_range_dirty` for every range in `done`; true when no block
+/// is left dirty.
+pub(super) fn ifs_clear_range_dirty(folio: &mut FolioData, done: &[Range<usize>]) -> bool {
     match &mut folio.private {
         FolioPrivate::Iomap(s) => {
             let bs = folio.data.len() / s.nblocks();
