@@ -95,7 +95,7 @@ impl AddressSpace {
         }
     }
 
-    /// An error for a mapping kind a path cannot write back without allocation.
+    /// An error for a mapping kind a write path cannot write back without allocation.
     pub fn unsupported_writeback(&self, file_offset: FilePos, what: &str) -> Error {
         Error::Unsupported(format!(
             "writeback of file offset {file_offset}: the block is {what} and needs allocation"

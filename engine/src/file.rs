@@ -115,7 +115,7 @@ impl File {
     }
 
     /// The common write: checks, zero-fills a gap past the old EOF, then
-    /// runs the path's loop. Nothing is written when a check fails.
+    /// runs the write path's loop. Nothing is written when a check fails.
     fn write_locked(&self, pos: u64, mut src: IovIter<'_>) -> Result<u64> {
         let len = src.remaining();
         if len == 0 {
