@@ -263,12 +263,13 @@ impl Ext4Image {
                 self.path.display()
             );
         }
-        bufwrite_engine::Mapper::prepare_write(f.as_ref(), 0, need).with_context(|| {
-            format!(
-                "the first {need} bytes of {file} must be written extents (no holes, \
+        bufwrite_engine::Mapper::prepare_write(f.as_ref(), bufwrite_engine::FilePos::new(0), need)
+            .with_context(|| {
+                format!(
+                    "the first {need} bytes of {file} must be written extents (no holes, \
                  no unwritten extents)"
-            )
-        })?;
+                )
+            })?;
         Ok(f)
     }
 }

@@ -121,7 +121,7 @@ fn run_timed(
     let rounds = Rounds::new(args)?;
     let given = open_given(args, crate::paths::make_path(&args.path)?)?;
     check_writes(given.file(), lines)?;
-    let device_size = given.file().inode().device.size();
+    let device_size = given.file().mapping().device.size();
     let (order, bs) = (args.common.order, args.common.block_size);
     crate::replay_timing::run(lines, timing, order, bs, !args.no_final_writeback, |path| {
         rounds.open(args, path, device_size)

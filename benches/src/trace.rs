@@ -45,7 +45,9 @@ pub fn check_write(file: &bufwrite_engine::File, off: u64, len: u64) -> anyhow::
     if len == 0 {
         return Ok(());
     }
-    file.inode().mapper.prepare_write(off, len)?;
+    file.mapping()
+        .mapper
+        .prepare_write(bufwrite_engine::FilePos::new(off), len)?;
     Ok(())
 }
 

@@ -20,7 +20,7 @@
 //! set_buffer_uptodate()", commit 2f79cdfe58c1). Clears are unconditional,
 //! as `clear_buffer_*` is.
 
-use bufwrite_engine::{BlockMapping, Error, ExtentKind, Result};
+use bufwrite_engine::{BlockMapping, BlockSize, DevAddr, DiskBlock, Error, ExtentKind, Result};
 use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicUsize, Ordering};
@@ -132,8 +132,9 @@ pub struct BufferHead {
     b_folio: usize,
     /// `b_blocknr` (sector_t): disk block number in units of `b_size`
     /// (valid when MAPPED). Plain, as in the kernel: get_block stores it
-    /// under the folio lock.
-    b_blocknr: Cell<u64>,
+    /// under the folio lock. A [`DiskBlock`], so that neither a byte address
+    /// nor a file block can be stored here by mistake.
+    b_blocknr: Cell<DiskBlock>,
     /// `b_size` (size_t): block size in bytes.
     b_size: usize,
     /// `b_data` (char *): where the block's bytes are. The kernel points
@@ -195,7 +196,7 @@ impl BufferHead {
             b_state: AtomicUsize::new(state.0),
             b_this_page: NonNull::dangling(),
             b_folio: folio,
-            b_blocknr: Cell::new(0),
+            b_blocknr: Cell::new(DiskBlock::new(0)),
             b_size: size,
             b_data: offset,
             b_bdev: 0,
@@ -306,7 +307,7 @@ impl BufferHead {
 
     /// `b_blocknr`: the disk block (valid when MAPPED).
     #[inline]
-    pub fn blocknr(&self) -> u64 {
+    pub fn blocknr(&self) -> DiskBlock {
         self.b_blocknr.get()
     }
 
@@ -335,10 +336,13 @@ impl BufferHead {
         end <= from || start >= to
     }
 
-    /// Device byte address of the block (valid when MAPPED).
+    /// Device byte address of the block (valid when MAPPED). `bs` is the
+    /// ring's block size, which `b_size` holds in bytes; taking it as a
+    /// [`BlockSize`] makes the conversion a shift with no check per call.
     #[inline]
-    pub fn addr(&self) -> u64 {
-        self.blocknr() * self.b_size as u64
+    pub fn addr(&self, bs: BlockSize) -> DevAddr {
+        debug_assert_eq!(bs.as_usize(), self.b_size);
+        DevAddr::of(self.blocknr(), bs)
     }
 
     /// Records a get_block answer, as ext4's get_block sets the bits: a
@@ -347,22 +351,22 @@ impl BufferHead {
     /// unmapped. A device address that is not block aligned is refused
     /// rather than rounded. The bits go in with one atomic OR, as ext4's
     /// `ext4_update_bh_state` puts all mapping flags in with one
-    /// compare-and-swap.
-    pub fn map(&self, m: &BlockMapping) -> Result<()> {
-        let bs = self.b_size as u64;
+    /// compare-and-swap. `bs` is the ring's block size (`b_size`).
+    pub fn map(&self, m: &BlockMapping, bs: BlockSize) -> Result<()> {
+        debug_assert_eq!(bs.as_usize(), self.b_size);
         let mut bits = match m.kind {
             ExtentKind::Hole => return Ok(()),
             ExtentKind::Mapped => BhState::MAPPED,
             ExtentKind::Unwritten => BhState::MAPPED | BhState::UNWRITTEN | BhState::NEW,
             ExtentKind::Delalloc => BhState::MAPPED | BhState::DELAY | BhState::NEW,
         };
-        if bs == 0 || !m.addr.is_multiple_of(bs) {
+        let Some(block) = m.addr.block(bs) else {
             return Err(Error::InvalidArgument(format!(
                 "get_block returned device address {} not aligned to the block size {bs}",
                 m.addr
             )));
-        }
-        self.b_blocknr.set(m.addr / bs);
+        };
+        self.b_blocknr.set(block);
         if m.new {
             bits.insert(BhState::NEW);
         }
@@ -446,18 +450,23 @@ mod tests {
         let bh = BufferHead::new(0, 4096, 4096, BhState::empty());
         assert_eq!(bh.range(), (4096, 8192));
         assert!(bh.outside(0, 4096) && bh.outside(8192, 9000) && !bh.outside(8191, 9000));
-        let m = |kind, addr, new| BlockMapping { kind, addr, new };
-        bh.map(&m(ExtentKind::Hole, 0, false)).unwrap();
+        let m = |kind, addr, new| BlockMapping {
+            kind,
+            addr: DevAddr::new(addr),
+            new,
+        };
+        let (k1, k4) = (BlockSize::new(1024).unwrap(), BlockSize::new(4096).unwrap());
+        bh.map(&m(ExtentKind::Hole, 0, false), k4).unwrap();
         assert!(!bh.mapped() && bh.reads_as_zero());
-        bh.map(&m(ExtentKind::Mapped, 8192, false)).unwrap();
+        bh.map(&m(ExtentKind::Mapped, 8192, false), k4).unwrap();
         assert!(bh.mapped() && !bh.reads_as_zero());
-        assert_eq!((bh.blocknr(), bh.addr()), (2, 8192));
+        assert_eq!((bh.blocknr().get(), bh.addr(k4).get()), (2, 8192));
         let u = BufferHead::new(0, 0, 1024, BhState::empty());
-        u.map(&m(ExtentKind::Unwritten, 1024, false)).unwrap();
+        u.map(&m(ExtentKind::Unwritten, 1024, false), k1).unwrap();
         assert!(u.test(BhState::UNWRITTEN | BhState::NEW) && u.reads_as_zero());
         let d = BufferHead::new(0, 0, 1024, BhState::empty());
-        assert!(d.map(&m(ExtentKind::Mapped, 1000, false)).is_err());
-        d.map(&m(ExtentKind::Mapped, 2048, true)).unwrap();
+        assert!(d.map(&m(ExtentKind::Mapped, 1000, false), k1).is_err());
+        d.map(&m(ExtentKind::Mapped, 2048, true), k1).unwrap();
         assert!(d.test(BhState::NEW));
     }
 }

@@ -47,7 +47,8 @@ pub use walk_count::{NoCount, WalkCount, WalkCounter, WalkStats};
 use bufwrite_engine::folio::PAGE_SHIFT;
 use bufwrite_engine::generic_write::{generic_perform_write, FolioWriteOps};
 use bufwrite_engine::{
-    DirtyRun, Error, FolioData, FolioPrivate, Inode, IovIter, Result, WritePath,
+    AddressSpace, BlockSize, DirtyRun, Error, FilePos, FolioData, FolioPrivate, IovIter, Result,
+    WritePath,
 };
 use std::sync::Arc;
 
@@ -129,10 +130,20 @@ pub fn folio_ring(folio: &FolioData) -> Option<&BufferRing> {
     }
 }
 
-/// Attaches a ring to the folio if it has none (`create_empty_buffers`),
-/// seeding every head from the folio flags: uptodate folio, uptodate heads;
-/// dirty (and uptodate) folio, dirty heads.
-fn ensure_ring(folio: &mut FolioData, bs: usize, seek_index: bool) -> Result<&mut BufferRing> {
+/// `create_empty_buffers` (fs/buffer.c), reached as the kernel reaches it
+/// through `folio_create_buffers`: attaches a ring to the folio if it has
+/// none and returns the folio's ring. Every head is seeded from the folio
+/// flags: uptodate folio, uptodate heads; dirty (and uptodate) folio, dirty
+/// heads.
+///
+/// Where ours differs: the kernel allocates the heads with
+/// `folio_alloc_buffers` and may sleep; here allocation does not fail, and
+/// a folio carrying another write path's state is an error (the kernel has one kind of folio private data per mapping).
+fn create_empty_buffers(
+    folio: &mut FolioData,
+    bs: BlockSize,
+    seek_index: bool,
+) -> Result<&mut BufferRing> {
     if matches!(folio.private, FolioPrivate::None) {
         let mut state = BhState::empty();
         if folio.uptodate() {
@@ -142,7 +153,8 @@ fn ensure_ring(folio: &mut FolioData, bs: usize, seek_index: bool) -> Result<&mu
             }
         }
         let index = usize::try_from(folio.pos() >> PAGE_SHIFT).unwrap_or(usize::MAX);
-        let ring = BufferRing::for_folio(index, folio.size() / bs, bs as u32, state, seek_index);
+        let nr = folio.size() >> bs.shift();
+        let ring = BufferRing::for_folio(index, nr, bs.bytes(), state, seek_index);
         folio.private = FolioPrivate::Other(Box::new(ring));
     }
     ring_mut(folio).ok_or_else(|| {
@@ -173,26 +185,27 @@ fn ring_and_data(folio: &mut FolioData) -> Option<(&mut BufferRing, &mut [u8])> 
 impl<C: WalkCount> FolioWriteOps for BufferHeadPath<C> {
     fn write_begin(
         &self,
-        inode: &Inode,
+        mapping: &AddressSpace,
         folio: &mut FolioData,
         off: usize,
         len: usize,
         isize: u64,
     ) -> Result<()> {
-        let (visited, res) = write::write_begin(self.mode, inode, folio, off, off + len, isize);
+        let (visited, res) =
+            write::__block_write_begin_int(self.mode, mapping, folio, off, off + len, isize);
         self.walks.write_begin(visited);
         res
     }
 
     fn write_end(
         &self,
-        inode: &Inode,
+        mapping: &AddressSpace,
         folio: &mut FolioData,
         off: usize,
         len: usize,
         copied: usize,
     ) -> usize {
-        let (copied, visited) = write::write_end(self.mode, inode, folio, off, len, copied);
+        let (copied, visited) = write::block_write_end(self.mode, mapping, folio, off, len, copied);
         self.walks.commit(visited);
         copied
     }
@@ -203,30 +216,35 @@ impl<C: WalkCount> WritePath for BufferHeadPath<C> {
         self.mode.name()
     }
 
-    fn perform_write(&self, inode: &Inode, pos: u64, src: &mut IovIter<'_>) -> Result<u64> {
-        generic_perform_write(inode, self, pos, src)
+    fn perform_write(
+        &self,
+        mapping: &AddressSpace,
+        pos: FilePos,
+        src: &mut IovIter<'_>,
+    ) -> Result<u64> {
+        generic_perform_write(mapping, self, pos, src)
     }
 
     fn read_folio_range(
         &self,
-        inode: &Inode,
+        mapping: &AddressSpace,
         folio: &mut FolioData,
         from: usize,
         to: usize,
     ) -> Result<()> {
-        read::read_folio_range(self.mode, inode, folio, from, to)
+        read::block_read_full_folio(self.mode, mapping, folio, from, to)
     }
 
     fn writeback_runs(
         &self,
-        inode: &Inode,
+        mapping: &AddressSpace,
         folio: &mut FolioData,
         end: usize,
         runs: &mut Vec<DirtyRun>,
     ) -> Result<()> {
         let fpos = folio.pos();
-        let ring = ensure_ring(folio, inode.bs(), self.mode == Mode::SeekToFrom)?;
-        writeback::writeback_runs(inode, fpos, ring, end, runs)
+        let ring = create_empty_buffers(folio, mapping.bs(), self.mode == Mode::SeekToFrom)?;
+        writeback::writeback_runs(mapping, fpos, ring, end, runs)
     }
 
     fn clear_dirty(&self, folio: &mut FolioData, done: &[std::ops::Range<usize>]) -> bool {

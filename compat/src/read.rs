@@ -7,15 +7,22 @@
 
 use crate::buffer_head::BhState;
 use crate::ring::BufferRing;
-use crate::{ensure_ring, ring_and_data, Mode};
+use crate::{create_empty_buffers, ring_and_data, Mode};
 use bufwrite_engine::read_in::{ReadBatch, ReadOutcome};
-use bufwrite_engine::{FolioData, FolioFlags, Inode, Result};
+use bufwrite_engine::{AddressSpace, FilePos, FolioData, FolioFlags, Result};
 
-/// Makes the heads covering folio bytes `[from, to)` uptodate, and the
-/// folio uptodate when every head is.
-pub(crate) fn read_folio_range(
+/// `block_read_full_folio` (fs/buffer.c): makes the heads covering folio
+/// bytes `[from, to)` uptodate, and the folio uptodate when every head is.
+///
+/// Where ours differs: the kernel reads every head of the folio that is
+/// not uptodate, one bio per head, and completes asynchronously
+/// (`end_buffer_async_read`); this reads only the heads in `[from, to)`,
+/// joins disk-contiguous heads into one request (as ext4's
+/// `ext4_mpage_readpages` does for a contiguous folio) and completes in
+/// [`complete_reads`] before returning.
+pub(crate) fn block_read_full_folio(
     mode: Mode,
-    inode: &Inode,
+    mapping: &AddressSpace,
     folio: &mut FolioData,
     from: usize,
     to: usize,
@@ -23,15 +30,15 @@ pub(crate) fn read_folio_range(
     if folio.uptodate() || from >= to {
         return Ok(());
     }
-    let (fpos, isize) = (folio.pos(), inode.size());
-    ensure_ring(folio, inode.bs(), mode == Mode::SeekToFrom)?;
+    let (fpos, isize) = (folio.pos(), mapping.size());
+    create_empty_buffers(folio, mapping.bs(), mode == Mode::SeekToFrom)?;
     let Some((ring, data)) = ring_and_data(folio) else {
         return Ok(());
     };
     let mut batch = ReadBatch::merging();
-    let queued = queue_reads(inode, ring, data, fpos, isize, from, to, &mut batch);
+    let queued = queue_reads(mapping, ring, data, fpos, isize, from, to, &mut batch);
     let outcome = match queued {
-        Ok(()) => batch.submit(inode.device.as_ref(), data),
+        Ok(()) => batch.submit(mapping.device.as_ref(), data),
         // Mapping failed part-way: nothing queued was read.
         Err(e) => ReadOutcome {
             failed: batch.runs().iter().copied().collect(),
@@ -48,7 +55,7 @@ pub(crate) fn read_folio_range(
 /// ASYNC_READ and queues them as disk-contiguous runs.
 #[allow(clippy::too_many_arguments)]
 fn queue_reads(
-    inode: &Inode,
+    mapping: &AddressSpace,
     ring: &mut BufferRing,
     data: &mut [u8],
     fpos: u64,
@@ -57,6 +64,7 @@ fn queue_reads(
     to: usize,
     batch: &mut ReadBatch,
 ) -> Result<()> {
+    let bs = mapping.bs();
     for bh in ring.walk() {
         if bh.uptodate() || bh.outside(from, to) {
             continue;
@@ -65,10 +73,10 @@ fn queue_reads(
         let block_pos = fpos + start as u64;
         // Past EOF: zeroes, and no mapping call.
         if block_pos < isize && !bh.mapped() {
-            let m = inode
+            let m = mapping
                 .mapper
-                .get_block(block_pos / bh.size() as u64, false)?;
-            bh.map(&m)?;
+                .get_block(FilePos::new(block_pos).block(bs), false)?;
+            bh.map(&m, bs)?;
         }
         if block_pos >= isize || bh.reads_as_zero() {
             data[start..end].fill(0);
@@ -81,7 +89,7 @@ fn queue_reads(
         bh.set(BhState::ASYNC_READ);
         bh.get();
         bh.set(BhState::REQ);
-        batch.add(start, end - start, bh.addr());
+        batch.add(start, end - start, bh.addr(bs));
     }
     Ok(())
 }

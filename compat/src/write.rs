@@ -1,11 +1,13 @@
-//! write_begin and commit over the buffer ring (`ext4_block_write_begin`,
-//! `block_write_end` / `block_commit_write`), in the three modes.
+//! write_begin and commit over the buffer ring, in the three modes, named
+//! as fs/buffer.c names them: `__block_write_begin_int` (ext4's copy of it
+//! is `ext4_block_write_begin`), `folio_zero_new_buffers`,
+//! `block_write_end` and `block_commit_write`.
 
 use crate::buffer_head::{BhState, BufferHead};
 use crate::ring::BufferRing;
-use crate::{ensure_ring, ring_and_data, Mode};
+use crate::{create_empty_buffers, ring_and_data, Mode};
 use bufwrite_engine::read_in::{ReadBatch, ReadOutcome};
-use bufwrite_engine::{Error, FolioData, FolioFlags, Inode, Result};
+use bufwrite_engine::{AddressSpace, BlockSize, Error, FilePos, FolioData, FolioFlags, Result};
 use smallvec::SmallVec;
 
 /// Where one walk starts, and whether it may stop once past the range.
@@ -29,7 +31,7 @@ struct Span {
 /// reads, New-block zeroing, the partial scan that decides whether the
 /// folio is now uptodate) would be half done. One sample keeps every head's
 /// treatment and the stop condition consistent.
-fn span(mode: Mode, uptodate_on_entry: bool, from: usize, bs: usize) -> Span {
+fn span(mode: Mode, uptodate_on_entry: bool, from: usize, bs: BlockSize) -> Span {
     let full = Span {
         start: 0,
         stop_after_to: false,
@@ -44,34 +46,46 @@ fn span(mode: Mode, uptodate_on_entry: bool, from: usize, bs: usize) -> Span {
             stop_after_to: true,
         },
         Mode::SeekToFrom => Span {
-            start: from / bs,
+            start: from >> bs.shift(),
             stop_after_to: true,
         },
     }
 }
 
-/// Prepares folio bytes `[from, to)` for the copy. Returns the heads the
-/// walk visited and the outcome; on error the New blocks in the range are
-/// zeroed (they must never expose stale bytes).
-pub(crate) fn write_begin(
+/// `__block_write_begin_int` (fs/buffer.c; ext4 calls its own copy,
+/// `ext4_block_write_begin`, fs/ext4/inode.c): prepares folio bytes
+/// `[from, to)` for the copy. Attaches the ring if the folio has none
+/// ([`create_empty_buffers`]), maps unmapped heads in the range with
+/// get_block, zeroes the uncovered parts of New blocks, and reads the
+/// partial edge heads, all reads submitted before any is waited on (the
+/// kernel's `wait[]` array). Returns the heads the walk visited and the
+/// outcome; on error the New blocks in the range are zeroed
+/// ([`folio_zero_new_buffers`]: they must never expose stale bytes).
+///
+/// Where ours differs: the walk's shape comes from the [`Mode`] (Legacy is
+/// the kernel before the tail-skip patches, TailSkip the kernel after
+/// them, SeekToFrom an experiment); there is no `iomap` argument (the
+/// kernel's iomap-to-bh bridge, `iomap_to_bh`, is not modelled), and the
+/// reads are one [`ReadBatch`] submit instead of one bio per head.
+pub(crate) fn __block_write_begin_int(
     mode: Mode,
-    inode: &Inode,
+    mapping: &AddressSpace,
     folio: &mut FolioData,
     from: usize,
     to: usize,
     isize: u64,
 ) -> (usize, Result<()>) {
-    let bs = inode.bs();
+    let bs = mapping.bs();
     let up = folio.uptodate();
     let ctx = Ctx {
-        inode,
+        mapping,
         fpos: folio.pos(),
         isize,
         from,
         to,
         up,
     };
-    if let Err(e) = ensure_ring(folio, bs, mode == Mode::SeekToFrom) {
+    if let Err(e) = create_empty_buffers(folio, bs, mode == Mode::SeekToFrom) {
         return (0, Err(e));
     }
     let Some((ring, data)) = ring_and_data(folio) else {
@@ -89,10 +103,11 @@ pub(crate) fn write_begin(
     // block_start / block_end in registers: per head the walk reads only
     // the state word and the link.
     let first = span.start.min(ring.len() - 1);
-    let mut block_start = first * bs;
+    let bsz = bs.as_usize();
+    let mut block_start = first * bsz;
     for bh in ring.walk_from(first) {
         visited += 1;
-        let block_end = block_start + bs;
+        let block_end = block_start + bsz;
         let outside = block_end <= from || block_start >= to;
         let stop = span.stop_after_to && block_end >= to;
         block_start = block_end;
@@ -111,7 +126,7 @@ pub(crate) fn write_begin(
         match ctx.prepare(bh, data) {
             Ok(false) => {}
             Ok(true) => {
-                reads.add(bh.offset(), bh.size(), bh.addr());
+                reads.add(bh.offset(), bh.size(), bh.addr(bs));
                 wait.push(bh);
             }
             Err(e) => {
@@ -127,7 +142,7 @@ pub(crate) fn write_begin(
         drop(wait);
     } else {
         let outcome = if res.is_ok() {
-            reads.submit(inode.device.as_ref(), data)
+            reads.submit(mapping.device.as_ref(), data)
         } else {
             ReadOutcome::default()
         };
@@ -143,8 +158,8 @@ pub(crate) fn write_begin(
             res = outcome.result();
         }
     }
-    if res.is_err() && zero_new_buffers(ring, data, from, to) {
-        inode.mark_folio_dirty(folio);
+    if res.is_err() && folio_zero_new_buffers(ring, data, from, to) {
+        mapping.mark_folio_dirty(folio);
     }
     (visited, res)
 }
@@ -155,7 +170,7 @@ fn no_ring() -> Error {
 
 /// What every head of one write_begin walk needs to know.
 struct Ctx<'a> {
-    inode: &'a Inode,
+    mapping: &'a AddressSpace,
     fpos: u64,
     isize: u64,
     from: usize,
@@ -177,11 +192,14 @@ impl Ctx<'_> {
         let (start, end) = bh.range();
         let block_pos = self.fpos + start as u64;
         if !bh.mapped() {
+            // The block size is loaded here, off the hot path, rather
+            // than carried in Ctx (one more field to fill per write).
+            let bs = self.mapping.bs();
             let m = self
-                .inode
+                .mapping
                 .mapper
-                .get_block(block_pos / bh.size() as u64, true)?;
-            bh.map(&m)?;
+                .get_block(FilePos::new(block_pos).block(bs), true)?;
+            bh.map(&m, bs)?;
         }
         if self.up {
             bh.set_uptodate();
@@ -216,7 +234,7 @@ impl Ctx<'_> {
 /// part zeroed (the rest was zeroed by write_begin) and become uptodate and
 /// dirty, so a block allocated for a write that did not happen holds zeroes,
 /// not stale disk bytes. Returns true when it dirtied a head.
-fn zero_new_buffers(ring: &mut BufferRing, data: &mut [u8], from: usize, to: usize) -> bool {
+fn folio_zero_new_buffers(ring: &mut BufferRing, data: &mut [u8], from: usize, to: usize) -> bool {
     if from >= to {
         return false;
     }
@@ -237,18 +255,25 @@ fn zero_new_buffers(ring: &mut BufferRing, data: &mut [u8], from: usize, to: usi
     dirtied
 }
 
-/// `block_write_end`: a short copy into a folio that is not uptodate is
-/// rejected whole (its New blocks zeroed); then commit. Returns the bytes
-/// accepted and the heads commit visited.
-pub(crate) fn write_end(
+/// `block_write_end` (fs/buffer.c): a short copy into a folio that is not
+/// uptodate is rejected whole (its New blocks zeroed,
+/// [`folio_zero_new_buffers`]); then [`block_commit_write`]. Returns the
+/// bytes accepted and the heads commit visited.
+///
+/// Where ours differs: the kernel's `block_write_end` leaves the folio's
+/// dirtying to `block_commit_write` through `mark_buffer_dirty`; here the
+/// folio is dirtied once at the end (`AddressSpace::mark_folio_dirty`),
+/// and i_size is moved by the caller (`generic_perform_write`), as
+/// `generic_write_end` does.
+pub(crate) fn block_write_end(
     mode: Mode,
-    inode: &Inode,
+    mapping: &AddressSpace,
     folio: &mut FolioData,
     from: usize,
     len: usize,
     copied: usize,
 ) -> (usize, usize) {
-    let bs = inode.bs();
+    let bs = mapping.bs();
     let up = folio.uptodate();
     let Some((ring, data)) = ring_and_data(folio) else {
         return (0, 0);
@@ -259,14 +284,14 @@ pub(crate) fn write_end(
         if !up {
             copied = 0;
         }
-        dirtied = zero_new_buffers(ring, data, from + copied, from + len);
+        dirtied = folio_zero_new_buffers(ring, data, from + copied, from + len);
     }
-    let c = commit(ring, span(mode, up, from, bs), from, from + copied);
+    let c = block_commit_write(ring, span(mode, up, from, bs), from, from + copied);
     if !c.partial {
         folio.flags.set(FolioFlags::UPTODATE, true);
     }
     if dirtied || copied > 0 {
-        inode.mark_folio_dirty(folio);
+        mapping.mark_folio_dirty(folio);
     }
     (copied, c.visited)
 }
@@ -286,7 +311,7 @@ struct Commit {
 /// `buffer_uptodate` load; inside, `set_buffer_uptodate` and
 /// `mark_buffer_dirty`; then `buffer_new`, and `clear_buffer_new` only when
 /// it is set.
-fn commit(ring: &mut BufferRing, span: Span, from: usize, to: usize) -> Commit {
+fn block_commit_write(ring: &mut BufferRing, span: Span, from: usize, to: usize) -> Commit {
     let mut c = Commit {
         visited: 0,
         partial: false,
@@ -324,25 +349,27 @@ mod tests {
             start: 0,
             stop_after_to: false,
         };
+        let k4 = BlockSize::new(4096).unwrap();
         for m in Mode::ALL {
-            assert_eq!(span(m, false, 8192, 4096), full);
+            assert_eq!(span(m, false, 8192, k4), full);
         }
-        assert_eq!(span(Mode::Legacy, true, 8192, 4096), full);
-        assert_eq!(span(Mode::TailSkip, true, 8192, 4096).start, 0);
-        assert_eq!(span(Mode::SeekToFrom, true, 8192, 4096).start, 2);
-        assert!(span(Mode::SeekToFrom, true, 8192, 4096).stop_after_to);
+        assert_eq!(span(Mode::Legacy, true, 8192, k4), full);
+        assert_eq!(span(Mode::TailSkip, true, 8192, k4).start, 0);
+        assert_eq!(span(Mode::SeekToFrom, true, 8192, k4).start, 2);
+        assert!(span(Mode::SeekToFrom, true, 8192, k4).stop_after_to);
     }
 
     #[test]
     fn commit_discovers_uptodate_only_on_a_full_walk() {
         let mut ring = BufferRing::new(4, 1024, BhState::empty(), false);
-        let full = span(Mode::TailSkip, false, 0, 1024);
-        let c = commit(&mut ring, full, 0, 2048);
+        let k1 = BlockSize::new(1024).unwrap();
+        let full = span(Mode::TailSkip, false, 0, k1);
+        let c = block_commit_write(&mut ring, full, 0, 2048);
         assert_eq!((c.visited, c.partial), (4, true));
-        let c = commit(&mut ring, full, 2048, 4096);
+        let c = block_commit_write(&mut ring, full, 2048, 4096);
         assert_eq!((c.visited, c.partial), (4, false));
         assert!(ring.iter().all(|bh| bh.uptodate() && bh.dirty()));
-        let c = commit(&mut ring, span(Mode::TailSkip, true, 0, 1024), 0, 100);
+        let c = block_commit_write(&mut ring, span(Mode::TailSkip, true, 0, k1), 0, 100);
         assert_eq!(c.visited, 1);
     }
 
@@ -353,11 +380,11 @@ mod tests {
         if let Some(bh) = ring.walk_from(1).next() {
             bh.set(BhState::NEW | BhState::MAPPED);
         }
-        assert!(zero_new_buffers(&mut ring, &mut data, 1500, 2048));
+        assert!(folio_zero_new_buffers(&mut ring, &mut data, 1500, 2048));
         assert!(data[1500..].iter().all(|&b| b == 0));
         assert_eq!(data[1499], 9);
         let states: Vec<bool> = ring.iter().map(|bh| bh.dirty() && bh.uptodate()).collect();
         assert_eq!(states, vec![false, true]);
-        assert!(!zero_new_buffers(&mut ring, &mut data, 0, 0));
+        assert!(!folio_zero_new_buffers(&mut ring, &mut data, 0, 0));
     }
 }

@@ -5,19 +5,20 @@
 
 use crate::buffer_head::BhState;
 use crate::ring::BufferRing;
-use bufwrite_engine::{DirtyRun, Inode, Result};
+use bufwrite_engine::{AddressSpace, DirtyRun, FilePos, Result};
 use std::ops::Range;
 
 /// Appends the dirty runs of heads starting below `end` (folio bytes).
 /// `fpos` is the folio's file offset, for errors.
 pub(crate) fn writeback_runs(
-    inode: &Inode,
+    mapping: &AddressSpace,
     fpos: u64,
     ring: &mut BufferRing,
     end: usize,
     runs: &mut Vec<DirtyRun>,
 ) -> Result<()> {
     let first = runs.len();
+    let bs = mapping.bs();
     for bh in ring.walk() {
         let (start, stop) = bh.range();
         if start >= end {
@@ -26,20 +27,20 @@ pub(crate) fn writeback_runs(
         if !bh.dirty() {
             continue;
         }
-        let pos = fpos + start as u64;
+        let pos = FilePos::new(fpos + start as u64);
         if !bh.mapped() {
-            return Err(inode.unsupported_writeback(pos, "a hole"));
+            return Err(mapping.unsupported_writeback(pos, "a hole"));
         }
         if bh.test(BhState::DELAY) {
-            return Err(inode.unsupported_writeback(pos, "delalloc"));
+            return Err(mapping.unsupported_writeback(pos, "delalloc"));
         }
         if bh.test(BhState::UNWRITTEN) {
-            return Err(inode.unsupported_writeback(pos, "unwritten"));
+            return Err(mapping.unsupported_writeback(pos, "unwritten"));
         }
-        let addr = bh.addr();
+        let addr = bh.addr(bs);
         let len = stop - start;
         match runs[first..].last_mut() {
-            Some(r) if r.off + r.len == start && r.addr + r.len as u64 == addr => r.len += len,
+            Some(r) if r.off + r.len == start && r.addr.add(r.len as u64) == addr => r.len += len,
             _ => runs.push(DirtyRun {
                 off: start,
                 len,

@@ -1,12 +1,14 @@
 //! `File`: the user-facing API of one cached file, the same for every write
 //! path (write / pwrite / writev / read / pread / fsync / drop_caches).
 
+use crate::address_space::AddressSpace;
 use crate::device::{BlockDevice, IoStats};
 use crate::error::{Error, Result};
 use crate::iov::IovIter;
 use crate::mapping::Mapper;
 use crate::page_cache::{OrderPolicy, PageCache};
-use crate::path::{Inode, WritePath};
+use crate::units::FilePos;
+use crate::write_path::WritePath;
 use crate::writeback;
 use std::io::IoSlice;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,8 +34,8 @@ impl Default for FileOptions {
 /// per-file write lock (as i_rwsem serialises buffered writers), readers
 /// with `pread` run beside them under folio locks.
 pub struct File {
-    inode: Inode,
-    path: Box<dyn WritePath>,
+    mapping: AddressSpace,
+    write_path: Box<dyn WritePath>,
     /// The write lock; it also guards the file position used by `write`,
     /// `writev` and `read`.
     write_lock: Mutex<u64>,
@@ -42,24 +44,24 @@ pub struct File {
 impl std::fmt::Debug for File {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("File")
-            .field("path", &self.path.name())
-            .field("inode", &self.inode)
+            .field("write_path", &self.write_path.name())
+            .field("mapping", &self.mapping)
             .finish()
     }
 }
 
 impl File {
-    /// Opens a file over `mapper` on `device`, written through `path`.
+    /// Opens a file over `mapper` on `device`, written through `write_path`.
     ///
     /// Fails when the block size is not 1, 2 or 4 KiB or is smaller than the
     /// device's logical block size (no block could be written alone).
     pub fn open(
         device: Arc<dyn BlockDevice>,
         mapper: Arc<dyn Mapper>,
-        path: Box<dyn WritePath>,
+        write_path: Box<dyn WritePath>,
         opts: FileOptions,
     ) -> Result<File> {
-        let bs = mapper.block_size();
+        let bs = mapper.block_size().bytes();
         if !matches!(bs, 1024 | 2048 | 4096) {
             return Err(Error::InvalidArgument(format!(
                 "block size {bs} (must be 1024, 2048 or 4096)"
@@ -72,13 +74,8 @@ impl File {
             )));
         }
         Ok(File {
-            inode: Inode {
-                cache: PageCache::new(opts.order),
-                mapper,
-                device,
-                block_size: bs,
-            },
-            path,
+            mapping: AddressSpace::new(PageCache::new(opts.order), mapper, device),
+            write_path,
             write_lock: Mutex::new(0),
         })
     }
@@ -118,7 +115,7 @@ impl File {
     }
 
     /// The common write: checks, zero-fills a gap past the old EOF, then
-    /// runs the path's loop. Nothing is written when a check fails.
+    /// runs the write path's loop. Nothing is written when a check fails.
     fn write_locked(&self, pos: u64, mut src: IovIter<'_>) -> Result<u64> {
         let len = src.remaining();
         if len == 0 {
@@ -127,20 +124,23 @@ impl File {
         if pos.checked_add(len).is_none() {
             return Err(Error::RangeOverflow { offset: pos, len });
         }
-        self.inode.mapper.prepare_write(pos, len)?;
-        let isize = self.inode.size();
+        self.mapping.mapper.prepare_write(FilePos::new(pos), len)?;
+        let isize = self.mapping.size();
         if pos > isize {
             // The gap reads as zeroes: write them through the cache, since
             // the device below the old EOF may hold anything.
             let mut zeros = IovIter::zeros(pos - isize);
-            let n = self.path.perform_write(&self.inode, isize, &mut zeros)?;
+            let n =
+                self.write_path
+                    .perform_write(&self.mapping, FilePos::new(isize), &mut zeros)?;
             if n < pos - isize {
                 return Err(Error::Unsupported(format!(
                     "could not zero the gap [{isize}, {pos}) before the write"
                 )));
             }
         }
-        self.path.perform_write(&self.inode, pos, &mut src)
+        self.write_path
+            .perform_write(&self.mapping, FilePos::new(pos), &mut src)
     }
 
     /// Reads at the file position and advances it; short at EOF.
@@ -154,7 +154,7 @@ impl File {
     /// Reads up to `buf.len()` bytes at `pos` through the cache; returns the
     /// count, short when the file ends first (0 at or past EOF).
     pub fn pread(&self, mut pos: u64, buf: &mut [u8]) -> Result<usize> {
-        let isize = self.inode.size();
+        let isize = self.mapping.size();
         if pos >= isize {
             return Ok(0);
         }
@@ -162,13 +162,13 @@ impl File {
         let mut done = 0;
         while done < total {
             let want = (total - done) as u64;
-            let folio = self.inode.cache.find_or_create(pos, want);
+            let folio = self.mapping.cache.find_or_create(pos, want);
             let mut g = folio.lock();
             let off = (pos - g.pos()) as usize;
             let n = (g.size() - off).min(total - done);
             if !g.uptodate() {
-                self.path
-                    .read_folio_range(&self.inode, &mut g, off, off + n)?;
+                self.write_path
+                    .read_folio_range(&self.mapping, &mut g, off, off + n)?;
             }
             buf[done..done + n].copy_from_slice(&g.data[off..off + n]);
             done += n;
@@ -191,37 +191,37 @@ impl File {
     /// data stays dirty, the error names the file offset, and a later
     /// `fsync` retries.
     pub fn fsync(&self) -> Result<()> {
-        writeback::write_back(&self.inode, self.path.as_ref())
+        writeback::write_back(&self.mapping, self.write_path.as_ref())
     }
 
     /// Drops the clean folios (drop_caches for this file); returns how many.
     pub fn drop_caches(&self) -> usize {
-        self.inode.cache.drop_clean()
+        self.mapping.cache.drop_clean()
     }
 
     /// i_size.
     pub fn size(&self) -> u64 {
-        self.inode.size()
+        self.mapping.size()
     }
 
     /// The write path's name (`iomap`, `bh-legacy`, ...).
-    pub fn path_name(&self) -> &'static str {
-        self.path.name()
+    pub fn write_path_name(&self) -> &'static str {
+        self.write_path.name()
     }
 
     /// The write path.
-    pub fn path(&self) -> &dyn WritePath {
-        self.path.as_ref()
+    pub fn write_path(&self) -> &dyn WritePath {
+        self.write_path.as_ref()
     }
 
     /// The shared state (cache, mapper, device).
-    pub fn inode(&self) -> &Inode {
-        &self.inode
+    pub fn mapping(&self) -> &AddressSpace {
+        &self.mapping
     }
 
     /// The device's I/O counters.
     pub fn device_stats(&self) -> IoStats {
-        self.inode.device.stats()
+        self.mapping.device.stats()
     }
 
     /// Bytes of per-block metadata held by the cached folios, and the bytes
@@ -229,9 +229,9 @@ impl File {
     pub fn metadata_bytes(&self) -> (usize, usize) {
         let mut meta = 0;
         let mut data = 0;
-        for f in self.inode.cache.folios() {
+        for f in self.mapping.cache.folios() {
             let g = f.lock();
-            meta += self.path.private_bytes(&g);
+            meta += self.write_path.private_bytes(&g);
             data += g.size();
         }
         (meta, data)

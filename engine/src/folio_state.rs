@@ -1,4 +1,18 @@
-//! `FolioState`: the iomap path's per-folio sub-block state.
+//! `FolioState`: the iomap path's per-folio sub-block state, the kernel's
+//! `struct iomap_folio_state` (`ifs`, fs/iomap/buffered-io.c).
+//!
+//! The mapping, field by field: `ifs->state` (one bitmap, the uptodate
+//! bits then the dirty bits) is `words`, in the same order, each half
+//! rounded up to whole words; `ifs->state_lock` is not needed, because the
+//! kernel takes it for bios of one folio completing at once and here every
+//! change happens under the folio lock; `read_bytes_pending` /
+//! `write_bytes_pending` have no counterpart because I/O completes before
+//! the folio is unlocked. The kernel's helpers map to methods:
+//! `ifs_set_range_uptodate` / `ifs_is_fully_uptodate` to
+//! [`FolioState::set_uptodate`] (which reports full), `ifs_block_is_uptodate`
+//! to [`FolioState::is_uptodate`], `ifs_set_range_dirty` /
+//! `ifs_clear_range_dirty` to [`FolioState::set_dirty`] /
+//! [`FolioState::clear_dirty`].
 //!
 //! One allocation per folio holding two bitmaps of N bits each (N = blocks
 //! per folio): which blocks are uptodate and which are dirty. It is attached
@@ -9,7 +23,8 @@
 
 use crate::bitmap;
 
-/// Per-block uptodate and dirty bits of one folio.
+/// Per-block uptodate and dirty bits of one folio (`struct
+/// iomap_folio_state`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolioState {
     nblocks: usize,

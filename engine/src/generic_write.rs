@@ -3,10 +3,11 @@
 //! write_begin / write_end in through [`FolioWriteOps`], and the page-cache
 //! lookup, the copy and i_size stay here, once.
 
+use crate::address_space::AddressSpace;
 use crate::error::Result;
 use crate::folio::FolioData;
 use crate::iov::IovIter;
-use crate::path::Inode;
+use crate::units::FilePos;
 
 /// The filesystem half of a per-folio write: what happens around the copy.
 pub trait FolioWriteOps {
@@ -16,7 +17,7 @@ pub trait FolioWriteOps {
     /// the loop stops.
     fn write_begin(
         &self,
-        inode: &Inode,
+        mapping: &AddressSpace,
         folio: &mut FolioData,
         off: usize,
         len: usize,
@@ -29,7 +30,7 @@ pub trait FolioWriteOps {
     /// is rejected whole).
     fn write_end(
         &self,
-        inode: &Inode,
+        mapping: &AddressSpace,
         folio: &mut FolioData,
         off: usize,
         len: usize,
@@ -42,19 +43,20 @@ pub trait FolioWriteOps {
 /// unlock. Returns the bytes written; an error after some progress ends the
 /// loop and returns the progress, an error before any is returned.
 pub fn generic_perform_write(
-    inode: &Inode,
+    mapping: &AddressSpace,
     ops: &dyn FolioWriteOps,
-    mut pos: u64,
+    pos: FilePos,
     src: &mut IovIter<'_>,
 ) -> Result<u64> {
-    let chunk = inode.cache.max_folio_size();
+    let mut pos = pos.get();
+    let chunk = mapping.cache.max_folio_size();
     let mut written = 0u64;
     // Only writers move i_size and the caller holds the write lock: read it
     // once, as the iomap loop does, and keep it current here.
-    let mut isize = inode.size();
+    let mut isize = mapping.size();
     while src.remaining() > 0 {
         let bytes = (chunk - pos % chunk).min(src.remaining());
-        match write_one_folio(inode, ops, pos, bytes, src, &mut isize) {
+        match write_one_folio(mapping, ops, pos, bytes, src, &mut isize) {
             Ok(0) => break,
             Ok(n) => {
                 pos += n;
@@ -70,26 +72,26 @@ pub fn generic_perform_write(
 /// One folio of the loop; returns the bytes committed.
 #[inline]
 fn write_one_folio(
-    inode: &Inode,
+    mapping: &AddressSpace,
     ops: &dyn FolioWriteOps,
     pos: u64,
     bytes: u64,
     src: &mut IovIter<'_>,
     isize: &mut u64,
 ) -> Result<u64> {
-    inode.cache.with_locked(pos, bytes, |g| {
+    mapping.cache.with_locked(pos, bytes, |g| {
         // The folio may be smaller or larger than the chunk: offsets come from it.
         let off = (pos - g.pos()) as usize;
         let len = (g.size() - off).min(bytes as usize);
-        ops.write_begin(inode, g, off, len, *isize)?;
+        ops.write_begin(mapping, g, off, len, *isize)?;
         // `len <= src.remaining()`, and an IovIter never faults, so the copy is
         // whole; a rejected commit (0) ends the loop instead of retrying, since a
         // retry could not copy more.
         let copied = src.copy_to(&mut g.data[off..off + len]);
-        let status = ops.write_end(inode, g, off, len, copied).min(copied);
+        let status = ops.write_end(mapping, g, off, len, copied).min(copied);
         // i_size moves while the folio is still locked, so writeback never sees
         // the new data beyond a stale EOF.
-        inode.extend_size(isize, pos + status as u64);
+        mapping.extend_size(isize, pos + status as u64);
         Ok(status as u64)
     })
 }
@@ -113,7 +115,7 @@ mod tests {
     impl FolioWriteOps for Recorder {
         fn write_begin(
             &self,
-            _inode: &Inode,
+            _inode: &AddressSpace,
             folio: &mut FolioData,
             off: usize,
             len: usize,
@@ -127,7 +129,7 @@ mod tests {
 
         fn write_end(
             &self,
-            inode: &Inode,
+            mapping: &AddressSpace,
             folio: &mut FolioData,
             off: usize,
             _len: usize,
@@ -137,29 +139,34 @@ mod tests {
                 return 0;
             }
             folio.flags.set(FolioFlags::UPTODATE, true);
-            inode.mark_folio_dirty(folio);
+            mapping.mark_folio_dirty(folio);
             copied
         }
     }
 
-    fn inode(order: OrderPolicy) -> Inode {
-        Inode {
-            cache: PageCache::new(order),
-            mapper: Arc::new(Flat::new(0, 1 << 22, 4096, 0).unwrap()),
-            device: Arc::new(Mem::new(1 << 22)),
-            block_size: 4096,
-        }
+    fn mapping(order: OrderPolicy) -> AddressSpace {
+        AddressSpace::new(
+            PageCache::new(order),
+            Arc::new(Flat::new(0, 1 << 22, 4096, 0).unwrap()),
+            Arc::new(Mem::new(1 << 22)),
+        )
     }
 
     #[test]
     fn chunks_per_folio_and_moves_isize() {
-        let ino = inode(OrderPolicy::Fixed(1));
+        let ino = mapping(OrderPolicy::Fixed(1));
         let ops = Recorder {
             calls: Cell::new(Vec::new()),
             reject_at: None,
         };
         let data = vec![7u8; 10000];
-        let n = generic_perform_write(&ino, &ops, 5000, &mut IovIter::from_slice(&data)).unwrap();
+        let n = generic_perform_write(
+            &ino,
+            &ops,
+            FilePos::new(5000),
+            &mut IovIter::from_slice(&data),
+        )
+        .unwrap();
         assert_eq!(n, 10000);
         assert_eq!(ino.size(), 15000);
         let calls = ops.calls.take();
@@ -170,13 +177,14 @@ mod tests {
 
     #[test]
     fn rejected_commit_stops_the_loop() {
-        let ino = inode(OrderPolicy::Fixed(0));
+        let ino = mapping(OrderPolicy::Fixed(0));
         let ops = Recorder {
             calls: Cell::new(Vec::new()),
             reject_at: Some(4096),
         };
         let data = vec![1u8; 8192];
-        let n = generic_perform_write(&ino, &ops, 0, &mut IovIter::from_slice(&data)).unwrap();
+        let n = generic_perform_write(&ino, &ops, FilePos::new(0), &mut IovIter::from_slice(&data))
+            .unwrap();
         assert_eq!(n, 4096);
         assert_eq!(ino.size(), 4096);
     }

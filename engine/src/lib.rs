@@ -21,6 +21,7 @@
 //! # Ok::<(), bufwrite_engine::Error>(())
 //! ```
 
+pub mod address_space;
 pub mod align;
 pub mod bitmap;
 pub mod device;
@@ -33,14 +34,16 @@ pub mod iomap;
 mod iov;
 pub mod mapping;
 pub mod page_cache;
-pub mod path;
 pub mod pattern;
 pub mod read_in;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod trace;
+pub mod units;
+pub mod write_path;
 pub mod writeback;
 
+pub use address_space::AddressSpace;
 pub use align::AlignedBuf;
 pub use device::{BlockDevice, IoRequest, IoStats};
 pub use error::{Error, IoKind, Result};
@@ -51,4 +54,11 @@ pub use iomap::IomapPath;
 pub use iov::IovIter;
 pub use mapping::{BlockMapping, ExtentKind, Flat, Iomap, MapIntent, Mapper};
 pub use page_cache::{OrderPolicy, PageCache};
-pub use path::{DirtyRun, Inode, WritePath};
+pub use units::{BlockSize, DevAddr, DiskBlock, FileBlock, FilePos};
+pub use write_path::{DirtyRun, WritePath};
+
+/// The README's library example, compiled and run as a doc test so that it
+/// stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExample;

@@ -16,6 +16,7 @@
 
 use crate::device::{BlockDevice, IoRequest};
 use crate::error::{Error, Result};
+use crate::units::DevAddr;
 use smallvec::SmallVec;
 
 /// One run of folio bytes to fill from the device.
@@ -26,7 +27,7 @@ pub struct ReadRun {
     /// Length in bytes.
     pub len: usize,
     /// Device address of the first byte.
-    pub addr: u64,
+    pub addr: DevAddr,
 }
 
 impl ReadRun {
@@ -85,11 +86,11 @@ impl ReadBatch {
 
     /// Queues folio bytes `[off, off + len)` from device address `addr`.
     /// Runs must come in ascending folio order and not overlap.
-    pub fn add(&mut self, off: usize, len: usize, addr: u64) {
+    pub fn add(&mut self, off: usize, len: usize, addr: DevAddr) {
         debug_assert!(self.runs.last().is_none_or(|r| r.off + r.len <= off));
         if self.merge {
             if let Some(r) = self.runs.last_mut() {
-                if r.off + r.len == off && r.addr + r.len as u64 == addr {
+                if r.off + r.len == off && r.addr.add(r.len as u64) == addr {
                     r.len += len;
                     return;
                 }
@@ -123,7 +124,8 @@ impl ReadBatch {
         for r in &self.runs {
             let (_, tail) = std::mem::take(&mut rest).split_at_mut(r.off - base);
             let (buf, tail) = tail.split_at_mut(r.len);
-            reqs.push(IoRequest::read(r.addr, buf));
+            // Requests take bare offsets: the one place a read's unit is dropped.
+            reqs.push(IoRequest::read(r.addr.get(), buf));
             rest = tail;
             base = r.off + r.len;
         }
@@ -146,16 +148,17 @@ mod tests {
 
     #[test]
     fn merging_joins_only_runs_contiguous_in_folio_and_on_disk() {
+        let a = DevAddr::new;
         let mut b = ReadBatch::merging();
-        b.add(0, 1024, 8192);
-        b.add(1024, 1024, 9216); // follows on both
-        b.add(2048, 1024, 0); // follows in the folio only
-        b.add(4096, 1024, 1024); // follows on disk only
+        b.add(0, 1024, a(8192));
+        b.add(1024, 1024, a(9216)); // follows on both
+        b.add(2048, 1024, a(0)); // follows in the folio only
+        b.add(4096, 1024, a(1024)); // follows on disk only
         assert_eq!(b.runs().len(), 3);
         assert_eq!(b.runs()[0].len, 2048);
         let mut p = ReadBatch::per_run();
-        p.add(0, 1024, 8192);
-        p.add(1024, 1024, 9216);
+        p.add(0, 1024, a(8192));
+        p.add(1024, 1024, a(9216));
         assert_eq!(p.runs().len(), 2);
     }
 
@@ -164,8 +167,8 @@ mod tests {
         let bytes: Vec<u8> = (0..16384u32).map(|i| (i / 1024) as u8).collect();
         let mem = std::sync::Arc::new(Mem::from_bytes(bytes, 512));
         let mut b = ReadBatch::per_run();
-        b.add(0, 1024, 3072);
-        b.add(2048, 1024, 5120);
+        b.add(0, 1024, DevAddr::new(3072));
+        b.add(2048, 1024, DevAddr::new(5120));
         let mut data = vec![0xffu8; 4096];
         let out = b.submit(mem.as_ref(), &mut data);
         assert!(out.failed.is_empty() && out.error.is_none());

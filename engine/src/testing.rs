@@ -544,7 +544,7 @@ pub fn apply(file: &File, model: &mut Model, op: &Op) -> Result<(), String> {
 /// Compares the device bytes of the file's region, read after an fsync,
 /// with the model: every byte below the model's size must match.
 /// `file_region_bytes` starts at the file's offset 0 (e.g.
-/// `Mem::snapshot(flat.base(), model.size())`) and may be longer.
+/// `Mem::snapshot(flat.base().get(), model.size())`) and may be longer.
 pub fn check_device(file_region_bytes: &[u8], model: &Model) -> Result<(), String> {
     let want = model.data();
     if file_region_bytes.len() < want.len() {

@@ -8,10 +8,12 @@
 //! dirty; the first error is returned with its file offset, and the next
 //! writeback retries them.
 
+use crate::address_space::AddressSpace;
 use crate::device::IoRequest;
 use crate::error::{Error, Result};
 use crate::folio::{FolioFlags, FolioGuard};
-use crate::path::{DirtyRun, Inode, WritePath};
+use crate::units::DevAddr;
+use crate::write_path::{DirtyRun, WritePath};
 use smallvec::SmallVec;
 use std::sync::Arc;
 
@@ -22,33 +24,37 @@ const WINDOW_FOLIOS: usize = 64;
 
 /// A planned device write: runs `[first, last]` of the window, in order.
 struct PlannedIo {
-    addr: u64,
+    addr: DevAddr,
     len: usize,
     runs: std::ops::Range<usize>,
 }
 
-/// Writes back every dirty folio of `inode` through `path`, then flushes
+/// Writes back every dirty folio of `mapping` through `write_path`, then flushes
 /// the device. Returns the first error (with its file offset); nothing that
 /// failed is marked clean.
-pub fn write_back(inode: &Inode, path: &dyn WritePath) -> Result<()> {
-    let folios = inode.cache.dirty_folios();
+pub fn write_back(mapping: &AddressSpace, write_path: &dyn WritePath) -> Result<()> {
+    let folios = mapping.cache.dirty_folios();
     let mut first_err: Option<Error> = None;
     for window in folios.chunks(WINDOW_FOLIOS) {
-        if let Err(e) = write_window(inode, path, window) {
+        if let Err(e) = write_window(mapping, write_path, window) {
             first_err.get_or_insert(e);
         }
     }
     if let Some(e) = first_err {
         return Err(e);
     }
-    inode.device.flush()
+    mapping.device.flush()
 }
 
-fn write_window(inode: &Inode, path: &dyn WritePath, window: &[Arc<crate::Folio>]) -> Result<()> {
+fn write_window(
+    mapping: &AddressSpace,
+    write_path: &dyn WritePath,
+    window: &[Arc<crate::Folio>],
+) -> Result<()> {
     let mut guards: Vec<FolioGuard<'_>> = window.iter().map(|f| f.lock()).collect();
     // i_size only after the folios are locked: a writer moves it before
     // unlocking the folio it wrote, so this value is current for them.
-    let isize = inode.size();
+    let isize = mapping.size();
     let mut first_err: Option<Error> = None;
     let mut runs: Vec<(usize, DirtyRun)> = Vec::new();
     // Per folio: the byte ranges whose dirty state goes once this pass is
@@ -60,7 +66,7 @@ fn write_window(inode: &Inode, path: &dyn WritePath, window: &[Arc<crate::Folio>
         if !g.dirty() {
             continue;
         }
-        match collect_runs(inode, path, g, isize, &mut scratch, &mut done[gi]) {
+        match collect_runs(mapping, write_path, g, isize, &mut scratch, &mut done[gi]) {
             Ok(()) => runs.extend(scratch.drain(..).map(|r| (gi, r))),
             Err(e) => {
                 // Runs mapped before the failure belong to this folio, which
@@ -74,7 +80,7 @@ fn write_window(inode: &Inode, path: &dyn WritePath, window: &[Arc<crate::Folio>
         }
     }
     let plan = plan_ios(&guards, &runs);
-    let results = submit(inode, &guards, &runs, &plan);
+    let results = submit(mapping, &guards, &runs, &plan);
     for (io, res) in plan.iter().zip(results) {
         match res {
             Ok(()) => {
@@ -102,8 +108,8 @@ fn write_window(inode: &Inode, path: &dyn WritePath, window: &[Arc<crate::Folio>
         // Runs complete in device order, the EOF tail was added first:
         // the paths want them in folio order.
         d.ranges.sort_unstable_by_key(|r| r.start);
-        if path.clear_dirty(g, &d.ranges) && !d.failed {
-            finish_clean(inode, g);
+        if write_path.clear_dirty(g, &d.ranges) && !d.failed {
+            finish_clean(mapping, g);
         }
     }
     first_err.map_or(Ok(()), Err)
@@ -123,8 +129,8 @@ struct Done {
 /// bytes past EOF zeroed, and its dirty state past the EOF block goes into
 /// `done` (DESIGN.md §4 R5: whole-folio dirtying marks it too).
 fn collect_runs(
-    inode: &Inode,
-    path: &dyn WritePath,
+    mapping: &AddressSpace,
+    write_path: &dyn WritePath,
     g: &mut FolioGuard<'_>,
     isize: u64,
     runs: &mut Vec<DirtyRun>,
@@ -133,27 +139,26 @@ fn collect_runs(
     let pos = g.pos();
     let size = g.size();
     if pos >= isize {
-        path.clear_dirty(g, std::slice::from_ref(&(0..size)));
-        finish_clean(inode, g);
+        write_path.clear_dirty(g, std::slice::from_ref(&(0..size)));
+        finish_clean(mapping, g);
         return Ok(());
     }
     let valid = usize::try_from(isize - pos).map_or(size, |v| v.min(size));
-    let bs = inode.bs();
-    let end = valid.div_ceil(bs) * bs;
+    let end = mapping.bs().round_up(valid as u64) as usize;
     if valid < size {
         g.data[valid..].fill(0);
     }
-    path.writeback_runs(inode, g, end, runs)?;
+    write_path.writeback_runs(mapping, g, end, runs)?;
     if end < size {
         done.ranges.push(end..size);
     }
     Ok(())
 }
 
-fn finish_clean(inode: &Inode, g: &mut FolioGuard<'_>) {
+fn finish_clean(mapping: &AddressSpace, g: &mut FolioGuard<'_>) {
     g.flags.set(FolioFlags::DIRTY, false);
     g.flags.set(FolioFlags::ERROR, false);
-    inode.cache.clear_dirty(g.index);
+    mapping.cache.clear_dirty(g.index);
 }
 
 /// Merges runs that follow each other in the file and on the disk into
@@ -166,7 +171,7 @@ fn plan_ios(guards: &[FolioGuard<'_>], runs: &[(usize, DirtyRun)]) -> Vec<Planne
         let r = run.1;
         if let Some(last) = plan.last_mut() {
             let prev = &runs[last.runs.end - 1];
-            let contiguous = last.addr + last.len as u64 == r.addr
+            let contiguous = last.addr.add(last.len as u64) == r.addr
                 && file_end(prev) == file_start(run)
                 && last.len + r.len <= MAX_IO_BYTES;
             if contiguous {
@@ -185,7 +190,7 @@ fn plan_ios(guards: &[FolioGuard<'_>], runs: &[(usize, DirtyRun)]) -> Vec<Planne
 }
 
 fn submit(
-    inode: &Inode,
+    mapping: &AddressSpace,
     guards: &[FolioGuard<'_>],
     runs: &[(usize, DirtyRun)],
     plan: &[PlannedIo],
@@ -197,9 +202,10 @@ fn submit(
                 .iter()
                 .map(|(gi, r)| &guards[*gi].data[r.off..r.off + r.len])
                 .collect();
-            IoRequest::writev(io.addr, segs)
+            // Requests take bare offsets: the one place a write's unit is dropped.
+            IoRequest::writev(io.addr.get(), segs)
         })
         .collect();
-    inode.device.submit(&mut reqs);
+    mapping.device.submit(&mut reqs);
     reqs.iter_mut().map(IoRequest::take_result).collect()
 }

@@ -466,12 +466,12 @@ fn writeback_error_names_the_file_offset_and_keeps_the_data_dirty() {
     let mut buf = [0u8; 100];
     assert_eq!(r.file.pread(20480 + 10, &mut buf).unwrap(), 100);
     assert_eq!(buf, [2u8; 100]);
-    assert_eq!(r.file.inode().cache.nr_dirty(), 1);
+    assert_eq!(r.file.mapping().cache.nr_dirty(), 1);
 
     r.faulty.heal();
     r.file.fsync().unwrap();
     assert_eq!(r.mem.snapshot(20480 + 10, 100), vec![2u8; 100]);
-    assert_eq!(r.file.inode().cache.nr_dirty(), 0);
+    assert_eq!(r.file.mapping().cache.nr_dirty(), 0);
 }
 
 #[test]
@@ -493,7 +493,7 @@ fn a_failed_read_in_leaves_file_and_cache_as_acknowledged() {
         );
         assert_eq!(r.faulty.injected().reads, 1);
         assert_eq!(r.file.size(), 65536);
-        assert_eq!(r.file.inode().cache.nr_dirty(), 0, "bs {bs}");
+        assert_eq!(r.file.mapping().cache.nr_dirty(), 0, "bs {bs}");
 
         let mut back = vec![0u8; 65536];
         assert_eq!(r.file.pread(0, &mut back).unwrap(), 65536);

@@ -22,9 +22,9 @@ const ZERO: IoStats = IoStats {
 /// Per-block (uptodate, dirty) bits of the folio holding `pos`; a folio
 /// without state reports its flags for every block.
 fn bits(file: &File, pos: u64) -> Vec<(bool, bool)> {
-    let folio = file.inode().cache.find(pos).expect("folio cached");
+    let folio = file.mapping().cache.find(pos).expect("folio cached");
     let g = folio.lock();
-    let n = g.size() / file.inode().bs();
+    let n = g.size() / file.mapping().bs().as_usize();
     match g.iomap_state() {
         Some(s) => (0..n)
             .map(|b| (s.is_uptodate(b, b + 1), s.is_dirty(b)))
@@ -47,7 +47,7 @@ fn prepared(bs: u32, order: OrderPolicy, len: u64, cold: bool) -> Rig {
     rig.file.fsync().unwrap();
     if cold {
         rig.file.drop_caches();
-        assert!(rig.file.inode().cache.is_empty());
+        assert!(rig.file.mapping().cache.is_empty());
     }
     rig
 }
@@ -162,7 +162,7 @@ fn writeback_merges_runs_across_folios() {
         // One block each side of the folio boundary at 2 MiB.
         f.pwrite(2 * MIB - bsz, &bytes(2, 2 * MIB - bsz, 2 * bs as usize))
             .unwrap();
-        assert_eq!(f.inode().cache.nr_dirty(), 2);
+        assert_eq!(f.mapping().cache.nr_dirty(), 2);
         let s0 = f.device_stats();
         f.fsync().unwrap();
         let d = f.device_stats() - s0;
@@ -171,7 +171,7 @@ fn writeback_merges_runs_across_folios() {
             (1, 2 * bsz, 1),
             "bs {bs}"
         );
-        assert_eq!(f.inode().cache.nr_dirty(), 0);
+        assert_eq!(f.mapping().cache.nr_dirty(), 0);
 
         // Two dirty runs separated by one clean block: two writes, and only
         // the dirty blocks.
@@ -274,7 +274,7 @@ fn zero_length_writes_are_no_ops() {
     assert_eq!(f.pwritev(1 << 50, &empty).unwrap(), 0);
     assert_eq!(f.size(), 10_000);
     assert_eq!(f.position(), 1 << 40);
-    assert!(f.inode().cache.is_empty());
+    assert!(f.mapping().cache.is_empty());
     assert_eq!(f.device_stats() - s0, ZERO);
 }
 
@@ -282,8 +282,8 @@ fn zero_length_writes_are_no_ops() {
 /// cache, device I/O.
 fn assert_refused(rig: &Rig, model: &Model, what: &str, run: impl FnOnce(&File) -> Error) {
     let f = &rig.file;
-    let cached = f.inode().cache.len();
-    let dirty = f.inode().cache.nr_dirty();
+    let cached = f.mapping().cache.len();
+    let dirty = f.mapping().cache.nr_dirty();
     let s0 = f.device_stats();
     let err = run(f);
     assert!(
@@ -295,8 +295,8 @@ fn assert_refused(rig: &Rig, model: &Model, what: &str, run: impl FnOnce(&File) 
     );
     assert_eq!(f.device_stats() - s0, ZERO, "{what}");
     assert_eq!(f.size(), model.size(), "{what}");
-    assert_eq!(f.inode().cache.len(), cached, "{what}");
-    assert_eq!(f.inode().cache.nr_dirty(), dirty, "{what}");
+    assert_eq!(f.mapping().cache.len(), cached, "{what}");
+    assert_eq!(f.mapping().cache.nr_dirty(), dirty, "{what}");
     let mut m = model.clone();
     m.seek(f.position());
     let all = Op::Trace(TraceOp::Read {
@@ -439,7 +439,7 @@ fn drop_caches_keeps_folios_in_use() {
     // not lose it to drop_caches: its write would land in a folio the cache
     // no longer holds, and never be written back.
     let rig = prepared(4096, OrderPolicy::Fixed(0), 64 << 10, false);
-    let cache = &rig.file.inode().cache;
+    let cache = &rig.file.mapping().cache;
     let held = cache.find(8192).unwrap();
     assert!(rig.file.drop_caches() > 0);
     let now = cache.find(8192).expect("a folio in use stays cached");
@@ -491,16 +491,17 @@ struct HoleAtWriteback {
 }
 
 impl bufwrite_engine::Mapper for HoleAtWriteback {
-    fn block_size(&self) -> u32 {
+    fn block_size(&self) -> bufwrite_engine::BlockSize {
         self.flat.block_size()
     }
     fn iomap_begin(
         &self,
-        pos: u64,
+        pos: bufwrite_engine::FilePos,
         len: u64,
         intent: bufwrite_engine::MapIntent,
     ) -> bufwrite_engine::Result<bufwrite_engine::Iomap> {
         let mut m = self.flat.iomap_begin(pos, len, intent)?;
+        let pos = pos.get();
         if intent == bufwrite_engine::MapIntent::Writeback {
             if self.hole.contains(&pos) {
                 m.kind = bufwrite_engine::ExtentKind::Hole;
@@ -513,7 +514,7 @@ impl bufwrite_engine::Mapper for HoleAtWriteback {
     }
     fn get_block(
         &self,
-        block: u64,
+        block: bufwrite_engine::FileBlock,
         create: bool,
     ) -> bufwrite_engine::Result<bufwrite_engine::BlockMapping> {
         self.flat.get_block(block, create)
@@ -558,7 +559,7 @@ fn writeback_mapping_failure_writes_nothing_wrong() {
         "folio A's blocks were written"
     );
     assert!(mem.snapshot(16384, 16384) == bytes(1, 16384, 16384));
-    assert_eq!(file.inode().cache.nr_dirty(), 1);
+    assert_eq!(file.mapping().cache.nr_dirty(), 1);
     // Another fsync retries A and fails the same way, writing nothing.
     let s0 = file.device_stats();
     assert!(file.fsync().is_err());
@@ -569,12 +570,12 @@ fn writeback_mapping_failure_writes_nothing_wrong() {
 struct EndFails(bufwrite_engine::Flat);
 
 impl bufwrite_engine::Mapper for EndFails {
-    fn block_size(&self) -> u32 {
+    fn block_size(&self) -> bufwrite_engine::BlockSize {
         self.0.block_size()
     }
     fn iomap_begin(
         &self,
-        pos: u64,
+        pos: bufwrite_engine::FilePos,
         len: u64,
         intent: bufwrite_engine::MapIntent,
     ) -> bufwrite_engine::Result<bufwrite_engine::Iomap> {
@@ -582,7 +583,7 @@ impl bufwrite_engine::Mapper for EndFails {
     }
     fn iomap_end(
         &self,
-        _pos: u64,
+        _pos: bufwrite_engine::FilePos,
         _len: u64,
         _written: u64,
         _intent: bufwrite_engine::MapIntent,
@@ -591,7 +592,7 @@ impl bufwrite_engine::Mapper for EndFails {
     }
     fn get_block(
         &self,
-        block: u64,
+        block: bufwrite_engine::FileBlock,
         create: bool,
     ) -> bufwrite_engine::Result<bufwrite_engine::BlockMapping> {
         self.0.get_block(block, create)

@@ -67,10 +67,10 @@ fn a_torn_writeback_lands_its_prefix_stays_dirty_and_retries_whole() {
         let dev = mem.snapshot(0, 16384);
         assert!(dev[..landed].iter().all(|&b| b == 7), "{fault:?}");
         assert!(dev[landed..].iter().all(|&b| b == 0), "{fault:?}");
-        assert!(file.inode().cache.nr_dirty() > 0, "{fault:?}");
+        assert!(file.mapping().cache.nr_dirty() > 0, "{fault:?}");
         file.fsync().unwrap();
         assert_eq!(mem.snapshot(0, 16384), data, "{fault:?}");
-        assert_eq!(file.inode().cache.nr_dirty(), 0);
+        assert_eq!(file.mapping().cache.nr_dirty(), 0);
     }
 }
 

@@ -42,7 +42,7 @@ fn run(dev: Dev, s: &Setup, ops: &[Op]) -> Result<(), String> {
         apply(&rig.file, &mut model, &op)?;
     }
     check(&model).map_err(|e| format!("final fsync: {e}"))?;
-    if rig.file.inode().cache.nr_dirty() != 0 {
+    if rig.file.mapping().cache.nr_dirty() != 0 {
         return Err("dirty folios left after fsync".into());
     }
     let all = Op::Trace(TraceOp::Read {

@@ -272,7 +272,7 @@ fn failing_fd_error_reaches_fsync_with_offset_and_data_stays_dirty() {
             }
             r => panic!("fsync should fail: {r:?}"),
         }
-        assert_eq!(file.inode().cache.nr_dirty(), 1);
+        assert_eq!(file.mapping().cache.nr_dirty(), 1);
     }
     let mut back = [0u8; 4096];
     file.pread(20480, &mut back).unwrap();
@@ -305,10 +305,10 @@ fn injected_fault_over_uring_keeps_data_dirty_until_a_retry_succeeds() {
     let bytes = std::fs::read(&path).unwrap();
     assert!(bytes[..65536].iter().all(|&v| v == 4));
     assert!(bytes[131072..196608].iter().all(|&v| v == 0));
-    assert!(file.inode().cache.nr_dirty() >= 1);
+    assert!(file.mapping().cache.nr_dirty() >= 1);
     faulty.heal();
     file.fsync().unwrap();
-    assert_eq!(file.inode().cache.nr_dirty(), 0);
+    assert_eq!(file.mapping().cache.nr_dirty(), 0);
     let bytes = std::fs::read(&path).unwrap();
     assert!(bytes[..65536].iter().all(|&v| v == 4));
     assert!(bytes[65536..131072].iter().all(|&v| v == 0));

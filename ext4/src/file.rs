@@ -8,7 +8,10 @@
 
 use crate::extent::{find, Extent};
 use crate::inode::Inode;
-use bufwrite_engine::{BlockMapping, Error, ExtentKind, Iomap, MapIntent, Mapper, Result};
+use bufwrite_engine::{
+    BlockMapping, BlockSize, DevAddr, DiskBlock, Error, ExtentKind, FileBlock, FilePos, Iomap,
+    MapIntent, Mapper, Result,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One ext4 file's mapping: its extents, block size and i_size.
@@ -74,23 +77,33 @@ impl Ext4File {
         ))
     }
 
+    /// The block size as the engine's checked unit. The superblock parser
+    /// accepts only powers of two from 1 KiB to 64 KiB, so the check cannot
+    /// fail for a file opened through [`crate::Ext4`]; the fallback only
+    /// keeps the type total (and `File::open` refuses anything but 1, 2 and
+    /// 4 KiB anyway).
+    #[inline]
+    fn unit(&self) -> BlockSize {
+        BlockSize::new(self.block_size).unwrap_or(BlockSize::PAGE)
+    }
+
     /// The mapping covering `pos`, clipped to `[pos, pos + len)`.
-    fn lookup(&self, pos: u64, len: u64) -> Iomap {
+    fn lookup(&self, pos: FilePos, len: u64) -> Iomap {
         let bs = self.bs();
-        let blk = pos / bs;
+        let blk = pos.block(self.unit()).get();
         match find(&self.extents, blk) {
             Ok(i) => {
                 let e = self.extents[i];
                 let start = e.lblk * bs;
                 Iomap {
                     offset: pos,
-                    length: len.min(e.end() * bs - pos),
+                    length: len.min(e.end() * bs - pos.get()),
                     kind: if e.unwritten {
                         ExtentKind::Unwritten
                     } else {
                         ExtentKind::Mapped
                     },
-                    addr: e.pblk * bs + (pos - start),
+                    addr: DevAddr::of(DiskBlock::new(e.pblk), self.unit()).add(pos.get() - start),
                     new: false,
                 }
             }
@@ -98,9 +111,9 @@ impl Ext4File {
                 let next = self.extents.get(i).map_or(u64::MAX, |e| e.lblk * bs);
                 Iomap {
                     offset: pos,
-                    length: len.min(next - pos),
+                    length: len.min(next - pos.get()),
                     kind: ExtentKind::Hole,
-                    addr: 0,
+                    addr: DevAddr::new(0),
                     new: false,
                 }
             }
@@ -109,11 +122,11 @@ impl Ext4File {
 }
 
 impl Mapper for Ext4File {
-    fn block_size(&self) -> u32 {
-        self.block_size
+    fn block_size(&self) -> BlockSize {
+        self.unit()
     }
 
-    fn iomap_begin(&self, pos: u64, len: u64, intent: MapIntent) -> Result<Iomap> {
+    fn iomap_begin(&self, pos: FilePos, len: u64, intent: MapIntent) -> Result<Iomap> {
         let m = self.lookup(pos, len);
         if intent != MapIntent::Read && m.kind != ExtentKind::Mapped && m.length > 0 {
             return Err(self.refuse(format!(
@@ -124,9 +137,9 @@ impl Mapper for Ext4File {
         Ok(m)
     }
 
-    fn get_block(&self, block: u64, create: bool) -> Result<BlockMapping> {
-        let bs = self.bs();
-        match find(&self.extents, block) {
+    fn get_block(&self, block: FileBlock, create: bool) -> Result<BlockMapping> {
+        let bs = self.unit();
+        match find(&self.extents, block.get()) {
             Ok(i) => {
                 let e = self.extents[i];
                 if e.unwritten && create {
@@ -140,7 +153,7 @@ impl Mapper for Ext4File {
                     } else {
                         ExtentKind::Mapped
                     },
-                    addr: (e.pblk + (block - e.lblk)) * bs,
+                    addr: DevAddr::of(DiskBlock::new(e.pblk).add(block.get() - e.lblk), bs),
                     new: false,
                 })
             }
@@ -149,7 +162,7 @@ impl Mapper for Ext4File {
             ))),
             Err(_) => Ok(BlockMapping {
                 kind: ExtentKind::Hole,
-                addr: 0,
+                addr: DevAddr::new(0),
                 new: false,
             }),
         }
@@ -168,7 +181,8 @@ impl Mapper for Ext4File {
         self.disk_size
     }
 
-    fn prepare_write(&self, pos: u64, len: u64) -> Result<()> {
+    fn prepare_write(&self, pos: FilePos, len: u64) -> Result<()> {
+        let pos = pos.get();
         if let Some(why) = &self.refusal {
             return Err(self.refuse(format!("writes are refused because {why}")));
         }
@@ -186,7 +200,7 @@ impl Mapper for Ext4File {
         }
         let mut at = pos;
         while at < end {
-            let m = self.lookup(at, end - at);
+            let m = self.lookup(FilePos::new(at), end - at);
             if m.kind != ExtentKind::Mapped {
                 return Err(self.refuse(format!(
                     "write of {len} bytes at offset {pos} covers a {} at offset {at}; that needs allocation or unwritten-extent conversion",
@@ -196,7 +210,7 @@ impl Mapper for Ext4File {
                     }
                 )));
             }
-            at = m.end();
+            at = m.end().get();
         }
         Ok(())
     }

@@ -102,7 +102,7 @@ pub fn run_on_every_path(
     let all = [Op::Trace(TraceOp::Fsync), Op::DropCaches];
     for (i, op) in ops.iter().chain(all.iter()).enumerate() {
         for (rig, model) in rigs.iter().zip(models.iter_mut()) {
-            let name = rig.file.path_name();
+            let name = rig.file.write_path_name();
             apply(&rig.file, model, op).map_err(|e| format!("{name}: op {i}: {e}"))?;
             if *op == Op::Trace(TraceOp::Fsync) {
                 check_device(&rig.region(), model)
@@ -112,8 +112,8 @@ pub fn run_on_every_path(
     }
     // After dropping the cache every byte comes back from the device.
     for (rig, model) in rigs.iter().zip(models.iter_mut()) {
-        let name = rig.file.path_name();
-        if rig.file.inode().cache.nr_dirty() != 0 {
+        let name = rig.file.write_path_name();
+        if rig.file.mapping().cache.nr_dirty() != 0 {
             return Err(format!("{name}: dirty folios left after fsync"));
         }
         let read_all = Op::Trace(TraceOp::Read {

@@ -30,7 +30,7 @@ fn failed_read_in_fails_the_write_cleanly() {
         let (file, faulty, mem) = open(mode);
         faulty.fail_next_reads(1);
         assert!(file.pwrite(100, &[7u8; 10]).is_err(), "{mode:?}");
-        assert_eq!(file.inode().cache.nr_dirty(), 0);
+        assert_eq!(file.mapping().cache.nr_dirty(), 0);
         faulty.heal();
         // The retry reads the block again and writes.
         assert_eq!(file.pwrite(100, &[7u8; 10]).unwrap(), 10);
@@ -51,10 +51,10 @@ fn failed_writeback_keeps_the_heads_dirty() {
         file.pwrite(0, &[9u8; 4096]).unwrap();
         faulty.fail_next_writes(1);
         assert!(file.fsync().is_err(), "{mode:?}");
-        assert_eq!(file.inode().cache.nr_dirty(), 1);
+        assert_eq!(file.mapping().cache.nr_dirty(), 1);
         faulty.heal();
         file.fsync().unwrap();
-        assert_eq!(file.inode().cache.nr_dirty(), 0);
+        assert_eq!(file.mapping().cache.nr_dirty(), 0);
         assert_eq!(mem.snapshot(0, 4096), vec![9u8; 4096]);
     }
 }

@@ -276,14 +276,14 @@ fn faults_keep_data_dirty_and_expose_nothing() {
             }
             faulty.fail_writes_in(6144..7168);
             assert!(file.fsync().is_err(), "{name} {order:?}");
-            assert!(file.inode().cache.nr_dirty() > 0, "{name} {order:?}");
+            assert!(file.mapping().cache.nr_dirty() > 0, "{name} {order:?}");
             file.drop_caches();
             faulty.heal();
             let mut buf = vec![0u8; model.len() + 5];
             assert_eq!(file.pread(0, &mut buf).unwrap(), model.len());
             assert!(buf[..model.len()] == model[..], "{name} {order:?}");
             file.fsync().unwrap();
-            assert_eq!(file.inode().cache.nr_dirty(), 0);
+            assert_eq!(file.mapping().cache.nr_dirty(), 0);
             assert!(
                 mem.snapshot(0, model.len() as u64) == model,
                 "{name} {order:?}"

@@ -21,7 +21,7 @@ fn walks(rig: &Rig) -> (u64, u64) {
 fn uptodate_folio(mode: Mode) -> Rig {
     let rig = Rig::new(mode.name(), 4096, OrderPolicy::Fixed(9), 0, 4 * MIB, 0);
     rig.file.pwrite(0, &vec![0x5a; FOLIO as usize]).unwrap();
-    let f = rig.file.inode().cache.find(0).unwrap();
+    let f = rig.file.mapping().cache.find(0).unwrap();
     assert!(f.lock().uptodate());
     rig
 }
@@ -160,7 +160,7 @@ fn writeback_writes_only_dirty_heads_merged() {
         assert_eq!(s.bytes_written - before.bytes_written, 6 * 4096, "{name}");
         let region = rig.region();
         assert!(region[5 * 4096..6 * 4096].iter().all(|&b| b == 2));
-        assert_eq!(rig.file.inode().cache.nr_dirty(), 0);
+        assert_eq!(rig.file.mapping().cache.nr_dirty(), 0);
     }
 }
 
@@ -173,7 +173,7 @@ fn ring_memory_is_reported_and_freed_with_the_folio() {
         let (meta, data) = rig.file.metadata_bytes();
         assert_eq!(data, FOLIO as usize);
         if name != "iomap" {
-            let f = rig.file.inode().cache.find(0).unwrap();
+            let f = rig.file.mapping().cache.find(0).unwrap();
             let g = f.lock();
             let ring = folio_ring(&g).unwrap();
             assert_eq!(ring.len(), 512);
@@ -196,7 +196,7 @@ fn mode_names_round_trip() {
     for m in Mode::ALL {
         assert_eq!(Mode::from_name(m.name()), Some(m));
         let rig = Rig::new(m.name(), 4096, OrderPolicy::Fixed(0), 0, MIB, 0);
-        assert_eq!(rig.file.path_name(), m.name());
+        assert_eq!(rig.file.write_path_name(), m.name());
     }
     assert_eq!(Mode::from_name("iomap"), None);
 }
@@ -303,7 +303,7 @@ fn heads_are_the_kernels_size_and_a_cached_gib_carries_their_metadata() {
     let rig = Rig::new("bh-legacy", 4096, OrderPolicy::Fixed(9), 0, 4 * MIB, 0);
     rig.file.pwrite(0, &[1u8; 1024]).unwrap();
     assert_eq!(rig.file.metadata_bytes(), (53_288, FOLIO as usize));
-    let f = rig.file.inode().cache.find(0).unwrap();
+    let f = rig.file.mapping().cache.find(0).unwrap();
     let g = f.lock();
     let ring = folio_ring(&g).unwrap();
     assert!(ring.iter().all(|bh| bh.folio() == 0 && bh.count() == 0));

@@ -12,11 +12,13 @@ mod read;
 mod write;
 mod writeback;
 
+use crate::address_space::AddressSpace;
 use crate::error::Result;
 use crate::folio::{FolioData, FolioPrivate};
 use crate::folio_state::FolioState;
 use crate::iov::IovIter;
-use crate::path::{DirtyRun, Inode, WritePath};
+use crate::units::{BlockSize, FilePos};
+use crate::write_path::{DirtyRun, WritePath};
 
 /// The iomap write path.
 #[derive(Debug, Default, Clone, Copy)]
@@ -29,18 +31,27 @@ impl IomapPath {
     }
 }
 
-/// Blocks in a folio of `size` bytes.
+/// Blocks in the folio: the kernel's `i_blocks_per_folio`.
 #[inline]
-fn nblocks(folio: &FolioData, bs: usize) -> usize {
-    // Block sizes are powers of two: a shift, not a division, on the hot path.
-    folio.size() >> bs.trailing_zeros()
+fn i_blocks_per_folio(folio: &FolioData, bs: BlockSize) -> usize {
+    // A shift, not a division, on the hot path.
+    folio.size() >> bs.shift()
 }
 
-/// The folio's state, attached (seeded from the folio flags) if missing.
-/// Only for folios of more than one block.
-fn ensure_state(folio: &mut FolioData, bs: usize) -> &mut FolioState {
+/// `ifs_alloc`: the folio's [`FolioState`] (the kernel's `struct
+/// iomap_folio_state`, `ifs`), attached if missing and seeded from the folio
+/// flags, as the kernel seeds it from `folio_test_uptodate` and
+/// `folio_test_dirty`. Only for folios of more than one block.
+///
+/// Where ours differs: the kernel allocates with the gfp flags of the
+/// caller and can fail (`-EAGAIN` for nowait); this never fails.
+fn ifs_alloc(folio: &mut FolioData, bs: BlockSize) -> &mut FolioState {
     if !matches!(folio.private, FolioPrivate::Iomap(_)) {
-        let s = FolioState::new(nblocks(folio, bs), folio.uptodate(), folio.dirty());
+        let s = FolioState::new(
+            i_blocks_per_folio(folio, bs),
+            folio.uptodate(),
+            folio.dirty(),
+        );
         folio.private = FolioPrivate::Iomap(s);
     }
     match &mut folio.private {
@@ -55,32 +66,37 @@ impl WritePath for IomapPath {
         "iomap"
     }
 
-    fn perform_write(&self, inode: &Inode, pos: u64, src: &mut IovIter<'_>) -> Result<u64> {
-        write::perform_write(inode, pos, src)
+    fn perform_write(
+        &self,
+        mapping: &AddressSpace,
+        pos: FilePos,
+        src: &mut IovIter<'_>,
+    ) -> Result<u64> {
+        write::iomap_file_buffered_write(mapping, pos, src)
     }
 
     fn read_folio_range(
         &self,
-        inode: &Inode,
+        mapping: &AddressSpace,
         folio: &mut FolioData,
         from: usize,
         to: usize,
     ) -> Result<()> {
-        read::read_folio_range(inode, folio, from, to)
+        read::iomap_read_folio(mapping, folio, from, to)
     }
 
     fn writeback_runs(
         &self,
-        inode: &Inode,
+        mapping: &AddressSpace,
         folio: &mut FolioData,
         end: usize,
         runs: &mut Vec<DirtyRun>,
     ) -> Result<()> {
-        writeback::writeback_runs(inode, folio, end, runs)
+        writeback::iomap_writepage_map(mapping, folio, end, runs)
     }
 
     fn clear_dirty(&self, folio: &mut FolioData, done: &[std::ops::Range<usize>]) -> bool {
-        writeback::clear_dirty(folio, done)
+        writeback::ifs_clear_range_dirty(folio, done)
     }
 
     fn private_bytes(&self, folio: &FolioData) -> usize {

@@ -1,57 +1,73 @@
-//! iomap write: `iomap_write_iter`, `iomap_write_begin`, `iomap_write_end`.
+//! iomap write, named as fs/iomap/buffered-io.c names it:
+//! `iomap_file_buffered_write` (per extent), `iomap_write_iter` (per
+//! folio), `iomap_write_begin` / `__iomap_write_begin` (the edge blocks),
+//! `iomap_write_end`.
 
-use super::{ensure_state, nblocks};
+use super::{i_blocks_per_folio, ifs_alloc};
+use crate::address_space::AddressSpace;
 use crate::error::Result;
 use crate::folio::{FolioData, FolioFlags, FolioPrivate};
 use crate::iov::IovIter;
 use crate::mapping::{ExtentKind, Iomap, MapIntent};
-use crate::path::Inode;
+use crate::units::{DevAddr, FilePos};
 
-/// The write loop: per extent, then per folio inside it.
-pub(super) fn perform_write(inode: &Inode, mut pos: u64, src: &mut IovIter<'_>) -> Result<u64> {
+/// The write loop, per extent: `iomap_file_buffered_write` with its
+/// `iomap_iter` (fs/iomap/buffered-io.c, fs/iomap/iter.c): ask the mapper
+/// for the extent at `pos` (`iomap_begin`), write into it
+/// ([`iomap_write_iter`]), end it (`iomap_end`), until `src` is used up.
+///
+/// Where ours differs: the kernel's iterator advances by what the
+/// previous round processed and handles a short iteration by calling
+/// `iomap_end` then `iomap_begin` again; here the loop does that itself,
+/// and an error after some progress returns the bytes written (as
+/// `iomap_file_buffered_write` returns `iter.pos - iocb->ki_pos`).
+pub(super) fn iomap_file_buffered_write(
+    mapping: &AddressSpace,
+    pos: FilePos,
+    src: &mut IovIter<'_>,
+) -> Result<u64> {
+    let mut pos = pos.get();
     let mut written = 0u64;
-    let chunk = inode.cache.max_folio_size();
     // Only writers move i_size, and the caller holds the write lock: read
     // it once and keep it current here instead of asking the mapper per folio.
-    let mut isize = inode.size();
+    let mut isize = mapping.size();
     while src.remaining() > 0 {
         let want = src.remaining();
         // Used in place, by reference: moving the mapping out of the
         // returned Result cost a store-forwarding stall (about 6 ns a write
         // on the criterion bench, 23% of this function's samples in perf).
-        let mapped = inode.mapper.iomap_begin(pos, want, MapIntent::Write);
+        let mapped = mapping
+            .mapper
+            .iomap_begin(FilePos::new(pos), want, MapIntent::Write);
         let iomap = match &mapped {
             Ok(m) => m,
             Err(_) if written == 0 => return mapped.map(|_| 0),
             Err(_) => return Ok(written),
         };
-        let ext_end = iomap.end().min(pos + want);
+        let ext_end = iomap.end().get().min(pos + want);
         let start = pos;
-        while pos < ext_end {
-            let bytes = (chunk - pos % chunk).min(ext_end - pos);
-            match write_one_folio(inode, iomap, pos, bytes, src, &mut isize) {
-                Ok(n) => {
-                    pos += n;
-                    written += n;
-                }
-                Err(e) => {
-                    // Finishing the mapping is best effort: the write error
-                    // is what the caller needs to see.
-                    let _ = inode.mapper.iomap_end(
-                        start,
-                        ext_end - start,
-                        pos - start,
-                        MapIntent::Write,
-                    );
-                    return if written == 0 { Err(e) } else { Ok(written) };
-                }
-            }
+        let (n, res) = iomap_write_iter(mapping, iomap, pos, ext_end, src, &mut isize);
+        pos += n;
+        written += n;
+        if let Err(e) = res {
+            // Finishing the mapping is best effort: the write error is what
+            // the caller needs to see.
+            let _ = mapping.mapper.iomap_end(
+                FilePos::new(start),
+                ext_end - start,
+                pos - start,
+                MapIntent::Write,
+            );
+            return if written == 0 { Err(e) } else { Ok(written) };
         }
         // The bytes are in the cache and i_size covers them: report them
         // (the contract of perform_write) rather than the end error.
-        let ended = inode
-            .mapper
-            .iomap_end(start, ext_end - start, pos - start, MapIntent::Write);
+        let ended = mapping.mapper.iomap_end(
+            FilePos::new(start),
+            ext_end - start,
+            pos - start,
+            MapIntent::Write,
+        );
         if let Err(e) = ended {
             return if written == 0 { Err(e) } else { Ok(written) };
         }
@@ -59,36 +75,71 @@ pub(super) fn perform_write(inode: &Inode, mut pos: u64, src: &mut IovIter<'_>) 
     Ok(written)
 }
 
-/// One folio: find or create, lock, write_begin, copy, write_end, i_size,
-/// unlock. Returns the bytes written (the folio may be smaller than asked).
+/// `iomap_write_iter`: the folios of one extent, file bytes `[pos, ext_end)`,
+/// each one locked, prepared ([`iomap_write_begin`]), copied into and
+/// committed ([`iomap_write_end`]) with i_size moved before the unlock.
+/// Returns the bytes written and, if a folio failed, its error.
+///
+/// Where ours differs: the kernel faults the user pages in first
+/// (`fault_in_iov_iter_readable`) and retries a short copy with a smaller
+/// chunk; the copy source here is always resident, so a short copy means
+/// the source ended.
+#[inline]
+fn iomap_write_iter(
+    mapping: &AddressSpace,
+    iomap: &Iomap,
+    mut pos: u64,
+    ext_end: u64,
+    src: &mut IovIter<'_>,
+    isize: &mut u64,
+) -> (u64, Result<()>) {
+    let chunk = mapping.cache.max_folio_size();
+    let start = pos;
+    while pos < ext_end {
+        let bytes = (chunk - pos % chunk).min(ext_end - pos);
+        match write_one_folio(mapping, iomap, pos, bytes, src, isize) {
+            Ok(n) => pos += n,
+            Err(e) => return (pos - start, Err(e)),
+        }
+    }
+    (pos - start, Ok(()))
+}
+
+/// One round of [`iomap_write_iter`]'s loop: find or create the folio and
+/// lock it (`iomap_get_folio`), [`iomap_write_begin`], copy
+/// (`copy_folio_from_iter_atomic`), [`iomap_write_end`], i_size, unlock.
+/// Returns the bytes written (the folio may be smaller than asked).
 #[inline]
 fn write_one_folio(
-    inode: &Inode,
+    mapping: &AddressSpace,
     iomap: &Iomap,
     pos: u64,
     bytes: u64,
     src: &mut IovIter<'_>,
     isize: &mut u64,
 ) -> Result<u64> {
-    inode.cache.with_locked(pos, bytes, |g| {
+    mapping.cache.with_locked(pos, bytes, |g| {
         // Offsets come from the folio we got, not from the request.
         let off = (pos - g.pos()) as usize;
         let len = (g.size() - off).min(bytes as usize);
-        write_begin(inode, iomap, g, off, len, *isize)?;
+        iomap_write_begin(mapping, iomap, g, off, len, *isize)?;
         let copied = src.copy_to(&mut g.data[off..off + len]);
-        write_end(inode, g, off, copied);
+        iomap_write_end(mapping, g, off, copied);
         // i_size moves before the folio is unlocked (DESIGN.md §4 R12).
-        inode.extend_size(isize, pos + copied as u64);
+        mapping.extend_size(isize, pos + copied as u64);
         Ok(copied as u64)
     })
 }
 
-/// Prepares folio bytes `[off, off + len)` for the copy: on a folio that is
-/// not uptodate, the partial edge blocks that are not uptodate are read
-/// (mapped data inside EOF) or zeroed (holes, unwritten, new, past EOF).
-/// Blocks the write covers entirely are never touched.
-fn write_begin(
-    inode: &Inode,
+/// `iomap_write_begin`: nothing to do on an uptodate folio or one the
+/// write covers whole; otherwise [`__iomap_write_begin`].
+///
+/// Where ours differs: the kernel also gets and locks the folio here
+/// (`__iomap_get_folio`) and handles inline data and `srcmap`; the folio
+/// arrives locked from [`write_one_folio`], and there is no inline data.
+#[inline]
+fn iomap_write_begin(
+    mapping: &AddressSpace,
     iomap: &Iomap,
     folio: &mut FolioData,
     off: usize,
@@ -98,15 +149,39 @@ fn write_begin(
     if folio.uptodate() || (off == 0 && len == folio.size()) {
         return Ok(());
     }
-    let bs = inode.bs();
+    __iomap_write_begin(mapping, iomap, folio, off, len, isize)
+}
+
+/// `__iomap_write_begin`: prepares folio bytes `[off, off + len)` of a
+/// folio that is not uptodate for the copy. The partial edge blocks that
+/// are not uptodate are read (mapped data inside EOF) or zeroed (holes,
+/// unwritten, new, past EOF); blocks the write covers entirely are never
+/// touched.
+///
+/// Where ours differs: the kernel walks every block of the range with
+/// `iomap_adjust_read_range` to skip the uptodate ones and the fully
+/// covered ones; only the first and last block can be partial, so this
+/// looks at those two directly ([`prepare_edge_block`]). It allocates the
+/// per-folio state (`ifs_alloc`) only when a folio has more than one block,
+/// as the kernel does.
+fn __iomap_write_begin(
+    mapping: &AddressSpace,
+    iomap: &Iomap,
+    folio: &mut FolioData,
+    off: usize,
+    len: usize,
+    isize: u64,
+) -> Result<()> {
+    let bs = mapping.bs();
     let end = off + len;
-    let first = off / bs;
-    let last = (end - 1) / bs;
-    if !off.is_multiple_of(bs) {
-        prepare_edge_block(inode, iomap, folio, first, (off, end), isize)?;
+    let first = off >> bs.shift();
+    let last = (end - 1) >> bs.shift();
+    let aligned = |x: usize| bs.is_aligned(x as u64);
+    if !aligned(off) {
+        prepare_edge_block(mapping, iomap, folio, first, (off, end), isize)?;
     }
-    if !end.is_multiple_of(bs) && (last != first || off.is_multiple_of(bs)) {
-        prepare_edge_block(inode, iomap, folio, last, (off, end), isize)?;
+    if !aligned(end) && (last != first || aligned(off)) {
+        prepare_edge_block(mapping, iomap, folio, last, (off, end), isize)?;
     }
     Ok(())
 }
@@ -119,28 +194,31 @@ fn block_uptodate(folio: &FolioData, b: usize) -> bool {
     }
 }
 
-/// Reads or zeroes one partially written block `b`.
+/// One round of `__iomap_write_begin`'s block loop for a partially written
+/// block `b`: zero what the copy will not fill (`folio_zero_segments`) or
+/// read the block synchronously (`iomap_read_folio_range`).
 fn prepare_edge_block(
-    inode: &Inode,
+    mapping: &AddressSpace,
     iomap: &Iomap,
     folio: &mut FolioData,
     b: usize,
     (from, to): (usize, usize),
     isize: u64,
 ) -> Result<()> {
-    let bs = inode.bs();
-    if nblocks(folio, bs) > 1 {
-        ensure_state(folio, bs);
+    let bsize = mapping.bs();
+    if i_blocks_per_folio(folio, bsize) > 1 {
+        ifs_alloc(folio, bsize);
     }
     if block_uptodate(folio, b) {
         return Ok(());
     }
-    let bstart = b * bs;
-    let block_pos = folio.pos() + bstart as u64;
-    let needs_zero = block_pos >= isize || iomap.kind != ExtentKind::Mapped || iomap.new;
+    let bs = bsize.as_usize();
+    let bstart = b << bsize.shift();
+    let block_pos = FilePos::new(folio.pos() + bstart as u64);
+    let needs_zero = block_pos.get() >= isize || iomap.kind != ExtentKind::Mapped || iomap.new;
     if needs_zero {
         // Zero only what the copy will not fill; the block becomes uptodate
-        // in write_end, after the copy (never half-initialised).
+        // in iomap_write_end, after the copy (never half-initialised).
         let block = &mut folio.data[bstart..bstart + bs];
         let (lo, hi) = (from.max(bstart) - bstart, to.min(bstart + bs) - bstart);
         block[..lo].fill(0);
@@ -149,9 +227,9 @@ fn prepare_edge_block(
     }
     let addr = block_addr(iomap, block_pos);
     // One synchronous read per edge block, as `__iomap_write_begin` does
-    // (the buffer-head write_begin queues both edges and then waits: a real
+    // (the buffer-head __block_write_begin_int queues both edges and then waits: a real
     // difference between the kernel's paths, kept).
-    inode.read_blocks(addr, &mut folio.data[bstart..bstart + bs])?;
+    mapping.read_blocks(addr, &mut folio.data[bstart..bstart + bs])?;
     if let FolioPrivate::Iomap(s) = &mut folio.private {
         if s.set_uptodate(b, b + 1) {
             folio.flags.set(FolioFlags::UPTODATE, true);
@@ -160,28 +238,36 @@ fn prepare_edge_block(
     Ok(())
 }
 
-/// Device address of the block at file offset `block_pos`. Extents are
+/// Device address of the block at file position `block_pos`. Extents are
 /// block-aligned, so the block holding a mapped byte lies in the same
 /// extent even when it starts before `iomap.offset`.
-fn block_addr(iomap: &Iomap, block_pos: u64) -> u64 {
+fn block_addr(iomap: &Iomap, block_pos: FilePos) -> DevAddr {
     if block_pos >= iomap.offset {
-        iomap.addr + (block_pos - iomap.offset)
+        iomap.addr_of(block_pos)
     } else {
-        iomap.addr - (iomap.offset - block_pos)
+        iomap.addr.sub(iomap.offset.since(block_pos))
     }
 }
 
-/// Commits `copied` bytes at `off`: the written blocks become uptodate and
-/// dirty, the folio uptodate once every block is, and dirty.
+/// `iomap_write_end` (with `__iomap_write_end`): commits `copied` bytes at
+/// `off`. The written blocks become uptodate (`iomap_set_range_uptodate`)
+/// and dirty (`iomap_set_range_dirty`), the folio uptodate once every block
+/// is, and dirty (`filemap_dirty_folio`).
+///
+/// Where ours differs: the kernel rejects a short copy into a folio that is
+/// not uptodate (returns 0 so the caller retries); the copy source here
+/// cannot fault, so a short copy is the end of the source and what was
+/// copied is committed. i_size is moved by the caller
+/// ([`write_one_folio`]), as `iomap_write_iter` does after this returns.
 #[inline]
-fn write_end(inode: &Inode, folio: &mut FolioData, off: usize, copied: usize) {
+fn iomap_write_end(mapping: &AddressSpace, folio: &mut FolioData, off: usize, copied: usize) {
     if copied == 0 {
         return;
     }
-    let bs = inode.bs();
-    let bits = bs.trailing_zeros();
-    let n = nblocks(folio, bs);
-    let (first, last) = (off >> bits, (off + copied + bs - 1) >> bits);
+    let bs = mapping.bs();
+    let bits = bs.shift();
+    let n = i_blocks_per_folio(folio, bs);
+    let (first, last) = (off >> bits, (off + copied + bs.as_usize() - 1) >> bits);
     let whole = off == 0 && copied == folio.size();
     let has_state = matches!(folio.private, FolioPrivate::Iomap(_));
     if n == 1 || (whole && !has_state) {
@@ -190,12 +276,12 @@ fn write_end(inode: &Inode, folio: &mut FolioData, off: usize, copied: usize) {
         // Every block is already uptodate and dirty at folio level.
     } else {
         let was_uptodate = folio.uptodate();
-        let s = ensure_state(folio, bs);
+        let s = ifs_alloc(folio, bs);
         let full = !was_uptodate && s.set_uptodate(first, last);
         s.set_dirty(first, last);
         if full {
             folio.flags.set(FolioFlags::UPTODATE, true);
         }
     }
-    inode.mark_folio_dirty(folio);
+    mapping.mark_folio_dirty(folio);
 }

@@ -129,8 +129,8 @@ impl Rig {
 /// uptodate exactly when every block is; a dirty block is uptodate; dirty
 /// blocks only in a dirty folio, and a dirty folio is in the dirty set.
 pub fn check_invariants(file: &File) -> Result<(), String> {
-    let bs = file.inode().bs();
-    for folio in file.inode().cache.folios() {
+    let bs = file.mapping().bs().as_usize();
+    for folio in file.mapping().cache.folios() {
         let g = folio.lock();
         let at = g.pos();
         if let Some(s) = g.iomap_state() {

@@ -603,15 +603,24 @@ impl Uncached {
 }
 
 impl Mapper for Uncached {
-    fn block_size(&self) -> u32 {
-        self.block_size
+    fn block_size(&self) -> bufwrite_engine::BlockSize {
+        bufwrite_engine::BlockSize::new(self.block_size).expect("a valid block size")
     }
 
-    fn iomap_begin(&self, pos: u64, len: u64, intent: MapIntent) -> bufwrite_engine::Result<Iomap> {
+    fn iomap_begin(
+        &self,
+        pos: bufwrite_engine::FilePos,
+        len: u64,
+        intent: MapIntent,
+    ) -> bufwrite_engine::Result<Iomap> {
         self.file()?.iomap_begin(pos, len, intent)
     }
 
-    fn get_block(&self, block: u64, create: bool) -> bufwrite_engine::Result<BlockMapping> {
+    fn get_block(
+        &self,
+        block: bufwrite_engine::FileBlock,
+        create: bool,
+    ) -> bufwrite_engine::Result<BlockMapping> {
         self.file()?.get_block(block, create)
     }
 

@@ -9,7 +9,9 @@
 
 use crate::common::*;
 use bufwrite_engine::device::mem::Mem;
-use bufwrite_engine::{BlockDevice, File, FileOptions, IomapPath, MapIntent, Mapper};
+use bufwrite_engine::{
+    BlockDevice, File, FileBlock, FileOptions, FilePos, IomapPath, MapIntent, Mapper,
+};
 use bufwrite_ext4::{CorruptKind, Ext4, Ext4Error, Location, OverlapWith, Structure};
 use proptest::prelude::*;
 use std::path::Path;
@@ -343,30 +345,32 @@ fn exercise(dev: Arc<Mem>) {
         if let Ok(w) = w {
             // Mapping for a write is not a write: nothing reaches the device.
             let size = w.size();
-            let _ = w.iomap_begin(0, size.max(1), MapIntent::Write);
-            let _ = w.prepare_write(size / 2, size.min(4096));
-            let _ = w.get_block(0, true);
+            let _ = w.iomap_begin(FilePos::new(0), size.max(1), MapIntent::Write);
+            let _ = w.prepare_write(FilePos::new(size / 2), size.min(4096));
+            let _ = w.get_block(FileBlock::new(0), true);
         }
         let Ok(f) = checked(fs.open_file_read_only(p), size) else {
             continue;
         };
-        let bs = u64::from(f.block_size());
+        let bs = f.block_size().get();
         let size = f.size();
         let mut pos = 0;
         for _ in 0..10_000 {
             if pos >= size {
                 break;
             }
-            let m = f.iomap_begin(pos, size - pos, MapIntent::Read).unwrap();
+            let m = f
+                .iomap_begin(FilePos::new(pos), size - pos, MapIntent::Read)
+                .unwrap();
             assert!(
-                m.offset == pos && m.length > 0 && m.length <= size - pos,
+                m.offset.get() == pos && m.length > 0 && m.length <= size - pos,
                 "{p}: iomap {m:?} for {pos}+{}",
                 size - pos
             );
             pos += m.length;
         }
         for blk in 0..size.div_ceil(bs).min(4000) {
-            let _ = f.get_block(blk, false);
+            let _ = f.get_block(FileBlock::new(blk), false);
         }
         let Ok(file) = File::open(
             d.clone(),

@@ -1,0 +1,109 @@
+//! The address space of one file: its page cache, its mapper (the
+//! filesystem's side, which owns i_size) and the device under it.
+//!
+//! The kernel splits this between `struct address_space` (the page cache
+//! of a file, `mapping->i_mapping`, with the folios in `i_pages`) and the host
+//! `struct mapping` it belongs to (i_size, i_blkbits, the filesystem's
+//! operations). bufwrite keeps them in one [`AddressSpace`] because nothing
+//! here needs one without the other; the on-disk mapping of ext4 is a
+//! different thing and stays `bufwrite_ext4::AddressSpace`.
+
+use crate::device::BlockDevice;
+use crate::error::{Error, IoKind, Result};
+use crate::folio::FolioData;
+use crate::mapping::Mapper;
+use crate::page_cache::PageCache;
+use crate::units::{BlockSize, DevAddr, FilePos};
+use std::sync::Arc;
+
+/// One file's address space: the kernel's `struct address_space` (the
+/// page cache) together with the parts of its host `struct inode` the write
+/// paths use (i_size and the block size, through the mapper). What a write
+/// path shares with the engine.
+pub struct AddressSpace {
+    /// The file's page cache.
+    pub cache: PageCache,
+    /// The filesystem side (mapping, i_size).
+    pub mapper: Arc<dyn Mapper>,
+    /// The device under the file.
+    pub device: Arc<dyn BlockDevice>,
+    /// The mapper's block size, read once: the hot path asks for it per
+    /// folio and a virtual call there cost more than the load.
+    block_size: BlockSize,
+}
+
+impl std::fmt::Debug for AddressSpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddressSpace")
+            .field("block_size", &self.block_size)
+            .field("size", &self.size())
+            .field("device", &self.device.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AddressSpace {
+    /// The address space of one file: its cache, mapper and device. The
+    /// block size is the mapper's, so the two cannot disagree.
+    pub fn new(cache: PageCache, mapper: Arc<dyn Mapper>, device: Arc<dyn BlockDevice>) -> Self {
+        let block_size = mapper.block_size();
+        AddressSpace {
+            cache,
+            mapper,
+            device,
+            block_size,
+        }
+    }
+
+    /// i_size.
+    #[inline]
+    pub fn size(&self) -> u64 {
+        self.mapper.size()
+    }
+
+    /// Moves i_size to `end` if that grows the file. `known` is the write
+    /// loop's copy of i_size, read once per write (only writers move it, and
+    /// they hold the write lock), so the hot path asks the mapper nothing.
+    /// Call before unlocking the folio that holds `end - 1`, so writeback
+    /// never sees a stale EOF.
+    #[inline]
+    pub fn extend_size(&self, known: &mut u64, end: u64) {
+        if end > *known {
+            self.mapper.set_size(end);
+            *known = end;
+        }
+    }
+
+    /// The filesystem block size (the mapper's).
+    #[inline]
+    pub fn bs(&self) -> BlockSize {
+        self.block_size
+    }
+
+    /// Reads `buf.len()` bytes from device address `addr` into folio memory.
+    pub fn read_blocks(&self, addr: DevAddr, buf: &mut [u8]) -> Result<()> {
+        self.device.read_at(addr.get(), buf)
+    }
+
+    /// Marks the folio dirty in its flags and, on the clean-to-dirty edge,
+    /// in the cache's dirty set.
+    #[inline]
+    pub fn mark_folio_dirty(&self, folio: &mut FolioData) {
+        if !folio.dirty() {
+            folio.flags.set(crate::FolioFlags::DIRTY, true);
+            self.cache.mark_dirty(folio.index);
+        }
+    }
+
+    /// An error for a mapping kind a write path cannot write back without allocation.
+    pub fn unsupported_writeback(&self, file_offset: FilePos, what: &str) -> Error {
+        Error::Unsupported(format!(
+            "writeback of file offset {file_offset}: the block is {what} and needs allocation"
+        ))
+    }
+
+    /// An `Io` error for a failed read-in at device address `addr`.
+    pub fn read_error(addr: DevAddr, len: usize, e: std::io::Error) -> Error {
+        Error::io(IoKind::Read, addr.get(), len as u64, e)
+    }
+}
