@@ -18,7 +18,7 @@ mod table;
 mod timing;
 mod trace;
 mod units;
-mod writeback_cmd;
+mod writeback;
 
 /// bufwrite: the Linux buffered write path in userspace, buffer heads against iomap.
 #[derive(Debug, clap::Parser)]
@@ -44,7 +44,7 @@ enum Command {
     /// Apply a trace of writes, reads and fsyncs read from stdin; print a hash per read.
     Replay(replay::Args),
     /// Writeback throughput (MB/s) per backend, queue depth and I/O size.
-    Writeback(writeback_cmd::Args),
+    Writeback(writeback::Args),
     /// The ext4 iomap feature-gap report for an image or unmounted device
     Gaps(gaps_cmd::Args),
 }
@@ -69,7 +69,7 @@ fn main() {
         }
         Command::Sweep(a) => sweep::run(a),
         Command::Replay(a) => replay::run(a),
-        Command::Writeback(a) => writeback_cmd::run(a),
+        Command::Writeback(a) => writeback::run(a),
         Command::Gaps(a) => gaps_cmd::run(a),
     };
     if let Err(e) = result {
