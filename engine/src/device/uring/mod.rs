@@ -250,7 +250,7 @@ impl UringDevice {
     /// first): the device only hands out shared references.
     ///
     /// Off unless called. Measured (`bufwrite writeback
-    /// --compare-registered-buffers`, see `benches/src/writeback_cmd.rs`):
+    /// --compare-registered-buffers`, see `benches/src/writeback/`):
     /// see the module documentation for the figures.
     pub fn register_buffers(&self, bufs: Vec<AlignedBuf>) -> Result<bool> {
         let mut ring = self.lock();
