@@ -8,35 +8,11 @@
 //! Needs a writable temp dir and e2fsprogs; the block-device cases are
 //! opt-in (`BUFWRITE_ROOT_TESTS=1`, root and losetup).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-fn run(cmd: &mut Command, stdin: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn bufwrite");
-    // The command may refuse its arguments and exit before reading stdin.
-    let written = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    if let Err(e) = written {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "stdin: {e}");
-    }
-    child.wait_with_output().expect("wait for bufwrite")
-}
-
-fn bufwrite(args: &[&str], stdin: &str) -> Output {
-    run(
-        Command::new(env!("CARGO_BIN_EXE_bufwrite")).args(args),
-        stdin,
-    )
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{bufwrite, run, text};
 
 fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325, |h, &b| {

@@ -9,7 +9,7 @@
 //! `BUFWRITE_ROOT_TESTS=1` and print a skip line otherwise.
 
 use bufwrite_engine::device::loopdev::{LoopDevice, LoopOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -22,33 +22,8 @@ fn root_tests() -> bool {
     on
 }
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bufwrite"))
-}
-
-/// Runs `bufwrite ARGS` with `stdin` and waits for it.
-fn bufwrite(args: &[&str], stdin: &str) -> Output {
-    bufwrite_in(bin().args(args), stdin)
-}
-
-fn bufwrite_in(cmd: &mut Command, stdin: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn bufwrite");
-    // A command that refuses its flags exits before reading stdin.
-    let written = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    if let Err(e) = written {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "stdin: {e}");
-    }
-    child.wait_with_output().expect("wait for bufwrite")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{bin, bufwrite, text};
 
 /// The command failed with a message holding every piece of `want`, and
 /// did not panic.
