@@ -33,6 +33,10 @@ pub enum Ext4Error {
     /// component that is not a directory); the text says what it is.
     #[error("wrong file type: {0}")]
     WrongType(String),
+    /// No free blocks or inodes are left for what the text names. Nothing
+    /// was changed.
+    #[error("no space left on the filesystem: {0}")]
+    NoSpace(String),
 }
 
 impl Ext4Error {

@@ -35,6 +35,7 @@ mod indirect;
 pub mod inode;
 pub mod mount;
 pub mod superblock;
+pub mod txn;
 mod util;
 
 pub use error::{Corrupt, CorruptKind, Ext4Error, Location, OverlapWith, Result, Structure};
@@ -46,3 +47,4 @@ pub use group_desc::GroupDesc;
 pub use inode::{FileType, Inode, Protection};
 pub use mount::MountDefaults;
 pub use superblock::Superblock;
+pub use txn::{MetaCounts, MetaKind, Phase, Transaction};
