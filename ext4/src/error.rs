@@ -37,6 +37,11 @@ pub enum Ext4Error {
     /// was changed.
     #[error("no space left on the filesystem: {0}")]
     NoSpace(String),
+    /// An edit the caller asked for is not valid (for example mapping a
+    /// file range that is already mapped); the text says why. Nothing was
+    /// changed.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 impl Ext4Error {

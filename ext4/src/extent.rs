@@ -6,15 +6,15 @@ use crate::error::{CorruptKind, Ext4Error, Location, OverlapWith, Result, Struct
 use crate::inode::Inode;
 use crate::util::{hilo, le16, le32, read_meta};
 use bufwrite_engine::BlockDevice;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-const EXT_MAGIC: u16 = 0xF30A;
+pub(crate) const EXT_MAGIC: u16 = 0xF30A;
 /// The kernel never builds deeper trees; anything deeper is corrupt.
-const MAX_DEPTH: u16 = 5;
+pub(crate) const MAX_DEPTH: u16 = 5;
 /// Above this, an extent length means "unwritten" with length - 32768.
-const INIT_MAX_LEN: u16 = 32768;
+pub(crate) const INIT_MAX_LEN: u16 = 32768;
 /// File block numbers are 32 bits: no extent may end past 2^32.
-const MAX_FILE_BLOCKS: u64 = 1 << 32;
+pub(crate) const MAX_FILE_BLOCKS: u64 = 1 << 32;
 
 /// One leaf extent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,10 +37,14 @@ impl Extent {
 }
 
 /// What the tree walk needs from the filesystem.
-pub(crate) struct TreeCtx<'a> {
+pub struct TreeCtx<'a> {
+    /// The device the tree blocks are read from.
     pub dev: &'a dyn BlockDevice,
+    /// Filesystem block size in bytes.
     pub block_size: u32,
+    /// Blocks in the filesystem (pointers at or past it are corrupt).
     pub blocks_count: u64,
+    /// metadata_csum: tree blocks carry a checksum tail.
     pub csum: bool,
 }
 
@@ -49,6 +53,9 @@ struct Walk<'a, 'b> {
     inode: &'b Inode,
     visited: HashSet<u64>,
     out: Vec<Extent>,
+    /// When `Some`, every verified tree block read, by block number (for
+    /// the extent-tree editor, which mirrors the nodes).
+    nodes: Option<HashMap<u64, Vec<u8>>>,
 }
 
 /// Reads the extent tree rooted in `inode.block` into a sorted,
@@ -59,10 +66,30 @@ pub(crate) fn load(ctx: &TreeCtx<'_>, inode: &Inode) -> Result<Vec<Extent>> {
         inode,
         visited: HashSet::new(),
         out: Vec::new(),
+        nodes: None,
     };
     let loc = Location::IBlock { ino: inode.ino };
     w.node(&inode.block, loc, None, 0, u64::MAX)?;
     Ok(w.out)
+}
+
+/// As [`load`], and also returns every tree block (verified like the
+/// rest of the tree) by block number, so that an editor can mirror the
+/// nodes without checking them a second time.
+pub(crate) fn load_nodes(
+    ctx: &TreeCtx<'_>,
+    inode: &Inode,
+) -> Result<(Vec<Extent>, HashMap<u64, Vec<u8>>)> {
+    let mut w = Walk {
+        ctx,
+        inode,
+        visited: HashSet::new(),
+        out: Vec::new(),
+        nodes: Some(HashMap::new()),
+    };
+    let loc = Location::IBlock { ino: inode.ino };
+    w.node(&inode.block, loc, None, 0, u64::MAX)?;
+    Ok((w.out, w.nodes.unwrap_or_default()))
 }
 
 /// Which part of a node an error is in.
@@ -302,7 +329,11 @@ impl Walk<'_, '_> {
         if self.ctx.csum {
             self.verify(&b, loc)?;
         }
-        self.node(&b, loc, Some(depth), lo, hi)
+        self.node(&b, loc, Some(depth), lo, hi)?;
+        if let Some(nodes) = self.nodes.as_mut() {
+            nodes.insert(blk, b);
+        }
+        Ok(())
     }
 
     /// The checksum tail sits right after the `max` entries the header

@@ -27,6 +27,7 @@ mod checksum;
 mod dir;
 mod error;
 pub mod extent;
+pub mod extent_tree;
 mod file;
 mod fs;
 pub mod gaps;
