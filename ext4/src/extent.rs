@@ -73,13 +73,10 @@ pub(crate) fn load(ctx: &TreeCtx<'_>, inode: &Inode) -> Result<Vec<Extent>> {
     Ok(w.out)
 }
 
-/// As [`load`], and also returns every tree block (verified like the
-/// rest of the tree) by block number, so that an editor can mirror the
-/// nodes without checking them a second time.
-pub(crate) fn load_nodes(
-    ctx: &TreeCtx<'_>,
-    inode: &Inode,
-) -> Result<(Vec<Extent>, HashMap<u64, Vec<u8>>)> {
+/// Checks the tree as [`load`] does and returns every tree block (each
+/// verified like the rest of the tree) by block number, so that an editor
+/// can mirror the nodes without checking them a second time.
+pub(crate) fn load_nodes(ctx: &TreeCtx<'_>, inode: &Inode) -> Result<HashMap<u64, Vec<u8>>> {
     let mut w = Walk {
         ctx,
         inode,
@@ -89,7 +86,7 @@ pub(crate) fn load_nodes(
     };
     let loc = Location::IBlock { ino: inode.ino };
     w.node(&inode.block, loc, None, 0, u64::MAX)?;
-    Ok((w.out, w.nodes.unwrap_or_default()))
+    Ok(w.nodes.unwrap_or_default())
 }
 
 /// Which part of a node an error is in.

@@ -124,7 +124,7 @@ impl ExtentTree {
     /// Reads the tree of `inode` (ino, generation and the per-inode csum
     /// seed come from `Inode`).
     pub fn load(ctx: &TreeCtx<'_>, inode: &Inode) -> Result<ExtentTree> {
-        let (_, blocks) = extent::load_nodes(ctx, inode)?;
+        let blocks = extent::load_nodes(ctx, inode)?;
         let mut t = ExtentTree::empty(ctx, inode);
         t.nodes.clear();
         t.nodes.push(None);
@@ -1061,10 +1061,10 @@ impl ExtentTree {
         blocks: &mut dyn TreeBlocks,
         txn: &mut Transaction,
     ) -> Result<()> {
-        while lblk < end {
-            let Some(p) = self.first_ending_after(lblk) else {
-                break;
-            };
+        if lblk >= end {
+            return Ok(());
+        }
+        while let Some(p) = self.first_ending_after(lblk) {
             let e = self.ext_at(&p);
             if e.lblk >= end {
                 break;

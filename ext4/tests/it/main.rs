@@ -4,6 +4,7 @@
 
 mod bad;
 mod common;
+mod extent_tree;
 mod fuzz;
 mod gaps;
 mod layout;
