@@ -53,7 +53,7 @@ pub(super) fn next_free(b: &[u8], busy: Option<&[u8]>, from: usize, to: usize) -
     let mut i = from;
     while i < to {
         // Whole bytes with every bit used are skipped at once.
-        if i % 8 == 0 && i + 8 <= to && byte(b, busy, i / 8) == 0xFF {
+        if i.is_multiple_of(8) && i + 8 <= to && byte(b, busy, i / 8) == 0xFF {
             i += 8;
             continue;
         }
@@ -70,7 +70,7 @@ pub(super) fn next_free(b: &[u8], busy: Option<&[u8]>, from: usize, to: usize) -
 pub(super) fn next_used(b: &[u8], busy: Option<&[u8]>, from: usize, to: usize) -> usize {
     let mut i = from;
     while i < to {
-        if i % 8 == 0 && i + 8 <= to && byte(b, busy, i / 8) == 0 {
+        if i.is_multiple_of(8) && i + 8 <= to && byte(b, busy, i / 8) == 0 {
             i += 8;
             continue;
         }
