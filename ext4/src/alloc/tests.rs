@@ -239,6 +239,60 @@ fn alloc_free_fsck_every_config() {
     }
 }
 
+/// An inode allocated in a group whose block bitmap is uninitialised
+/// materialises that bitmap too (as `__ext4_new_inode` does): e2fsck
+/// then sees only the inode, and nothing after it is freed.
+#[test]
+fn inode_in_a_block_uninit_group() {
+    let dir = tempfile::tempdir().unwrap();
+    for (n, features) in ["", "^metadata_csum,uninit_bg"].iter().enumerate() {
+        let img = mkfs(
+            dir.path(),
+            &format!("i{n}.img"),
+            4096,
+            features,
+            32,
+            &["-g", "2048"],
+        );
+        let dev = open(&img);
+        let (sb, mut a) = load(&dev);
+        let both = BG_BLOCK_UNINIT | BG_INODE_UNINIT;
+        let g = a
+            .groups
+            .iter()
+            .position(|g| g.flags & both == both)
+            .expect("a group with both bitmaps uninitialised");
+        let mut txn = Transaction::new();
+        let ino = a
+            .alloc_inode(&dev, g as u32 * sb.inodes_per_group + 1, true, &mut txn)
+            .unwrap();
+        assert_eq!((ino - 1) / sb.inodes_per_group, g as u32);
+        assert_eq!(a.groups[g].flags & both, 0);
+        assert_eq!(a.groups[g].used_dirs, 1);
+        assert_eq!(a.groups[g].itable_unused, sb.inodes_per_group - 1);
+        assert!(txn.get(a.groups[g].block_bitmap).is_some());
+        commit(&dev, &sb, txn);
+        save(&dev, &img);
+        let (_, out) = fsck(&img);
+        assert_eq!(
+            differences(&out, "Inode bitmap differences:"),
+            BTreeSet::from([('-', u64::from(ino))]),
+            "{out}"
+        );
+        assert!(!out.contains("Block bitmap differences"), "{out}");
+        for bad in ["checksum", "Padding", "UNINIT", "flag", "unused"] {
+            assert!(!out.contains(bad), "{bad}\n{out}");
+        }
+        let (_, mut b) = load(&dev);
+        let mut txn = Transaction::new();
+        b.free_inode(&dev, ino, true, &mut txn).unwrap();
+        commit(&dev, &sb, txn);
+        save(&dev, &img);
+        let (ok, out) = fsck(&img);
+        assert!(ok, "{out}");
+    }
+}
+
 /// Fills a tiny image; the next allocation is NoSpace and changes
 /// nothing; a freed block is not reused before its free commits.
 #[test]
@@ -392,6 +446,51 @@ fn corrupt_checksums_refused() {
         matches!(c.kind(), CorruptKind::ChecksumMismatch { bits: 16, .. }),
         "{e}"
     );
+}
+
+/// A bitmap (without checksums to catch it) that shows metadata free, or
+/// disagrees with its descriptor's count, is refused before anything is
+/// handed out.
+#[test]
+fn inconsistent_bitmaps_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = mkfs(
+        dir.path(),
+        "plain.img",
+        1024,
+        "^metadata_csum,^uninit_bg",
+        16,
+        &[],
+    );
+    let dev = open(&img);
+    let (sb, a) = load(&dev);
+    let (bb, it) = (a.groups[0].block_bitmap, a.groups[0].inode_table);
+    drop(a);
+    // The inode table's first block, marked free.
+    let bit = it - u64::from(sb.first_data_block);
+    poke(&dev, bb * 1024 + bit / 8, |b| b[0] &= !(1 << (bit % 8)));
+    let mut a = Allocator::load(&dev, &sb).unwrap();
+    let mut txn = Transaction::new();
+    let e = a.alloc_blocks(&dev, it, 1, &mut txn).unwrap_err();
+    assert!(
+        matches!(e.as_corrupt().map(|c| c.kind()), Some(CorruptKind::MetadataMarkedFree { block }) if *block == it),
+        "{e}"
+    );
+    assert!(a.is_allocated(&dev, it).unwrap_or(true));
+    // Restore it, and mark a free data block used instead: the count is off.
+    poke(&dev, bb * 1024 + bit / 8, |b| b[0] |= 1 << (bit % 8));
+    let last = sb.blocks_per_group as u64 - 1;
+    poke(&dev, bb * 1024 + last / 8, |b| b[0] |= 1 << (last % 8));
+    let mut a = Allocator::load(&dev, &sb).unwrap();
+    let e = a.alloc_blocks(&dev, 1, 1, &mut txn).unwrap_err();
+    assert!(
+        matches!(
+            e.as_corrupt().map(|c| c.kind()),
+            Some(CorruptKind::FreeCountMismatch { .. })
+        ),
+        "{e}"
+    );
+    assert!(txn.is_empty());
 }
 
 #[test]
