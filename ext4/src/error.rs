@@ -198,6 +198,16 @@ pub enum Structure {
         /// The directory's inode.
         ino: u32,
     },
+    /// One group's block bitmap.
+    BlockBitmap {
+        /// The group number.
+        group: u64,
+    },
+    /// One group's inode bitmap.
+    InodeBitmap {
+        /// The group number.
+        group: u64,
+    },
 }
 
 impl fmt::Display for Structure {
@@ -223,6 +233,8 @@ impl fmt::Display for Structure {
             Structure::DirBlock { ino } => write!(f, "directory block of inode {ino}"),
             Structure::DirEntry { ino } => write!(f, "directory entry of inode {ino}"),
             Structure::Htree { ino } => write!(f, "htree index of directory inode {ino}"),
+            Structure::BlockBitmap { group } => write!(f, "block bitmap of group {group}"),
+            Structure::InodeBitmap { group } => write!(f, "inode bitmap of group {group}"),
         }
     }
 }
@@ -491,6 +503,27 @@ pub enum CorruptKind {
         /// The bytes left in the block at the entry.
         room: u64,
     },
+    /// A free count disagrees with the bitmap it counts.
+    FreeCountMismatch {
+        /// The count's field (`bg_free_blocks_count`, ...).
+        field: &'static str,
+        /// The count on disk.
+        on_disk: u64,
+        /// The free bits the bitmap has.
+        counted: u64,
+    },
+    /// The bitmap shows a metadata block (superblock or descriptor
+    /// backup, bitmap, inode table) as free: allocating it would
+    /// overwrite metadata.
+    MetadataMarkedFree {
+        /// The block.
+        block: u64,
+    },
+    /// A block or inode to be freed is already free in its bitmap.
+    AlreadyFree {
+        /// The block or inode number.
+        number: u64,
+    },
 }
 
 impl fmt::Display for CorruptKind {
@@ -631,6 +664,20 @@ impl fmt::Display for CorruptKind {
                 f,
                 "rec_len {rec_len}, name_len {name_len} with {room} bytes left in the block"
             ),
+            CorruptKind::FreeCountMismatch {
+                field,
+                on_disk,
+                counted,
+            } => write!(
+                f,
+                "{field} {on_disk} on disk, but the bitmap has {counted} free"
+            ),
+            CorruptKind::MetadataMarkedFree { block } => {
+                write!(f, "metadata block {block} is marked free")
+            }
+            CorruptKind::AlreadyFree { number } => {
+                write!(f, "{number} is already free in the bitmap")
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! its inode table is initialised.
 
 use crate::checksum::chksum;
+use crate::crc16::crc16;
 use crate::error::{CorruptKind, Ext4Error, Location, OverlapWith, Result, Structure};
 use crate::superblock::{incompat, ro_compat, Superblock, SUPERBLOCK_OFFSET};
 use crate::util::{hilo, le16, le32, read_meta};
@@ -98,7 +99,7 @@ pub(crate) fn table_runs(sb: &Superblock) -> Vec<(u64, u64)> {
 /// a 1 KiB-block bigalloc image has first data block 0 (group 0 starts at
 /// block 0 because its first cluster holds the boot block and the
 /// superblock) while its superblock is still in block 1.
-fn superblock_block(sb: &Superblock) -> u64 {
+pub(crate) fn superblock_block(sb: &Superblock) -> u64 {
     SUPERBLOCK_OFFSET / u64::from(sb.block_size)
 }
 
@@ -110,7 +111,7 @@ fn superblock_block(sb: &Superblock) -> u64 {
 /// block; counting from `s_first_data_block` instead puts it one block too
 /// early on 1 KiB-block bigalloc images (`mkfs.ext4 -b 1024 -O bigalloc`:
 /// dumpe2fs shows "Group descriptors at 2-2", first data block 0).
-fn desc_block(sb: &Superblock, i: u64, per_block: u64) -> u64 {
+pub(crate) fn desc_block(sb: &Superblock, i: u64, per_block: u64) -> u64 {
     if !sb.has_incompat(incompat::META_BG) || i < u64::from(sb.first_meta_bg) {
         return superblock_block(sb) + 1 + i;
     }
@@ -127,7 +128,7 @@ fn desc_block(sb: &Superblock, i: u64, per_block: u64) -> u64 {
 }
 
 /// Whether group `g` holds a superblock backup.
-fn has_super(sb: &Superblock, g: u64) -> bool {
+pub(crate) fn has_super(sb: &Superblock, g: u64) -> bool {
     if g <= 1 || !sb.has_ro_compat(ro_compat::SPARSE_SUPER) {
         return true;
     }
@@ -138,6 +139,33 @@ fn has_super(sb: &Superblock, g: u64) -> bool {
         }
         x == 1
     })
+}
+
+/// The checksum descriptor `d` (its whole `s_desc_size` bytes) of group
+/// `g` must carry in `bg_checksum`: crc32c with metadata_csum, crc16 with
+/// gdt_csum / uninit_bg (the field skipped, not zeroed, as
+/// `ext4_group_desc_csum` does), `None` when the image has no group
+/// checksums.
+pub(crate) fn desc_csum(sb: &Superblock, g: u64, d: &[u8]) -> Option<u16> {
+    // Group numbers are 32-bit on disk (`ext4_group_t`).
+    let group = (g as u32).to_le_bytes();
+    if sb.has_metadata_csum() {
+        let mut copy = d.to_vec();
+        copy[0x1E] = 0;
+        copy[0x1F] = 0;
+        let c = chksum(chksum(sb.csum_seed, &group), &copy);
+        return Some((c & 0xFFFF) as u16);
+    }
+    if sb.has_ro_compat(ro_compat::GDT_CSUM) {
+        let mut c = crc16(!0, &sb.uuid);
+        c = crc16(c, &group);
+        c = crc16(c, &d[..0x1E]);
+        if sb.has_incompat(incompat::BIT64) && d.len() > 0x20 {
+            c = crc16(c, &d[0x20..]);
+        }
+        return Some(c);
+    }
+    None
 }
 
 fn check_csum(sb: &Superblock, g: u64, d: &[u8], loc: Location) -> Result<()> {

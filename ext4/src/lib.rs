@@ -23,7 +23,9 @@
 
 #![forbid(unsafe_code)]
 
+mod alloc;
 mod checksum;
+mod crc16;
 mod dir;
 mod error;
 pub mod extent;
