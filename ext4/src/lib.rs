@@ -25,6 +25,7 @@
 
 mod checksum;
 mod dir;
+mod dir_write;
 mod error;
 pub mod extent;
 mod file;
@@ -33,6 +34,7 @@ pub mod gaps;
 mod group_desc;
 mod indirect;
 pub mod inode;
+mod inode_write;
 pub mod mount;
 pub mod superblock;
 pub mod txn;
