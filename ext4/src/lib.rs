@@ -36,6 +36,8 @@ mod indirect;
 pub mod inode;
 mod inode_write;
 pub mod mount;
+#[cfg(test)]
+mod namei_tests;
 pub mod superblock;
 pub mod txn;
 mod util;
