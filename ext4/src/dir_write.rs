@@ -23,7 +23,9 @@
 
 use crate::checksum::chksum;
 use crate::error::{CorruptKind, Ext4Error, Location, Result, Structure};
-use crate::util::{le16, le32};
+use crate::txn::{MetaKind, Phase, Transaction};
+use crate::util::{le16, le32, read_meta};
+use bufwrite_engine::BlockDevice;
 
 /// Access to one directory's blocks, implemented by the integrator (reads
 /// through the txn, allocates blocks).
@@ -40,6 +42,79 @@ pub(crate) trait DirBlocks {
     /// maps it, i_size += bs). Its contents are written by the caller of
     /// `append` before the operation returns.
     fn append(&mut self) -> Result<u64>;
+}
+
+/// A [`DirBlocks`] over a metadata transaction: reads see the blocks the
+/// transaction already queued, then the device; writes are queued as
+/// [`MetaKind::Directory`] in [`Phase::Point`] (directories are never
+/// delalloc: their blocks are metadata); an append asks `alloc` for the
+/// device block of the new file block (the allocator claims it in the same
+/// transaction and maps it). After the operation `map.len()` blocks is the
+/// new i_size.
+pub(crate) struct TxnDir<'a> {
+    /// The device the directory lives on.
+    pub dev: &'a dyn BlockDevice,
+    /// Where the changed blocks go.
+    pub txn: &'a mut Transaction,
+    /// The directory's inode (named in read errors).
+    pub ino: u32,
+    /// The filesystem block size in bytes.
+    pub block_size: usize,
+    /// The device block of each file block, from 0.
+    pub map: Vec<u64>,
+    /// Allocates and maps file block `lblk` (= `map.len()`); returns its
+    /// device block.
+    pub alloc: &'a mut dyn FnMut(u64) -> Result<u64>,
+}
+
+impl DirBlocks for TxnDir<'_> {
+    fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    fn read(&mut self, lblk: u64) -> Result<Vec<u8>> {
+        let pblk = self.pblk(lblk)?;
+        if let Some(b) = self.txn.get(pblk) {
+            return Ok(b.to_vec());
+        }
+        let structure = Structure::DirBlock { ino: self.ino };
+        let off = pblk.checked_mul(self.block_size as u64).ok_or_else(|| {
+            Ext4Error::corrupt(structure, Location::FileBlock(lblk), CorruptKind::Hole)
+        })?;
+        read_meta(self.dev, structure, off, self.block_size)
+    }
+
+    fn write(&mut self, lblk: u64, data: Vec<u8>) -> Result<()> {
+        let pblk = self.pblk(lblk)?;
+        self.txn.put(pblk, MetaKind::Directory, Phase::Point, data);
+        Ok(())
+    }
+
+    fn append(&mut self) -> Result<u64> {
+        let lblk = self.map.len() as u64;
+        let pblk = (self.alloc)(lblk)?;
+        self.map.push(pblk);
+        Ok(lblk)
+    }
+}
+
+impl TxnDir<'_> {
+    fn pblk(&self, lblk: u64) -> Result<u64> {
+        usize::try_from(lblk)
+            .ok()
+            .and_then(|i| self.map.get(i).copied())
+            .ok_or_else(|| {
+                Ext4Error::corrupt(
+                    Structure::DirBlock { ino: self.ino },
+                    Location::FileBlock(lblk),
+                    CorruptKind::Hole,
+                )
+            })
+    }
 }
 
 /// What the directory edits need from the superblock and the directory
@@ -1643,6 +1718,57 @@ pub(crate) mod tests {
         assert!(matches!(e, Ext4Error::NoSpace(_)));
         assert_eq!(md.blocks.len(), 1);
         assert_eq!(all_names(&mut md, &p).len(), i as usize);
+    }
+
+    /// The same edits through a transaction give the same blocks, at the
+    /// mapped device blocks, and nothing reaches the device before commit.
+    #[test]
+    fn txn_dir_matches_mem_dir() {
+        use crate::txn::{MetaKind, Transaction};
+        let p = params(true, true, true, DX_HASH_HALF_MD4);
+        let bs = 1024;
+        let mut md = new_dir(bs, &p);
+        let map = vec![40u64, 7];
+        let mut img = vec![0u8; 64 * bs];
+        for (i, &pb) in map.iter().enumerate() {
+            img[pb as usize * bs..(pb as usize + 1) * bs].copy_from_slice(&md.blocks[i]);
+        }
+        let dev = Mem::from_bytes(img.clone(), 512);
+        let mut txn = Transaction::new();
+        let mut free = vec![3u64, 50, 12, 33, 20, 21, 22, 23, 24, 25, 26, 27, 28];
+        let mut alloc = |_lblk: u64| free.pop().ok_or(Ext4Error::NoSpace("test".into()));
+        let mut td = TxnDir {
+            dev: &dev,
+            txn: &mut txn,
+            ino: p.ino,
+            block_size: bs,
+            map,
+            alloc: &mut alloc,
+        };
+        for i in 0..150 {
+            let n = name_of(i, false);
+            add_entry(&mut md, &p, &n, i + 11, 1).unwrap();
+            add_entry(&mut td, &p, &n, i + 11, 1).unwrap();
+        }
+        for i in (0..150).step_by(4) {
+            let n = name_of(i, false);
+            assert_eq!(
+                remove_entry(&mut td, &p, &n).unwrap(),
+                remove_entry(&mut md, &p, &n).unwrap()
+            );
+        }
+        let map = td.map.clone();
+        assert_eq!(map.len(), md.blocks.len());
+        let mut after = vec![0u8; 64 * bs];
+        dev.read_at(0, &mut after).unwrap();
+        assert!(after == img, "nothing written before commit");
+        let counts = txn.commit(&dev, bs as u32).unwrap();
+        assert_eq!(counts.get(MetaKind::Directory), map.len() as u64);
+        for (i, &pb) in map.iter().enumerate() {
+            let mut b = vec![0u8; bs];
+            dev.read_at(pb * bs as u64, &mut b).unwrap();
+            assert!(b == md.blocks[i], "block {i}");
+        }
     }
 
     #[derive(Debug, Clone)]

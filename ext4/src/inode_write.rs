@@ -11,9 +11,12 @@
 #![cfg_attr(not(test), allow(dead_code))]
 
 use crate::checksum::{chksum, inode_seed};
+use crate::error::{CorruptKind, Location, Structure};
 use crate::error::{Ext4Error, Result};
 use crate::inode::flags;
-use crate::util::{le16, le32};
+use crate::txn::{MetaKind, Phase, Transaction};
+use crate::util::{le16, le32, read_meta};
+use bufwrite_engine::BlockDevice;
 
 /// The base inode (`EXT2_GOOD_OLD_INODE_SIZE`); the extra area follows it.
 const BASE: usize = 128;
@@ -211,6 +214,47 @@ impl RawInode {
     }
 }
 
+/// Queues inode `ino`'s record `raw` at device byte `offset` (its slot in
+/// the inode table) into `txn`: the table block is loaded from the
+/// transaction or the device, patched, and queued as [`MetaKind::Inode`] in
+/// [`Phase::Point`]. The caller has updated the checksum.
+pub(crate) fn queue_inode(
+    dev: &dyn BlockDevice,
+    txn: &mut Transaction,
+    block_size: u32,
+    offset: u64,
+    ino: u32,
+    raw: &RawInode,
+) -> Result<()> {
+    let bs = u64::from(block_size);
+    let block = offset / bs;
+    let at = (offset % bs) as usize;
+    if at + raw.bytes.len() > block_size as usize {
+        // Inode sizes divide the block size: a record crossing a block
+        // means the offset or the record is wrong.
+        return Err(Ext4Error::corrupt(
+            Structure::Inode { ino },
+            Location::Byte(offset),
+            CorruptKind::OutOfRange {
+                field: "inode record end in its table block",
+                value: (at + raw.bytes.len()) as u64,
+                min: 0,
+                end: bs + 1,
+            },
+        ));
+    }
+    let data = txn.get_mut(block, MetaKind::Inode, Phase::Point, || {
+        read_meta(
+            dev,
+            Structure::Inode { ino },
+            block * bs,
+            block_size as usize,
+        )
+    })?;
+    data[at..at + raw.bytes.len()].copy_from_slice(&raw.bytes);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +301,24 @@ mod tests {
         assert_eq!(le16(&r.bytes, off::EXTRA_ISIZE), 32);
         let r = RawInode::new_inode(128, 0o40755, 2, 1, 32, 0);
         assert_eq!(r.bytes.len(), 128);
+    }
+
+    #[test]
+    fn queued_inodes_share_their_table_block() {
+        use bufwrite_engine::device::mem::Mem;
+        let dev = Mem::new(16 * 1024);
+        let mut txn = Transaction::new();
+        for (ino, slot) in [(12u32, 2u64), (13, 3)] {
+            let mut r = RawInode::new_inode(256, 0o100644, 1, ino, 32, 5);
+            r.update_checksum(ino, Some(99));
+            queue_inode(&dev, &mut txn, 1024, 4096 + slot * 256, ino, &r).unwrap();
+        }
+        assert_eq!(txn.len(), 1);
+        let r = RawInode::new_inode(256, 0, 0, 0, 32, 0);
+        assert!(queue_inode(&dev, &mut txn, 1024, 4096 + 900, 14, &r).is_err());
+        assert_eq!(txn.commit(&dev, 1024).unwrap().get(MetaKind::Inode), 1);
+        let b = read_meta(&dev, Structure::Inode { ino: 13 }, 4096 + 3 * 256, 256).unwrap();
+        assert_eq!(Inode::parse(13, &b, Some(99), 0).unwrap().generation, 13);
     }
 
     #[test]
