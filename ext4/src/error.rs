@@ -29,6 +29,10 @@ pub enum Ext4Error {
     /// A path component does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A name to be created already exists (the text says which, where).
+    /// Nothing was changed.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
     /// The path names something that is not a regular file (or a path
     /// component that is not a directory); the text says what it is.
     #[error("wrong file type: {0}")]

@@ -27,6 +27,7 @@ mod alloc;
 mod checksum;
 mod crc16;
 mod dir;
+mod dir_write;
 mod error;
 pub mod extent;
 pub mod extent_tree;
@@ -36,7 +37,10 @@ pub mod gaps;
 mod group_desc;
 mod indirect;
 pub mod inode;
+mod inode_write;
 pub mod mount;
+#[cfg(test)]
+mod namei_tests;
 pub mod superblock;
 pub mod txn;
 mod util;
