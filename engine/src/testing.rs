@@ -40,9 +40,14 @@
 //! # Ok::<(), bufwrite_engine::Error>(())
 //! ```
 
+use crate::align::AlignedBuf;
+use crate::device::BlockDevice;
 use crate::error::Error;
-use crate::file::File;
+use crate::file::{File, FileOptions};
+use crate::mapping::{FallocMode, Flat, Mapper};
 use crate::page_cache::OrderPolicy;
+use crate::write_path::WritePath;
+use std::sync::Arc;
 use proptest::prelude::*;
 use proptest::strategy::Union;
 use std::fmt;
@@ -70,6 +75,10 @@ pub enum Op {
     Trace(TraceOp),
     /// Drop the file's clean folios, so later accesses read the device.
     DropCaches,
+    /// fsync, drop the [`File`], open a new one over the same device and
+    /// mapper: only what reached the device and the mapper survives (the
+    /// position starts at 0 again). Needs a [`Subject`] ([`apply_to`]).
+    Reopen,
 }
 
 impl From<TraceOp> for Op {
@@ -85,6 +94,7 @@ impl fmt::Display for Op {
         match self {
             Op::Trace(op) => op.fmt(f),
             Op::DropCaches => f.write_str("# drop_caches"),
+            Op::Reopen => f.write_str("# reopen"),
         }
     }
 }
@@ -243,6 +253,16 @@ pub struct OpWeights {
     pub fsync: u32,
     /// [`Op::DropCaches`].
     pub drop_caches: u32,
+    /// [`TraceOp::Fdatasync`].
+    pub fdatasync: u32,
+    /// [`TraceOp::Truncate`] (sometimes past the capacity, refused).
+    pub truncate: u32,
+    /// [`TraceOp::Fallocate`], with and without `keep_size`.
+    pub fallocate: u32,
+    /// [`TraceOp::Punch`].
+    pub punch: u32,
+    /// [`Op::Reopen`] (only [`apply_to`] runs it).
+    pub reopen: u32,
 }
 
 impl OpWeights {
@@ -256,6 +276,11 @@ impl OpWeights {
         read: 5,
         fsync: 2,
         drop_caches: 2,
+        fdatasync: 1,
+        truncate: 2,
+        fallocate: 1,
+        punch: 2,
+        reopen: 1,
     };
 }
 
@@ -340,6 +365,36 @@ pub fn op_strategy(capacity: u64, weights: OpWeights) -> impl Strategy<Value = O
         ),
         (w.fsync, Just(Op::Trace(TraceOp::Fsync)).boxed()),
         (w.drop_caches, Just(Op::DropCaches).boxed()),
+        (w.fdatasync, Just(Op::Trace(TraceOp::Fdatasync)).boxed()),
+        (
+            w.truncate,
+            prop_oneof![
+                8 => offset(capacity),
+                1 => Just(0u64),
+                1 => (1u64..5000).prop_map(move |d| capacity + d),
+            ]
+            .prop_map(|size| Op::Trace(TraceOp::Truncate { size }))
+            .boxed(),
+        ),
+        (
+            w.fallocate,
+            (offset(capacity), length(), any::<bool>())
+                .prop_map(|(off, len, keep_size)| {
+                    Op::Trace(TraceOp::Fallocate {
+                        off,
+                        len,
+                        keep_size,
+                    })
+                })
+                .boxed(),
+        ),
+        (
+            w.punch,
+            (offset(capacity), length())
+                .prop_map(|(off, len)| Op::Trace(TraceOp::Punch { off, len }))
+                .boxed(),
+        ),
+        (w.reopen, Just(Op::Reopen).boxed()),
     ];
     Union::new_weighted(kinds.into_iter().filter(|(w, _)| *w > 0).collect())
 }
@@ -362,6 +417,8 @@ pub enum Expected {
     RangeOverflow,
     /// The write ends past the capacity: [`Error::FileTooLarge`].
     FileTooLarge,
+    /// A bad argument (a zero-length fallocate): [`Error::InvalidArgument`].
+    InvalidArgument,
 }
 
 /// What a file should hold: its bytes (`data.len()` is the size), its
@@ -454,6 +511,52 @@ impl Model {
     pub fn seek(&mut self, off: u64) {
         self.pos = off;
     }
+
+    /// How a truncate to `size` must end.
+    pub fn expect_truncate(&self, size: u64) -> Expected {
+        if size > self.capacity {
+            Expected::FileTooLarge
+        } else {
+            Expected::Ok
+        }
+    }
+
+    /// Sets the size: cut, or grown with zeroes.
+    pub fn set_len(&mut self, size: u64) {
+        self.data.resize(size as usize, 0);
+    }
+
+    /// How a fallocate (or punch, `punch` true) of `len` bytes at `off`
+    /// must end: a zero length is EINVAL, an overflowing end
+    /// RangeOverflow, an allocation past the capacity FileTooLarge.
+    pub fn expect_fallocate(&self, off: u64, len: u64, punch: bool) -> Expected {
+        if len == 0 {
+            return Expected::InvalidArgument;
+        }
+        match off.checked_add(len) {
+            None => Expected::RangeOverflow,
+            Some(end) if !punch && end > self.capacity => Expected::FileTooLarge,
+            Some(_) => Expected::Ok,
+        }
+    }
+
+    /// fallocate: only the size can change (to `off + len`, unless
+    /// `keep_size`); the bytes read as before.
+    pub fn fallocate(&mut self, off: u64, len: u64, keep_size: bool) {
+        let end = off + len;
+        if !keep_size && end > self.size() {
+            self.set_len(end);
+        }
+    }
+
+    /// punch: the range (below the size) reads as zeroes; the size stays.
+    pub fn punch(&mut self, off: u64, len: u64) {
+        let size = self.size();
+        let end = off.saturating_add(len).min(size);
+        if off < end {
+            self.data[off as usize..end as usize].fill(0);
+        }
+    }
 }
 
 /// Runs `op` on `file` and on `model`, and returns a description of the
@@ -531,14 +634,181 @@ pub fn apply(file: &File, model: &mut Model, op: &Op) -> Result<(), String> {
                 ));
             }
         }
-        Op::Trace(TraceOp::Fsync | TraceOp::Fdatasync) => {
-            file.fsync().map_err(|e| format!("{op}: failed: {e}"))?
+        Op::Trace(TraceOp::Fsync) => file.fsync().map_err(|e| format!("{op}: failed: {e}"))?,
+        Op::Trace(TraceOp::Fdatasync) => file
+            .fdatasync()
+            .map_err(|e| format!("{op}: failed: {e}"))?,
+        Op::Trace(TraceOp::Truncate { size }) => {
+            let res = file.set_len(*size);
+            let want = model.expect_truncate(*size);
+            check_outcome(op, want, res)?;
+            if want == Expected::Ok {
+                model.set_len(*size);
+            }
+        }
+        Op::Trace(TraceOp::Fallocate {
+            off,
+            len,
+            keep_size,
+        }) => {
+            let mode = if *keep_size {
+                FallocMode::KeepSize
+            } else {
+                FallocMode::Allocate
+            };
+            let res = file.fallocate(*off, *len, mode);
+            let want = model.expect_fallocate(*off, *len, false);
+            check_outcome(op, want, res)?;
+            if want == Expected::Ok {
+                model.fallocate(*off, *len, *keep_size);
+            }
+        }
+        Op::Trace(TraceOp::Punch { off, len }) => {
+            let res = file.fallocate(*off, *len, FallocMode::PunchHole);
+            let want = model.expect_fallocate(*off, *len, true);
+            check_outcome(op, want, res)?;
+            if want == Expected::Ok {
+                model.punch(*off, *len);
+            }
         }
         Op::DropCaches => {
             file.drop_caches();
         }
+        Op::Reopen => return Err(format!("{op}: needs a Subject (testing::apply_to)")),
     }
     check_size_and_position(file, model, op)
+}
+
+/// Checks an operation's outcome (no bytes) against the model's
+/// prediction.
+fn check_outcome(op: &Op, want: Expected, res: crate::Result<()>) -> Result<(), String> {
+    match (want, res) {
+        (Expected::Ok, Ok(())) => Ok(()),
+        (Expected::RangeOverflow, Err(Error::RangeOverflow { .. }))
+        | (Expected::FileTooLarge, Err(Error::FileTooLarge { .. }))
+        | (Expected::InvalidArgument, Err(Error::InvalidArgument(_))) => Ok(()),
+        (want, Ok(())) => Err(format!("{op}: expected {want:?}, got Ok")),
+        (want, Err(e)) => Err(format!("{op}: expected {want:?}, got error {e}")),
+    }
+}
+
+/// What a model test runs its operations on: a [`File`] and what it is
+/// opened over (device, mapper, the write path to make again), so that
+/// [`Op::Reopen`] can open a fresh one; and, for a [`Flat`] file, the
+/// region whose device bytes must equal the model after every fsync.
+pub struct Subject {
+    file: File,
+    device: Arc<dyn BlockDevice>,
+    mapper: Arc<dyn Mapper>,
+    flat: Option<Arc<Flat>>,
+    make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
+    opts: FileOptions,
+}
+
+impl Subject {
+    /// A file over `mapper` on `device`, through the write path `make_path`
+    /// makes (again at each reopen). `flat` is the same mapper when it is
+    /// a [`Flat`]: then every fsync checks the device.
+    pub fn new(
+        device: Arc<dyn BlockDevice>,
+        mapper: Arc<dyn Mapper>,
+        flat: Option<Arc<Flat>>,
+        make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
+        opts: FileOptions,
+    ) -> crate::Result<Subject> {
+        let file = File::open(Arc::clone(&device), Arc::clone(&mapper), make_path(), opts)?;
+        Ok(Subject {
+            file,
+            device,
+            mapper,
+            flat,
+            make_path,
+            opts,
+        })
+    }
+
+    /// A [`Flat`] file on `device`.
+    pub fn flat(
+        device: Arc<dyn BlockDevice>,
+        flat: Arc<Flat>,
+        make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
+        opts: FileOptions,
+    ) -> crate::Result<Subject> {
+        let mapper: Arc<dyn Mapper> = flat.clone();
+        Subject::new(device, mapper, Some(flat), make_path, opts)
+    }
+
+    /// The file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// fsync, then a new [`File`] over the same device and mapper.
+    pub fn reopen(&mut self) -> Result<(), String> {
+        self.file
+            .fsync()
+            .map_err(|e| format!("reopen: fsync failed: {e}"))?;
+        let file = File::open(
+            Arc::clone(&self.device),
+            Arc::clone(&self.mapper),
+            (self.make_path)(),
+            self.opts,
+        )
+        .map_err(|e| format!("reopen: open failed: {e}"))?;
+        // The old file is clean: dropping it writes nothing.
+        self.file = file;
+        Ok(())
+    }
+
+    /// For a Flat file: the file's bytes as the device and the mapper
+    /// hold them (unwritten ranges read as zeroes), up to the model's
+    /// size, compared with the model ([`check_device`]). Other mappers:
+    /// nothing to check here.
+    pub fn check_device(&self, model: &Model) -> Result<(), String> {
+        let Some(flat) = &self.flat else {
+            return Ok(());
+        };
+        let bytes = flat_bytes(self.device.as_ref(), flat, model.size())?;
+        check_device(&bytes, model)
+    }
+}
+
+/// The first `size` bytes of a Flat file as a reader of the device and
+/// the mapper sees them: the device's, with the unwritten ranges zero.
+pub fn flat_bytes(device: &dyn BlockDevice, flat: &Flat, size: u64) -> Result<Vec<u8>, String> {
+    let len = flat.block_size().round_up(size);
+    let mut buf = AlignedBuf::zeroed(len as usize);
+    if len > 0 {
+        device
+            .read_at(flat.base().get(), &mut buf)
+            .map_err(|e| format!("reading the device: {e}"))?;
+    }
+    for r in flat.unwritten_ranges() {
+        let (a, b) = (r.start.min(len) as usize, r.end.min(len) as usize);
+        buf[a..b].fill(0);
+    }
+    Ok(buf[..size as usize].to_vec())
+}
+
+/// [`apply`] on a [`Subject`], with what only it can do: [`Op::Reopen`],
+/// and after every fsync / fdatasync (and reopen) the device check of a
+/// Flat file ([`Subject::check_device`]).
+pub fn apply_to(subject: &mut Subject, model: &mut Model, op: &Op) -> Result<(), String> {
+    match op {
+        Op::Reopen => {
+            subject.reopen()?;
+            model.seek(0);
+            subject.check_device(model)?;
+            check_size_and_position(&subject.file, model, op)
+        }
+        Op::Trace(TraceOp::Fsync | TraceOp::Fdatasync) => {
+            apply(&subject.file, model, op)?;
+            subject
+                .check_device(model)
+                .map_err(|e| format!("after {op}: {e}"))
+        }
+        _ => apply(&subject.file, model, op),
+    }
 }
 
 /// Compares the device bytes of the file's region, read after an fsync,

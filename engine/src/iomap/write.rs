@@ -50,6 +50,9 @@ pub(super) fn iomap_file_buffered_write(
         pos += n;
         written += n;
         if let Err(e) = res {
+            if iomap.kind == ExtentKind::Delalloc && iomap.new {
+                iomap_file_buffered_write_punch_delalloc(mapping, iomap, start, pos);
+            }
             // Finishing the mapping is best effort: the write error is what
             // the caller needs to see.
             let _ = mapping.mapper.iomap_end(
@@ -73,6 +76,62 @@ pub(super) fn iomap_file_buffered_write(
         }
     }
     Ok(written)
+}
+
+/// `iomap_file_buffered_write_punch_delalloc`: a write that stopped short
+/// inside a delalloc mapping it reserved (`new`) gives back the blocks it
+/// did not use: from the first block after the written bytes (the whole
+/// mapping when nothing was written, from `start`'s block) to the mapping's
+/// end, except blocks dirty in the cache below EOF (someone's data is
+/// there, and their reservation with it). Past EOF everything goes.
+pub(crate) fn iomap_file_buffered_write_punch_delalloc(
+    mapping: &AddressSpace,
+    iomap: &Iomap,
+    start: u64,
+    written_end: u64,
+) {
+    let bs = mapping.bs();
+    let from = if written_end <= start {
+        bs.round_down(start)
+    } else {
+        bs.round_up(written_end)
+    };
+    let to = bs.round_up(iomap.end().get());
+    let isize = mapping.size();
+    let mut run: Option<u64> = None;
+    let mut b = from;
+    while b < to {
+        let keep = b < isize && block_dirty_in_cache(mapping, b);
+        match (keep, run) {
+            (false, None) => run = Some(b),
+            (true, Some(r)) => {
+                mapping.mapper.release_delalloc(FilePos::new(r), b - r);
+                run = None;
+            }
+            _ => {}
+        }
+        b += bs.get();
+    }
+    if let Some(r) = run {
+        mapping.mapper.release_delalloc(FilePos::new(r), to - r);
+    }
+}
+
+/// True when the block at file offset `pos` is dirty in the cache
+/// (`iomap_write_delalloc_scan`'s test of the ifs dirty bits).
+fn block_dirty_in_cache(mapping: &AddressSpace, pos: u64) -> bool {
+    let Some(folio) = mapping.cache.find(pos) else {
+        return false;
+    };
+    let g = folio.lock();
+    if !g.dirty() {
+        return false;
+    }
+    match &g.private {
+        FolioPrivate::Iomap(s) => s.is_dirty(((pos - g.pos()) >> mapping.bs().shift()) as usize),
+        // Dirty with no per-block state: every block is.
+        _ => true,
+    }
 }
 
 /// `iomap_write_iter`: the folios of one extent, file bytes `[pos, ext_end)`,
