@@ -46,6 +46,8 @@ pub struct File {
     /// Marks the inode open in its [`crate::Mount`] until the file goes
     /// (dropped after the writeback of `Drop`).
     open_guard: Option<OpenGuard>,
+    /// `Drop` writes dirty data back (see [`File::set_writeback_on_drop`]).
+    writeback_on_drop: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for File {
@@ -85,6 +87,7 @@ impl File {
             write_path,
             write_lock: Mutex::new(0),
             open_guard: None,
+            writeback_on_drop: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -401,6 +404,14 @@ impl File {
         self.mapping.mapper.sync_metadata(datasync)
     }
 
+    /// Whether dropping the file writes its dirty data back (the default)
+    /// or leaves it unwritten, as a crash would (`replay
+    /// --no-final-writeback`, crash experiments).
+    pub fn set_writeback_on_drop(&self, on: bool) {
+        self.writeback_on_drop
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Closes the file: writes its dirty data back (as fsync does) and
     /// reports the error that dropping it would lose.
     pub fn close(self) -> Result<()> {
@@ -456,7 +467,12 @@ impl Drop for File {
     /// file that goes away does not leave its data only in a cache nobody
     /// can reach.
     fn drop(&mut self) {
-        if std::thread::panicking() || self.mapping.cache.nr_dirty() == 0 {
+        if std::thread::panicking()
+            || !self
+                .writeback_on_drop
+                .load(std::sync::atomic::Ordering::Relaxed)
+            || self.mapping.cache.nr_dirty() == 0
+        {
             return;
         }
         let _ = self.fsync();

@@ -530,7 +530,8 @@ mod tests {
 
     #[test]
     fn flat_maps_and_bounds() {
-        let f = Flat::new(8192, 1 << 20, 4096, 0).unwrap();
+        // Full: every block written (an empty Flat is all unwritten, below).
+        let f = Flat::new(8192, 1 << 20, 4096, 1 << 20).unwrap();
         let p = FilePos::new;
         let b = FileBlock::new;
         let m = f.iomap_begin(p(100), 1 << 30, MapIntent::Write).unwrap();
@@ -557,5 +558,50 @@ mod tests {
         assert!(f.prepare_write(p(1 << 21), 0).is_ok());
         assert!(Flat::new(0, 4096, 512, 0).is_err());
         assert!(Flat::new(0, 1000, 1024, 0).is_err());
+    }
+
+    #[test]
+    fn flat_unwritten_ranges_follow_writeback_truncate_and_punch() {
+        let p = FilePos::new;
+        let f = Flat::new(0, 64 << 10, 4096, 5000).unwrap();
+        // The initial EOF block is written, everything after it unwritten.
+        assert_eq!(f.unwritten_ranges(), vec![8192..65536]);
+        let m = f.iomap_begin(p(0), 1 << 20, MapIntent::Write).unwrap();
+        assert_eq!((m.kind, m.length), (ExtentKind::Mapped, 8192));
+        let m = f.iomap_begin(p(9000), 100, MapIntent::Read).unwrap();
+        assert_eq!((m.kind, m.addr.get()), (ExtentKind::Unwritten, 9000));
+        let b = f.get_block(FileBlock::new(3), true).unwrap();
+        assert_eq!((b.kind, b.new), (ExtentKind::Unwritten, true));
+        assert!(!f.get_block(FileBlock::new(3), false).unwrap().new);
+        // Writeback completes [8192, 16384): converted, but only below the
+        // EOF block.
+        f.set_size(12000);
+        f.end_io(p(8192), 16384).unwrap();
+        assert_eq!(f.unwritten_ranges(), vec![12288..65536]);
+        let m = f.iomap_begin(p(0), 1 << 20, MapIntent::Write).unwrap();
+        assert_eq!((m.kind, m.length), (ExtentKind::Mapped, 12288));
+        // A punch adds its whole blocks only.
+        f.fallocate(p(1000), 7400, FallocMode::PunchHole).unwrap();
+        assert_eq!(f.unwritten_ranges(), vec![4096..8192, 12288..65536]);
+        let m = f.iomap_begin(p(0), 1 << 20, MapIntent::Write).unwrap();
+        assert_eq!((m.kind, m.length), (ExtentKind::Mapped, 4096));
+        let m = f.iomap_begin(p(8192), 1 << 20, MapIntent::Write).unwrap();
+        assert_eq!((m.kind, m.length), (ExtentKind::Mapped, 4096));
+        // A truncate down unwrites past its EOF block; up, only the size.
+        f.truncate(3000).unwrap();
+        assert_eq!(f.unwritten_ranges(), vec![4096..65536]);
+        f.truncate(40000).unwrap();
+        assert_eq!((f.size(), f.unwritten_ranges()), (40000, vec![4096..65536]));
+        assert!(matches!(f.truncate(1 << 20), Err(Error::FileTooLarge { .. })));
+        // fallocate moves only the size, within the capacity.
+        f.fallocate(p(60000), 5000, FallocMode::KeepSize).unwrap();
+        assert_eq!(f.size(), 40000);
+        f.fallocate(p(60000), 5000, FallocMode::Allocate).unwrap();
+        assert_eq!(f.size(), 65000);
+        assert!(f.fallocate(p(60000), 6000, FallocMode::Allocate).is_err());
+        assert!(f.map_blocks(p(0), 4096).is_err());
+        assert_eq!("ordered".parse::<AllocPolicy>().unwrap(), AllocPolicy::Ordered);
+        assert_eq!(AllocPolicy::default().to_string(), "unwritten");
+        assert!("x".parse::<AllocPolicy>().is_err());
     }
 }

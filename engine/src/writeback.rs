@@ -44,16 +44,15 @@ pub fn write_back(mapping: &AddressSpace, write_path: &dyn WritePath) -> Result<
             first_err.get_or_insert(e);
         }
     }
-    if first_err.is_some() && written.is_empty() {
-        return first_err.map_or(Ok(()), Err);
-    }
-    // What did reach the device is made durable and completed even when
-    // another part failed: its blocks are clean now and would not be
-    // written (nor converted) again.
+    // What did reach the device is clean now and will not be written again:
+    // its completion waits, across a failed pass, for the next flush that
+    // succeeds (a failed pass flushes nothing, as before).
     mapping.add_pending_end_io(written);
+    if let Some(e) = first_err {
+        return Err(e);
+    }
     mapping.device.flush()?;
-    mapping.complete_pending_io()?;
-    first_err.map_or(Ok(()), Err)
+    mapping.complete_pending_io()
 }
 
 fn write_window(
