@@ -701,6 +701,7 @@ pub struct Subject {
     device: Arc<dyn BlockDevice>,
     mapper: Arc<dyn Mapper>,
     flat: Option<Arc<Flat>>,
+    reserving: Option<Arc<Reserving>>,
     make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
     opts: FileOptions,
 }
@@ -722,9 +723,24 @@ impl Subject {
             device,
             mapper,
             flat,
+            reserving: None,
             make_path,
             opts,
         })
+    }
+
+    /// A [`Reserving`] (delalloc) file on `device`: every fsync checks the
+    /// device bytes of its written blocks, and that no reservation is left.
+    pub fn reserving(
+        device: Arc<dyn BlockDevice>,
+        mapper: Arc<Reserving>,
+        make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
+        opts: FileOptions,
+    ) -> crate::Result<Subject> {
+        let dynm: Arc<dyn Mapper> = mapper.clone();
+        let mut s = Subject::new(device, dynm, None, make_path, opts)?;
+        s.reserving = Some(mapper);
+        Ok(s)
     }
 
     /// A [`Flat`] file on `device`.
@@ -765,6 +781,16 @@ impl Subject {
     /// size, compared with the model ([`check_device`]). Other mappers:
     /// nothing to check here.
     pub fn check_device(&self, model: &Model) -> Result<(), String> {
+        if let Some(r) = &self.reserving {
+            if r.reserved() != 0 {
+                return Err(format!(
+                    "{} blocks still reserved after the writeback",
+                    r.reserved()
+                ));
+            }
+            let bytes = r.file_bytes(self.device.as_ref(), model.size())?;
+            return check_device(&bytes, model);
+        }
         let Some(flat) = &self.flat else {
             return Ok(());
         };
@@ -808,6 +834,398 @@ pub fn apply_to(subject: &mut Subject, model: &mut Model, op: &Op) -> Result<(),
                 .map_err(|e| format!("after {op}: {e}"))
         }
         _ => apply(&subject.file, model, op),
+    }
+}
+
+/// What a block of a [`Reserving`] file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockState {
+    /// Reserved by a write, no disk block yet.
+    Delalloc,
+    /// Allocated, not written yet: reads as zeroes.
+    Unwritten,
+    /// Allocated and written.
+    Written,
+}
+
+/// The state of a [`Reserving`] file, under its lock.
+#[derive(Debug, Default)]
+struct ReservingState {
+    /// File block -> state; absent blocks are holes.
+    blocks: std::collections::BTreeMap<u64, BlockState>,
+    /// Blocks reserved or allocated (of the `limit`).
+    used: u64,
+    /// get_block(create) calls so far (for [`Reserving::fail_get_block_at`]).
+    get_blocks: u64,
+}
+
+/// A delayed-allocation mapper for tests, the engine's side of the
+/// contract an allocating filesystem implements: a file over a device
+/// region at `base` where file block `b` lives at `base + b * bs` once
+/// allocated (so the device check stays simple), holes until a write
+/// reserves them (`Delalloc`, counted against `limit` blocks: ENOSPC
+/// beyond), allocated at writeback (`map_blocks`, unwritten or written per
+/// the [`AllocPolicy`](crate::AllocPolicy)) and converted at `end_io`.
+/// Truncate and punch free blocks and release reservations.
+#[derive(Debug)]
+pub struct Reserving {
+    base: u64,
+    capacity: u64,
+    bs: crate::BlockSize,
+    limit: u64,
+    policy: crate::AllocPolicy,
+    size: std::sync::atomic::AtomicU64,
+    state: std::sync::Mutex<ReservingState>,
+    /// The get_block(create) call (1-based) that fails, if any.
+    fail_get_block_at: std::sync::atomic::AtomicU64,
+    /// release_delalloc calls, as (file offset, length).
+    releases: std::sync::Mutex<Vec<(u64, u64)>>,
+}
+
+impl Reserving {
+    /// An empty file at device offset `base` of at most `capacity` bytes,
+    /// with room for `limit` blocks, allocating with `policy`.
+    pub fn new(base: u64, capacity: u64, bs: u32, limit: u64, policy: crate::AllocPolicy) -> Self {
+        Reserving {
+            base,
+            capacity,
+            bs: crate::BlockSize::new(bs).unwrap_or_else(|_| panic!("block size {bs}")),
+            limit,
+            policy,
+            size: std::sync::atomic::AtomicU64::new(0),
+            state: std::sync::Mutex::new(ReservingState::default()),
+            fail_get_block_at: std::sync::atomic::AtomicU64::new(0),
+            releases: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReservingState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the `n`-th get_block(create) call from now on fail (0: none).
+    pub fn fail_get_block_at(&self, n: u64) {
+        let mut st = self.lock();
+        st.get_blocks = 0;
+        self.fail_get_block_at
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Blocks reserved and not yet allocated.
+    pub fn reserved(&self) -> u64 {
+        let st = self.lock();
+        st.blocks
+            .values()
+            .filter(|s| **s == BlockState::Delalloc)
+            .count() as u64
+    }
+
+    /// Blocks reserved or allocated.
+    pub fn used(&self) -> u64 {
+        self.lock().used
+    }
+
+    /// Blocks allocated unwritten (waiting for end_io).
+    pub fn unwritten(&self) -> u64 {
+        let st = self.lock();
+        st.blocks
+            .values()
+            .filter(|s| **s == BlockState::Unwritten)
+            .count() as u64
+    }
+
+    /// The release_delalloc calls so far.
+    pub fn releases(&self) -> Vec<(u64, u64)> {
+        self.releases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The first `size` bytes of the file as the device and this mapper
+    /// hold them: written blocks from the device, the rest zeroes.
+    pub fn file_bytes(&self, device: &dyn BlockDevice, size: u64) -> Result<Vec<u8>, String> {
+        let bs = self.bs.as_usize();
+        let len = self.bs.round_up(size) as usize;
+        let mut out = vec![0u8; len];
+        let mut buf = AlignedBuf::zeroed(bs);
+        let st = self.lock();
+        for (&b, s) in st.blocks.range(..(len / bs) as u64) {
+            if *s == BlockState::Written {
+                let at = b as usize * bs;
+                device
+                    .read_at(self.base + at as u64, &mut buf)
+                    .map_err(|e| format!("reading the device: {e}"))?;
+                out[at..at + bs].copy_from_slice(&buf);
+            }
+        }
+        out.truncate(size as usize);
+        Ok(out)
+    }
+
+    fn addr(&self, pos: u64) -> crate::DevAddr {
+        crate::DevAddr::new(self.base + pos)
+    }
+
+    /// The extent at block `b`: its state (None: hole) and how many blocks
+    /// (at most `max`) share it.
+    fn extent(st: &ReservingState, b: u64, max: u64) -> (Option<BlockState>, u64) {
+        let kind = st.blocks.get(&b).copied();
+        let mut n = 1;
+        while n < max && st.blocks.get(&(b + n)).copied() == kind {
+            n += 1;
+        }
+        (kind, n)
+    }
+
+    /// Frees blocks `[from, to)` (block numbers): reservations and allocations.
+    fn free(&self, st: &mut ReservingState, from: u64, to: u64) {
+        let gone: Vec<u64> = st.blocks.range(from..to).map(|(&b, _)| b).collect();
+        for b in gone {
+            st.blocks.remove(&b);
+            st.used -= 1;
+        }
+    }
+
+    fn too_large(&self, offset: u64, len: u64) -> Error {
+        Error::FileTooLarge {
+            offset,
+            len,
+            capacity: self.capacity,
+        }
+    }
+}
+
+impl Mapper for Reserving {
+    fn block_size(&self) -> crate::BlockSize {
+        self.bs
+    }
+
+    fn iomap_begin(
+        &self,
+        pos: crate::FilePos,
+        len: u64,
+        intent: crate::MapIntent,
+    ) -> crate::Result<crate::Iomap> {
+        use crate::{ExtentKind, Iomap};
+        let p = pos.get();
+        if p >= self.capacity {
+            return Err(self.too_large(p, len));
+        }
+        let len = len.min(self.capacity - p);
+        let shift = self.bs.shift();
+        let b = p >> shift;
+        let last = (p + len.max(1) - 1) >> shift;
+        let mut st = self.lock();
+        let (kind, n) = Self::extent(&st, b, last - b + 1);
+        let ext_len = ((b + n) << shift) - p;
+        let (kind, new) = match kind {
+            Some(BlockState::Written) => (ExtentKind::Mapped, false),
+            Some(BlockState::Unwritten) => (ExtentKind::Unwritten, false),
+            Some(BlockState::Delalloc) => (ExtentKind::Delalloc, false),
+            None if intent != crate::MapIntent::Write => (ExtentKind::Hole, false),
+            None => {
+                // Reserve as much of the hole as there is room for.
+                let room = self.limit - st.used;
+                if room == 0 {
+                    return Err(Error::NoSpace { offset: p, len });
+                }
+                let n = n.min(room);
+                for k in 0..n {
+                    st.blocks.insert(b + k, BlockState::Delalloc);
+                }
+                st.used += n;
+                return Ok(Iomap {
+                    offset: pos,
+                    length: (((b + n) << shift) - p).min(len),
+                    kind: ExtentKind::Delalloc,
+                    addr: crate::DevAddr::new(0),
+                    new: true,
+                });
+            }
+        };
+        Ok(Iomap {
+            offset: pos,
+            length: ext_len.min(len),
+            kind,
+            addr: self.addr(p),
+            new,
+        })
+    }
+
+    fn get_block(&self, block: crate::FileBlock, create: bool) -> crate::Result<crate::BlockMapping> {
+        use crate::{BlockMapping, DevAddr, ExtentKind};
+        let bs = self.bs.get();
+        let Some(pos) = block.pos(self.bs).filter(|p| p.get() < self.capacity) else {
+            return Err(self.too_large(block.get().saturating_mul(bs), bs));
+        };
+        let b = block.get();
+        let mut st = self.lock();
+        if create {
+            st.get_blocks += 1;
+            let at = self
+                .fail_get_block_at
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if at != 0 && st.get_blocks == at {
+                return Err(Error::InvalidArgument(format!(
+                    "get_block call {at} fails (test)"
+                )));
+            }
+        }
+        let m = match st.blocks.get(&b).copied() {
+            Some(BlockState::Written) => BlockMapping {
+                kind: ExtentKind::Mapped,
+                addr: self.addr(pos.get()),
+                new: false,
+            },
+            Some(BlockState::Unwritten) => BlockMapping {
+                kind: ExtentKind::Unwritten,
+                addr: self.addr(pos.get()),
+                new: create,
+            },
+            Some(BlockState::Delalloc) => BlockMapping {
+                kind: ExtentKind::Delalloc,
+                addr: DevAddr::new(0),
+                new: false,
+            },
+            None if !create => BlockMapping {
+                kind: ExtentKind::Hole,
+                addr: DevAddr::new(0),
+                new: false,
+            },
+            None => {
+                if st.used >= self.limit {
+                    return Err(Error::NoSpace {
+                        offset: pos.get(),
+                        len: bs,
+                    });
+                }
+                st.used += 1;
+                st.blocks.insert(b, BlockState::Delalloc);
+                BlockMapping {
+                    kind: ExtentKind::Delalloc,
+                    addr: DevAddr::new(0),
+                    new: true,
+                }
+            }
+        };
+        Ok(m)
+    }
+
+    fn size(&self) -> u64 {
+        self.size.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn set_size(&self, size: u64) {
+        self.size.store(size, std::sync::atomic::Ordering::Release);
+    }
+
+    fn max_size(&self) -> u64 {
+        self.capacity
+    }
+
+    fn map_blocks(&self, pos: crate::FilePos, len: u64) -> crate::Result<crate::Iomap> {
+        use crate::{ExtentKind, Iomap};
+        let shift = self.bs.shift();
+        let b = pos.get() >> shift;
+        let mut st = self.lock();
+        let (kind, n) = Self::extent(&st, b, (len >> shift).max(1));
+        if kind != Some(BlockState::Delalloc) {
+            return Err(Error::InvalidArgument(format!(
+                "map_blocks at {pos}: not delalloc ({kind:?})"
+            )));
+        }
+        let (to, kind) = match self.policy {
+            crate::AllocPolicy::Unwritten => (BlockState::Unwritten, ExtentKind::Unwritten),
+            crate::AllocPolicy::Ordered => (BlockState::Written, ExtentKind::Mapped),
+        };
+        for k in 0..n {
+            st.blocks.insert(b + k, to);
+        }
+        Ok(Iomap {
+            offset: pos,
+            length: n << shift,
+            kind,
+            addr: self.addr(pos.get()),
+            new: true,
+        })
+    }
+
+    fn release_delalloc(&self, pos: crate::FilePos, len: u64) {
+        self.releases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((pos.get(), len));
+        let shift = self.bs.shift();
+        let (from, to) = (pos.get() >> shift, (pos.get() + len) >> shift);
+        let mut st = self.lock();
+        for b in from..to {
+            if st.blocks.get(&b) == Some(&BlockState::Delalloc) {
+                st.blocks.remove(&b);
+                st.used -= 1;
+            }
+        }
+    }
+
+    fn end_io(&self, pos: crate::FilePos, len: u64) -> crate::Result<()> {
+        let shift = self.bs.shift();
+        let (from, to) = (pos.get() >> shift, (pos.get() + len) >> shift);
+        let mut st = self.lock();
+        for b in from..to {
+            if let Some(s) = st.blocks.get_mut(&b) {
+                if *s == BlockState::Unwritten {
+                    *s = BlockState::Written;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn truncate(&self, size: u64) -> crate::Result<()> {
+        if size > self.capacity {
+            return Err(self.too_large(size, 0));
+        }
+        let mut st = self.lock();
+        if size < self.size() {
+            let from = self.bs.round_up(size) >> self.bs.shift();
+            self.free(&mut st, from, u64::MAX);
+        }
+        self.set_size(size);
+        Ok(())
+    }
+
+    fn fallocate(&self, pos: crate::FilePos, len: u64, mode: FallocMode) -> crate::Result<()> {
+        let (start, shift) = (pos.get(), self.bs.shift());
+        let end = start
+            .checked_add(len)
+            .ok_or(Error::RangeOverflow { offset: start, len })?;
+        let mut st = self.lock();
+        match mode {
+            FallocMode::PunchHole => {
+                let (from, to) = (self.bs.round_up(start) >> shift, self.bs.round_down(end) >> shift);
+                self.free(&mut st, from, to.max(from));
+            }
+            FallocMode::Allocate | FallocMode::KeepSize => {
+                if end > self.capacity {
+                    return Err(self.too_large(start, len));
+                }
+                let (from, to) = (start >> shift, self.bs.round_up(end) >> shift);
+                let holes = (from..to).filter(|b| !st.blocks.contains_key(b)).count() as u64;
+                if st.used + holes > self.limit {
+                    return Err(Error::NoSpace { offset: start, len });
+                }
+                for b in from..to {
+                    if let std::collections::btree_map::Entry::Vacant(e) = st.blocks.entry(b) {
+                        e.insert(BlockState::Unwritten);
+                        st.used += 1;
+                    }
+                }
+                if mode == FallocMode::Allocate && end > self.size() {
+                    self.set_size(end);
+                }
+            }
+        }
+        Ok(())
     }
 }
 

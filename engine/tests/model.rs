@@ -7,7 +7,10 @@ use bufwrite_engine::testing::{
     apply_to, edge_sequence, every_block_size_and_policy, ops_strategy, setup_strategy, Model, Op,
     OpWeights, Setup, Subject, TraceOp,
 };
-use bufwrite_engine::IomapPath;
+use bufwrite_engine::device::mem::Mem;
+use bufwrite_engine::testing::Reserving;
+use bufwrite_engine::{AllocPolicy, FileOptions, IomapPath};
+use std::sync::Arc;
 use common::{Dev, Rig};
 use proptest::prelude::*;
 
@@ -96,5 +99,44 @@ fn fixed_sequence_every_setup() {
             size: 0,
         };
         run(Dev::Mem, &s, &ops).unwrap_or_else(|e| panic!("{bs} {order:?}: {e}"));
+    }
+}
+
+/// Runs `ops` on a delalloc file ([`Reserving`], room for every block) on
+/// the iomap path: writes reserve, writeback allocates (`policy`), every
+/// fsync checks the written blocks on the device (a range written but not
+/// converted would read as zeroes there) and that no reservation is left.
+fn run_delalloc(s: &Setup, policy: AllocPolicy, ops: &[Op]) -> Result<(), String> {
+    let mem = Arc::new(Mem::new(s.base + s.capacity));
+    let limit = s.capacity / u64::from(s.bs);
+    let mapper = Arc::new(Reserving::new(s.base, s.capacity, s.bs, limit, policy));
+    let mut subject = Subject::reserving(
+        mem,
+        mapper.clone(),
+        Box::new(|| Box::new(IomapPath::new())),
+        FileOptions { order: s.order },
+    )
+    .map_err(|e| e.to_string())?;
+    let mut model = Model::new(s.capacity);
+    for (i, op) in ops.iter().chain(&[Op::Trace(TraceOp::Fsync), Op::DropCaches]).enumerate() {
+        apply_to(&mut subject, &mut model, op).map_err(|e| format!("op {i}: {e}"))?;
+        common::check_invariants(subject.file()).map_err(|e| format!("after op {i} ({op}): {e}"))?;
+    }
+    let all = Op::Trace(TraceOp::Read {
+        off: 0,
+        len: model.size() + 100,
+    });
+    apply_to(&mut subject, &mut model, &all).map_err(|e| format!("final read: {e}"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn delalloc_matches_model(
+        (s, ops) in case(),
+        policy in prop_oneof![Just(AllocPolicy::Unwritten), Just(AllocPolicy::Ordered)],
+    ) {
+        run_delalloc(&Setup { size: 0, ..s }, policy, &ops).map_err(TestCaseError::fail)?;
     }
 }

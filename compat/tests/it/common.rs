@@ -98,12 +98,28 @@ pub fn run_on_every_path(
     s: &bufwrite_engine::testing::Setup,
     ops: &[bufwrite_engine::testing::Op],
 ) -> Result<(), String> {
-    use bufwrite_engine::testing::{apply_to, Model, Op, Subject, TraceOp};
+    run_on_every_path_with(s, ops, None)
+}
+
+/// [`run_on_every_path`], over Flat files (`delalloc` None) or over
+/// delalloc files ([`Reserving`](bufwrite_engine::testing::Reserving),
+/// room for every block, allocating with the policy given; the setup's
+/// initial size is taken as 0): writes reserve, writeback allocates, and
+/// every fsync checks the written blocks and that no reservation is left.
+pub fn run_on_every_path_with(
+    s: &bufwrite_engine::testing::Setup,
+    ops: &[bufwrite_engine::testing::Op],
+    delalloc: Option<bufwrite_engine::AllocPolicy>,
+) -> Result<(), String> {
+    use bufwrite_engine::testing::{apply_to, Model, Op, Reserving, Subject, TraceOp};
     let rigs: Vec<Rig> = PATHS
         .iter()
         .map(|p| Rig::new(p, s.bs, s.order, s.base, s.capacity, s.size))
         .collect();
-    let initial = rigs[0].region()[..s.size as usize].to_vec();
+    let initial = match delalloc {
+        None => rigs[0].region()[..s.size as usize].to_vec(),
+        Some(_) => Vec::new(),
+    };
     let mut models: Vec<Model> = rigs
         .iter()
         .map(|_| Model::with_data(initial.clone(), s.capacity))
@@ -115,12 +131,16 @@ pub fn run_on_every_path(
         .zip(&rigs)
         .map(|(&name, rig)| {
             let walks = rig.walks.clone();
-            Subject::flat(
-                rig.mem.clone(),
-                rig.flat.clone(),
-                Box::new(move || path(name, &walks)),
-                FileOptions { order: s.order },
-            )
+            let make = Box::new(move || path(name, &walks));
+            let opts = FileOptions { order: s.order };
+            match delalloc {
+                None => Subject::flat(rig.mem.clone(), rig.flat.clone(), make, opts),
+                Some(policy) => {
+                    let limit = s.capacity / u64::from(s.bs);
+                    let r = Reserving::new(s.base, s.capacity, s.bs, limit, policy);
+                    Subject::reserving(rig.mem.clone(), Arc::new(r), make, opts)
+                }
+            }
             .map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;
