@@ -344,3 +344,58 @@ fn iomap_write_end(mapping: &AddressSpace, folio: &mut FolioData, off: usize, co
     }
     mapping.mark_folio_dirty(folio);
 }
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+    use crate::device::mem::Mem;
+    use crate::testing::Reserving;
+    use crate::{AllocPolicy, File, FileOptions, IomapPath, Mapper, OrderPolicy};
+    use std::sync::Arc;
+
+    /// A short write inside a delalloc mapping it reserved gives back the
+    /// blocks after the written bytes, but not those dirty in the cache
+    /// below EOF; with nothing written, from the first block.
+    #[test]
+    fn short_write_punches_the_unused_reservation() {
+        let mem = Arc::new(Mem::new(1 << 20));
+        let mapper = Arc::new(Reserving::new(0, 1 << 20, 1024, 1024, AllocPolicy::Unwritten));
+        let opts = FileOptions {
+            order: OrderPolicy::Fixed(2),
+        };
+        let file = File::open(mem, mapper.clone(), Box::new(IomapPath::new()), opts).unwrap();
+        // Blocks 0..=4 reserved and dirty, EOF at 5000.
+        file.pwrite(0, &[1u8; 5000]).unwrap();
+        assert_eq!(mapper.reserved(), 5);
+        // A write that reserved [5120, 16384) and then stopped at 3000 (as
+        // a failed folio would stop it).
+        let m = mapper
+            .iomap_begin(FilePos::new(5120), 16384 - 5120, MapIntent::Write)
+            .unwrap();
+        assert!(m.new && m.kind == ExtentKind::Delalloc);
+        assert_eq!(mapper.reserved(), 16);
+        let iomap = Iomap {
+            offset: FilePos::new(0),
+            length: 16384,
+            ..m
+        };
+        iomap_file_buffered_write_punch_delalloc(file.mapping(), &iomap, 0, 3000);
+        // Blocks 3 and 4 hold dirty data: kept. 5..16 go.
+        assert_eq!(mapper.releases(), vec![(5120, 11264)]);
+        assert_eq!(mapper.reserved(), 5);
+        // Nothing written by a mapping starting at 1500: from block 1 on,
+        // and past EOF everything (the cache is clean past it).
+        let _ = mapper
+            .iomap_begin(FilePos::new(5120), 4096, MapIntent::Write)
+            .unwrap();
+        file.fsync().unwrap();
+        let iomap = Iomap {
+            offset: FilePos::new(1500),
+            length: 9216 - 1500,
+            ..m
+        };
+        iomap_file_buffered_write_punch_delalloc(file.mapping(), &iomap, 1500, 1500);
+        assert_eq!(mapper.releases()[1], (1024, 9216 - 1024));
+        assert_eq!(mapper.reserved(), 0);
+    }
+}
