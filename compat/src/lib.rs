@@ -281,7 +281,9 @@ impl<C: WalkCount> WritePath for BufferHeadPath<C> {
                 bh.clear(gone);
             }
         }
-        folio.flags.set(bufwrite_engine::FolioFlags::UPTODATE, false);
+        folio
+            .flags
+            .set(bufwrite_engine::FolioFlags::UPTODATE, false);
     }
 
     fn private_bytes(&self, folio: &FolioData) -> usize {

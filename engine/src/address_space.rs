@@ -65,7 +65,10 @@ impl AddressSpace {
     /// Records file ranges whose writeback I/O completed, for
     /// [`complete_pending_io`](Self::complete_pending_io) after the flush.
     pub fn add_pending_end_io(&self, ranges: impl IntoIterator<Item = Range<u64>>) {
-        let mut p = self.pending_end_io.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self
+            .pending_end_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         p.extend(ranges);
         if p.len() > 1 {
             // Sorted and merged: one end_io per contiguous file range.
@@ -85,10 +88,12 @@ impl AddressSpace {
     /// every pending completed range (`Mapper::end_io`). A range whose
     /// end_io fails stays pending, with those after it.
     pub fn complete_pending_io(&self) -> Result<()> {
-        let mut p = self.pending_end_io.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self
+            .pending_end_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         while let Some(r) = p.first().cloned() {
-            self.mapper
-                .end_io(FilePos::new(r.start), r.end - r.start)?;
+            self.mapper.end_io(FilePos::new(r.start), r.end - r.start)?;
             p.remove(0);
         }
         Ok(())
@@ -98,7 +103,10 @@ impl AddressSpace {
     /// dropped those blocks, and a late end_io must not bring their old
     /// data back.
     pub fn forget_pending_io(&self, from: u64, to: u64) {
-        let mut p = self.pending_end_io.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self
+            .pending_end_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let mut kept = Vec::with_capacity(p.len());
         for r in p.drain(..) {
             if r.end <= from || r.start >= to {

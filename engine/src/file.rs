@@ -144,11 +144,21 @@ impl File {
         self.mapping.mapper.prepare_write(FilePos::new(pos), len)?;
         let isize = self.mapping.size();
         if pos > isize {
-            // ext4_write_checks (2026): only `[old EOF, min(pos, end of its
-            // block))` can hold stale bytes in the cache; the blocks past it
-            // are holes (or unwritten) and read as zeroes without a write.
-            self.zero_eof_tail(isize, pos)?;
+            return self.write_past_eof(pos, isize, src);
         }
+        self.write_path
+            .perform_write(&self.mapping, FilePos::new(pos), &mut src)
+    }
+
+    /// A write starting past EOF `isize`: ext4_write_checks (2026) zeroes
+    /// only `[old EOF, min(pos, end of its block))`, the one place the
+    /// cache can hold stale bytes; the blocks past it are holes (or
+    /// unwritten) and read as zeroes without a write. Out of line, so the
+    /// overwrite hot path pays nothing for it.
+    #[cold]
+    #[inline(never)]
+    fn write_past_eof(&self, pos: u64, isize: u64, mut src: IovIter<'_>) -> Result<u64> {
+        self.zero_eof_tail(isize, pos)?;
         let res = self
             .write_path
             .perform_write(&self.mapping, FilePos::new(pos), &mut src);

@@ -384,11 +384,28 @@ impl Flat {
                 return (true, e);
             }
         }
-        let next = map
-            .range(pos..)
-            .next()
-            .map_or(self.capacity, |(&s, _)| s);
+        let next = map.range(pos..).next().map_or(self.capacity, |(&s, _)| s);
         (false, next)
+    }
+
+    /// `iomap_begin` at or past the first unwritten byte: out of line, so
+    /// the hot path (written blocks) pays nothing for it.
+    #[cold]
+    #[inline(never)]
+    fn map_slow(&self, pos: FilePos, len: u64) -> Iomap {
+        let p = pos.get();
+        let (unwritten, until) = self.state_at(p);
+        Iomap {
+            offset: pos,
+            length: len.min(until - p),
+            kind: if unwritten {
+                ExtentKind::Unwritten
+            } else {
+                ExtentKind::Mapped
+            },
+            addr: self.base.add(p),
+            new: false,
+        }
     }
 
     fn too_large(&self, offset: u64, len: u64) -> Error {
@@ -412,7 +429,6 @@ impl Mapper for Flat {
         if p >= self.capacity {
             return Err(self.too_large(p, len));
         }
-        let addr = self.base.add(p);
         let clean = self.clean_below.load(Ordering::Acquire);
         if p < clean {
             // The hot path: written blocks, no lock.
@@ -420,22 +436,11 @@ impl Mapper for Flat {
                 offset: pos,
                 length: len.min(clean - p),
                 kind: ExtentKind::Mapped,
-                addr,
+                addr: self.base.add(p),
                 new: false,
             });
         }
-        let (unwritten, until) = self.state_at(p);
-        Ok(Iomap {
-            offset: pos,
-            length: len.min(until - p),
-            kind: if unwritten {
-                ExtentKind::Unwritten
-            } else {
-                ExtentKind::Mapped
-            },
-            addr,
-            new: false,
-        })
+        Ok(self.map_slow(pos, len))
     }
 
     fn get_block(&self, block: FileBlock, create: bool) -> Result<BlockMapping> {
@@ -561,6 +566,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)] // one unwritten range is the point
     fn flat_unwritten_ranges_follow_writeback_truncate_and_punch() {
         let p = FilePos::new;
         let f = Flat::new(0, 64 << 10, 4096, 5000).unwrap();
@@ -592,7 +598,10 @@ mod tests {
         assert_eq!(f.unwritten_ranges(), vec![4096..65536]);
         f.truncate(40000).unwrap();
         assert_eq!((f.size(), f.unwritten_ranges()), (40000, vec![4096..65536]));
-        assert!(matches!(f.truncate(1 << 20), Err(Error::FileTooLarge { .. })));
+        assert!(matches!(
+            f.truncate(1 << 20),
+            Err(Error::FileTooLarge { .. })
+        ));
         // fallocate moves only the size, within the capacity.
         f.fallocate(p(60000), 5000, FallocMode::KeepSize).unwrap();
         assert_eq!(f.size(), 40000);
@@ -600,7 +609,10 @@ mod tests {
         assert_eq!(f.size(), 65000);
         assert!(f.fallocate(p(60000), 6000, FallocMode::Allocate).is_err());
         assert!(f.map_blocks(p(0), 4096).is_err());
-        assert_eq!("ordered".parse::<AllocPolicy>().unwrap(), AllocPolicy::Ordered);
+        assert_eq!(
+            "ordered".parse::<AllocPolicy>().unwrap(),
+            AllocPolicy::Ordered
+        );
         assert_eq!(AllocPolicy::default().to_string(), "unwritten");
         assert!("x".parse::<AllocPolicy>().is_err());
     }

@@ -5,7 +5,8 @@
 //!
 //! - [`Op`]: one file operation: a [`TraceOp`] of the trace grammar
 //!   ([`crate::trace`]: write, pwrite, writev, seek, read, fsync,
-//!   fdatasync), or a drop-caches, which no trace holds. Test crates
+//!   fdatasync, truncate, fallocate, punch), or a drop-caches or a reopen,
+//!   which no trace holds. Test crates
 //!   generate sequences of these with [`op_strategy`] / [`ops_strategy`] (weights in [`OpWeights`]), over a
 //!   file set up as [`setup_strategy`] draws it ([`Setup`]).
 //! - [`byte_at`] / [`fill`] / [`fnv1a64`]: re-exported from
@@ -17,7 +18,11 @@
 //! - [`apply`]: runs an op on both and describes the first difference
 //!   (bytes read, returned counts, error kind, size, position).
 //! - [`check_device`]: after an fsync, compares the device bytes of the
-//!   file's region with the model.
+//!   file's region with the model ([`flat_bytes`]: a Flat file's bytes as
+//!   the device and the mapper hold them, unwritten ranges as zeroes).
+//! - [`Subject`] and [`apply_to`]: a file with what it is opened over, so
+//!   that [`Op::Reopen`] can open a fresh one and every fsync checks the
+//!   device (Flat, or the delalloc test mapper [`Reserving`]).
 //!
 //! ```
 //! use bufwrite_engine::testing::{apply, check_device, Model, Op, TraceOp};
@@ -47,12 +52,12 @@ use crate::file::{File, FileOptions};
 use crate::mapping::{FallocMode, Flat, Mapper};
 use crate::page_cache::OrderPolicy;
 use crate::write_path::WritePath;
-use std::sync::Arc;
 use proptest::prelude::*;
 use proptest::strategy::Union;
 use std::fmt;
 use std::io::IoSlice;
 use std::ops::Range;
+use std::sync::Arc;
 
 pub use crate::pattern::{byte_at, fill, fnv1a64, splitmix64};
 pub use crate::trace::Op as TraceOp;
@@ -635,9 +640,9 @@ pub fn apply(file: &File, model: &mut Model, op: &Op) -> Result<(), String> {
             }
         }
         Op::Trace(TraceOp::Fsync) => file.fsync().map_err(|e| format!("{op}: failed: {e}"))?,
-        Op::Trace(TraceOp::Fdatasync) => file
-            .fdatasync()
-            .map_err(|e| format!("{op}: failed: {e}"))?,
+        Op::Trace(TraceOp::Fdatasync) => {
+            file.fdatasync().map_err(|e| format!("{op}: failed: {e}"))?
+        }
         Op::Trace(TraceOp::Truncate { size }) => {
             let res = file.set_len(*size);
             let want = model.expect_truncate(*size);
@@ -1053,7 +1058,11 @@ impl Mapper for Reserving {
         })
     }
 
-    fn get_block(&self, block: crate::FileBlock, create: bool) -> crate::Result<crate::BlockMapping> {
+    fn get_block(
+        &self,
+        block: crate::FileBlock,
+        create: bool,
+    ) -> crate::Result<crate::BlockMapping> {
         use crate::{BlockMapping, DevAddr, ExtentKind};
         let bs = self.bs.get();
         let Some(pos) = block.pos(self.bs).filter(|p| p.get() < self.capacity) else {
@@ -1202,7 +1211,10 @@ impl Mapper for Reserving {
         let mut st = self.lock();
         match mode {
             FallocMode::PunchHole => {
-                let (from, to) = (self.bs.round_up(start) >> shift, self.bs.round_down(end) >> shift);
+                let (from, to) = (
+                    self.bs.round_up(start) >> shift,
+                    self.bs.round_down(end) >> shift,
+                );
                 self.free(&mut st, from, to.max(from));
             }
             FallocMode::Allocate | FallocMode::KeepSize => {

@@ -5,8 +5,8 @@
 use bufwrite_engine::device::mem::Mem;
 use bufwrite_engine::testing::Reserving;
 use bufwrite_engine::{
-    AllocPolicy, BlockDevice, BlockSize, Error, FallocMode, File, FileOptions, Filesystem, Flat,
-    IomapPath, Mapper, Mount, OpenFlags, OrderPolicy, Result,
+    AllocPolicy, BlockSize, Error, FallocMode, File, FileOptions, Filesystem, Flat, IomapPath,
+    Mapper, Mount, OpenFlags, OrderPolicy, Result,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -229,7 +229,9 @@ fn mount_opens_creates_unlinks_and_refuses_busy_inodes() {
     b.pwrite(0, b"world").unwrap();
     a.close().unwrap();
     // Closed: it opens again, with what was written.
-    let a = mount.open("/a", OpenFlags::default(), path(), opts).unwrap();
+    let a = mount
+        .open("/a", OpenFlags::default(), path(), opts)
+        .unwrap();
     let mut buf = [0u8; 5];
     assert_eq!(a.pread(0, &mut buf).unwrap(), 5);
     assert_eq!(&buf, b"hello");

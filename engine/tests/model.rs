@@ -3,16 +3,16 @@
 
 mod common;
 
+use bufwrite_engine::device::mem::Mem;
+use bufwrite_engine::testing::Reserving;
 use bufwrite_engine::testing::{
     apply_to, edge_sequence, every_block_size_and_policy, ops_strategy, setup_strategy, Model, Op,
     OpWeights, Setup, Subject, TraceOp,
 };
-use bufwrite_engine::device::mem::Mem;
-use bufwrite_engine::testing::Reserving;
 use bufwrite_engine::{AllocPolicy, FileOptions, IomapPath};
-use std::sync::Arc;
 use common::{Dev, Rig};
 use proptest::prelude::*;
+use std::sync::Arc;
 
 const MIB: u64 = 1 << 20;
 
@@ -43,8 +43,12 @@ fn run(dev: Dev, s: &Setup, ops: &[Op]) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     for (i, op) in ops.iter().enumerate() {
         apply_to(&mut subject, &mut model, op).map_err(|e| format!("op {i}: {e}"))?;
-        common::check_invariants(subject.file()).map_err(|e| format!("after op {i} ({op}): {e}"))?;
-        if matches!(op, Op::Trace(TraceOp::Fsync | TraceOp::Fdatasync) | Op::Reopen) {
+        common::check_invariants(subject.file())
+            .map_err(|e| format!("after op {i} ({op}): {e}"))?;
+        if matches!(
+            op,
+            Op::Trace(TraceOp::Fsync | TraceOp::Fdatasync) | Op::Reopen
+        ) {
             rig.check_outside()
                 .map_err(|e| format!("after op {i} ({op}): {e}"))?;
         }
@@ -118,9 +122,14 @@ fn run_delalloc(s: &Setup, policy: AllocPolicy, ops: &[Op]) -> Result<(), String
     )
     .map_err(|e| e.to_string())?;
     let mut model = Model::new(s.capacity);
-    for (i, op) in ops.iter().chain(&[Op::Trace(TraceOp::Fsync), Op::DropCaches]).enumerate() {
+    for (i, op) in ops
+        .iter()
+        .chain(&[Op::Trace(TraceOp::Fsync), Op::DropCaches])
+        .enumerate()
+    {
         apply_to(&mut subject, &mut model, op).map_err(|e| format!("op {i}: {e}"))?;
-        common::check_invariants(subject.file()).map_err(|e| format!("after op {i} ({op}): {e}"))?;
+        common::check_invariants(subject.file())
+            .map_err(|e| format!("after op {i} ({op}): {e}"))?;
     }
     let all = Op::Trace(TraceOp::Read {
         off: 0,

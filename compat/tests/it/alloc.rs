@@ -56,7 +56,10 @@ fn a_failed_write_begin_releases_what_it_reserved() {
         assert_eq!(file.pwrite(0, &[5u8; 4096]).unwrap(), 4096);
         assert_eq!(mapper.reserved(), 4);
         file.fsync().unwrap();
-        assert_eq!((mapper.reserved(), mapper.used(), mapper.unwritten()), (0, 4, 0));
+        assert_eq!(
+            (mapper.reserved(), mapper.used(), mapper.unwritten()),
+            (0, 4, 0)
+        );
         assert_eq!(mem.snapshot(0, 4096), vec![5u8; 4096]);
     }
 }
@@ -73,7 +76,11 @@ fn no_space_is_a_short_write_then_an_error() {
         let file = open(mode, mapper.clone(), &mem, 0);
         assert_eq!(file.pwrite(0, &[1u8; 8192]).unwrap(), 4096, "{mode:?}");
         assert_eq!(file.size(), 4096);
-        assert_eq!(mapper.reserved(), 4, "{mode:?}: the failed folio's blocks stay reserved");
+        assert_eq!(
+            mapper.reserved(),
+            4,
+            "{mode:?}: the failed folio's blocks stay reserved"
+        );
         let err = file.pwrite(4096, &[2u8; 4096]).unwrap_err();
         assert!(matches!(err, Error::NoSpace { .. }), "{mode:?}: {err}");
         // A write that fits in the room left works.
@@ -110,7 +117,10 @@ fn delayed_heads_are_allocated_at_writeback() {
             for (i, bh) in folio_ring(&g).unwrap().iter().enumerate().take(7) {
                 assert!(!bh.test(BhState::DELAY) && bh.mapped(), "{mode:?} head {i}");
                 assert_eq!(bh.blocknr().get(), i as u64);
-                assert_eq!(bh.test(BhState::UNWRITTEN), policy == AllocPolicy::Unwritten);
+                assert_eq!(
+                    bh.test(BhState::UNWRITTEN),
+                    policy == AllocPolicy::Unwritten
+                );
             }
             drop(g);
             assert_eq!((mapper.reserved(), mapper.unwritten()), (0, 0));
@@ -140,8 +150,7 @@ fn punch_invalidates_the_heads_inside() {
         )
         .unwrap();
         file.pwrite(0, &[9u8; 16384]).unwrap();
-        file.fallocate(1500, 2600, FallocMode::PunchHole)
-            .unwrap();
+        file.fallocate(1500, 2600, FallocMode::PunchHole).unwrap();
         {
             let folio = file.mapping().cache.find(0).unwrap();
             let g = folio.lock();

@@ -359,7 +359,13 @@ mod tests {
     #[test]
     fn short_write_punches_the_unused_reservation() {
         let mem = Arc::new(Mem::new(1 << 20));
-        let mapper = Arc::new(Reserving::new(0, 1 << 20, 1024, 1024, AllocPolicy::Unwritten));
+        let mapper = Arc::new(Reserving::new(
+            0,
+            1 << 20,
+            1024,
+            1024,
+            AllocPolicy::Unwritten,
+        ));
         let opts = FileOptions {
             order: OrderPolicy::Fixed(2),
         };
