@@ -99,6 +99,29 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// True while some written range waits for its completion.
+    pub fn has_pending_io(&self) -> bool {
+        !self
+            .pending_end_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// Drops the clean folios (drop_caches) but those whose written data
+    /// waits for its completion: until `end_io` the mapper may still read
+    /// them as unwritten (zeroes), so the cache is the only copy a reader
+    /// sees. Returns how many were dropped.
+    pub fn drop_clean(&self) -> usize {
+        let pending = self
+            .pending_end_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.cache
+            .drop_clean_keeping(|start, end| pending.iter().any(|r| r.start < end && start < r.end))
+    }
+
     /// Forgets pending completions over `[from, to)`: truncate and punch
     /// dropped those blocks, and a late end_io must not bring their old
     /// data back.

@@ -428,9 +428,10 @@ impl File {
         self.fsync()
     }
 
-    /// Drops the clean folios (drop_caches for this file); returns how many.
+    /// Drops the clean folios (drop_caches for this file), but those whose
+    /// written data still waits for its completion; returns how many.
     pub fn drop_caches(&self) -> usize {
-        self.mapping.cache.drop_clean()
+        self.mapping.drop_clean()
     }
 
     /// i_size.
@@ -481,7 +482,7 @@ impl Drop for File {
             || !self
                 .writeback_on_drop
                 .load(std::sync::atomic::Ordering::Relaxed)
-            || self.mapping.cache.nr_dirty() == 0
+            || (self.mapping.cache.nr_dirty() == 0 && !self.mapping.has_pending_io())
         {
             return;
         }

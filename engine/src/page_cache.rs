@@ -261,12 +261,22 @@ impl PageCache {
     /// the cache no longer holds, and its data would never be written back.
     /// Returns how many folios were dropped.
     pub fn drop_clean(&self) -> usize {
+        self.drop_clean_keeping(|_, _| false)
+    }
+
+    /// [`drop_clean`](Self::drop_clean), also keeping the folios for which
+    /// `keep(start, end)` (their file bytes) is true: those whose written
+    /// data waits for its completion (`Mapper::end_io`), as the kernel's
+    /// folio writeback does not end before the conversion and reclaim
+    /// leaves a folio under writeback alone.
+    pub fn drop_clean_keeping(&self, keep: impl Fn(u64, u64) -> bool) -> usize {
         let mut map = self.folios.write().unwrap_or_else(|e| e.into_inner());
         let before = map.len();
         // With the map's write lock held nobody can take a new reference,
         // so a count of one (the map's) means nobody is about to use it.
         map.retain(|_, f| {
             Arc::strong_count(f) > 1
+                || keep(f.pos(), f.pos() + f.size() as u64)
                 || match f.try_lock() {
                     Some(g) => g.dirty(),
                     None => true,
