@@ -106,6 +106,9 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     result?;
     if !args.no_final_writeback {
         crate::replay_timing::final_writeback(file)?;
+    } else {
+        // Dropping the file would write back what the trace left dirty.
+        file.set_writeback_on_drop(false);
     }
     Ok(())
 }
@@ -441,7 +444,12 @@ fn check_writes(file: &File, lines: &[Line]) -> anyhow::Result<()> {
                 pos = *off;
                 continue;
             }
-            Op::Read { .. } | Op::Fsync | Op::Fdatasync => continue,
+            Op::Read { .. }
+            | Op::Fsync
+            | Op::Fdatasync
+            | Op::Truncate { .. }
+            | Op::Fallocate { .. }
+            | Op::Punch { .. } => continue,
         };
         trace::check_write(file, off, len).with_context(|| {
             format!(
@@ -476,7 +484,7 @@ fn describe(op: &Op) -> String {
         }
         Op::Read { off, len } => format!("read {off} {len}"),
         Op::Fsync => "fsync".to_string(),
-        Op::Fdatasync => "fdatasync".to_string(),
+        other => other.to_string(),
     };
     trace::clip(&line, trace::LINE_CLIP)
 }

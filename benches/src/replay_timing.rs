@@ -15,7 +15,7 @@ use crate::timing::{self, Summary};
 use crate::trace::{self, Line, Op};
 use anyhow::Context;
 use bufwrite_compat::WalkCounter;
-use bufwrite_engine::{File, WritePath};
+use bufwrite_engine::{FallocMode, File, WritePath};
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::path::PathBuf;
@@ -65,6 +65,9 @@ const KINDS: &[&str] = &[
     "seek",
     "fsync",
     "fdatasync",
+    "truncate",
+    "fallocate",
+    "punch",
 ];
 
 fn kind(op: &Op) -> &'static str {
@@ -76,6 +79,9 @@ fn kind(op: &Op) -> &'static str {
         Op::Seek { .. } => "seek",
         Op::Fsync => "fsync",
         Op::Fdatasync => "fdatasync",
+        Op::Truncate { .. } => "truncate",
+        Op::Fallocate { .. } => "fallocate",
+        Op::Punch { .. } => "punch",
     }
 }
 
@@ -119,6 +125,9 @@ pub fn run<H: HoldsFile>(
         if final_writeback {
             self::final_writeback(held.file())
                 .with_context(|| format!("the {path} {what} failed"))?;
+        } else {
+            // Dropping the file would write back what the trace left dirty.
+            held.file().set_writeback_on_drop(false);
         }
         Ok((stats, reads))
     };
@@ -277,9 +286,38 @@ pub fn timed(file: &File, op: &Op, out: &mut impl Write) -> anyhow::Result<(Dura
             file.seek(*off);
             0
         }
-        Op::Fsync | Op::Fdatasync => {
+        Op::Fsync => {
             start = Instant::now();
             file.fsync()?;
+            0
+        }
+        Op::Fdatasync => {
+            start = Instant::now();
+            file.fdatasync()?;
+            0
+        }
+        Op::Truncate { size } => {
+            start = Instant::now();
+            file.set_len(*size)?;
+            0
+        }
+        Op::Fallocate {
+            off,
+            len,
+            keep_size,
+        } => {
+            let mode = if *keep_size {
+                FallocMode::KeepSize
+            } else {
+                FallocMode::Allocate
+            };
+            start = Instant::now();
+            file.fallocate(*off, *len, mode)?;
+            0
+        }
+        Op::Punch { off, len } => {
+            start = Instant::now();
+            file.fallocate(*off, *len, FallocMode::PunchHole)?;
             0
         }
     };

@@ -374,6 +374,13 @@ impl BufferHead {
         Ok(())
     }
 
+    /// Sets `b_blocknr`: writeback gives a delayed head the block its
+    /// allocation chose (the head stays MAPPED).
+    #[inline]
+    pub fn set_blocknr(&self, block: DiskBlock) {
+        self.b_blocknr.set(block);
+    }
+
     /// True when the block's bytes cannot come from the device and read as
     /// zeroes instead: no disk block, unwritten, delalloc or just created.
     #[inline]

@@ -251,6 +251,41 @@ impl<C: WalkCount> WritePath for BufferHeadPath<C> {
         ring_mut(folio).is_none_or(|ring| writeback::clear_dirty(ring, done))
     }
 
+    fn invalidate_range(
+        &self,
+        mapping: &AddressSpace,
+        folio: &mut FolioData,
+        range: std::ops::Range<usize>,
+    ) {
+        if range.start >= range.end {
+            return;
+        }
+        // Seeded from the flags, so the heads outside the range keep what
+        // the folio said of them.
+        let Ok(ring) = create_empty_buffers(folio, mapping.bs(), self.mode == Mode::SeekToFrom)
+        else {
+            // Another path's state: nothing of ours to forget.
+            return;
+        };
+        // discard_buffer, and the uptodate bit with it: the block is
+        // unmapped and unknown again.
+        let gone = BhState::UPTODATE
+            | BhState::DIRTY
+            | BhState::MAPPED
+            | BhState::DELAY
+            | BhState::NEW
+            | BhState::UNWRITTEN
+            | BhState::REQ;
+        for bh in ring.walk() {
+            if !bh.outside(range.start, range.end) {
+                bh.clear(gone);
+            }
+        }
+        folio
+            .flags
+            .set(bufwrite_engine::FolioFlags::UPTODATE, false);
+    }
+
     fn private_bytes(&self, folio: &FolioData) -> usize {
         folio_ring(folio).map_or(0, BufferRing::memory_bytes)
     }

@@ -158,10 +158,57 @@ pub(crate) fn __block_write_begin_int(
             res = outcome.result();
         }
     }
+    if res.is_err() {
+        release_reserved(mapping, ring, ctx.fpos, from, to);
+    }
     if res.is_err() && folio_zero_new_buffers(ring, data, from, to) {
         mapping.mark_folio_dirty(folio);
     }
     (visited, res)
+}
+
+/// A failed write_begin gives back what this call reserved
+/// (ext4_truncate_failed_write, for the delalloc blocks of the range): the
+/// heads in `[from, to)` that are delayed but not dirty got their
+/// reservation from this call (a committed write's delayed head is dirty
+/// until writeback allocates it). Their reservations go back to the mapper
+/// (`Mapper::release_delalloc`, one call per run of blocks) and the heads
+/// become holes again, their uptodate state (and bytes) as they were.
+fn release_reserved(
+    mapping: &AddressSpace,
+    ring: &mut BufferRing,
+    fpos: u64,
+    from: usize,
+    to: usize,
+) {
+    let mut run: Option<(usize, usize)> = None;
+    let release = |(s, e): (usize, usize)| {
+        mapping
+            .mapper
+            .release_delalloc(FilePos::new(fpos + s as u64), (e - s) as u64);
+    };
+    for bh in ring.walk() {
+        let ours = !bh.outside(from, to) && bh.test(BhState::DELAY) && !bh.dirty();
+        if !ours {
+            if let Some(r) = run.take() {
+                release(r);
+            }
+            continue;
+        }
+        bh.clear(BhState::MAPPED | BhState::DELAY | BhState::NEW);
+        let (s, e) = bh.range();
+        run = match run {
+            Some((rs, re)) if re == s => Some((rs, e)),
+            Some(r) => {
+                release(r);
+                Some((s, e))
+            }
+            None => Some((s, e)),
+        };
+    }
+    if let Some(r) = run {
+        release(r);
+    }
 }
 
 fn no_ring() -> Error {

@@ -14,7 +14,8 @@ use crate::folio::FolioData;
 use crate::mapping::Mapper;
 use crate::page_cache::PageCache;
 use crate::units::{BlockSize, DevAddr, FilePos};
-use std::sync::Arc;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 /// One file's address space: the kernel's `struct address_space` (the
 /// page cache) together with the parts of its host `struct inode` the write
@@ -30,6 +31,11 @@ pub struct AddressSpace {
     /// The mapper's block size, read once: the hot path asks for it per
     /// folio and a virtual call there cost more than the load.
     block_size: BlockSize,
+    /// File ranges written back whose completion (`Mapper::end_io`) waits
+    /// for a device flush that succeeded: a failed flush keeps them here
+    /// and the next writeback tries again, so an unwritten extent is never
+    /// converted before its data is durable, and never forgotten.
+    pending_end_io: Mutex<Vec<Range<u64>>>,
 }
 
 impl std::fmt::Debug for AddressSpace {
@@ -52,7 +58,92 @@ impl AddressSpace {
             mapper,
             device,
             block_size,
+            pending_end_io: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Records file ranges whose writeback I/O completed, for
+    /// [`complete_pending_io`](Self::complete_pending_io) after the flush.
+    pub fn add_pending_end_io(&self, ranges: impl IntoIterator<Item = Range<u64>>) {
+        let mut p = self
+            .pending_end_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        p.extend(ranges);
+        if p.len() > 1 {
+            // Sorted and merged: one end_io per contiguous file range.
+            p.sort_unstable_by_key(|r| r.start);
+            let mut merged: Vec<Range<u64>> = Vec::with_capacity(p.len());
+            for r in p.drain(..) {
+                match merged.last_mut() {
+                    Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                    _ => merged.push(r),
+                }
+            }
+            *p = merged;
+        }
+    }
+
+    /// The device flush after the data succeeded: tells the mapper about
+    /// every pending completed range (`Mapper::end_io`). A range whose
+    /// end_io fails stays pending, with those after it.
+    pub fn complete_pending_io(&self) -> Result<()> {
+        let mut p = self
+            .pending_end_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while let Some(r) = p.first().cloned() {
+            self.mapper.end_io(FilePos::new(r.start), r.end - r.start)?;
+            p.remove(0);
+        }
+        Ok(())
+    }
+
+    /// True while some written range waits for its completion.
+    pub fn has_pending_io(&self) -> bool {
+        !self
+            .pending_end_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// Drops the clean folios (drop_caches) but those whose written data
+    /// waits for its completion: until `end_io` the mapper may still read
+    /// them as unwritten (zeroes), so the cache is the only copy a reader
+    /// sees. Returns how many were dropped.
+    pub fn drop_clean(&self) -> usize {
+        let pending = self
+            .pending_end_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.cache
+            .drop_clean_keeping(|start, end| pending.iter().any(|r| r.start < end && start < r.end))
+    }
+
+    /// Forgets pending completions over `[from, to)`: truncate and punch
+    /// dropped those blocks, and a late end_io must not bring their old
+    /// data back.
+    pub fn forget_pending_io(&self, from: u64, to: u64) {
+        let mut p = self
+            .pending_end_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut kept = Vec::with_capacity(p.len());
+        for r in p.drain(..) {
+            if r.end <= from || r.start >= to {
+                kept.push(r);
+                continue;
+            }
+            if r.start < from {
+                kept.push(r.start..from);
+            }
+            if r.end > to {
+                kept.push(to..r.end);
+            }
+        }
+        *p = kept;
     }
 
     /// i_size.

@@ -117,6 +117,25 @@ pub enum Error {
     /// unwritten conversion, ...); nothing was written.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// ENOSPC: the write at `offset` could not reserve space for its
+    /// first block (nothing of it was written).
+    #[error("no space left on the filesystem for the write of {len} bytes at offset {offset}")]
+    NoSpace {
+        /// Start of the write (or of the part that could not be reserved).
+        offset: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// EEXIST: the name exists (an exclusive create).
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// ENOENT: no such file.
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// EBUSY: the file is in use in a way the operation cannot share (open
+    /// twice in one mount, unlinked while open); the text says how.
+    #[error("{0}")]
+    Busy(String),
     /// The device was opened read-only.
     #[error("device is read-only")]
     ReadOnly,

@@ -5,7 +5,8 @@ use crate::address_space::AddressSpace;
 use crate::device::{BlockDevice, IoStats};
 use crate::error::{Error, Result};
 use crate::iov::IovIter;
-use crate::mapping::Mapper;
+use crate::mapping::{ExtentKind, FallocMode, MapIntent, Mapper};
+use crate::mount::OpenGuard;
 use crate::page_cache::{OrderPolicy, PageCache};
 use crate::units::FilePos;
 use crate::write_path::WritePath;
@@ -33,12 +34,20 @@ impl Default for FileOptions {
 /// one write path. `File` is `Send + Sync`: writers are serialised by a
 /// per-file write lock (as i_rwsem serialises buffered writers), readers
 /// with `pread` run beside them under folio locks.
+///
+/// Dropping a `File` writes its dirty data back, best effort: the errors
+/// of that are lost. [`close`](File::close) is how to see them.
 pub struct File {
     mapping: AddressSpace,
     write_path: Box<dyn WritePath>,
     /// The write lock; it also guards the file position used by `write`,
     /// `writev` and `read`.
     write_lock: Mutex<u64>,
+    /// Marks the inode open in its [`crate::Mount`] until the file goes
+    /// (dropped after the writeback of `Drop`).
+    open_guard: Option<OpenGuard>,
+    /// `Drop` writes dirty data back (see [`File::set_writeback_on_drop`]).
+    writeback_on_drop: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for File {
@@ -77,7 +86,14 @@ impl File {
             mapping: AddressSpace::new(PageCache::new(opts.order), mapper, device),
             write_path,
             write_lock: Mutex::new(0),
+            open_guard: None,
+            writeback_on_drop: std::sync::atomic::AtomicBool::new(true),
         })
+    }
+
+    /// Ties the file to its mount's record of open inodes.
+    pub(crate) fn set_open_guard(&mut self, guard: OpenGuard) {
+        self.open_guard = Some(guard);
     }
 
     fn lock(&self) -> MutexGuard<'_, u64> {
@@ -114,8 +130,9 @@ impl File {
         Ok(self.write_locked(pos, it)? as usize)
     }
 
-    /// The common write: checks, zero-fills a gap past the old EOF, then
-    /// runs the write path's loop. Nothing is written when a check fails.
+    /// The common write: checks, zeroes the tail of the old EOF block when
+    /// the write starts past it, then runs the write path's loop. Nothing
+    /// is written when a check fails.
     fn write_locked(&self, pos: u64, mut src: IovIter<'_>) -> Result<u64> {
         let len = src.remaining();
         if len == 0 {
@@ -127,20 +144,212 @@ impl File {
         self.mapping.mapper.prepare_write(FilePos::new(pos), len)?;
         let isize = self.mapping.size();
         if pos > isize {
-            // The gap reads as zeroes: write them through the cache, since
-            // the device below the old EOF may hold anything.
-            let mut zeros = IovIter::zeros(pos - isize);
-            let n =
-                self.write_path
-                    .perform_write(&self.mapping, FilePos::new(isize), &mut zeros)?;
-            if n < pos - isize {
-                return Err(Error::Unsupported(format!(
-                    "could not zero the gap [{isize}, {pos}) before the write"
-                )));
-            }
+            return self.write_past_eof(pos, isize, src);
         }
         self.write_path
             .perform_write(&self.mapping, FilePos::new(pos), &mut src)
+    }
+
+    /// A write starting past EOF `isize`: ext4_write_checks (2026) zeroes
+    /// only `[old EOF, min(pos, end of its block))`, the one place the
+    /// cache can hold stale bytes; the blocks past it are holes (or
+    /// unwritten) and read as zeroes without a write. Out of line, so the
+    /// overwrite hot path pays nothing for it.
+    #[cold]
+    #[inline(never)]
+    fn write_past_eof(&self, pos: u64, isize: u64, mut src: IovIter<'_>) -> Result<u64> {
+        self.zero_eof_tail(isize, pos)?;
+        let res = self
+            .write_path
+            .perform_write(&self.mapping, FilePos::new(pos), &mut src);
+        if !matches!(res, Ok(n) if n > 0) && self.mapping.size() != isize {
+            // The zeroing moved i_size for its write; a write that failed
+            // whole leaves the size as it found it.
+            self.mapping.mapper.set_size(isize);
+        }
+        res
+    }
+
+    /// Zeroes `[old, min(limit, round_up(old)))`, the tail of the block
+    /// holding the EOF `old`, before the file grows past it.
+    fn zero_eof_tail(&self, old: u64, limit: u64) -> Result<()> {
+        let end = self.mapping.bs().round_up(old).min(limit);
+        if end <= old {
+            return Ok(());
+        }
+        self.zero_partial(old, end)
+    }
+
+    /// Zeroes file bytes `[from, to)`, which lie inside one block: in the
+    /// cache, and dirty (so the disk gets the zeroes, block_truncate_page)
+    /// when the block has data there (mapped, or delalloc with its data in
+    /// the cache). A hole or an unwritten block reads as zeroes already:
+    /// only a cached copy is zeroed.
+    fn zero_partial(&self, from: u64, to: u64) -> Result<()> {
+        let bs = self.mapping.bs();
+        let block = bs.round_down(from);
+        let m = self
+            .mapping
+            .mapper
+            .iomap_begin(FilePos::new(block), bs.get(), MapIntent::Read)?;
+        if matches!(m.kind, ExtentKind::Mapped | ExtentKind::Delalloc) {
+            let mut zeros = IovIter::zeros(to - from);
+            let n = self
+                .write_path
+                .perform_write(&self.mapping, FilePos::new(from), &mut zeros)?;
+            if n < to - from {
+                return Err(Error::Unsupported(format!(
+                    "could not zero [{from}, {to}) in the cache"
+                )));
+            }
+            return Ok(());
+        }
+        if let Some(folio) = self.mapping.cache.find(from) {
+            let mut g = folio.lock();
+            let fpos = g.pos();
+            let (a, b) = ((from - fpos) as usize, (to - fpos) as usize);
+            let b = b.min(g.size());
+            g.data[a..b].fill(0);
+        }
+        Ok(())
+    }
+
+    /// Drops the cache over `[from, to)` (block aligned; `to` may be
+    /// `u64::MAX`): folios inside go, dirty data with them; a folio
+    /// straddling an end has the part inside zeroed and its blocks'
+    /// state forgotten (`WritePath::invalidate_range`), and is clean when
+    /// no dirty block is left. Pending completions over the range go too.
+    fn invalidate_cache(&self, from: u64, to: u64) {
+        if from >= to {
+            return;
+        }
+        for folio in self.mapping.cache.truncate_range(from, to) {
+            let mut g = folio.lock();
+            let fpos = g.pos();
+            let size = g.size() as u64;
+            let a = from.max(fpos) - fpos;
+            let b = to.min(fpos + size) - fpos;
+            if a >= b {
+                continue;
+            }
+            let range = a as usize..b as usize;
+            self.write_path
+                .invalidate_range(&self.mapping, &mut g, range.clone());
+            g.data[range].fill(0);
+            g.flags.set(crate::FolioFlags::UPTODATE, false);
+            if g.dirty() && self.write_path.clear_dirty(&mut g, &[]) {
+                g.flags.set(crate::FolioFlags::DIRTY, false);
+                g.flags.set(crate::FolioFlags::ERROR, false);
+                self.mapping.cache.clear_dirty(g.index);
+            }
+        }
+        self.mapping.forget_pending_io(from, to);
+    }
+
+    /// Sets the file size (ftruncate). Shrinking drops the cache past
+    /// `size` (dirty data there is discarded, as truncate_inode_pages does),
+    /// zeroes the new EOF block past `size` (dirty, so the disk gets the
+    /// zeroes, when it has data on disk or is delalloc) and has the mapper
+    /// free the blocks past it; growing zeroes the old EOF block's tail and
+    /// leaves a hole. Under the write lock.
+    pub fn set_len(&self, size: u64) -> Result<()> {
+        let _guard = self.lock();
+        let capacity = self.mapping.mapper.max_size();
+        if size > capacity {
+            return Err(Error::FileTooLarge {
+                offset: size,
+                len: 0,
+                capacity,
+            });
+        }
+        let old = self.mapping.size();
+        let bs = self.mapping.bs();
+        if size < old {
+            // The zeroing stays below the old EOF, so it moves no size.
+            let tail = bs.round_up(size).min(old);
+            if tail > size {
+                self.zero_partial(size, tail)?;
+            }
+            self.zero_cached_tail(size);
+            self.invalidate_cache(bs.round_up(size), u64::MAX);
+        } else if size > old {
+            self.zero_eof_tail(old, size)?;
+        }
+        self.mapping.mapper.truncate(size)
+    }
+
+    /// Zeroes the cached bytes of the block holding `size` past it (what
+    /// [`zero_partial`](Self::zero_partial) did not dirty: past the old EOF,
+    /// or over a hole).
+    fn zero_cached_tail(&self, size: u64) {
+        let bs = self.mapping.bs();
+        let end = bs.round_up(size);
+        if end == size {
+            return;
+        }
+        if let Some(folio) = self.mapping.cache.find(size) {
+            let mut g = folio.lock();
+            let fpos = g.pos();
+            let (a, b) = ((size - fpos) as usize, (end - fpos) as usize);
+            let b = b.min(g.size());
+            g.data[a..b].fill(0);
+        }
+    }
+
+    /// fallocate(2) over `[offset, offset + len)`. `Allocate` and `KeepSize`
+    /// leave the cache alone (`Allocate` growing the file zeroes the old EOF
+    /// block's tail first, as growing does); `PunchHole` zeroes the partial
+    /// edge blocks in the cache (dirty where they have data), drops the
+    /// cache over the whole blocks and has the mapper free them. A zero
+    /// length is refused (EINVAL), as fallocate(2) refuses it.
+    pub fn fallocate(&self, offset: u64, len: u64, mode: FallocMode) -> Result<()> {
+        let _guard = self.lock();
+        if len == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "fallocate of 0 bytes at offset {offset}"
+            )));
+        }
+        let Some(end) = offset.checked_add(len) else {
+            return Err(Error::RangeOverflow { offset, len });
+        };
+        let mapper = &self.mapping.mapper;
+        match mode {
+            FallocMode::Allocate | FallocMode::KeepSize => {
+                let capacity = mapper.max_size();
+                if end > capacity {
+                    return Err(Error::FileTooLarge {
+                        offset,
+                        len,
+                        capacity,
+                    });
+                }
+                let old = self.mapping.size();
+                if mode == FallocMode::Allocate && end > old {
+                    self.zero_eof_tail(old, end)?;
+                }
+            }
+            FallocMode::PunchHole => {
+                let bs = self.mapping.bs();
+                let size = self.mapping.size();
+                let (first, last) = (bs.round_up(offset), bs.round_down(end));
+                // The partial edges, below EOF only: past it nothing is read.
+                let edge = |a: u64, b: u64| -> Result<()> {
+                    let b = b.min(size);
+                    if a < b {
+                        self.zero_partial(a, b)?;
+                    }
+                    Ok(())
+                };
+                if first > last {
+                    edge(offset, end)?;
+                } else {
+                    edge(offset, first)?;
+                    edge(last, end)?;
+                }
+                self.invalidate_cache(first, last);
+            }
+        }
+        mapper.fallocate(FilePos::new(offset), len, mode)
     }
 
     /// Reads at the file position and advances it; short at EOF.
@@ -187,16 +396,42 @@ impl File {
         *self.lock()
     }
 
-    /// Writes back every dirty block and flushes the device. On error the
-    /// data stays dirty, the error names the file offset, and a later
-    /// `fsync` retries.
+    /// Writes back every dirty block, flushes the device and has the mapper
+    /// make the file's metadata durable. On error the data stays dirty, the
+    /// error names the file offset, and a later `fsync` retries.
     pub fn fsync(&self) -> Result<()> {
-        writeback::write_back(&self.mapping, self.write_path.as_ref())
+        self.sync(false)
     }
 
-    /// Drops the clean folios (drop_caches for this file); returns how many.
+    /// As [`fsync`](File::fsync), telling the mapper only what fdatasync
+    /// needs (`Mapper::sync_metadata(true)`).
+    pub fn fdatasync(&self) -> Result<()> {
+        self.sync(true)
+    }
+
+    fn sync(&self, datasync: bool) -> Result<()> {
+        writeback::write_back(&self.mapping, self.write_path.as_ref())?;
+        self.mapping.mapper.sync_metadata(datasync)
+    }
+
+    /// Whether dropping the file writes its dirty data back (the default)
+    /// or leaves it unwritten, as a crash would (`replay
+    /// --no-final-writeback`, crash experiments).
+    pub fn set_writeback_on_drop(&self, on: bool) {
+        self.writeback_on_drop
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Closes the file: writes its dirty data back (as fsync does) and
+    /// reports the error that dropping it would lose.
+    pub fn close(self) -> Result<()> {
+        self.fsync()
+    }
+
+    /// Drops the clean folios (drop_caches for this file), but those whose
+    /// written data still waits for its completion; returns how many.
     pub fn drop_caches(&self) -> usize {
-        self.mapping.cache.drop_clean()
+        self.mapping.drop_clean()
     }
 
     /// i_size.
@@ -235,6 +470,23 @@ impl File {
             data += g.size();
         }
         (meta, data)
+    }
+}
+
+impl Drop for File {
+    /// Writes back what is dirty, best effort (close() reports errors): a
+    /// file that goes away does not leave its data only in a cache nobody
+    /// can reach.
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            || !self
+                .writeback_on_drop
+                .load(std::sync::atomic::Ordering::Relaxed)
+            || (self.mapping.cache.nr_dirty() == 0 && !self.mapping.has_pending_io())
+        {
+            return;
+        }
+        let _ = self.fsync();
     }
 }
 

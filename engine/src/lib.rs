@@ -33,6 +33,7 @@ pub mod generic_write;
 pub mod iomap;
 mod iov;
 pub mod mapping;
+pub mod mount;
 pub mod page_cache;
 pub mod pattern;
 pub mod read_in;
@@ -52,7 +53,10 @@ pub use folio::{Folio, FolioData, FolioFlags, FolioGuard, FolioPrivate};
 pub use folio_state::FolioState;
 pub use iomap::IomapPath;
 pub use iov::IovIter;
-pub use mapping::{BlockMapping, ExtentKind, Flat, Iomap, MapIntent, Mapper};
+pub use mapping::{
+    AllocPolicy, BlockMapping, ExtentKind, FallocMode, Flat, Iomap, MapIntent, Mapper,
+};
+pub use mount::{Filesystem, Mount, OpenFlags};
 pub use page_cache::{OrderPolicy, PageCache};
 pub use units::{BlockSize, DevAddr, DiskBlock, FileBlock, FilePos};
 pub use write_path::{DirtyRun, WritePath};

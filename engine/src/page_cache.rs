@@ -207,6 +207,53 @@ impl PageCache {
         self.len() == 0
     }
 
+    /// Truncates the cache over file bytes `[from, to)` (truncate_inode_pages_range):
+    /// every folio lying wholly inside is locked (so writeback holding it is
+    /// waited for), made clean (its dirty data is discarded) and removed; the
+    /// folios that straddle an end are returned, for the caller to zero and
+    /// invalidate the part inside.
+    pub fn truncate_range(&self, from: u64, to: u64) -> Vec<Arc<Folio>> {
+        if from >= to {
+            return Vec::new();
+        }
+        let mut partial = Vec::new();
+        let mut removed = Vec::new();
+        {
+            let mut map = self.folios.write().unwrap_or_else(|e| e.into_inner());
+            let first = map
+                .range(..=from >> PAGE_SHIFT)
+                .next_back()
+                .map_or(0, |(&i, _)| i);
+            let last = (to - 1) >> PAGE_SHIFT;
+            let hit: Vec<u64> = map.range(first..=last).map(|(&i, _)| i).collect();
+            for index in hit {
+                let Some(f) = map.get(&index) else { continue };
+                let (start, end) = (f.pos(), f.pos() + f.size() as u64);
+                if end <= from || start >= to {
+                    continue;
+                }
+                if start >= from && end <= to {
+                    // Clean under its lock: a writeback that already holds
+                    // a reference sees a clean folio and writes nothing.
+                    let mut g = f.lock();
+                    g.flags.set(crate::FolioFlags::DIRTY, false);
+                    g.flags.set(crate::FolioFlags::UPTODATE, false);
+                    g.private = crate::FolioPrivate::None;
+                    drop(g);
+                    map.remove(&index);
+                    removed.push(index);
+                } else {
+                    partial.push(Arc::clone(f));
+                }
+            }
+        }
+        let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        for index in removed {
+            dirty.remove(&index);
+        }
+        partial
+    }
+
     /// Drops every clean, unlocked folio (drop_caches for this file), so the
     /// next access reads from the device. Dirty and locked folios stay, and
     /// so do folios someone holds a reference to: a writer that found a
@@ -214,12 +261,22 @@ impl PageCache {
     /// the cache no longer holds, and its data would never be written back.
     /// Returns how many folios were dropped.
     pub fn drop_clean(&self) -> usize {
+        self.drop_clean_keeping(|_, _| false)
+    }
+
+    /// [`drop_clean`](Self::drop_clean), also keeping the folios for which
+    /// `keep(start, end)` (their file bytes) is true: those whose written
+    /// data waits for its completion (`Mapper::end_io`), as the kernel's
+    /// folio writeback does not end before the conversion and reclaim
+    /// leaves a folio under writeback alone.
+    pub fn drop_clean_keeping(&self, keep: impl Fn(u64, u64) -> bool) -> usize {
         let mut map = self.folios.write().unwrap_or_else(|e| e.into_inner());
         let before = map.len();
         // With the map's write lock held nobody can take a new reference,
         // so a count of one (the map's) means nobody is about to use it.
         map.retain(|_, f| {
             Arc::strong_count(f) > 1
+                || keep(f.pos(), f.pos() + f.size() as u64)
                 || match f.try_lock() {
                     Some(g) => g.dirty(),
                     None => true,

@@ -5,7 +5,8 @@
 //!
 //! - [`Op`]: one file operation: a [`TraceOp`] of the trace grammar
 //!   ([`crate::trace`]: write, pwrite, writev, seek, read, fsync,
-//!   fdatasync), or a drop-caches, which no trace holds. Test crates
+//!   fdatasync, truncate, fallocate, punch), or a drop-caches or a reopen,
+//!   which no trace holds. Test crates
 //!   generate sequences of these with [`op_strategy`] / [`ops_strategy`] (weights in [`OpWeights`]), over a
 //!   file set up as [`setup_strategy`] draws it ([`Setup`]).
 //! - [`byte_at`] / [`fill`] / [`fnv1a64`]: re-exported from
@@ -17,7 +18,11 @@
 //! - [`apply`]: runs an op on both and describes the first difference
 //!   (bytes read, returned counts, error kind, size, position).
 //! - [`check_device`]: after an fsync, compares the device bytes of the
-//!   file's region with the model.
+//!   file's region with the model ([`flat_bytes`]: a Flat file's bytes as
+//!   the device and the mapper hold them, unwritten ranges as zeroes).
+//! - [`Subject`] and [`apply_to`]: a file with what it is opened over, so
+//!   that [`Op::Reopen`] can open a fresh one and every fsync checks the
+//!   device (Flat, or the delalloc test mapper [`Reserving`]).
 //!
 //! ```
 //! use bufwrite_engine::testing::{apply, check_device, Model, Op, TraceOp};
@@ -40,14 +45,19 @@
 //! # Ok::<(), bufwrite_engine::Error>(())
 //! ```
 
+use crate::align::AlignedBuf;
+use crate::device::BlockDevice;
 use crate::error::Error;
-use crate::file::File;
+use crate::file::{File, FileOptions};
+use crate::mapping::{FallocMode, Flat, Mapper};
 use crate::page_cache::OrderPolicy;
+use crate::write_path::WritePath;
 use proptest::prelude::*;
 use proptest::strategy::Union;
 use std::fmt;
 use std::io::IoSlice;
 use std::ops::Range;
+use std::sync::Arc;
 
 pub use crate::pattern::{byte_at, fill, fnv1a64, splitmix64};
 pub use crate::trace::Op as TraceOp;
@@ -70,6 +80,10 @@ pub enum Op {
     Trace(TraceOp),
     /// Drop the file's clean folios, so later accesses read the device.
     DropCaches,
+    /// fsync, drop the [`File`], open a new one over the same device and
+    /// mapper: only what reached the device and the mapper survives (the
+    /// position starts at 0 again). Needs a [`Subject`] ([`apply_to`]).
+    Reopen,
 }
 
 impl From<TraceOp> for Op {
@@ -85,6 +99,7 @@ impl fmt::Display for Op {
         match self {
             Op::Trace(op) => op.fmt(f),
             Op::DropCaches => f.write_str("# drop_caches"),
+            Op::Reopen => f.write_str("# reopen"),
         }
     }
 }
@@ -243,6 +258,16 @@ pub struct OpWeights {
     pub fsync: u32,
     /// [`Op::DropCaches`].
     pub drop_caches: u32,
+    /// [`TraceOp::Fdatasync`].
+    pub fdatasync: u32,
+    /// [`TraceOp::Truncate`] (sometimes past the capacity, refused).
+    pub truncate: u32,
+    /// [`TraceOp::Fallocate`], with and without `keep_size`.
+    pub fallocate: u32,
+    /// [`TraceOp::Punch`].
+    pub punch: u32,
+    /// [`Op::Reopen`] (only [`apply_to`] runs it).
+    pub reopen: u32,
 }
 
 impl OpWeights {
@@ -256,6 +281,11 @@ impl OpWeights {
         read: 5,
         fsync: 2,
         drop_caches: 2,
+        fdatasync: 1,
+        truncate: 2,
+        fallocate: 1,
+        punch: 2,
+        reopen: 1,
     };
 }
 
@@ -340,6 +370,36 @@ pub fn op_strategy(capacity: u64, weights: OpWeights) -> impl Strategy<Value = O
         ),
         (w.fsync, Just(Op::Trace(TraceOp::Fsync)).boxed()),
         (w.drop_caches, Just(Op::DropCaches).boxed()),
+        (w.fdatasync, Just(Op::Trace(TraceOp::Fdatasync)).boxed()),
+        (
+            w.truncate,
+            prop_oneof![
+                8 => offset(capacity),
+                1 => Just(0u64),
+                1 => (1u64..5000).prop_map(move |d| capacity + d),
+            ]
+            .prop_map(|size| Op::Trace(TraceOp::Truncate { size }))
+            .boxed(),
+        ),
+        (
+            w.fallocate,
+            (offset(capacity), length(), any::<bool>())
+                .prop_map(|(off, len, keep_size)| {
+                    Op::Trace(TraceOp::Fallocate {
+                        off,
+                        len,
+                        keep_size,
+                    })
+                })
+                .boxed(),
+        ),
+        (
+            w.punch,
+            (offset(capacity), length())
+                .prop_map(|(off, len)| Op::Trace(TraceOp::Punch { off, len }))
+                .boxed(),
+        ),
+        (w.reopen, Just(Op::Reopen).boxed()),
     ];
     Union::new_weighted(kinds.into_iter().filter(|(w, _)| *w > 0).collect())
 }
@@ -362,6 +422,8 @@ pub enum Expected {
     RangeOverflow,
     /// The write ends past the capacity: [`Error::FileTooLarge`].
     FileTooLarge,
+    /// A bad argument (a zero-length fallocate): [`Error::InvalidArgument`].
+    InvalidArgument,
 }
 
 /// What a file should hold: its bytes (`data.len()` is the size), its
@@ -454,6 +516,52 @@ impl Model {
     pub fn seek(&mut self, off: u64) {
         self.pos = off;
     }
+
+    /// How a truncate to `size` must end.
+    pub fn expect_truncate(&self, size: u64) -> Expected {
+        if size > self.capacity {
+            Expected::FileTooLarge
+        } else {
+            Expected::Ok
+        }
+    }
+
+    /// Sets the size: cut, or grown with zeroes.
+    pub fn set_len(&mut self, size: u64) {
+        self.data.resize(size as usize, 0);
+    }
+
+    /// How a fallocate (or punch, `punch` true) of `len` bytes at `off`
+    /// must end: a zero length is EINVAL, an overflowing end
+    /// RangeOverflow, an allocation past the capacity FileTooLarge.
+    pub fn expect_fallocate(&self, off: u64, len: u64, punch: bool) -> Expected {
+        if len == 0 {
+            return Expected::InvalidArgument;
+        }
+        match off.checked_add(len) {
+            None => Expected::RangeOverflow,
+            Some(end) if !punch && end > self.capacity => Expected::FileTooLarge,
+            Some(_) => Expected::Ok,
+        }
+    }
+
+    /// fallocate: only the size can change (to `off + len`, unless
+    /// `keep_size`); the bytes read as before.
+    pub fn fallocate(&mut self, off: u64, len: u64, keep_size: bool) {
+        let end = off + len;
+        if !keep_size && end > self.size() {
+            self.set_len(end);
+        }
+    }
+
+    /// punch: the range (below the size) reads as zeroes; the size stays.
+    pub fn punch(&mut self, off: u64, len: u64) {
+        let size = self.size();
+        let end = off.saturating_add(len).min(size);
+        if off < end {
+            self.data[off as usize..end as usize].fill(0);
+        }
+    }
 }
 
 /// Runs `op` on `file` and on `model`, and returns a description of the
@@ -531,14 +639,606 @@ pub fn apply(file: &File, model: &mut Model, op: &Op) -> Result<(), String> {
                 ));
             }
         }
-        Op::Trace(TraceOp::Fsync | TraceOp::Fdatasync) => {
-            file.fsync().map_err(|e| format!("{op}: failed: {e}"))?
+        Op::Trace(TraceOp::Fsync) => file.fsync().map_err(|e| format!("{op}: failed: {e}"))?,
+        Op::Trace(TraceOp::Fdatasync) => {
+            file.fdatasync().map_err(|e| format!("{op}: failed: {e}"))?
+        }
+        Op::Trace(TraceOp::Truncate { size }) => {
+            let res = file.set_len(*size);
+            let want = model.expect_truncate(*size);
+            check_outcome(op, want, res)?;
+            if want == Expected::Ok {
+                model.set_len(*size);
+            }
+        }
+        Op::Trace(TraceOp::Fallocate {
+            off,
+            len,
+            keep_size,
+        }) => {
+            let mode = if *keep_size {
+                FallocMode::KeepSize
+            } else {
+                FallocMode::Allocate
+            };
+            let res = file.fallocate(*off, *len, mode);
+            let want = model.expect_fallocate(*off, *len, false);
+            check_outcome(op, want, res)?;
+            if want == Expected::Ok {
+                model.fallocate(*off, *len, *keep_size);
+            }
+        }
+        Op::Trace(TraceOp::Punch { off, len }) => {
+            let res = file.fallocate(*off, *len, FallocMode::PunchHole);
+            let want = model.expect_fallocate(*off, *len, true);
+            check_outcome(op, want, res)?;
+            if want == Expected::Ok {
+                model.punch(*off, *len);
+            }
         }
         Op::DropCaches => {
             file.drop_caches();
         }
+        Op::Reopen => return Err(format!("{op}: needs a Subject (testing::apply_to)")),
     }
     check_size_and_position(file, model, op)
+}
+
+/// Checks an operation's outcome (no bytes) against the model's
+/// prediction.
+fn check_outcome(op: &Op, want: Expected, res: crate::Result<()>) -> Result<(), String> {
+    match (want, res) {
+        (Expected::Ok, Ok(())) => Ok(()),
+        (Expected::RangeOverflow, Err(Error::RangeOverflow { .. }))
+        | (Expected::FileTooLarge, Err(Error::FileTooLarge { .. }))
+        | (Expected::InvalidArgument, Err(Error::InvalidArgument(_))) => Ok(()),
+        (want, Ok(())) => Err(format!("{op}: expected {want:?}, got Ok")),
+        (want, Err(e)) => Err(format!("{op}: expected {want:?}, got error {e}")),
+    }
+}
+
+/// What a model test runs its operations on: a [`File`] and what it is
+/// opened over (device, mapper, the write path to make again), so that
+/// [`Op::Reopen`] can open a fresh one; and, for a [`Flat`] file, the
+/// region whose device bytes must equal the model after every fsync.
+pub struct Subject {
+    file: File,
+    device: Arc<dyn BlockDevice>,
+    mapper: Arc<dyn Mapper>,
+    flat: Option<Arc<Flat>>,
+    reserving: Option<Arc<Reserving>>,
+    make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
+    opts: FileOptions,
+}
+
+impl Subject {
+    /// A file over `mapper` on `device`, through the write path `make_path`
+    /// makes (again at each reopen). `flat` is the same mapper when it is
+    /// a [`Flat`]: then every fsync checks the device.
+    pub fn new(
+        device: Arc<dyn BlockDevice>,
+        mapper: Arc<dyn Mapper>,
+        flat: Option<Arc<Flat>>,
+        make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
+        opts: FileOptions,
+    ) -> crate::Result<Subject> {
+        let file = File::open(Arc::clone(&device), Arc::clone(&mapper), make_path(), opts)?;
+        Ok(Subject {
+            file,
+            device,
+            mapper,
+            flat,
+            reserving: None,
+            make_path,
+            opts,
+        })
+    }
+
+    /// A [`Reserving`] (delalloc) file on `device`: every fsync checks the
+    /// device bytes of its written blocks, and that no reservation is left.
+    pub fn reserving(
+        device: Arc<dyn BlockDevice>,
+        mapper: Arc<Reserving>,
+        make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
+        opts: FileOptions,
+    ) -> crate::Result<Subject> {
+        let dynm: Arc<dyn Mapper> = mapper.clone();
+        let mut s = Subject::new(device, dynm, None, make_path, opts)?;
+        s.reserving = Some(mapper);
+        Ok(s)
+    }
+
+    /// A [`Flat`] file on `device`.
+    pub fn flat(
+        device: Arc<dyn BlockDevice>,
+        flat: Arc<Flat>,
+        make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
+        opts: FileOptions,
+    ) -> crate::Result<Subject> {
+        let mapper: Arc<dyn Mapper> = flat.clone();
+        Subject::new(device, mapper, Some(flat), make_path, opts)
+    }
+
+    /// The file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// fsync, then a new [`File`] over the same device and mapper.
+    pub fn reopen(&mut self) -> Result<(), String> {
+        self.file
+            .fsync()
+            .map_err(|e| format!("reopen: fsync failed: {e}"))?;
+        let file = File::open(
+            Arc::clone(&self.device),
+            Arc::clone(&self.mapper),
+            (self.make_path)(),
+            self.opts,
+        )
+        .map_err(|e| format!("reopen: open failed: {e}"))?;
+        // The old file is clean: dropping it writes nothing.
+        self.file = file;
+        Ok(())
+    }
+
+    /// For a Flat file: the file's bytes as the device and the mapper
+    /// hold them (unwritten ranges read as zeroes), up to the model's
+    /// size, compared with the model ([`check_device`]). Other mappers:
+    /// nothing to check here.
+    pub fn check_device(&self, model: &Model) -> Result<(), String> {
+        if let Some(r) = &self.reserving {
+            if r.reserved() != 0 {
+                return Err(format!(
+                    "{} blocks still reserved after the writeback",
+                    r.reserved()
+                ));
+            }
+            let bytes = r.file_bytes(self.device.as_ref(), model.size())?;
+            return check_device(&bytes, model);
+        }
+        let Some(flat) = &self.flat else {
+            return Ok(());
+        };
+        let bytes = flat_bytes(self.device.as_ref(), flat, model.size())?;
+        check_device(&bytes, model)
+    }
+}
+
+/// The first `size` bytes of a Flat file as a reader of the device and
+/// the mapper sees them: the device's, with the unwritten ranges zero.
+pub fn flat_bytes(device: &dyn BlockDevice, flat: &Flat, size: u64) -> Result<Vec<u8>, String> {
+    let len = flat.block_size().round_up(size);
+    let mut buf = AlignedBuf::zeroed(len as usize);
+    if len > 0 {
+        device
+            .read_at(flat.base().get(), &mut buf)
+            .map_err(|e| format!("reading the device: {e}"))?;
+    }
+    for r in flat.unwritten_ranges() {
+        let (a, b) = (r.start.min(len) as usize, r.end.min(len) as usize);
+        buf[a..b].fill(0);
+    }
+    Ok(buf[..size as usize].to_vec())
+}
+
+/// [`apply`] on a [`Subject`], with what only it can do: [`Op::Reopen`],
+/// and after every fsync / fdatasync (and reopen) the device check of a
+/// Flat file ([`Subject::check_device`]).
+pub fn apply_to(subject: &mut Subject, model: &mut Model, op: &Op) -> Result<(), String> {
+    match op {
+        Op::Reopen => {
+            subject.reopen()?;
+            model.seek(0);
+            subject.check_device(model)?;
+            check_size_and_position(&subject.file, model, op)
+        }
+        Op::Trace(TraceOp::Fsync | TraceOp::Fdatasync) => {
+            apply(&subject.file, model, op)?;
+            subject
+                .check_device(model)
+                .map_err(|e| format!("after {op}: {e}"))
+        }
+        _ => apply(&subject.file, model, op),
+    }
+}
+
+/// What a block of a [`Reserving`] file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockState {
+    /// Reserved by a write, no disk block yet.
+    Delalloc,
+    /// Allocated, not written yet: reads as zeroes.
+    Unwritten,
+    /// Allocated and written.
+    Written,
+}
+
+/// The state of a [`Reserving`] file, under its lock.
+#[derive(Debug, Default)]
+struct ReservingState {
+    /// File block -> state; absent blocks are holes.
+    blocks: std::collections::BTreeMap<u64, BlockState>,
+    /// Blocks reserved or allocated (of the `limit`).
+    used: u64,
+    /// get_block(create) calls so far (for [`Reserving::fail_get_block_at`]).
+    get_blocks: u64,
+}
+
+/// A delayed-allocation mapper for tests, the engine's side of the
+/// contract an allocating filesystem implements: a file over a device
+/// region at `base` where file block `b` lives at `base + b * bs` once
+/// allocated (so the device check stays simple), holes until a write
+/// reserves them (`Delalloc`, counted against `limit` blocks: ENOSPC
+/// beyond), allocated at writeback (`map_blocks`, unwritten or written per
+/// the [`AllocPolicy`](crate::AllocPolicy)) and converted at `end_io`.
+/// Truncate and punch free blocks and release reservations.
+#[derive(Debug)]
+pub struct Reserving {
+    base: u64,
+    capacity: u64,
+    bs: crate::BlockSize,
+    limit: u64,
+    policy: crate::AllocPolicy,
+    size: std::sync::atomic::AtomicU64,
+    state: std::sync::Mutex<ReservingState>,
+    /// The get_block(create) call (1-based) that fails, if any.
+    fail_get_block_at: std::sync::atomic::AtomicU64,
+    /// release_delalloc calls, as (file offset, length).
+    releases: std::sync::Mutex<Vec<(u64, u64)>>,
+}
+
+impl Reserving {
+    /// An empty file at device offset `base` of at most `capacity` bytes,
+    /// with room for `limit` blocks, allocating with `policy`.
+    pub fn new(base: u64, capacity: u64, bs: u32, limit: u64, policy: crate::AllocPolicy) -> Self {
+        Reserving {
+            base,
+            capacity,
+            bs: crate::BlockSize::new(bs).unwrap_or_else(|_| panic!("block size {bs}")),
+            limit,
+            policy,
+            size: std::sync::atomic::AtomicU64::new(0),
+            state: std::sync::Mutex::new(ReservingState::default()),
+            fail_get_block_at: std::sync::atomic::AtomicU64::new(0),
+            releases: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReservingState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the `n`-th get_block(create) call from now on fail (0: none).
+    pub fn fail_get_block_at(&self, n: u64) {
+        let mut st = self.lock();
+        st.get_blocks = 0;
+        self.fail_get_block_at
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Blocks reserved and not yet allocated.
+    pub fn reserved(&self) -> u64 {
+        let st = self.lock();
+        st.blocks
+            .values()
+            .filter(|s| **s == BlockState::Delalloc)
+            .count() as u64
+    }
+
+    /// Blocks reserved or allocated.
+    pub fn used(&self) -> u64 {
+        self.lock().used
+    }
+
+    /// Blocks allocated unwritten (waiting for end_io).
+    pub fn unwritten(&self) -> u64 {
+        let st = self.lock();
+        st.blocks
+            .values()
+            .filter(|s| **s == BlockState::Unwritten)
+            .count() as u64
+    }
+
+    /// The release_delalloc calls so far.
+    pub fn releases(&self) -> Vec<(u64, u64)> {
+        self.releases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The first `size` bytes of the file as the device and this mapper
+    /// hold them: written blocks from the device, the rest zeroes.
+    pub fn file_bytes(&self, device: &dyn BlockDevice, size: u64) -> Result<Vec<u8>, String> {
+        let bs = self.bs.as_usize();
+        let len = self.bs.round_up(size) as usize;
+        let mut out = vec![0u8; len];
+        let mut buf = AlignedBuf::zeroed(bs);
+        let st = self.lock();
+        for (&b, s) in st.blocks.range(..(len / bs) as u64) {
+            if *s == BlockState::Written {
+                let at = b as usize * bs;
+                device
+                    .read_at(self.base + at as u64, &mut buf)
+                    .map_err(|e| format!("reading the device: {e}"))?;
+                out[at..at + bs].copy_from_slice(&buf);
+            }
+        }
+        out.truncate(size as usize);
+        Ok(out)
+    }
+
+    fn addr(&self, pos: u64) -> crate::DevAddr {
+        crate::DevAddr::new(self.base + pos)
+    }
+
+    /// The extent at block `b`: its state (None: hole) and how many blocks
+    /// (at most `max`) share it.
+    fn extent(st: &ReservingState, b: u64, max: u64) -> (Option<BlockState>, u64) {
+        let kind = st.blocks.get(&b).copied();
+        let mut n = 1;
+        while n < max && st.blocks.get(&(b + n)).copied() == kind {
+            n += 1;
+        }
+        (kind, n)
+    }
+
+    /// Frees blocks `[from, to)` (block numbers): reservations and allocations.
+    fn free(&self, st: &mut ReservingState, from: u64, to: u64) {
+        let gone: Vec<u64> = st.blocks.range(from..to).map(|(&b, _)| b).collect();
+        for b in gone {
+            st.blocks.remove(&b);
+            st.used -= 1;
+        }
+    }
+
+    fn too_large(&self, offset: u64, len: u64) -> Error {
+        Error::FileTooLarge {
+            offset,
+            len,
+            capacity: self.capacity,
+        }
+    }
+}
+
+impl Mapper for Reserving {
+    fn block_size(&self) -> crate::BlockSize {
+        self.bs
+    }
+
+    fn iomap_begin(
+        &self,
+        pos: crate::FilePos,
+        len: u64,
+        intent: crate::MapIntent,
+    ) -> crate::Result<crate::Iomap> {
+        use crate::{ExtentKind, Iomap};
+        let p = pos.get();
+        if p >= self.capacity {
+            return Err(self.too_large(p, len));
+        }
+        let len = len.min(self.capacity - p);
+        let shift = self.bs.shift();
+        let b = p >> shift;
+        let last = (p + len.max(1) - 1) >> shift;
+        let mut st = self.lock();
+        let (kind, n) = Self::extent(&st, b, last - b + 1);
+        let ext_len = ((b + n) << shift) - p;
+        let (kind, new) = match kind {
+            Some(BlockState::Written) => (ExtentKind::Mapped, false),
+            Some(BlockState::Unwritten) => (ExtentKind::Unwritten, false),
+            Some(BlockState::Delalloc) => (ExtentKind::Delalloc, false),
+            None if intent != crate::MapIntent::Write => (ExtentKind::Hole, false),
+            None => {
+                // Reserve as much of the hole as there is room for.
+                let room = self.limit - st.used;
+                if room == 0 {
+                    return Err(Error::NoSpace { offset: p, len });
+                }
+                let n = n.min(room);
+                for k in 0..n {
+                    st.blocks.insert(b + k, BlockState::Delalloc);
+                }
+                st.used += n;
+                return Ok(Iomap {
+                    offset: pos,
+                    length: (((b + n) << shift) - p).min(len),
+                    kind: ExtentKind::Delalloc,
+                    addr: crate::DevAddr::new(0),
+                    new: true,
+                });
+            }
+        };
+        Ok(Iomap {
+            offset: pos,
+            length: ext_len.min(len),
+            kind,
+            addr: self.addr(p),
+            new,
+        })
+    }
+
+    fn get_block(
+        &self,
+        block: crate::FileBlock,
+        create: bool,
+    ) -> crate::Result<crate::BlockMapping> {
+        use crate::{BlockMapping, DevAddr, ExtentKind};
+        let bs = self.bs.get();
+        let Some(pos) = block.pos(self.bs).filter(|p| p.get() < self.capacity) else {
+            return Err(self.too_large(block.get().saturating_mul(bs), bs));
+        };
+        let b = block.get();
+        let mut st = self.lock();
+        if create {
+            st.get_blocks += 1;
+            let at = self
+                .fail_get_block_at
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if at != 0 && st.get_blocks == at {
+                return Err(Error::InvalidArgument(format!(
+                    "get_block call {at} fails (test)"
+                )));
+            }
+        }
+        let m = match st.blocks.get(&b).copied() {
+            Some(BlockState::Written) => BlockMapping {
+                kind: ExtentKind::Mapped,
+                addr: self.addr(pos.get()),
+                new: false,
+            },
+            Some(BlockState::Unwritten) => BlockMapping {
+                kind: ExtentKind::Unwritten,
+                addr: self.addr(pos.get()),
+                new: create,
+            },
+            Some(BlockState::Delalloc) => BlockMapping {
+                kind: ExtentKind::Delalloc,
+                addr: DevAddr::new(0),
+                new: false,
+            },
+            None if !create => BlockMapping {
+                kind: ExtentKind::Hole,
+                addr: DevAddr::new(0),
+                new: false,
+            },
+            None => {
+                if st.used >= self.limit {
+                    return Err(Error::NoSpace {
+                        offset: pos.get(),
+                        len: bs,
+                    });
+                }
+                st.used += 1;
+                st.blocks.insert(b, BlockState::Delalloc);
+                BlockMapping {
+                    kind: ExtentKind::Delalloc,
+                    addr: DevAddr::new(0),
+                    new: true,
+                }
+            }
+        };
+        Ok(m)
+    }
+
+    fn size(&self) -> u64 {
+        self.size.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn set_size(&self, size: u64) {
+        self.size.store(size, std::sync::atomic::Ordering::Release);
+    }
+
+    fn max_size(&self) -> u64 {
+        self.capacity
+    }
+
+    fn map_blocks(&self, pos: crate::FilePos, len: u64) -> crate::Result<crate::Iomap> {
+        use crate::{ExtentKind, Iomap};
+        let shift = self.bs.shift();
+        let b = pos.get() >> shift;
+        let mut st = self.lock();
+        let (kind, n) = Self::extent(&st, b, (len >> shift).max(1));
+        if kind != Some(BlockState::Delalloc) {
+            return Err(Error::InvalidArgument(format!(
+                "map_blocks at {pos}: not delalloc ({kind:?})"
+            )));
+        }
+        let (to, kind) = match self.policy {
+            crate::AllocPolicy::Unwritten => (BlockState::Unwritten, ExtentKind::Unwritten),
+            crate::AllocPolicy::Ordered => (BlockState::Written, ExtentKind::Mapped),
+        };
+        for k in 0..n {
+            st.blocks.insert(b + k, to);
+        }
+        Ok(Iomap {
+            offset: pos,
+            length: n << shift,
+            kind,
+            addr: self.addr(pos.get()),
+            new: true,
+        })
+    }
+
+    fn release_delalloc(&self, pos: crate::FilePos, len: u64) {
+        self.releases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((pos.get(), len));
+        let shift = self.bs.shift();
+        let (from, to) = (pos.get() >> shift, (pos.get() + len) >> shift);
+        let mut st = self.lock();
+        for b in from..to {
+            if st.blocks.get(&b) == Some(&BlockState::Delalloc) {
+                st.blocks.remove(&b);
+                st.used -= 1;
+            }
+        }
+    }
+
+    fn end_io(&self, pos: crate::FilePos, len: u64) -> crate::Result<()> {
+        let shift = self.bs.shift();
+        let (from, to) = (pos.get() >> shift, (pos.get() + len) >> shift);
+        let mut st = self.lock();
+        for b in from..to {
+            if let Some(s) = st.blocks.get_mut(&b) {
+                if *s == BlockState::Unwritten {
+                    *s = BlockState::Written;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn truncate(&self, size: u64) -> crate::Result<()> {
+        if size > self.capacity {
+            return Err(self.too_large(size, 0));
+        }
+        let mut st = self.lock();
+        if size < self.size() {
+            let from = self.bs.round_up(size) >> self.bs.shift();
+            self.free(&mut st, from, u64::MAX);
+        }
+        self.set_size(size);
+        Ok(())
+    }
+
+    fn fallocate(&self, pos: crate::FilePos, len: u64, mode: FallocMode) -> crate::Result<()> {
+        let (start, shift) = (pos.get(), self.bs.shift());
+        let end = start
+            .checked_add(len)
+            .ok_or(Error::RangeOverflow { offset: start, len })?;
+        let mut st = self.lock();
+        match mode {
+            FallocMode::PunchHole => {
+                let (from, to) = (
+                    self.bs.round_up(start) >> shift,
+                    self.bs.round_down(end) >> shift,
+                );
+                self.free(&mut st, from, to.max(from));
+            }
+            FallocMode::Allocate | FallocMode::KeepSize => {
+                if end > self.capacity {
+                    return Err(self.too_large(start, len));
+                }
+                let (from, to) = (start >> shift, self.bs.round_up(end) >> shift);
+                let holes = (from..to).filter(|b| !st.blocks.contains_key(b)).count() as u64;
+                if st.used + holes > self.limit {
+                    return Err(Error::NoSpace { offset: start, len });
+                }
+                for b in from..to {
+                    if let std::collections::btree_map::Entry::Vacant(e) = st.blocks.entry(b) {
+                        e.insert(BlockState::Unwritten);
+                        st.used += 1;
+                    }
+                }
+                if mode == FallocMode::Allocate && end > self.size() {
+                    self.set_size(end);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Compares the device bytes of the file's region, read after an fsync,

@@ -63,10 +63,32 @@ pub enum Op {
     },
     /// `fsync`: write back every dirty block and flush the device.
     Fsync,
-    /// `fdatasync`: the same as `fsync` here (the engine keeps no inode
-    /// metadata apart from the data, so there is nothing fsync writes that
-    /// fdatasync may skip).
+    /// `fdatasync`: write back and flush as `fsync` does; the mapper is
+    /// asked only for the metadata fdatasync needs.
     Fdatasync,
+    /// `truncate SIZE`: set the file size (ftruncate).
+    Truncate {
+        /// The new size.
+        size: u64,
+    },
+    /// `fallocate OFF LEN [keep_size]`: allocate (unwritten) the blocks
+    /// covering the range; without `keep_size` the size grows to OFF+LEN.
+    Fallocate {
+        /// File offset.
+        off: u64,
+        /// Length.
+        len: u64,
+        /// FALLOC_FL_KEEP_SIZE.
+        keep_size: bool,
+    },
+    /// `punch OFF LEN`: punch a hole (the range reads as zeroes; whole
+    /// blocks are freed; the size stays).
+    Punch {
+        /// File offset.
+        off: u64,
+        /// Length.
+        len: u64,
+    },
 }
 
 impl Op {
@@ -80,6 +102,9 @@ impl Op {
             Op::Read { .. } => "read",
             Op::Fsync => "fsync",
             Op::Fdatasync => "fdatasync",
+            Op::Truncate { .. } => "truncate",
+            Op::Fallocate { .. } => "fallocate",
+            Op::Punch { .. } => "punch",
         }
     }
 }
@@ -98,6 +123,19 @@ impl fmt::Display for Op {
             }
             Op::Read { off, len } => write!(f, "read {off} {len}"),
             Op::Fsync | Op::Fdatasync => f.write_str(self.name()),
+            Op::Truncate { size } => write!(f, "truncate {size}"),
+            Op::Fallocate {
+                off,
+                len,
+                keep_size,
+            } => {
+                write!(f, "fallocate {off} {len}")?;
+                if *keep_size {
+                    f.write_str(" keep_size")?;
+                }
+                Ok(())
+            }
+            Op::Punch { off, len } => write!(f, "punch {off} {len}"),
         }
     }
 }
@@ -182,12 +220,12 @@ impl fmt::Display for ParseErrorKind {
 }
 
 /// The operations replay runs, for error messages.
-const SUPPORTED: &str = "pwrite, write, seek, writev, read, fsync and fdatasync";
+const SUPPORTED: &str =
+    "pwrite, write, seek, writev, read, fsync, fdatasync, truncate, fallocate and punch";
 
-/// Operations the replay trace grammar names that replay does not run yet
-/// (truncate, punch-hole, fallocate): a trace using them is refused as
-/// such, not as unknown.
-const NOT_YET: &[&str] = &["truncate", "punch", "fallocate"];
+/// Operations the replay trace grammar names that replay does not run yet:
+/// a trace using them is refused as such, not as unknown (none today).
+const NOT_YET: &[&str] = &[];
 
 /// Characters of a word (a number, an operation name) an error echoes.
 pub const WORD_CLIP: usize = 40;
@@ -269,6 +307,35 @@ fn parse_op(name: &str, words: Words<'_, '_>) -> Result<Op, ParseErrorKind> {
         }
         "fsync" => Op::Fsync,
         "fdatasync" => Op::Fdatasync,
+        "truncate" => Op::Truncate {
+            size: arg(words, "truncate", "SIZE")?,
+        },
+        "fallocate" => {
+            let off = arg(words, "fallocate", "OFF")?;
+            let len = arg(words, "fallocate", "LEN")?;
+            off.checked_add(len).ok_or(ParseErrorKind::Overflow)?;
+            let keep_size = match words.next() {
+                None => false,
+                Some("keep_size") => true,
+                Some(w) => {
+                    return Err(ParseErrorKind::Extra {
+                        op: "fallocate",
+                        word: w.to_string(),
+                    })
+                }
+            };
+            Op::Fallocate {
+                off,
+                len,
+                keep_size,
+            }
+        }
+        "punch" => {
+            let off = arg(words, "punch", "OFF")?;
+            let len = arg(words, "punch", "LEN")?;
+            off.checked_add(len).ok_or(ParseErrorKind::Overflow)?;
+            Op::Punch { off, len }
+        }
         _ => {
             if let Some(op) = NOT_YET.iter().find(|op| **op == name) {
                 return Err(ParseErrorKind::NotSupported(op));
@@ -530,13 +597,34 @@ mod tests {
     }
 
     #[test]
-    fn fdatasync_parses_and_the_other_grammar_ops_are_not_supported_yet() {
-        let ops: Vec<Op> = parse("fdatasync\nfsync # x\n")
-            .unwrap()
-            .into_iter()
-            .map(|l| l.op)
-            .collect();
-        assert_eq!(ops, vec![Op::Fdatasync, Op::Fsync]);
+    fn fdatasync_and_the_allocation_ops_parse() {
+        let ops: Vec<Op> = parse(
+            "fdatasync\nfsync # x\ntruncate 4096\npunch 0 0x1000\n\
+             fallocate 0 4096\nfallocate 10 20 keep_size\n",
+        )
+        .unwrap()
+        .into_iter()
+        .map(|l| l.op)
+        .collect();
+        assert_eq!(
+            ops,
+            vec![
+                Op::Fdatasync,
+                Op::Fsync,
+                Op::Truncate { size: 4096 },
+                Op::Punch { off: 0, len: 4096 },
+                Op::Fallocate {
+                    off: 0,
+                    len: 4096,
+                    keep_size: false
+                },
+                Op::Fallocate {
+                    off: 10,
+                    len: 20,
+                    keep_size: true
+                },
+            ]
+        );
         assert_eq!(
             kind("fdatasync now"),
             (
@@ -547,19 +635,62 @@ mod tests {
                 }
             )
         );
-        for (line, op) in [
-            ("truncate 4096", "truncate"),
-            ("punch 0 4096", "punch"),
-            ("fallocate 0 4096", "fallocate"),
-            ("fallocate 0 4096 keep_size", "fallocate"),
-        ] {
-            assert_eq!(kind(line), (1, ParseErrorKind::NotSupported(op)));
-            let msg = parse(line).unwrap_err().to_string();
-            assert!(msg.contains("not supported yet"), "{msg}");
-            assert!(!msg.contains("unknown"), "{msg}");
-        }
+        use ParseErrorKind::*;
+        assert_eq!(
+            kind("truncate"),
+            (
+                1,
+                Missing {
+                    op: "truncate",
+                    arg: "SIZE"
+                }
+            )
+        );
+        assert_eq!(
+            kind("truncate 1 2"),
+            (
+                1,
+                Extra {
+                    op: "truncate",
+                    word: "2".into()
+                }
+            )
+        );
+        assert_eq!(
+            kind("fallocate 0 1 keepsize"),
+            (
+                1,
+                Extra {
+                    op: "fallocate",
+                    word: "keepsize".into()
+                }
+            )
+        );
+        assert_eq!(
+            kind("fallocate 0 1 keep_size x"),
+            (
+                1,
+                Extra {
+                    op: "fallocate",
+                    word: "x".into()
+                }
+            )
+        );
+        assert_eq!(
+            kind("punch 0"),
+            (
+                1,
+                Missing {
+                    op: "punch",
+                    arg: "LEN"
+                }
+            )
+        );
+        assert_eq!(kind("punch 0xffffffffffffffff 1"), (1, Overflow));
+        assert_eq!(kind("fallocate 0xffffffffffffffff 1"), (1, Overflow));
         let msg = parse("frobnicate").unwrap_err().to_string();
         assert!(msg.contains("unknown operation \"frobnicate\""), "{msg}");
+        assert!(msg.contains("truncate, fallocate and punch"), "{msg}");
     }
 
     #[test]
@@ -618,12 +749,25 @@ mod tests {
             Op::Read { off: 0, len: 6000 },
             Op::Fsync,
             Op::Fdatasync,
+            Op::Truncate { size: 12345 },
+            Op::Fallocate {
+                off: 1,
+                len: 2,
+                keep_size: false,
+            },
+            Op::Fallocate {
+                off: 3,
+                len: 4,
+                keep_size: true,
+            },
+            Op::Punch { off: 5, len: 6 },
         ];
         let text: String = ops.iter().map(|op| format!("{op}\n")).collect();
         assert_eq!(
             text,
             "pwrite 5000 300 18446744073709551615\nwrite 0 1\nseek 7\nwritev 9 1 0 4095\n\
-             read 0 6000\nfsync\nfdatasync\n"
+             read 0 6000\nfsync\nfdatasync\ntruncate 12345\nfallocate 1 2\n\
+             fallocate 3 4 keep_size\npunch 5 6\n"
         );
         let back: Vec<Op> = parse(&text).unwrap().into_iter().map(|l| l.op).collect();
         assert_eq!(back, ops);

@@ -72,6 +72,16 @@ pub trait WritePath: Send + Sync {
     /// Returns true when no dirty block is left.
     fn clear_dirty(&self, folio: &mut FolioData, done: &[Range<usize>]) -> bool;
 
+    /// Forgets the per-block state of the locked folio's blocks in `range`
+    /// (folio bytes, block aligned), for truncate and punch-hole: iomap
+    /// clears their uptodate and dirty bits, buffer heads go back to
+    /// unmapped, not uptodate, not dirty, with no DELAY / NEW / UNWRITTEN
+    /// (the kernel's `folio_invalidate` of part of a folio). The engine
+    /// zeroes the bytes, clears the folio's uptodate flag, and clears its
+    /// dirty flag and dirty-set entry when no dirty block is left
+    /// ([`clear_dirty`](WritePath::clear_dirty) with no range says so).
+    fn invalidate_range(&self, mapping: &AddressSpace, folio: &mut FolioData, range: Range<usize>);
+
     /// Bytes of per-block metadata this path keeps on the folio.
     fn private_bytes(&self, folio: &FolioData) -> usize;
 }

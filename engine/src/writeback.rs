@@ -29,27 +29,37 @@ struct PlannedIo {
     runs: std::ops::Range<usize>,
 }
 
-/// Writes back every dirty folio of `mapping` through `write_path`, then flushes
-/// the device. Returns the first error (with its file offset); nothing that
-/// failed is marked clean.
+/// Writes back every dirty folio of `mapping` through `write_path`, flushes
+/// the device, then reports the completed ranges to the mapper
+/// (`Mapper::end_io`: unwritten conversion and on-disk size, only once the
+/// data is durable). Returns the first error (with its file offset);
+/// nothing that failed is marked clean, and a range whose write failed gets
+/// no end_io.
 pub fn write_back(mapping: &AddressSpace, write_path: &dyn WritePath) -> Result<()> {
     let folios = mapping.cache.dirty_folios();
     let mut first_err: Option<Error> = None;
+    let mut written: Vec<std::ops::Range<u64>> = Vec::new();
     for window in folios.chunks(WINDOW_FOLIOS) {
-        if let Err(e) = write_window(mapping, write_path, window) {
+        if let Err(e) = write_window(mapping, write_path, window, &mut written) {
             first_err.get_or_insert(e);
         }
     }
+    // What did reach the device is clean now and will not be written again:
+    // its completion waits, across a failed pass, for the next flush that
+    // succeeds (a failed pass flushes nothing, as before).
+    mapping.add_pending_end_io(written);
     if let Some(e) = first_err {
         return Err(e);
     }
-    mapping.device.flush()
+    mapping.device.flush()?;
+    mapping.complete_pending_io()
 }
 
 fn write_window(
     mapping: &AddressSpace,
     write_path: &dyn WritePath,
     window: &[Arc<crate::Folio>],
+    written: &mut Vec<std::ops::Range<u64>>,
 ) -> Result<()> {
     let mut guards: Vec<FolioGuard<'_>> = window.iter().map(|f| f.lock()).collect();
     // i_size only after the folios are locked: a writer moves it before
@@ -87,6 +97,11 @@ fn write_window(
                 for (gi, run) in &runs[io.runs.clone()] {
                     done[*gi].ranges.push(run.off..run.off + run.len);
                 }
+                // One I/O is one contiguous file range (plan_ios merges
+                // only runs that follow each other in the file).
+                let (gi, run) = &runs[io.runs.start];
+                let start = guards[*gi].pos() + run.off as u64;
+                written.push(start..start + io.len as u64);
             }
             Err(e) => {
                 for (gi, _) in &runs[io.runs.clone()] {

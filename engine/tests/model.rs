@@ -3,12 +3,16 @@
 
 mod common;
 
+use bufwrite_engine::device::mem::Mem;
+use bufwrite_engine::testing::Reserving;
 use bufwrite_engine::testing::{
-    apply, check_device, edge_sequence, every_block_size_and_policy, ops_strategy, setup_strategy,
-    Model, Op, OpWeights, Setup, TraceOp,
+    apply_to, edge_sequence, every_block_size_and_policy, ops_strategy, setup_strategy, Model, Op,
+    OpWeights, Setup, Subject, TraceOp,
 };
+use bufwrite_engine::{AllocPolicy, FileOptions, IomapPath};
 use common::{Dev, Rig};
 use proptest::prelude::*;
+use std::sync::Arc;
 
 const MIB: u64 = 1 << 20;
 
@@ -20,36 +24,50 @@ fn case() -> impl Strategy<Value = (Setup, Vec<Op>)> {
 }
 
 /// Runs `ops` on a fresh file and on the model; checks every read, and the
-/// device after every fsync, then once more at the end (after dropping the
-/// cache, every byte is read back from the device).
+/// device after every fsync, fdatasync and reopen (unwritten ranges read as
+/// zeroes), then once more at the end (after dropping the cache, every byte
+/// is read back from the device).
 fn run(dev: Dev, s: &Setup, ops: &[Op]) -> Result<(), String> {
     let rig = Rig::new(dev, s.bs, s.order, s.base, s.capacity, s.size);
     let start = s.base as usize;
     let initial = rig.initial[start..start + s.size as usize].to_vec();
     let mut model = Model::with_data(initial, s.capacity);
-    let check = |model: &Model| -> Result<(), String> {
-        check_device(&rig.region_bytes(), model)?;
-        rig.check_outside()
-    };
+    // The rig's own file stays idle: the subject's file (and the files
+    // each reopen makes) is the one under test.
+    let mut subject = Subject::flat(
+        rig.dev.clone(),
+        rig.flat.clone(),
+        Box::new(|| Box::new(IomapPath::new())),
+        rig.opts,
+    )
+    .map_err(|e| e.to_string())?;
     for (i, op) in ops.iter().enumerate() {
-        apply(&rig.file, &mut model, op).map_err(|e| format!("op {i}: {e}"))?;
-        common::check_invariants(&rig.file).map_err(|e| format!("after op {i} ({op}): {e}"))?;
-        if *op == Op::Trace(TraceOp::Fsync) {
-            check(&model).map_err(|e| format!("after op {i} ({op}): {e}"))?;
+        apply_to(&mut subject, &mut model, op).map_err(|e| format!("op {i}: {e}"))?;
+        common::check_invariants(subject.file())
+            .map_err(|e| format!("after op {i} ({op}): {e}"))?;
+        if matches!(
+            op,
+            Op::Trace(TraceOp::Fsync | TraceOp::Fdatasync) | Op::Reopen
+        ) {
+            rig.check_outside()
+                .map_err(|e| format!("after op {i} ({op}): {e}"))?;
         }
     }
     for op in [Op::Trace(TraceOp::Fsync), Op::DropCaches] {
-        apply(&rig.file, &mut model, &op)?;
+        apply_to(&mut subject, &mut model, &op)?;
     }
-    check(&model).map_err(|e| format!("final fsync: {e}"))?;
-    if rig.file.mapping().cache.nr_dirty() != 0 {
+    subject
+        .check_device(&model)
+        .map_err(|e| format!("final fsync: {e}"))?;
+    rig.check_outside()?;
+    if subject.file().mapping().cache.nr_dirty() != 0 {
         return Err("dirty folios left after fsync".into());
     }
     let all = Op::Trace(TraceOp::Read {
         off: 0,
         len: model.size() + 100,
     });
-    apply(&rig.file, &mut model, &all).map_err(|e| format!("final read: {e}"))
+    apply_to(&mut subject, &mut model, &all).map_err(|e| format!("final read: {e}"))
 }
 
 proptest! {
@@ -85,5 +103,49 @@ fn fixed_sequence_every_setup() {
             size: 0,
         };
         run(Dev::Mem, &s, &ops).unwrap_or_else(|e| panic!("{bs} {order:?}: {e}"));
+    }
+}
+
+/// Runs `ops` on a delalloc file ([`Reserving`], room for every block) on
+/// the iomap path: writes reserve, writeback allocates (`policy`), every
+/// fsync checks the written blocks on the device (a range written but not
+/// converted would read as zeroes there) and that no reservation is left.
+fn run_delalloc(s: &Setup, policy: AllocPolicy, ops: &[Op]) -> Result<(), String> {
+    let mem = Arc::new(Mem::new(s.base + s.capacity));
+    let limit = s.capacity / u64::from(s.bs);
+    let mapper = Arc::new(Reserving::new(s.base, s.capacity, s.bs, limit, policy));
+    let mut subject = Subject::reserving(
+        mem,
+        mapper.clone(),
+        Box::new(|| Box::new(IomapPath::new())),
+        FileOptions { order: s.order },
+    )
+    .map_err(|e| e.to_string())?;
+    let mut model = Model::new(s.capacity);
+    for (i, op) in ops
+        .iter()
+        .chain(&[Op::Trace(TraceOp::Fsync), Op::DropCaches])
+        .enumerate()
+    {
+        apply_to(&mut subject, &mut model, op).map_err(|e| format!("op {i}: {e}"))?;
+        common::check_invariants(subject.file())
+            .map_err(|e| format!("after op {i} ({op}): {e}"))?;
+    }
+    let all = Op::Trace(TraceOp::Read {
+        off: 0,
+        len: model.size() + 100,
+    });
+    apply_to(&mut subject, &mut model, &all).map_err(|e| format!("final read: {e}"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn delalloc_matches_model(
+        (s, ops) in case(),
+        policy in prop_oneof![Just(AllocPolicy::Unwritten), Just(AllocPolicy::Ordered)],
+    ) {
+        run_delalloc(&Setup { size: 0, ..s }, policy, &ops).map_err(TestCaseError::fail)?;
     }
 }

@@ -10,7 +10,7 @@ use bufwrite_engine::device::faulty::Faulty;
 use bufwrite_engine::device::loopdev::{LoopDevice, LoopOptions};
 use bufwrite_engine::device::uring::{self, UringConfig, UringDevice};
 use bufwrite_engine::device::{open_device, Backend, OpenOptions};
-use bufwrite_engine::testing::{apply, check_device, Model, Op, TraceOp};
+use bufwrite_engine::testing::{apply, apply_to, check_device, Model, Op, Subject, TraceOp};
 use bufwrite_engine::{
     BlockDevice, Error, File, FileOptions, Flat, IoRequest, IomapPath, OrderPolicy,
 };
@@ -324,6 +324,13 @@ fn op_strategy(cap: u64) -> impl Strategy<Value = Op> {
         2 => (0..cap, len).prop_map(|(off, len)| Op::Trace(TraceOp::Read { off, len })),
         1 => Just(Op::Trace(TraceOp::Fsync)),
         1 => Just(Op::DropCaches),
+        1 => Just(Op::Trace(TraceOp::Fdatasync)),
+        1 => (0..cap + 4096).prop_map(|size| Op::Trace(TraceOp::Truncate { size })),
+        1 => (0..cap, 1..40000u64).prop_map(|(off, len)| Op::Trace(TraceOp::Punch { off, len })),
+        1 => (0..cap, 1..40000u64, any::<bool>()).prop_map(|(off, len, keep_size)| {
+            Op::Trace(TraceOp::Fallocate { off, len, keep_size })
+        }),
+        1 => Just(Op::Reopen),
     ]
 }
 
@@ -348,12 +355,21 @@ proptest! {
         let (_d, path) = image(PROP_CAP);
         let dev = open_uring(&path, qd);
         prop_assume!(bs >= dev.logical_block_size());
-        let file = file_on(dev, PROP_CAP, bs, OrderPolicy::FromWrite { max_order });
+        let flat = Arc::new(Flat::new(0, PROP_CAP, bs, 0).unwrap());
+        let opts = FileOptions { order: OrderPolicy::FromWrite { max_order } };
+        let mut subject = Subject::flat(dev, flat.clone(), Box::new(|| Box::new(IomapPath::new())), opts)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut model = Model::new(PROP_CAP);
+        // Every fsync, fdatasync and reopen also checks the device (with
+        // the unwritten ranges as zeroes).
         for op in ops.iter().chain(std::iter::once(&Op::Trace(TraceOp::Fsync))) {
-            apply(&file, &mut model, op).map_err(TestCaseError::fail)?;
+            apply_to(&mut subject, &mut model, op).map_err(TestCaseError::fail)?;
         }
-        let bytes = std::fs::read(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        for r in flat.unwritten_ranges() {
+            let end = (r.end as usize).min(bytes.len());
+            bytes[(r.start as usize).min(end)..end].fill(0);
+        }
         check_device(&bytes, &model).map_err(TestCaseError::fail)?;
     }
 }

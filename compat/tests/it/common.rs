@@ -30,6 +30,8 @@ pub struct Rig {
     pub mem: Arc<Mem>,
     pub base: u64,
     pub capacity: u64,
+    /// The file's mapper.
+    pub flat: Arc<Flat>,
 }
 
 impl Rig {
@@ -49,14 +51,20 @@ impl Rig {
         let mem = Arc::new(Mem::from_bytes(bytes, 512));
         let flat = Arc::new(Flat::new(base, capacity, bs, size).unwrap());
         let walks = WalkCounter::new();
-        let file =
-            File::open(mem.clone(), flat, path(name, &walks), FileOptions { order }).unwrap();
+        let file = File::open(
+            mem.clone(),
+            flat.clone(),
+            path(name, &walks),
+            FileOptions { order },
+        )
+        .unwrap();
         Rig {
             file,
             walks,
             mem,
             base,
             capacity,
+            flat,
         }
     }
 
@@ -83,44 +91,80 @@ impl Rig {
 
 /// Runs `ops` on a file per path and a model per file (all fed the same
 /// ops, so they stay equal): every read must match on every path, and after
-/// every fsync every device must hold the model's bytes. At the end nothing
-/// is dirty and everything reads back from the device.
+/// every fsync, fdatasync and reopen every device must hold the model's
+/// bytes (unwritten ranges read as zeroes). At the end nothing is dirty and
+/// everything reads back from the device.
 pub fn run_on_every_path(
     s: &bufwrite_engine::testing::Setup,
     ops: &[bufwrite_engine::testing::Op],
 ) -> Result<(), String> {
-    use bufwrite_engine::testing::{apply, check_device, Model, Op, TraceOp};
+    run_on_every_path_with(s, ops, None)
+}
+
+/// [`run_on_every_path`], over Flat files (`delalloc` None) or over
+/// delalloc files ([`Reserving`](bufwrite_engine::testing::Reserving),
+/// room for every block, allocating with the policy given; the setup's
+/// initial size is taken as 0): writes reserve, writeback allocates, and
+/// every fsync checks the written blocks and that no reservation is left.
+pub fn run_on_every_path_with(
+    s: &bufwrite_engine::testing::Setup,
+    ops: &[bufwrite_engine::testing::Op],
+    delalloc: Option<bufwrite_engine::AllocPolicy>,
+) -> Result<(), String> {
+    use bufwrite_engine::testing::{apply_to, Model, Op, Reserving, Subject, TraceOp};
     let rigs: Vec<Rig> = PATHS
         .iter()
         .map(|p| Rig::new(p, s.bs, s.order, s.base, s.capacity, s.size))
         .collect();
-    let initial = rigs[0].region()[..s.size as usize].to_vec();
+    let initial = match delalloc {
+        None => rigs[0].region()[..s.size as usize].to_vec(),
+        Some(_) => Vec::new(),
+    };
     let mut models: Vec<Model> = rigs
         .iter()
         .map(|_| Model::with_data(initial.clone(), s.capacity))
         .collect();
+    // Each rig's own file stays idle; the subjects' files (and those each
+    // reopen makes) are the ones under test.
+    let mut subjects: Vec<Subject> = PATHS
+        .iter()
+        .zip(&rigs)
+        .map(|(&name, rig)| {
+            let walks = rig.walks.clone();
+            let make = Box::new(move || path(name, &walks));
+            let opts = FileOptions { order: s.order };
+            match delalloc {
+                None => Subject::flat(rig.mem.clone(), rig.flat.clone(), make, opts),
+                Some(policy) => {
+                    let limit = s.capacity / u64::from(s.bs);
+                    let r = Reserving::new(s.base, s.capacity, s.bs, limit, policy);
+                    Subject::reserving(rig.mem.clone(), Arc::new(r), make, opts)
+                }
+            }
+            .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
     let all = [Op::Trace(TraceOp::Fsync), Op::DropCaches];
     for (i, op) in ops.iter().chain(all.iter()).enumerate() {
-        for (rig, model) in rigs.iter().zip(models.iter_mut()) {
-            let name = rig.file.write_path_name();
-            apply(&rig.file, model, op).map_err(|e| format!("{name}: op {i}: {e}"))?;
-            if *op == Op::Trace(TraceOp::Fsync) {
-                check_device(&rig.region(), model)
-                    .map_err(|e| format!("{name}: after op {i} ({op}): {e}"))?;
-            }
+        for (subject, model) in subjects.iter_mut().zip(models.iter_mut()) {
+            let name = subject.file().write_path_name();
+            apply_to(subject, model, op).map_err(|e| format!("{name}: op {i}: {e}"))?;
         }
     }
     // After dropping the cache every byte comes back from the device.
-    for (rig, model) in rigs.iter().zip(models.iter_mut()) {
-        let name = rig.file.write_path_name();
-        if rig.file.mapping().cache.nr_dirty() != 0 {
+    for (subject, model) in subjects.iter_mut().zip(models.iter_mut()) {
+        let name = subject.file().write_path_name();
+        if subject.file().mapping().cache.nr_dirty() != 0 {
             return Err(format!("{name}: dirty folios left after fsync"));
         }
+        subject
+            .check_device(model)
+            .map_err(|e| format!("{name}: final device check: {e}"))?;
         let read_all = Op::Trace(TraceOp::Read {
             off: 0,
             len: model.size() + 100,
         });
-        apply(&rig.file, model, &read_all).map_err(|e| format!("{name}: final read: {e}"))?;
+        apply_to(subject, model, &read_all).map_err(|e| format!("{name}: final read: {e}"))?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! counts per mode, the four paths against the model, and (opt-in, root)
 //! the kernel-side setup of the `kernel_bh_cost` example.
 
+mod alloc;
 mod common;
 mod faults;
 mod kernel_setup;

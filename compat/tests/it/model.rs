@@ -4,10 +4,11 @@
 //! model's bytes on every path (so all four agree), and after every fsync
 //! every device must hold the model's bytes.
 
-use crate::common::run_on_every_path;
+use crate::common::{run_on_every_path, run_on_every_path_with};
 use bufwrite_engine::testing::{
     edge_sequence, every_block_size_and_policy, ops_strategy, setup_strategy, Op, OpWeights, Setup,
 };
+use bufwrite_engine::AllocPolicy;
 use proptest::prelude::*;
 
 const MIB: u64 = 1 << 20;
@@ -33,6 +34,20 @@ proptest! {
     #[test]
     fn four_paths_match_the_model((s, ops) in case()) {
         run_on_every_path(&s, &ops).map_err(TestCaseError::fail)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The same over delalloc files: reservations at write time (get_block
+    /// per head, iomap_begin per extent), allocation at writeback.
+    #[test]
+    fn four_paths_match_the_model_with_delalloc(
+        (s, ops) in case(),
+        policy in prop_oneof![Just(AllocPolicy::Unwritten), Just(AllocPolicy::Ordered)],
+    ) {
+        run_on_every_path_with(&s, &ops, Some(policy)).map_err(TestCaseError::fail)?;
     }
 }
 

@@ -99,6 +99,31 @@ impl WritePath for IomapPath {
         writeback::ifs_clear_range_dirty(folio, done)
     }
 
+    fn invalidate_range(
+        &self,
+        mapping: &AddressSpace,
+        folio: &mut FolioData,
+        range: std::ops::Range<usize>,
+    ) {
+        let bs = mapping.bs();
+        if range.start >= range.end {
+            return;
+        }
+        if i_blocks_per_folio(folio, bs) == 1 {
+            // The one block goes: nothing is uptodate or dirty any more.
+            folio.private = FolioPrivate::None;
+            folio.flags.set(crate::FolioFlags::UPTODATE, false);
+            return;
+        }
+        // Attached (seeded from the flags) before the flag goes, so the
+        // blocks outside the range keep their state.
+        let s = ifs_alloc(folio, bs);
+        let (first, last) = (range.start >> bs.shift(), range.end >> bs.shift());
+        s.clear_uptodate(first, last);
+        s.clear_dirty(first, last);
+        folio.flags.set(crate::FolioFlags::UPTODATE, false);
+    }
+
     fn private_bytes(&self, folio: &FolioData) -> usize {
         folio.iomap_state().map_or(0, FolioState::metadata_bytes)
     }

@@ -50,6 +50,9 @@ pub(super) fn iomap_file_buffered_write(
         pos += n;
         written += n;
         if let Err(e) = res {
+            if iomap.kind == ExtentKind::Delalloc && iomap.new {
+                iomap_file_buffered_write_punch_delalloc(mapping, iomap, start, pos);
+            }
             // Finishing the mapping is best effort: the write error is what
             // the caller needs to see.
             let _ = mapping.mapper.iomap_end(
@@ -73,6 +76,62 @@ pub(super) fn iomap_file_buffered_write(
         }
     }
     Ok(written)
+}
+
+/// `iomap_file_buffered_write_punch_delalloc`: a write that stopped short
+/// inside a delalloc mapping it reserved (`new`) gives back the blocks it
+/// did not use: from the first block after the written bytes (the whole
+/// mapping when nothing was written, from `start`'s block) to the mapping's
+/// end, except blocks dirty in the cache below EOF (someone's data is
+/// there, and their reservation with it). Past EOF everything goes.
+pub(crate) fn iomap_file_buffered_write_punch_delalloc(
+    mapping: &AddressSpace,
+    iomap: &Iomap,
+    start: u64,
+    written_end: u64,
+) {
+    let bs = mapping.bs();
+    let from = if written_end <= start {
+        bs.round_down(start)
+    } else {
+        bs.round_up(written_end)
+    };
+    let to = bs.round_up(iomap.end().get());
+    let isize = mapping.size();
+    let mut run: Option<u64> = None;
+    let mut b = from;
+    while b < to {
+        let keep = b < isize && block_dirty_in_cache(mapping, b);
+        match (keep, run) {
+            (false, None) => run = Some(b),
+            (true, Some(r)) => {
+                mapping.mapper.release_delalloc(FilePos::new(r), b - r);
+                run = None;
+            }
+            _ => {}
+        }
+        b += bs.get();
+    }
+    if let Some(r) = run {
+        mapping.mapper.release_delalloc(FilePos::new(r), to - r);
+    }
+}
+
+/// True when the block at file offset `pos` is dirty in the cache
+/// (`iomap_write_delalloc_scan`'s test of the ifs dirty bits).
+fn block_dirty_in_cache(mapping: &AddressSpace, pos: u64) -> bool {
+    let Some(folio) = mapping.cache.find(pos) else {
+        return false;
+    };
+    let g = folio.lock();
+    if !g.dirty() {
+        return false;
+    }
+    match &g.private {
+        FolioPrivate::Iomap(s) => s.is_dirty(((pos - g.pos()) >> mapping.bs().shift()) as usize),
+        // Dirty with no per-block state: every block is.
+        _ => true,
+    }
 }
 
 /// `iomap_write_iter`: the folios of one extent, file bytes `[pos, ext_end)`,
@@ -284,4 +343,65 @@ fn iomap_write_end(mapping: &AddressSpace, folio: &mut FolioData, off: usize, co
         }
     }
     mapping.mark_folio_dirty(folio);
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+    use crate::device::mem::Mem;
+    use crate::testing::Reserving;
+    use crate::{AllocPolicy, File, FileOptions, IomapPath, Mapper, OrderPolicy};
+    use std::sync::Arc;
+
+    /// A short write inside a delalloc mapping it reserved gives back the
+    /// blocks after the written bytes, but not those dirty in the cache
+    /// below EOF; with nothing written, from the first block.
+    #[test]
+    fn short_write_punches_the_unused_reservation() {
+        let mem = Arc::new(Mem::new(1 << 20));
+        let mapper = Arc::new(Reserving::new(
+            0,
+            1 << 20,
+            1024,
+            1024,
+            AllocPolicy::Unwritten,
+        ));
+        let opts = FileOptions {
+            order: OrderPolicy::Fixed(2),
+        };
+        let file = File::open(mem, mapper.clone(), Box::new(IomapPath::new()), opts).unwrap();
+        // Blocks 0..=4 reserved and dirty, EOF at 5000.
+        file.pwrite(0, &[1u8; 5000]).unwrap();
+        assert_eq!(mapper.reserved(), 5);
+        // A write that reserved [5120, 16384) and then stopped at 3000 (as
+        // a failed folio would stop it).
+        let m = mapper
+            .iomap_begin(FilePos::new(5120), 16384 - 5120, MapIntent::Write)
+            .unwrap();
+        assert!(m.new && m.kind == ExtentKind::Delalloc);
+        assert_eq!(mapper.reserved(), 16);
+        let iomap = Iomap {
+            offset: FilePos::new(0),
+            length: 16384,
+            ..m
+        };
+        iomap_file_buffered_write_punch_delalloc(file.mapping(), &iomap, 0, 3000);
+        // Blocks 3 and 4 hold dirty data: kept. 5..16 go.
+        assert_eq!(mapper.releases(), vec![(5120, 11264)]);
+        assert_eq!(mapper.reserved(), 5);
+        // Nothing written by a mapping starting at 1500: from block 1 on,
+        // and past EOF everything (the cache is clean past it).
+        let _ = mapper
+            .iomap_begin(FilePos::new(5120), 4096, MapIntent::Write)
+            .unwrap();
+        file.fsync().unwrap();
+        let iomap = Iomap {
+            offset: FilePos::new(1500),
+            length: 9216 - 1500,
+            ..m
+        };
+        iomap_file_buffered_write_punch_delalloc(file.mapping(), &iomap, 1500, 1500);
+        assert_eq!(mapper.releases()[1], (1024, 9216 - 1024));
+        assert_eq!(mapper.reserved(), 0);
+    }
 }

@@ -2,7 +2,7 @@
 
 use super::ifs_alloc;
 use crate::address_space::AddressSpace;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::folio::{FolioData, FolioPrivate};
 use crate::mapping::{ExtentKind, MapIntent};
 use crate::units::FilePos;
@@ -41,7 +41,11 @@ pub(super) fn iomap_writepage_map(
 
 /// `iomap_writepage_map_blocks`: maps folio bytes `[off, end)` (through
 /// the mapper, the kernel's `wpc->ops->map_blocks`) and appends one run per
-/// extent piece.
+/// extent piece. A delalloc piece is allocated here (`Mapper::map_blocks`,
+/// XFS's `xfs_bmapi_convert_delalloc`) and written where it landed; an
+/// unwritten one is written in place (its conversion waits for the I/O,
+/// `Mapper::end_io`). Dirty data over a hole is a bug of the mapper or the
+/// path: an error, and the folio stays dirty.
 fn iomap_writepage_map_blocks(
     mapping: &AddressSpace,
     fpos: u64,
@@ -51,19 +55,31 @@ fn iomap_writepage_map_blocks(
 ) -> Result<()> {
     while off < end {
         let pos = FilePos::new(fpos + off as u64);
-        let m = mapping
+        let want = (end - off) as u64;
+        let mut m = mapping
             .mapper
-            .iomap_begin(pos, (end - off) as u64, MapIntent::Writeback)?;
+            .iomap_begin(pos, want, MapIntent::Writeback)?;
+        if m.kind == ExtentKind::Delalloc {
+            let len = m.end().since(pos).min(want);
+            m = mapping.mapper.map_blocks(pos, len)?;
+            if m.offset != pos || m.length == 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "map_blocks at file offset {pos} returned {} bytes at {}",
+                    m.length, m.offset
+                )));
+            }
+        }
         let len = (m.end().since(pos) as usize).min(end - off);
         match m.kind {
-            ExtentKind::Mapped => runs.push(DirtyRun {
+            ExtentKind::Mapped | ExtentKind::Unwritten => runs.push(DirtyRun {
                 off,
                 len,
                 addr: m.addr_of(pos),
             }),
             ExtentKind::Hole => return Err(mapping.unsupported_writeback(pos, "a hole")),
-            ExtentKind::Unwritten => return Err(mapping.unsupported_writeback(pos, "unwritten")),
-            ExtentKind::Delalloc => return Err(mapping.unsupported_writeback(pos, "delalloc")),
+            ExtentKind::Delalloc => {
+                return Err(mapping.unsupported_writeback(pos, "still delalloc after map_blocks"))
+            }
         }
         off += len;
     }

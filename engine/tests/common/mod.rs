@@ -30,6 +30,10 @@ pub struct Rig {
     pub capacity: u64,
     /// The device's initial bytes.
     pub initial: Vec<u8>,
+    /// The file's mapper.
+    pub flat: Arc<Flat>,
+    /// The folio order policy the file was opened with.
+    pub opts: FileOptions,
 }
 
 /// The device backends the model tests run on.
@@ -75,7 +79,7 @@ impl Rig {
                 (d, None, Some(path), Some(dir))
             }
         };
-        let file = File::open(dev.clone(), flat, Box::new(IomapPath::new()), opts).unwrap();
+        let file = File::open(dev.clone(), flat.clone(), Box::new(IomapPath::new()), opts).unwrap();
         Rig {
             file,
             dev,
@@ -85,6 +89,8 @@ impl Rig {
             base,
             capacity,
             initial,
+            flat,
+            opts,
         }
     }
 
