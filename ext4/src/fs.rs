@@ -11,8 +11,11 @@ use crate::inode::{flags, FileType, Inode};
 use crate::superblock::{compat, incompat, ro_compat, Superblock};
 use crate::util::read_meta;
 use crate::{extent, indirect};
-use bufwrite_engine::BlockDevice;
-use std::sync::Arc;
+use crate::extent_tree::ExtentTree;
+use crate::meta::Meta;
+use bufwrite_engine::{AllocPolicy, BlockDevice};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
 /// The root directory's inode number.
 const ROOT_INO: u32 = 2;
@@ -32,6 +35,12 @@ pub struct Ext4 {
     /// knows the place of (superblock, descriptor table, bitmaps, inode
     /// tables): no file block may map into them.
     system: Vec<(u64, u64)>,
+    /// The writeback allocation policy of files opened for writing.
+    policy: AllocPolicy,
+    /// The write side, made on the first open for writing.
+    meta: Mutex<Option<Arc<Meta>>>,
+    /// Files open for writing, by inode: one mapper per inode.
+    open: Mutex<HashMap<u32, Weak<Ext4File>>>,
 }
 
 impl std::fmt::Debug for Ext4 {
@@ -51,6 +60,12 @@ impl Ext4 {
     /// are refused outright; images it can read but must not write (journal
     /// needing recovery, MMP, ...) open, and [`Ext4::open_file`] refuses them.
     pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Ext4> {
+        Self::open_with(dev, AllocPolicy::default())
+    }
+
+    /// As [`Ext4::open`], with the writeback allocation policy the files
+    /// opened for writing use.
+    pub fn open_with(dev: Arc<dyn BlockDevice>, policy: AllocPolicy) -> Result<Ext4> {
         let sb = Superblock::read(dev.as_ref())?;
         let unknown = sb.unknown_incompat();
         if unknown != 0 {
@@ -66,7 +81,15 @@ impl Ext4 {
             sb: Box::new(sb),
             groups,
             system,
+            policy,
+            meta: Mutex::new(None),
+            open: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The writeback allocation policy.
+    pub fn policy(&self) -> AllocPolicy {
+        self.policy
     }
 
     /// The superblock.
@@ -273,13 +296,108 @@ impl Ext4 {
                 "refusing to write {path}: {why}"
             )));
         }
-        Ok(Arc::new(Ext4File::new(
+        self.writable_file(path, &inode, extents)
+    }
+
+    /// The write side, made on first use: refused when the image must not
+    /// be allocated on (see [`Ext4::alloc_blockers`]).
+    pub(crate) fn meta(&self) -> Result<Arc<Meta>> {
+        let mut m = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(meta) = &*m {
+            return Ok(Arc::clone(meta));
+        }
+        let blockers = self.alloc_blockers();
+        if !blockers.is_empty() {
+            return Err(Ext4Error::Unsupported(format!(
+                "refusing to allocate on this image: {}",
+                blockers.join("; ")
+            )));
+        }
+        let tables = self
+            .groups
+            .iter()
+            .map(|g| g.inode_table * u64::from(self.sb.block_size))
+            .collect();
+        let meta = Arc::new(Meta::new(
+            Arc::clone(&self.dev),
+            (*self.sb).clone(),
+            tables,
+            self.policy,
+        )?);
+        *m = Some(Arc::clone(&meta));
+        Ok(meta)
+    }
+
+    /// Reasons bufwrite must not allocate blocks or inodes on this image
+    /// (beyond [`Ext4::write_blockers`]), empty when it may.
+    pub fn alloc_blockers(&self) -> Vec<String> {
+        let mut v = self.write_blockers();
+        if self.sb.has_ro_compat(ro_compat::BIGALLOC) {
+            v.push("bigalloc (clusters larger than a block) is not modelled by the allocator".into());
+        }
+        if self.sb.has_incompat(incompat::META_BG) {
+            v.push("meta_bg moves the group descriptors, which the allocator does not follow".into());
+        }
+        if self.sb.has_ro_compat(ro_compat::QUOTA) {
+            v.push("quota accounting is not modelled: the quota files would go stale".into());
+        }
+        if self.sb.last_orphan != 0 {
+            v.push("the orphan list is not empty: run e2fsck first".into());
+        }
+        if !self.sb.has_incompat(incompat::EXTENTS) {
+            v.push("the filesystem has no extents feature: new blocks could not be mapped".into());
+        }
+        v
+    }
+
+    /// The one writable mapper of `inode` (made now, or the open one).
+    fn writable_file(&self, path: &str, inode: &Inode, extents: Vec<Extent>) -> Result<Arc<Ext4File>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = open.get(&inode.ino).and_then(Weak::upgrade) {
+            return Ok(f);
+        }
+        let blockers = self.alloc_blockers();
+        let write = if blockers.is_empty() {
+            let meta = self.meta()?;
+            let tree = ExtentTree::load(&self.tree_ctx(), inode)?;
+            let raw = meta.read_raw_inode(inode.ino)?;
+            Ok((meta, tree, raw))
+        } else {
+            // Overwrites of written extents stay possible: they change no
+            // metadata.
+            Err(blockers.join("; "))
+        };
+        let f = Arc::new(Ext4File::new(
             path,
-            &inode,
+            inode,
             extents,
             self.sb.block_size,
             None,
-        )))
+            write,
+        ));
+        open.retain(|_, w| w.strong_count() > 0);
+        open.insert(inode.ino, Arc::downgrade(&f));
+        Ok(f)
+    }
+
+    /// True while a writable mapper of `ino` is alive.
+    pub(crate) fn is_open(&self, ino: u32) -> bool {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(&ino).is_some_and(|w| w.strong_count() > 0)
+    }
+
+    /// Metadata blocks written so far by allocation, truncation, creation
+    /// and unlinking, per kind (zero before the first write).
+    pub fn meta_counts(&self) -> crate::txn::MetaCounts {
+        let m = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        m.as_ref().map(|m| m.counts()).unwrap_or_default()
+    }
+
+    /// Free blocks now and blocks reserved by delayed allocation, once the
+    /// write side exists.
+    pub fn space(&self) -> Option<(u64, u64)> {
+        let m = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        m.as_ref().map(|m| (m.free_blocks(), m.reserved()))
     }
 
     /// Refuses a file to be written whose blocks overlap the internal
@@ -329,7 +447,8 @@ impl Ext4 {
             &inode,
             extents,
             self.sb.block_size,
-            Some(why),
+            Some(why.clone()),
+            Err(why),
         )))
     }
 

@@ -38,7 +38,9 @@ mod group_desc;
 mod indirect;
 pub mod inode;
 mod inode_write;
+mod meta;
 pub mod mount;
+mod namei;
 #[cfg(test)]
 mod namei_tests;
 pub mod superblock;

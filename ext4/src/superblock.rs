@@ -179,6 +179,16 @@ pub struct Superblock {
     pub mount_opts: String,
     /// The seed of every metadata checksum except the superblock's own.
     pub csum_seed: u32,
+    /// `s_hash_seed`: the htree name hash seed.
+    pub hash_seed: [u32; 4],
+    /// `s_def_hash_version`: the default htree hash (0 legacy, 1 half_md4, 2 tea).
+    pub def_hash_version: u8,
+    /// `s_flags` (bit 0x1 signed directory hash, 0x2 unsigned).
+    pub flags: u32,
+    /// `s_want_extra_isize`: the extra inode size new inodes get.
+    pub want_extra_isize: u16,
+    /// `s_last_orphan`: the head of the orphan list (0 on a clean image).
+    pub last_orphan: u32,
 }
 
 impl Superblock {
@@ -347,6 +357,16 @@ impl Superblock {
             snapshot_inum: le32(b, 0x180),
             mount_opts: String::from_utf8_lossy(&mo[..mo_len]).into_owned(),
             csum_seed,
+            hash_seed: [
+                le32(b, 0xEC),
+                le32(b, 0xF0),
+                le32(b, 0xF4),
+                le32(b, 0xF8),
+            ],
+            def_hash_version: b[0xFC],
+            flags: le32(b, 0x160),
+            want_extra_isize: le16(b, 0x15E),
+            last_orphan: le32(b, 0xE8),
         };
         sb.check_geometry()?;
         Ok(sb)

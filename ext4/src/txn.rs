@@ -2,15 +2,17 @@
 //! written in an order that a crash can only leak space.
 //!
 //! Without a journal (journaling is its own piece of work) a transaction is
-//! written in three phases, each followed by a device flush:
+//! written in four phases, each followed by a device flush:
 //!
 //! 1. [`Phase::Claim`]: bitmaps, group descriptors and superblock counts that
 //!    *claim* blocks or inodes, before anything points at them;
-//! 2. [`Phase::Point`]: extent blocks, inodes and directory blocks, which
-//!    point at what phase 1 claimed (and stop pointing at what phase 3
+//! 2. [`Phase::Init`]: what is new and not yet pointed at: a new inode's
+//!    record, a directory block just appended;
+//! 3. [`Phase::Point`]: extent blocks, inodes and directory blocks, which
+//!    point at what phases 1 and 2 made (and stop pointing at what phase 4
 //!    releases);
-//! 3. [`Phase::Release`]: bitmaps, descriptors and counts that *release*
-//!    blocks or inodes, once nothing on disk points at them.
+//! 4. [`Phase::Release`]: records and bitmaps, descriptors and counts that
+//!    *release* blocks or inodes, once nothing on disk points at them.
 //!
 //! A crash between phases leaves claimed-but-unused blocks (leaked space,
 //! which e2fsck reports as bitmap differences and wrong free counts) and
@@ -72,7 +74,9 @@ impl MetaKind {
 pub enum Phase {
     /// Claims space: written first.
     Claim,
-    /// Points at space: written second.
+    /// Initialises what was claimed, before anything points at it.
+    Init,
+    /// Points at space: written third.
     Point,
     /// Releases space: written last.
     Release,
@@ -234,7 +238,7 @@ impl Transaction {
     pub fn commit(self, dev: &dyn BlockDevice, block_size: u32) -> Result<MetaCounts> {
         let mut counts = MetaCounts::default();
         let bs = u64::from(block_size);
-        for phase in [Phase::Claim, Phase::Point, Phase::Release] {
+        for phase in [Phase::Claim, Phase::Init, Phase::Point, Phase::Release] {
             let mut wrote = false;
             for (&block, p) in self.blocks.iter().filter(|(_, p)| p.phase == phase) {
                 let off = block.checked_mul(bs).ok_or_else(|| {

@@ -1,0 +1,404 @@
+//! Creating and unlinking files: inode allocation, the directory entry,
+//! and the filesystem seam the engine's `Mount` uses.
+//!
+//! Each operation is one transaction, committed before it returns, in the
+//! phases of `txn.rs`: for create, the inode bitmap (and any block) claims,
+//! then the new inode record and any directory block appended for the entry
+//! (nothing points at either yet), then the entry and the directory's inode;
+//! for unlink, the entry is removed first, then the dead inode record is
+//! written and the inode and its blocks are released.
+
+use crate::dir_write::{self, DirBlocks, DirParams};
+use crate::error::{Ext4Error, Result};
+use crate::extent::find;
+use crate::extent_tree::{ExtentTree, TreeBlocks};
+use crate::fs::Ext4;
+use crate::inode::{flags, Inode};
+use crate::inode_write::RawInode;
+use crate::meta::{Frees, Meta, MetaState};
+use crate::superblock::{incompat, ro_compat};
+use crate::txn::{MetaKind, Phase, Transaction};
+use crate::util::read_meta;
+use crate::error::Structure;
+use bufwrite_engine::{BlockSize, Filesystem, Mapper};
+use std::sync::Arc;
+
+/// File type byte of a regular file in a directory entry.
+const FT_REG_FILE: u8 = 1;
+/// `i_mode` of a new regular file: type bits and 0644.
+const NEW_FILE_MODE: u16 = 0o100_644;
+
+/// Splits `/a/b/c` into the parent `/a/b` and the name `c`.
+fn split(path: &str) -> Result<(String, &str)> {
+    let trimmed = path.trim_end_matches('/');
+    let (parent, name) = match trimmed.rfind('/') {
+        Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
+        None => ("", trimmed),
+    };
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(Ext4Error::Unsupported(format!(
+            "{path}: not a name a file can be created or removed by"
+        )));
+    }
+    if name.len() > 255 {
+        return Err(Ext4Error::Unsupported(format!(
+            "{path}: the name is {} bytes long; ext4 names are at most 255",
+            name.len()
+        )));
+    }
+    Ok((format!("/{}", parent.trim_start_matches('/')), name))
+}
+
+fn now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+/// One directory's blocks, for the entry editor: reads see this
+/// transaction's copies first; a new block is allocated near the last one,
+/// written before it is mapped in the directory's tree.
+struct DirIo<'a> {
+    meta: &'a Meta,
+    ms: &'a mut MetaState,
+    txn: &'a mut Transaction,
+    frees: &'a mut Frees,
+    tree: &'a mut ExtentTree,
+    dir: &'a Inode,
+    size: u64,
+    changed_inode: bool,
+    /// Blocks appended by this transaction (written at `Phase::Init`).
+    appended: Vec<u64>,
+}
+
+impl DirIo<'_> {
+    fn bs(&self) -> u64 {
+        u64::from(self.meta.sb.block_size)
+    }
+
+    fn pblk(&self, lblk: u64) -> Result<u64> {
+        let ext = self.tree.extents();
+        match find(&ext, lblk) {
+            Ok(i) if !ext[i].unwritten => Ok(ext[i].pblk + (lblk - ext[i].lblk)),
+            _ => Err(Ext4Error::Unsupported(format!(
+                "directory inode {}: block {lblk} is not mapped",
+                self.dir.ino
+            ))),
+        }
+    }
+}
+
+struct TreeAlloc<'a, 'b> {
+    meta: &'a Meta,
+    ms: &'b mut MetaState,
+    frees: &'b mut Frees,
+}
+
+impl TreeBlocks for TreeAlloc<'_, '_> {
+    fn alloc_tree_block(&mut self, goal: u64, _txn: &mut Transaction) -> Result<u64> {
+        self.meta.alloc_blocks(self.ms, goal, 1).map(|(b, _)| b)
+    }
+
+    fn free_tree_block(&mut self, blk: u64, _txn: &mut Transaction) -> Result<()> {
+        self.frees.blocks.push((blk, 1));
+        Ok(())
+    }
+
+    fn free_data(&mut self, start: u64, len: u64, _txn: &mut Transaction) -> Result<()> {
+        self.frees.blocks.push((start, len));
+        Ok(())
+    }
+}
+
+impl DirBlocks for DirIo<'_> {
+    fn block_size(&self) -> usize {
+        self.meta.sb.block_size as usize
+    }
+
+    fn len(&self) -> u64 {
+        self.size / self.bs()
+    }
+
+    fn read(&mut self, lblk: u64) -> Result<Vec<u8>> {
+        let p = self.pblk(lblk)?;
+        if let Some(b) = self.txn.get(p) {
+            return Ok(b.to_vec());
+        }
+        let bs = self.bs();
+        read_meta(
+            self.meta.dev.as_ref(),
+            Structure::DirBlock { ino: self.dir.ino },
+            p * bs,
+            bs as usize,
+        )
+    }
+
+    fn write(&mut self, lblk: u64, data: Vec<u8>) -> Result<()> {
+        let p = self.pblk(lblk)?;
+        // A block appended by this transaction is written before the
+        // extent and the size that make it part of the directory.
+        let phase = if self.appended.contains(&p) {
+            Phase::Init
+        } else {
+            Phase::Point
+        };
+        self.txn.put(p, MetaKind::Directory, phase, data);
+        Ok(())
+    }
+
+    fn append(&mut self) -> Result<u64> {
+        let lblk = self.len();
+        let goal = self
+            .tree
+            .goal(lblk)
+            .unwrap_or_else(|| self.ms.alloc.inode_goal(self.dir.ino));
+        let (p, _) = self.meta.alloc_blocks(self.ms, goal, 1)?;
+        self.tree.insert(
+            lblk,
+            1,
+            p,
+            false,
+            &mut TreeAlloc {
+                meta: self.meta,
+                ms: self.ms,
+                frees: self.frees,
+            },
+            self.txn,
+        )?;
+        self.txn.put(
+            p,
+            MetaKind::Directory,
+            Phase::Init,
+            vec![0; self.block_size()],
+        );
+        self.appended.push(p);
+        self.size += self.bs();
+        self.changed_inode = true;
+        Ok(lblk)
+    }
+}
+
+impl Ext4 {
+    fn dir_params(&self, dir: &Inode) -> DirParams {
+        let sb = self.superblock();
+        DirParams {
+            ino: dir.ino,
+            filetype: sb.has_incompat(incompat::FILETYPE),
+            csum_seed: sb.has_metadata_csum().then_some(dir.csum_seed),
+            htree: dir.has_flag(flags::INDEX),
+            hash_seed: sb.hash_seed,
+            hash_version: sb.def_hash_version,
+            unsigned_hash: sb.flags & 0x2 != 0,
+            largedir: sb.has_incompat(incompat::LARGEDIR),
+        }
+    }
+
+    /// The parent directory of `path` and the name in it, checked.
+    fn parent_of<'p>(&self, path: &'p str) -> Result<(Inode, &'p str)> {
+        let (parent, name) = split(path)?;
+        let dir = self.lookup(&parent)?;
+        if !dir.is_dir() {
+            return Err(Ext4Error::WrongType(format!(
+                "{parent} is {}, not a directory",
+                dir.file_type()
+            )));
+        }
+        if dir.protection().any() || dir.has_flag(flags::INLINE_DATA) {
+            return Err(Ext4Error::Unsupported(format!(
+                "{parent}: bufwrite does not edit encrypted, verity or inline-data directories"
+            )));
+        }
+        if !dir.has_flag(flags::EXTENTS) {
+            return Err(Ext4Error::Unsupported(format!(
+                "{parent} is mapped by indirect blocks: bufwrite adds entries only to extent-mapped directories"
+            )));
+        }
+        if self.superblock().has_incompat(incompat::CASEFOLD) && dir.flags & 0x4000_0000 != 0 {
+            return Err(Ext4Error::Unsupported(format!(
+                "{parent} is a casefolded directory: its name hashes are not modelled"
+            )));
+        }
+        Ok((dir, name))
+    }
+
+    /// Creates the empty regular file `path` and returns its mapper.
+    pub fn create_file(&self, path: &str) -> Result<Arc<crate::Ext4File>> {
+        let (dir, name) = self.parent_of(path)?;
+        let meta = self.meta()?;
+        let params = self.dir_params(&dir);
+        {
+            let mut ms = meta.lock();
+            let ino = meta.alloc_inode(&mut ms, dir.ino, false)?;
+            let sb = self.superblock();
+            let generation = crc32c::crc32c(&[ino.to_le_bytes(), now().to_le_bytes()].concat());
+            let mut raw = RawInode::new_inode(
+                usize::from(sb.inode_size),
+                NEW_FILE_MODE,
+                1,
+                generation,
+                sb.want_extra_isize,
+                now(),
+            );
+            raw.update_checksum(ino, meta.fs_seed());
+            let mut txn = Transaction::new();
+            let mut frees = Frees::default();
+            let mut dir_tree = ExtentTree::load(&self.tree_ctx(), &dir)?;
+            let mut dir_raw = meta.read_raw_inode(dir.ino)?;
+            let mut io = DirIo {
+                meta: &meta,
+                ms: &mut ms,
+                txn: &mut txn,
+                frees: &mut frees,
+                tree: &mut dir_tree,
+                dir: &dir,
+                size: dir.size,
+                changed_inode: false,
+                appended: Vec::new(),
+            };
+            let r = dir_write::add_entry(&mut io, &params, name.as_bytes(), ino, FT_REG_FILE);
+            let (changed, size) = (io.changed_inode, io.size);
+            if let Err(e) = r {
+                // Nothing was written: give the inode back (its claim is
+                // still only in memory, and a commit now writes it freed).
+                drop(io);
+                let mut rel = Frees::default();
+                rel.inodes.push((ino, false));
+                meta.commit(&mut ms, Transaction::new(), &[], rel)?;
+                return Err(e);
+            }
+            let mut inodes: Vec<(u32, &RawInode, Phase)> = vec![(ino, &raw, Phase::Init)];
+            if changed {
+                dir_raw.set_size(size);
+                dir_raw.set_block_area(&dir_tree.root());
+                let blocks: u64 = dir_tree.extents().iter().map(|e| e.len).sum::<u64>()
+                    + dir_tree.node_blocks();
+                dir_raw.set_blocks(
+                    blocks * u64::from(sb.block_size / 512),
+                    sb.has_ro_compat(ro_compat::HUGE_FILE),
+                )?;
+                dir_raw.update_checksum(dir.ino, meta.fs_seed());
+                inodes.push((dir.ino, &dir_raw, Phase::Point));
+            }
+            meta.commit(&mut ms, txn, &inodes, frees)?;
+        }
+        self.open_file(path)
+    }
+
+    /// Removes `path` (a regular file not open for writing here) and frees
+    /// its inode and blocks.
+    pub fn unlink_file(&self, path: &str) -> Result<()> {
+        let (dir, name) = self.parent_of(path)?;
+        let target = self.lookup(path)?;
+        if !target.is_file() {
+            return Err(Ext4Error::WrongType(format!(
+                "{path} is {}; bufwrite unlinks only regular files",
+                target.file_type()
+            )));
+        }
+        if self.is_open(target.ino) {
+            return Err(Ext4Error::Unsupported(format!(
+                "{path} is open for writing; close it before unlinking"
+            )));
+        }
+        if target.links > 1 {
+            return Err(Ext4Error::Unsupported(format!(
+                "{path} has {} links; bufwrite unlinks only files with one",
+                target.links
+            )));
+        }
+        if !target.has_flag(flags::EXTENTS) {
+            return Err(Ext4Error::Unsupported(format!(
+                "{path} is mapped by indirect blocks; bufwrite frees only extent-mapped files"
+            )));
+        }
+        let meta = self.meta()?;
+        let params = self.dir_params(&dir);
+        let mut ms = meta.lock();
+        let mut txn = Transaction::new();
+        let mut frees = Frees::default();
+        let mut dir_tree = ExtentTree::load(&self.tree_ctx(), &dir)?;
+        let mut io = DirIo {
+            meta: &meta,
+            ms: &mut ms,
+            txn: &mut txn,
+            frees: &mut frees,
+            tree: &mut dir_tree,
+            dir: &dir,
+            size: dir.size,
+            changed_inode: false,
+            appended: Vec::new(),
+        };
+        let ino = dir_write::remove_entry(&mut io, &params, name.as_bytes())?;
+        drop(io);
+        if ino != target.ino {
+            return Err(Ext4Error::Unsupported(format!(
+                "{path}: the entry names inode {ino} but the lookup found {}",
+                target.ino
+            )));
+        }
+        let mut tree = ExtentTree::load(&self.tree_ctx(), &target)?;
+        tree.remove(
+            0,
+            u64::MAX,
+            &mut TreeAlloc {
+                meta: &meta,
+                ms: &mut ms,
+                frees: &mut frees,
+            },
+            &mut txn,
+        )?;
+        let mut raw = meta.read_raw_inode(ino)?;
+        raw.set_links(0);
+        raw.set_dtime(now());
+        raw.set_size(0);
+        raw.set_blocks(0, false)?;
+        raw.set_block_area(&tree.root());
+        raw.update_checksum(ino, meta.fs_seed());
+        frees.inodes.push((ino, false));
+        meta.commit(&mut ms, txn, &[(ino, &raw, Phase::Release)], frees)?;
+        Ok(())
+    }
+}
+
+/// The filesystem seam: `Mount` opens, creates and unlinks through it.
+impl Filesystem for Ext4 {
+    fn block_size(&self) -> BlockSize {
+        BlockSize::new(self.superblock().block_size).unwrap_or(BlockSize::PAGE)
+    }
+
+    fn open(&self, path: &str) -> bufwrite_engine::Result<Arc<dyn Mapper>> {
+        match self.open_file(path) {
+            Ok(f) => Ok(f),
+            Err(Ext4Error::NotFound(what)) => Err(bufwrite_engine::Error::NotFound(what)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn create(&self, path: &str) -> bufwrite_engine::Result<Arc<dyn Mapper>> {
+        match self.lookup(path) {
+            Ok(_) => {
+                return Err(bufwrite_engine::Error::AlreadyExists(format!(
+                    "{path} exists"
+                )))
+            }
+            Err(Ext4Error::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(self.create_file(path)?)
+    }
+
+    fn unlink(&self, path: &str) -> bufwrite_engine::Result<()> {
+        match self.unlink_file(path) {
+            Err(Ext4Error::NotFound(what)) => Err(bufwrite_engine::Error::NotFound(what)),
+            r => Ok(r?),
+        }
+    }
+
+    fn sync_fs(&self) -> bufwrite_engine::Result<()> {
+        if let Ok(meta) = self.meta() {
+            let mut ms = meta.lock();
+            meta.commit(&mut ms, Transaction::new(), &[], Frees::default())?;
+        }
+        Ok(())
+    }
+}
