@@ -6,7 +6,7 @@
 use crate::setup::{remove_on_signal, run_helper, RemoveOnSignal};
 use anyhow::Context;
 use bufwrite_engine::device::{open_device, uring, Backend, OpenOptions};
-use bufwrite_engine::BlockDevice;
+use bufwrite_engine::{AllocPolicy, BlockDevice};
 use bufwrite_ext4::{Ext4, Ext4File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -111,6 +111,30 @@ impl TempExt4 {
         Ok(made)
     }
 
+    /// Makes an empty image of about `size` bytes (`mkfs.ext4 -q -F -b BS
+    /// IMG SIZE`, whole MiB, at least 16 MiB) in the system temp dir, for
+    /// commands that create their own files.
+    pub fn empty(block_size: u32, size: u64) -> anyhow::Result<TempExt4> {
+        let mkfs = find_tool("mkfs.ext4")?;
+        let image = tempfile::Builder::new()
+            .prefix("bufwrite-")
+            .suffix(".ext4.img")
+            .tempfile()
+            .context("cannot create a temporary image in the system temp dir")?
+            .into_temp_path();
+        let guard = remove_on_signal(&image)?;
+        let size_kib = size.max(16 << 20).div_ceil(1 << 20) << 10;
+        run(Command::new(&mkfs)
+            .args(["-q", "-F", "-b", &block_size.to_string()])
+            .arg(&image)
+            .arg(format!("{size_kib}k")))
+        .with_context(|| format!("mkfs.ext4 failed on {}", image.display()))?;
+        Ok(TempExt4 {
+            image,
+            _guard: guard,
+        })
+    }
+
     /// The image file.
     pub fn path(&self) -> &Path {
         &self.image
@@ -210,16 +234,30 @@ impl Ext4Image {
     /// size is the image's: a `--block-size` given with `--image` draws a
     /// warning.
     pub fn open(path: &Path, backend: Backend) -> anyhow::Result<Ext4Image> {
-        let image = Self::open_unchecked(path, backend)?;
+        Self::open_with(path, backend, AllocPolicy::default())
+    }
+
+    /// [`Ext4Image::open`] with the writeback allocation policy its files
+    /// use.
+    pub fn open_with(
+        path: &Path,
+        backend: Backend,
+        policy: AllocPolicy,
+    ) -> anyhow::Result<Ext4Image> {
+        let image = Self::open_unchecked(path, backend, policy)?;
         crate::setup::warn_block_size_ignored(image.fs.block_size());
         Ok(image)
     }
 
     /// [`Ext4Image::open`] without the warning: for an image made with the
     /// block size asked for.
-    fn open_unchecked(path: &Path, backend: Backend) -> anyhow::Result<Ext4Image> {
+    fn open_unchecked(
+        path: &Path,
+        backend: Backend,
+        policy: AllocPolicy,
+    ) -> anyhow::Result<Ext4Image> {
         let device = crate::setup::open_path(path, backend)?;
-        let fs = Ext4::open(Arc::clone(&device))
+        let fs = Ext4::open_with(Arc::clone(&device), policy)
             .with_context(|| format!("cannot read {} as ext4", path.display()))?;
         Ok(Ext4Image {
             path: path.to_path_buf(),
@@ -237,7 +275,7 @@ impl Ext4Image {
         backend: Backend,
     ) -> anyhow::Result<Ext4Image> {
         let temp = TempExt4::create(block_size, file_size)?;
-        let mut img = Ext4Image::open_unchecked(temp.path(), backend)?;
+        let mut img = Ext4Image::open_unchecked(temp.path(), backend, AllocPolicy::default())?;
         img._temp = Some(temp);
         Ok(img)
     }

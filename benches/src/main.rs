@@ -2,6 +2,7 @@
 
 use clap::{CommandFactory, FromArgMatches, Subcommand};
 
+mod append;
 mod gaps_cmd;
 mod harness;
 mod image;
@@ -45,6 +46,9 @@ enum Command {
     Replay(replay::Args),
     /// Writeback throughput (MB/s) per backend, queue depth and I/O size.
     Writeback(writeback::Args),
+    /// Appends per write path and allocation policy on ext4: usecs per
+    /// call, fsync cost, metadata blocks per MiB, device requests.
+    Append(append::Args),
     /// The ext4 iomap feature-gap report for an image or unmounted device
     Gaps(gaps_cmd::Args),
 }
@@ -70,6 +74,7 @@ fn main() {
         Command::Sweep(a) => sweep::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Writeback(a) => writeback::run(a),
+        Command::Append(a) => append::run(a),
         Command::Gaps(a) => gaps_cmd::run(a),
     };
     if let Err(e) = result {

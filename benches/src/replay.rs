@@ -17,7 +17,7 @@ use crate::setup::{self, CommonArgs};
 use crate::trace::{self, Clipped, Line, Op};
 use anyhow::Context;
 use bufwrite_engine::device::mem::Mem;
-use bufwrite_engine::{BlockDevice, File, WritePath};
+use bufwrite_engine::{AllocPolicy, BlockDevice, File, WritePath};
 use bufwrite_ext4::Ext4File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -40,9 +40,10 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub device: Option<PathBuf>,
     /// Run on the file --file in this ext4 image or unmounted device: its
-    /// size is the inode's and it never grows; writes that would need
-    /// allocation (holes, unwritten extents, past EOF) are refused before
-    /// anything runs. The block size is the image's.
+    /// size is the inode's; writes past EOF, into holes and into unwritten
+    /// extents allocate (delayed allocation, as ext4 does), truncate,
+    /// fallocate and punch free and allocate blocks. The block size is the
+    /// image's.
     #[arg(long, value_name = "PATH", requires = "file")]
     pub image: Option<PathBuf>,
     /// The file inside --image: an absolute path to a regular file, e.g.
@@ -50,6 +51,15 @@ pub struct Args {
     /// walk, so /dir/f/ is refused).
     #[arg(long, value_name = "/f", requires = "image")]
     pub file: Option<String>,
+    /// Create --file (an empty regular file) when it does not exist; its
+    /// directory must.
+    #[arg(long, requires = "file")]
+    pub create: bool,
+    /// The writeback allocation policy on --image: unwritten (allocate
+    /// unwritten extents, convert them when the I/O completes) or ordered
+    /// (allocate written extents, committed after the data).
+    #[arg(long, default_value = "unwritten", value_parser = parse_policy)]
+    pub policy: AllocPolicy,
     /// The write path.
     #[arg(long, default_value = "iomap")]
     pub path: String,
@@ -103,14 +113,28 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     });
     // The reads before a failure are still printed.
     out.flush().context("cannot write to stdout")?;
-    result?;
-    if !args.no_final_writeback {
-        crate::replay_timing::final_writeback(file)?;
-    } else {
+    if args.no_final_writeback {
         // Dropping the file would write back what the trace left dirty.
         file.set_writeback_on_drop(false);
+        return result;
     }
-    Ok(())
+    // What the trace's writes acknowledged is written back even when a
+    // later line failed (ENOSPC, say), as an unmount would: the image then
+    // holds exactly the bytes of the writes that succeeded.
+    let wb = crate::replay_timing::final_writeback(file);
+    match (result, wb) {
+        (Ok(()), wb) => wb,
+        (Err(e), Ok(())) => Err(e.context(
+            "the data the lines before it wrote was written back (--no-final-writeback skips that)",
+        )),
+        (Err(e), Err(wb)) => Err(e.context(format!("{wb:#}"))),
+    }
+}
+
+/// Parses `--policy`.
+fn parse_policy(s: &str) -> Result<AllocPolicy, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an allocation policy (expected unwritten or ordered)"))
 }
 
 /// `--timing`: the writes are checked against the given target (opened, so
@@ -224,8 +248,8 @@ fn open_image(
     args: &Args,
     path: Box<dyn WritePath>,
 ) -> anyhow::Result<Target> {
-    let img = Ext4Image::open(image, args.common.backend)?;
-    let mapper = open_image_file(&img, name)?;
+    let img = Ext4Image::open_with(image, args.common.backend, args.policy)?;
+    let mapper = open_image_file(&img, name, args.create)?;
     let file = File::open(
         Arc::clone(&img.device),
         mapper,
@@ -259,7 +283,7 @@ fn check_file_name(name: &str) -> anyhow::Result<()> {
 /// for a regular file: a name ending in `/` (or `/.`) must resolve to a
 /// directory, so for a regular file it is ENOTDIR (`open("/f/")`), and for a
 /// directory opening it to write is EISDIR.
-fn open_image_file(img: &Ext4Image, name: &str) -> anyhow::Result<Arc<Ext4File>> {
+fn open_image_file(img: &Ext4Image, name: &str, create: bool) -> anyhow::Result<Arc<Ext4File>> {
     let mut base = name;
     while let Some(s) = base.strip_suffix('/').or_else(|| base.strip_suffix("/.")) {
         base = s;
@@ -283,6 +307,23 @@ fn open_image_file(img: &Ext4Image, name: &str) -> anyhow::Result<Arc<Ext4File>>
             img.path.display(),
             Clipped(base, trace::LINE_CLIP)
         );
+    }
+    if create {
+        match img.fs.lookup(name) {
+            Err(bufwrite_ext4::Ext4Error::NotFound(_)) => {
+                return img.fs.create_file(name).with_context(|| {
+                    format!("cannot create {} in {}", Clipped(name, trace::LINE_CLIP), img.path.display())
+                });
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot open {} in {}",
+                    Clipped(name, trace::LINE_CLIP),
+                    img.path.display()
+                )))
+            }
+            Ok(_) => {}
+        }
     }
     img.open_file(name, 0)
 }

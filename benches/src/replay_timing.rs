@@ -242,7 +242,11 @@ fn replay(
 
 fn check(done: usize, len: u64) -> anyhow::Result<()> {
     if done as u64 != len {
-        anyhow::bail!("short write: {done} of {len} bytes");
+        // The engine writes short only when the filesystem could reserve
+        // space for part of the write (ENOSPC for the rest).
+        anyhow::bail!(
+            "short write: {done} of {len} bytes went in (no space left on the filesystem for the rest)"
+        );
     }
     Ok(())
 }

@@ -132,17 +132,18 @@ fn timing_checks_every_write_first_and_never_writes_the_image() {
     let image = img.to_str().unwrap();
     let before = file_hash(&img);
     let listing = entries(dir.path());
-    // Line 3 ends past i_size: refused before any round, so the first two
-    // lines never reach the image (they used to, through the warm-up round).
+    // Line 3 ends past the largest ext4 file (2^32 blocks of 4 KiB):
+    // refused before any round, so the first two lines never reach the
+    // image (they used to, through the warm-up round).
     let out = bufwrite(
         &[
             "replay", "--image", image, "--file", "/f", "--timing", "--paths", "iomap",
         ],
-        "pwrite 0 4096 7\nfsync\npwrite 4194304 1 1\n",
+        "pwrite 0 4096 7\nfsync\npwrite 17592186044416 1 1\n",
     );
     assert_refused(
         &out,
-        &["trace line 3", "pwrite 4194304 1 1", "nothing was run"],
+        &["trace line 3", "pwrite 17592186044416 1 1", "nothing was run"],
         "failing timed trace",
     );
     assert_eq!(text(&out.stdout), "");
