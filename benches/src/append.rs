@@ -86,7 +86,10 @@ pub fn run(args: Args) -> Result<()> {
     for s in &args.size {
         let n = parse_size(s).map_err(anyhow::Error::msg)?;
         if n == 0 || n > total {
-            bail!("--size {s}: an append size must be between 1 byte and --total ({})", args.total);
+            bail!(
+                "--size {s}: an append size must be between 1 byte and --total ({})",
+                args.total
+            );
         }
         sizes.push(n);
     }

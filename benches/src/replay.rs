@@ -312,7 +312,11 @@ fn open_image_file(img: &Ext4Image, name: &str, create: bool) -> anyhow::Result<
         match img.fs.lookup(name) {
             Err(bufwrite_ext4::Ext4Error::NotFound(_)) => {
                 return img.fs.create_file(name).with_context(|| {
-                    format!("cannot create {} in {}", Clipped(name, trace::LINE_CLIP), img.path.display())
+                    format!(
+                        "cannot create {} in {}",
+                        Clipped(name, trace::LINE_CLIP),
+                        img.path.display()
+                    )
                 });
             }
             Err(e) => {

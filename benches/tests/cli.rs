@@ -503,9 +503,17 @@ fn replay_allocates_on_ext4_and_names_the_line_that_hits_enospc() {
     fsck_ok(&img);
     let newf = dir.path().join("new.dump");
     let _ = std::fs::remove_file(&newf);
-    run_ok(tool("debugfs").args(["-R", &format!("dump /new {}", newf.display())]).arg(&img));
+    run_ok(
+        tool("debugfs")
+            .args(["-R", &format!("dump /new {}", newf.display())])
+            .arg(&img),
+    );
     let bytes = std::fs::read(&newf).unwrap();
-    assert!(!bytes.is_empty() && bytes.len() < 8 << 20, "{}", bytes.len());
+    assert!(
+        !bytes.is_empty() && bytes.len() < 8 << 20,
+        "{}",
+        bytes.len()
+    );
     // Every byte that went in is the trace's: line i wrote seed i + 1.
     for (i, chunk) in bytes.chunks(1 << 20).enumerate() {
         let mut want = vec![0u8; chunk.len()];

@@ -143,7 +143,11 @@ fn timing_checks_every_write_first_and_never_writes_the_image() {
     );
     assert_refused(
         &out,
-        &["trace line 3", "pwrite 17592186044416 1 1", "nothing was run"],
+        &[
+            "trace line 3",
+            "pwrite 17592186044416 1 1",
+            "nothing was run",
+        ],
         "failing timed trace",
     );
     assert_eq!(text(&out.stdout), "");

@@ -231,11 +231,7 @@ impl Ext4File {
                         new: false,
                     };
                 }
-                let next_delayed = st
-                    .delayed
-                    .range(blk..)
-                    .next()
-                    .map_or(u64::MAX, |(&d, _)| d);
+                let next_delayed = st.delayed.range(blk..).next().map_or(u64::MAX, |(&d, _)| d);
                 let next = next_ext.min(next_delayed).saturating_mul(bs);
                 Iomap {
                     offset: pos,
@@ -306,7 +302,10 @@ impl Ext4File {
     fn commit(&self, st: &mut State, point: Transaction, frees: Frees) -> EResult<()> {
         let meta = self.writable()?;
         let mut ms = meta.lock();
-        let raw = st.raw.as_mut().ok_or_else(|| self.refuse("no inode record".into()))?;
+        let raw = st
+            .raw
+            .as_mut()
+            .ok_or_else(|| self.refuse("no inode record".into()))?;
         raw.set_size(st.disk_size);
         raw.update_checksum(self.ino, meta.fs_seed());
         meta.commit(&mut ms, point, &[(self.ino, &*raw, Phase::Point)], frees)?;
@@ -592,12 +591,10 @@ impl Mapper for Ext4File {
     }
 
     fn get_block(&self, block: FileBlock, create: bool) -> EResult<BlockMapping> {
-        let pos = block
-            .pos(self.unit())
-            .ok_or(Error::RangeOverflow {
-                offset: block.get(),
-                len: self.bs(),
-            })?;
+        let pos = block.pos(self.unit()).ok_or(Error::RangeOverflow {
+            offset: block.get(),
+            len: self.bs(),
+        })?;
         let m = {
             let st = self.read();
             self.lookup(&st, pos, self.bs())
@@ -770,13 +767,10 @@ impl Mapper for Ext4File {
     fn fallocate(&self, pos: FilePos, len: u64, mode: FallocMode) -> EResult<()> {
         self.writable()?;
         let bs = self.bs();
-        let end = pos
-            .get()
-            .checked_add(len)
-            .ok_or(Error::RangeOverflow {
-                offset: pos.get(),
-                len,
-            })?;
+        let end = pos.get().checked_add(len).ok_or(Error::RangeOverflow {
+            offset: pos.get(),
+            len,
+        })?;
         if end > MAX_FILE_BLOCKS * bs {
             return Err(Error::FileTooLarge {
                 offset: pos.get(),

@@ -4,15 +4,15 @@
 use crate::dir::Dir;
 use crate::error::{CorruptKind, Ext4Error, Location, OverlapWith, Result, Structure};
 use crate::extent::{Extent, TreeCtx};
+use crate::extent_tree::ExtentTree;
 use crate::file::Ext4File;
 use crate::gaps::GapReport;
 use crate::group_desc::{self, GroupDesc};
 use crate::inode::{flags, FileType, Inode};
+use crate::meta::Meta;
 use crate::superblock::{compat, incompat, ro_compat, Superblock};
 use crate::util::read_meta;
 use crate::{extent, indirect};
-use crate::extent_tree::ExtentTree;
-use crate::meta::Meta;
 use bufwrite_engine::{AllocPolicy, BlockDevice};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -333,10 +333,14 @@ impl Ext4 {
     pub fn alloc_blockers(&self) -> Vec<String> {
         let mut v = self.write_blockers();
         if self.sb.has_ro_compat(ro_compat::BIGALLOC) {
-            v.push("bigalloc (clusters larger than a block) is not modelled by the allocator".into());
+            v.push(
+                "bigalloc (clusters larger than a block) is not modelled by the allocator".into(),
+            );
         }
         if self.sb.has_incompat(incompat::META_BG) {
-            v.push("meta_bg moves the group descriptors, which the allocator does not follow".into());
+            v.push(
+                "meta_bg moves the group descriptors, which the allocator does not follow".into(),
+            );
         }
         if self.sb.has_ro_compat(ro_compat::QUOTA) {
             v.push("quota accounting is not modelled: the quota files would go stale".into());
@@ -351,7 +355,12 @@ impl Ext4 {
     }
 
     /// The one writable mapper of `inode` (made now, or the open one).
-    fn writable_file(&self, path: &str, inode: &Inode, extents: Vec<Extent>) -> Result<Arc<Ext4File>> {
+    fn writable_file(
+        &self,
+        path: &str,
+        inode: &Inode,
+        extents: Vec<Extent>,
+    ) -> Result<Arc<Ext4File>> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = open.get(&inode.ino).and_then(Weak::upgrade) {
             return Ok(f);

@@ -131,7 +131,12 @@ impl Meta {
     }
 
     /// Allocates up to `want` contiguous blocks near `goal`.
-    pub(crate) fn alloc_blocks(&self, st: &mut MetaState, goal: u64, want: u64) -> Result<(u64, u64)> {
+    pub(crate) fn alloc_blocks(
+        &self,
+        st: &mut MetaState,
+        goal: u64,
+        want: u64,
+    ) -> Result<(u64, u64)> {
         let mut scratch = Transaction::new();
         let r = st
             .alloc

@@ -9,6 +9,7 @@
 //! written and the inode and its blocks are released.
 
 use crate::dir_write::{self, DirBlocks, DirParams};
+use crate::error::Structure;
 use crate::error::{Ext4Error, Result};
 use crate::extent::find;
 use crate::extent_tree::{ExtentTree, TreeBlocks};
@@ -19,7 +20,6 @@ use crate::meta::{Frees, Meta, MetaState};
 use crate::superblock::{incompat, ro_compat};
 use crate::txn::{MetaKind, Phase, Transaction};
 use crate::util::read_meta;
-use crate::error::Structure;
 use bufwrite_engine::{BlockSize, Filesystem, Mapper};
 use std::sync::Arc;
 
@@ -270,8 +270,8 @@ impl Ext4 {
             if changed {
                 dir_raw.set_size(size);
                 dir_raw.set_block_area(&dir_tree.root());
-                let blocks: u64 = dir_tree.extents().iter().map(|e| e.len).sum::<u64>()
-                    + dir_tree.node_blocks();
+                let blocks: u64 =
+                    dir_tree.extents().iter().map(|e| e.len).sum::<u64>() + dir_tree.node_blocks();
                 dir_raw.set_blocks(
                     blocks * u64::from(sb.block_size / 512),
                     sb.has_ro_compat(ro_compat::HUGE_FILE),

@@ -357,12 +357,7 @@ impl Superblock {
             snapshot_inum: le32(b, 0x180),
             mount_opts: String::from_utf8_lossy(&mo[..mo_len]).into_owned(),
             csum_seed,
-            hash_seed: [
-                le32(b, 0xEC),
-                le32(b, 0xF0),
-                le32(b, 0xF4),
-                le32(b, 0xF8),
-            ],
+            hash_seed: [le32(b, 0xEC), le32(b, 0xF0), le32(b, 0xF4), le32(b, 0xF8)],
             def_hash_version: b[0xFC],
             flags: le32(b, 0x160),
             want_extra_isize: le16(b, 0x15E),

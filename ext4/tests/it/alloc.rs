@@ -93,7 +93,10 @@ fn scenario(bs: u32, features: &str, extra: &[&str], pname: &str, policy: AllocP
         let (m, fs) = mount(&dev, policy);
         let f = m.open("/new", CREATE, mkpath(), opts).unwrap();
         // Appends of several sizes, some crossing blocks and folios.
-        for (i, n) in [1000usize, 3000, 4096, 70_000, 5, 200_000].iter().enumerate() {
+        for (i, n) in [1000usize, 3000, 4096, 70_000, 5, 200_000]
+            .iter()
+            .enumerate()
+        {
             let b = pattern(*n, 10 + i as u64);
             assert_eq!(f.write(&b).unwrap(), *n);
             want.extend_from_slice(&b);
@@ -132,7 +135,11 @@ fn scenario(bs: u32, features: &str, extra: &[&str], pname: &str, policy: AllocP
         want.resize(want.len().max(at + b.len()), 0);
         want[at..at + b.len()].copy_from_slice(&b);
         f.fsync().unwrap();
-        check(&dev, &want, "fallocate, punch and writes into unwritten extents");
+        check(
+            &dev,
+            &want,
+            "fallocate, punch and writes into unwritten extents",
+        );
         f.close().unwrap();
         m.sync().unwrap();
     }
@@ -215,7 +222,14 @@ fn many_files_in_linear_and_htree_directories() {
         let n = 300;
         for i in 0..n {
             let name = format!("/d/file-with-a-longish-name-{i}");
-            let f = m.open(&name, CREATE, Box::new(bufwrite_engine::IomapPath::new()), FileOptions::default()).unwrap();
+            let f = m
+                .open(
+                    &name,
+                    CREATE,
+                    Box::new(bufwrite_engine::IomapPath::new()),
+                    FileOptions::default(),
+                )
+                .unwrap();
             f.write(&pattern(100 + i, i as u64)).unwrap();
             f.close().unwrap();
         }
@@ -227,7 +241,8 @@ fn many_files_in_linear_and_htree_directories() {
             assert!(dump(&img, &name) == pattern(100 + i, i as u64), "{name}");
         }
         for i in (0..n).step_by(2) {
-            m.unlink(&format!("/d/file-with-a-longish-name-{i}")).unwrap();
+            m.unlink(&format!("/d/file-with-a-longish-name-{i}"))
+                .unwrap();
         }
         m.sync().unwrap();
         sync_image(&img, "mem", &dev);
@@ -237,7 +252,12 @@ fn many_files_in_linear_and_htree_directories() {
         assert!(ls.contains("file-with-a-longish-name-1"), "{ls}");
         // Creating a name that exists is refused.
         let e = m
-            .open("/d/file-with-a-longish-name-1", CREATE, Box::new(bufwrite_engine::IomapPath::new()), FileOptions::default())
+            .open(
+                "/d/file-with-a-longish-name-1",
+                CREATE,
+                Box::new(bufwrite_engine::IomapPath::new()),
+                FileOptions::default(),
+            )
             .unwrap_err();
         assert!(matches!(e, Error::AlreadyExists(_)), "{e}");
         std::fs::remove_file(&img).unwrap();
@@ -253,11 +273,20 @@ fn enospc_is_returned_at_write_time_and_nothing_acknowledged_is_lost() {
     for (pname, mkpath) in paths() {
         for policy in [AllocPolicy::Unwritten, AllocPolicy::Ordered] {
             let dir = tempfile::tempdir().unwrap();
-            let img = mkfs(dir.path(), "s.img", 1024, "metadata_csum,^has_journal", 4, &[]);
+            let img = mkfs(
+                dir.path(),
+                "s.img",
+                1024,
+                "metadata_csum,^has_journal",
+                4,
+                &[],
+            );
             let before = free_counts(&img);
             let dev = device(&img, "mem").unwrap();
             let (m, _fs) = mount(&dev, policy);
-            let f = m.open("/fill", CREATE, mkpath(), FileOptions::default()).unwrap();
+            let f = m
+                .open("/fill", CREATE, mkpath(), FileOptions::default())
+                .unwrap();
             let mut acked: Vec<u8> = Vec::new();
             let mut saw_short = false;
             let err = loop {
@@ -279,7 +308,10 @@ fn enospc_is_returned_at_write_time_and_nothing_acknowledged_is_lost() {
             m.sync().unwrap();
             sync_image(&img, "mem", &dev);
             fsck_ok(&img);
-            assert!(dump(&img, "/fill") == acked, "{pname} {policy}: acknowledged bytes");
+            assert!(
+                dump(&img, "/fill") == acked,
+                "{pname} {policy}: acknowledged bytes"
+            );
             m.unlink("/fill").unwrap();
             m.sync().unwrap();
             sync_image(&img, "mem", &dev);
@@ -304,21 +336,24 @@ proptest! {
 
     /// Random writes, appends, truncates, fallocates, punches, fsyncs,
     /// drop_caches and reopens on a new ext4 file, every path and policy,
-    /// 1 and 4 KiB blocks: every read matches the model, and after every
-    /// fsync e2fsck is clean and e2fsprogs reads the model's bytes.
+    /// the RAM and pread/pwrite backends, 1 and 4 KiB blocks: every read
+    /// matches the model, and after every fsync e2fsck is clean and
+    /// e2fsprogs reads the model's bytes.
     #[test]
     fn model_on_ext4(
         variant in 0usize..VARIANTS.len(),
         path in 0usize..4,
         ordered in any::<bool>(),
+        sync_backend in any::<bool>(),
         ops in ops_strategy(MODEL_CAPACITY, model_weights(), 1..40),
     ) {
+        let backend = if sync_backend { "sync" } else { "mem" };
         let (bs, features, extra) = VARIANTS[variant];
         let policy = if ordered { AllocPolicy::Ordered } else { AllocPolicy::Unwritten };
         let (pname, mkpath) = paths()[path];
         let dir = tempfile::tempdir().unwrap();
         let img = mkfs(dir.path(), "m.img", bs, features, 48, extra);
-        let dev = device(&img, "mem").unwrap();
+        let dev = device(&img, backend).unwrap();
         let (m, fs) = mount(&dev, policy);
         let opts = FileOptions { order: OrderPolicy::FromWrite { max_order: 9 } };
         drop(m.open("/f", CREATE, mkpath(), opts).unwrap());
@@ -330,7 +365,7 @@ proptest! {
             let r = apply_to(&mut subject, &mut model, op);
             prop_assert!(r.is_ok(), "{pname} {policy} {features} {bs}: op {i} {op}: {}", r.unwrap_err());
             if matches!(op, Op::Trace(TraceOp::Fsync | TraceOp::Fdatasync) | Op::Reopen) {
-                sync_image(&img, "mem", &dev);
+                sync_image(&img, backend, &dev);
                 let out = std::process::Command::new("e2fsck").arg("-fn").arg(&img).output().unwrap();
                 prop_assert!(out.status.success(), "{pname} {policy} {features} {bs}: e2fsck after op {i} {op}:\n{}",
                     String::from_utf8_lossy(&out.stdout));
@@ -338,5 +373,78 @@ proptest! {
             }
         }
         let _: &File = subject.file();
+    }
+}
+
+/// `Block bitmap at N` of group 0, from dumpe2fs.
+fn block_bitmap_of_group0(img: &Path) -> u64 {
+    let out = std::process::Command::new("dumpe2fs")
+        .arg(img)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Block bitmap at "))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no block bitmap in dumpe2fs output"))
+}
+
+/// Allocation on an image whose bitmaps or descriptors are inconsistent is
+/// refused with an error naming the structure, and nothing reaches the
+/// device: a block bitmap failing its checksum, a descriptor claiming more
+/// free blocks than its group has, a bitmap disagreeing with its count.
+#[test]
+fn allocation_refuses_inconsistent_bitmaps_and_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str); 3] = [
+        ("bitmap checksum", "metadata_csum"),
+        ("descriptor count", "^metadata_csum,^uninit_bg"),
+        ("bitmap vs count", "^metadata_csum,^uninit_bg"),
+    ];
+    for (what, features) in cases {
+        let img = mkfs(dir.path(), "bad.img", 4096, features, 16, &[]);
+        // Block-aligned, so the write past EOF has no old EOF tail to zero.
+        std::fs::write(dir.path().join("src"), pattern(12_288, 1)).unwrap();
+        debugfs_w(
+            &img,
+            &[format!("write {} /f", dir.path().join("src").display())],
+        );
+        let mut bytes = std::fs::read(&img).unwrap();
+        let bb = block_bitmap_of_group0(&img) as usize * 4096;
+        match what {
+            // Any byte of the bitmap: its checksum no longer matches.
+            "bitmap checksum" => bytes[bb + 4000] ^= 0x01,
+            // bg_free_blocks_count_lo of group 0 (descriptor table at block 1).
+            "descriptor count" => {
+                bytes[4096 + 0x0C..4096 + 0x0E].copy_from_slice(&0xFFF0u16.to_le_bytes())
+            }
+            // A free block (3200, of the 4096 the image has) marked used.
+            _ => bytes[bb + 400] |= 0x01,
+        }
+        std::fs::write(&img, &bytes).unwrap();
+        let dev = device(&img, "mem").unwrap();
+        let result = (|| -> Result<(), String> {
+            let fs = Ext4::open(dev.clone()).map_err(|e| e.to_string())?;
+            let mapper = fs.open_file("/f").map_err(|e| e.to_string())?;
+            let f = File::open(
+                dev.clone(),
+                mapper,
+                Box::new(bufwrite_engine::IomapPath::new()),
+                FileOptions::default(),
+            )
+            .map_err(|e| e.to_string())?;
+            f.pwrite(50_000, &pattern(5000, 2))
+                .map_err(|e| e.to_string())?;
+            let r = f.fsync().map_err(|e| format!("{e:#}"));
+            f.set_writeback_on_drop(false);
+            r
+        })();
+        let e = result.expect_err(what);
+        assert!(
+            e.contains("corrupt") || e.contains("bitmap") || e.contains("descriptor"),
+            "{what}: {e}"
+        );
+        assert_eq!(dev.stats().writes, 0, "{what}: something was written");
     }
 }

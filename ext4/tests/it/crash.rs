@@ -73,10 +73,17 @@ type State = BTreeMap<&'static str, Vec<u8>>;
 
 /// Runs the workload; returns the states after each completed sync (the
 /// first is the empty image). Stops at the first error (the crash).
-fn workload(dev: Arc<dyn BlockDevice>, policy: AllocPolicy, mkpath: fn() -> Box<dyn WritePath>) -> Vec<State> {
+fn workload(
+    dev: Arc<dyn BlockDevice>,
+    policy: AllocPolicy,
+    mkpath: fn() -> Box<dyn WritePath>,
+) -> Vec<State> {
     let mut states = vec![State::new()];
     let _ = (|| -> bufwrite_engine::Result<()> {
-        let fs = Arc::new(bufwrite_ext4::Ext4::open_with(dev.clone(), policy).map_err(bufwrite_engine::Error::from)?);
+        let fs = Arc::new(
+            bufwrite_ext4::Ext4::open_with(dev.clone(), policy)
+                .map_err(bufwrite_engine::Error::from)?,
+        );
         let m = Mount::new(dev.clone(), fs);
         let opts = FileOptions {
             order: OrderPolicy::FromWrite { max_order: 4 },
@@ -164,7 +171,11 @@ fn only_leaks(out: &str) -> Result<(), String> {
 }
 
 fn check_crash(img: &Path, full: &[State], done: usize, k: u64, what: &str) {
-    let out = std::process::Command::new("e2fsck").arg("-fn").arg(img).output().unwrap();
+    let out = std::process::Command::new("e2fsck")
+        .arg("-fn")
+        .arg(img)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         if let Err(e) = only_leaks(&text) {
@@ -189,7 +200,14 @@ fn check_crash(img: &Path, full: &[State], done: usize, k: u64, what: &str) {
 
 fn crash_everywhere(pname: &str, mkpath: fn() -> Box<dyn WritePath>, policy: AllocPolicy) {
     let dir = tempfile::tempdir().unwrap();
-    let img0 = mkfs(dir.path(), "c.img", 1024, "metadata_csum,^has_journal", 8, &[]);
+    let img0 = mkfs(
+        dir.path(),
+        "c.img",
+        1024,
+        "metadata_csum,^has_journal",
+        8,
+        &[],
+    );
     let bytes = std::fs::read(&img0).unwrap();
     // A run with no crash counts the writes.
     let total = {
@@ -200,7 +218,11 @@ fn crash_everywhere(pname: &str, mkpath: fn() -> Box<dyn WritePath>, policy: All
             writes: AtomicU64::new(0),
         });
         let states = workload(dev.clone(), policy, mkpath);
-        assert_eq!(states.len(), 6, "{pname} {policy}: the workload failed without a crash");
+        assert_eq!(
+            states.len(),
+            6,
+            "{pname} {policy}: the workload failed without a crash"
+        );
         (dev.writes.load(Ordering::SeqCst), states)
     };
     let (total, full) = total;
@@ -244,4 +266,3 @@ fn crash_at_every_write_bh_unwritten() {
 fn crash_at_every_write_bh_ordered() {
     crash_everywhere("bh-legacy", paths()[1].1, AllocPolicy::Ordered);
 }
-

@@ -1,5 +1,7 @@
 //! Random corruption of small real images: every entry point returns an
-//! error or a result, never panics, never hangs, and nothing is written.
+//! error or a result, never panics, never hangs; the readers write nothing,
+//! and the writers (allocation, truncate, punch, fallocate, create, unlink)
+//! fail or succeed cleanly.
 //!
 //! Images are made once per run (1 KiB and 4 KiB blocks, with and without
 //! metadata_csum), each with a nested file, a depth >= 2 extent tree and an
@@ -10,7 +12,8 @@
 use crate::common::*;
 use bufwrite_engine::device::mem::Mem;
 use bufwrite_engine::{
-    BlockDevice, File, FileBlock, FileOptions, FilePos, IomapPath, MapIntent, Mapper,
+    BlockDevice, FallocMode, File, FileBlock, FileOptions, FilePos, IomapPath, MapIntent, Mapper,
+    Mount, OpenFlags,
 };
 use bufwrite_ext4::{CorruptKind, Ext4, Ext4Error, Location, OverlapWith, Structure};
 use proptest::prelude::*;
@@ -387,6 +390,41 @@ fn exercise(dev: Arc<Mem>) {
         let _ = file.fsync();
     }
     assert_eq!(dev.stats().writes, 0, "a read-only exercise wrote");
+    write_phase(&d);
+}
+
+/// The writers on the same (corrupt) image: appends and writes into holes
+/// with their allocation at fsync, truncate, punch, fallocate, create and
+/// unlink either succeed or return an error; none panics or hangs, and the
+/// device (which refuses anything out of its bounds) is never asked to
+/// write outside itself.
+fn write_phase(d: &Arc<dyn BlockDevice>) {
+    let size = d.size();
+    let Ok(fs) = checked(Ext4::open(d.clone()), size) else {
+        return;
+    };
+    let m = Mount::new(d.clone(), Arc::new(fs));
+    let flags = OpenFlags {
+        create: true,
+        exclusive: false,
+        truncate: false,
+    };
+    for p in ["/a/b/c/f", "/frag", "/big/new", "/new"] {
+        let Ok(f) = m.open(p, flags, Box::new(IomapPath::new()), FileOptions::default()) else {
+            continue;
+        };
+        let len = f.size();
+        let _ = f.pwrite(len.saturating_add(5000), &[7u8; 9000]);
+        let _ = f.pwrite(len / 3, &[8u8; 20_000]);
+        let _ = f.fsync();
+        let _ = f.set_len(len / 2);
+        let _ = f.fallocate(0, 8192, FallocMode::PunchHole);
+        let _ = f.fallocate(len, 65_536, FallocMode::Allocate);
+        let _ = f.fsync();
+        f.set_writeback_on_drop(false);
+    }
+    let _ = m.unlink("/new");
+    let _ = m.sync();
 }
 
 /// `r`, after [`check_error`] on its error.

@@ -275,7 +275,11 @@ fn allocating_writes_are_fsck_clean_on_every_path() {
                 )
                 .unwrap();
                 let bytes = pattern(len, 40 + i as u64);
-                assert_eq!(file.pwrite(off, &bytes).unwrap(), len, "{pname} {path}@{off}");
+                assert_eq!(
+                    file.pwrite(off, &bytes).unwrap(),
+                    len,
+                    "{pname} {path}@{off}"
+                );
                 file.fsync().unwrap();
                 let w = want.get_mut(path).unwrap();
                 let end = off as usize + len;
