@@ -3,9 +3,10 @@
 //! Each measurement creates a new file through a `Mount` of the image,
 //! appends `--total` bytes to it in calls of one size (every call past EOF,
 //! so every block is a delayed allocation), times the calls (usecs per
-//! call: the cached cost), then times the fsync that allocates, writes and
-//! commits (the durable cost), and counts the metadata blocks the image
-//! got per MiB appended, by kind, and the device requests. The file is
+//! call: the cached cost) and the fsyncs that allocate, write and commit
+//! (the durable cost, per fsync: one at the end, or one per
+//! `--fsync-every` bytes), and counts the metadata blocks the image got per
+//! MiB appended, by kind, and the device requests. The file is
 //! unlinked afterwards, so the next measurement starts from the same free
 //! space. Configurations alternate within each run (`--runs` of them) and
 //! the median is reported, so that a slow spell of the disk does not land
@@ -25,7 +26,7 @@ use bufwrite_ext4::{Ext4, MetaCounts, MetaKind};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Arguments of `bufwrite append`.
 #[derive(Debug, clap::Args)]
@@ -47,6 +48,10 @@ pub struct Args {
     /// Bytes appended per measurement (K/M/G suffixes).
     #[arg(long, default_value = "4M")]
     total: String,
+    /// Also fsync after every this many bytes appended (K/M suffixes), as
+    /// a log does; 0: one fsync, at the end.
+    #[arg(long, default_value = "0")]
+    fsync_every: String,
     /// Runs; every configuration is measured once per run and the median
     /// is reported.
     #[arg(long, default_value_t = 3)]
@@ -82,6 +87,7 @@ struct Config {
 /// byte is written.
 pub fn run(args: Args) -> Result<()> {
     let total = parse_size(&args.total).map_err(anyhow::Error::msg)?;
+    let fsync_every = parse_size(&args.fsync_every).map_err(anyhow::Error::msg)?;
     let mut sizes = Vec::new();
     for s in &args.size {
         let n = parse_size(s).map_err(anyhow::Error::msg)?;
@@ -147,7 +153,7 @@ pub fn run(args: Args) -> Result<()> {
     for round in 0..=args.runs {
         for (i, c) in configs.iter().enumerate() {
             serial += 1;
-            let s = measure(&device, c, total, opts, serial)
+            let s = measure(&device, c, total, fsync_every, opts, serial)
                 .with_context(|| describe(c, "measuring"))?;
             if round > 0 {
                 samples[i].push(s);
@@ -166,6 +172,7 @@ pub fn run(args: Args) -> Result<()> {
             "command": "append",
             "image": args.image.as_ref().map(|p| p.display().to_string()),
             "total": total,
+            "fsync_every": fsync_every,
             "runs": args.runs,
             "backend": args.common.backend.to_string(),
             "max_order": args.common.order,
@@ -202,6 +209,7 @@ fn measure(
     device: &Arc<dyn BlockDevice>,
     c: &Config,
     total: u64,
+    fsync_every: u64,
     opts: FileOptions,
     serial: u64,
 ) -> Result<Sample> {
@@ -212,24 +220,34 @@ fn measure(
     let calls = total / c.size;
     let meta0 = fs.meta_counts();
     let io0 = device.stats();
-    let t0 = Instant::now();
-    for _ in 0..calls {
+    let mut writing = Duration::ZERO;
+    let mut syncing = Duration::ZERO;
+    let mut fsyncs = 0u64;
+    let mut since_sync = 0u64;
+    for i in 0..calls {
+        let t0 = Instant::now();
         let n = file.write(&buf)?;
+        writing += t0.elapsed();
         if n as u64 != c.size {
             bail!("a {}-byte append wrote {n} bytes", c.size);
         }
+        since_sync += c.size;
+        if i + 1 == calls || (fsync_every > 0 && since_sync >= fsync_every) {
+            let t1 = Instant::now();
+            file.fsync()?;
+            syncing += t1.elapsed();
+            fsyncs += 1;
+            since_sync = 0;
+        }
     }
-    let t1 = Instant::now();
-    file.fsync()?;
-    let t2 = Instant::now();
     let io = device.stats() - io0;
     let meta = fs.meta_counts().since(&meta0);
     file.close()?;
     m.unlink(&name)?;
     m.sync()?;
     Ok(Sample {
-        usecs_per_call: usecs_per_call(t1 - t0, calls),
-        fsync_usecs: (t2 - t1).as_secs_f64() * 1e6,
+        usecs_per_call: usecs_per_call(writing, calls),
+        fsync_usecs: usecs_per_call(syncing, fsyncs),
         meta,
         reads: io.reads,
         writes: io.writes,
