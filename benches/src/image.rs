@@ -68,21 +68,11 @@ impl TempExt4 {
     /// `debugfs -w -R "write SRC /bufwrite.dat" IMG` from a temporary
     /// source file of `file_size` pattern bytes.
     pub fn create(block_size: u32, file_size: u64) -> anyhow::Result<TempExt4> {
-        let mkfs = find_tool("mkfs.ext4")?;
         let debugfs = find_tool("debugfs")?;
-        let image = tempfile::Builder::new()
-            .prefix("bufwrite-")
-            .suffix(".ext4.img")
-            .tempfile()
-            .context("cannot create a temporary image in the system temp dir")?
-            .into_temp_path();
-        let guard = remove_on_signal(&image)?;
-        let size_kib = image_size(block_size, file_size) >> 10;
-        run(Command::new(&mkfs)
-            .args(["-q", "-F", "-b", &block_size.to_string()])
-            .arg(&image)
-            .arg(format!("{size_kib}k")))
-        .with_context(|| format!("mkfs.ext4 failed on {}", image.display()))?;
+        let TempExt4 {
+            image,
+            _guard: guard,
+        } = Self::empty(block_size, image_size(block_size, file_size))?;
 
         // Bound first, so dropped last: the file is gone before the guard.
         let (_src_guard, src) = source_file(file_size)?;

@@ -610,7 +610,7 @@ fn timing_refuses_a_block_device_and_leaves_it_untouched() {
         eprintln!("skip: set BUFWRITE_ROOT_TESTS=1 to run (needs root and losetup)");
         return;
     }
-    use bufwrite_engine::device::loopdev::{LoopDevice, LoopOptions};
+    use bufwrite_testkit::loopdev::{LoopDevice, LoopOptions};
     let dir = tempfile::tempdir().unwrap();
     let img = ext4_image(dir.path(), &initial());
     let before = file_hash(&img);
@@ -623,10 +623,11 @@ fn timing_refuses_a_block_device_and_leaves_it_untouched() {
         let out = bufwrite(args, "pwrite 0 10 1\nfsync\n");
         assert_refused(&out, &["not a regular file"], &format!("{args:?}"));
     }
-    // A plain replay on it with a trace that fails is refused before it runs.
+    // A plain replay on it with a trace that fails (past the largest ext4
+    // file) is refused before it runs.
     let out = bufwrite(
         &["replay", "--image", &dev, "--file", "/f"],
-        "pwrite 0 10 1\nfsync\npwrite 4194304 1 1\n",
+        "pwrite 0 10 1\nfsync\npwrite 17592186044416 1 1\n",
     );
     assert_refused(
         &out,

@@ -8,7 +8,7 @@
 //! The mount tests need root, `losetup` and `mount`: they run with
 //! `BUFWRITE_ROOT_TESTS=1` and print a skip line otherwise.
 
-use bufwrite_engine::device::loopdev::{LoopDevice, LoopOptions};
+use bufwrite_testkit::loopdev::{LoopDevice, LoopOptions};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -82,28 +82,15 @@ fn ext4_image(dir: &Path) -> PathBuf {
 
 /// A read-only mount (it writes nothing, so the image's bytes can be
 /// compared afterwards), unmounted on drop.
-struct Mount(PathBuf);
+struct Mount {
+    _mounted: bufwrite_testkit::loopdev::Mounted,
+}
 
 impl Mount {
     fn ro(dev: &Path, dir: &Path) -> Mount {
-        run_ok(
-            Command::new("mount")
-                .args(["-t", "ext4", "-o", "ro"])
-                .arg(dev)
-                .arg(dir),
-        );
-        Mount(dir.to_path_buf())
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        Mount {
+            _mounted: bufwrite_testkit::loopdev::Mounted::ext4(dev, dir, true)
+                .expect("mount -o ro"),
         }
     }
 }

@@ -45,12 +45,8 @@ impl BhState {
     pub const NEW: BhState = BhState(1 << 5);
     /// `BH_Async_Read`: under a read whose completion makes it uptodate.
     pub const ASYNC_READ: BhState = BhState(1 << 6);
-    /// `BH_Async_Write`: under writeback.
-    pub const ASYNC_WRITE: BhState = BhState(1 << 7);
     /// `BH_Delay`: delayed allocation, reserved but no disk block yet.
     pub const DELAY: BhState = BhState(1 << 8);
-    /// `BH_Write_EIO`: the last write of this block failed.
-    pub const WRITE_EIO: BhState = BhState(1 << 10);
     /// `BH_Unwritten`: allocated but not written on disk, reads must see zeroes.
     pub const UNWRITTEN: BhState = BhState(1 << 11);
 

@@ -29,6 +29,7 @@
 //! # Ok::<(), bufwrite_engine::Error>(())
 //! ```
 
+#![warn(unreachable_pub)]
 #![deny(unsafe_code)]
 
 mod buffer_head;

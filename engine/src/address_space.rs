@@ -9,7 +9,7 @@
 //! different thing and stays `bufwrite_ext4::AddressSpace`.
 
 use crate::device::BlockDevice;
-use crate::error::{Error, IoKind, Result};
+use crate::error::{Error, Result};
 use crate::folio::FolioData;
 use crate::mapping::Mapper;
 use crate::page_cache::PageCache;
@@ -191,10 +191,5 @@ impl AddressSpace {
         Error::Unsupported(format!(
             "writeback of file offset {file_offset}: the block is {what} and needs allocation"
         ))
-    }
-
-    /// An `Io` error for a failed read-in at device address `addr`.
-    pub fn read_error(addr: DevAddr, len: usize, e: std::io::Error) -> Error {
-        Error::io(IoKind::Read, addr.get(), len as u64, e)
     }
 }

@@ -28,8 +28,6 @@ impl FolioFlags {
     pub const UPTODATE: FolioFlags = FolioFlags(1);
     /// The folio holds data not yet written back.
     pub const DIRTY: FolioFlags = FolioFlags(2);
-    /// Writeback I/O is in flight.
-    pub const WRITEBACK: FolioFlags = FolioFlags(4);
     /// The last writeback of this folio failed.
     pub const ERROR: FolioFlags = FolioFlags(8);
 
@@ -112,15 +110,6 @@ impl FolioData {
         match &self.private {
             FolioPrivate::Iomap(s) => Some(s),
             _ => None,
-        }
-    }
-
-    /// Memory spent on per-block state for this folio.
-    pub fn private_bytes(&self, other: impl Fn(&(dyn Any + Send)) -> usize) -> usize {
-        match &self.private {
-            FolioPrivate::None => 0,
-            FolioPrivate::Iomap(s) => s.metadata_bytes(),
-            FolioPrivate::Other(b) => other(b.as_ref()),
         }
     }
 }

@@ -21,6 +21,8 @@
 //! # Ok::<(), bufwrite_engine::Error>(())
 //! ```
 
+#![warn(unreachable_pub)]
+
 pub mod address_space;
 pub mod align;
 pub mod bitmap;
@@ -37,8 +39,6 @@ pub mod mount;
 pub mod page_cache;
 pub mod pattern;
 pub mod read_in;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod trace;
 pub mod units;
 pub mod write_path;

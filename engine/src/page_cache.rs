@@ -78,11 +78,6 @@ impl PageCache {
         }
     }
 
-    /// The order policy.
-    pub fn policy(&self) -> OrderPolicy {
-        self.policy
-    }
-
     /// Largest folio size in bytes this cache creates: the write loops'
     /// chunk size.
     pub fn max_folio_size(&self) -> u64 {

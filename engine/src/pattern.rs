@@ -2,7 +2,7 @@
 //!
 //! Both are part of the `replay` command-line contract (docs/DESIGN.md §7),
 //! so that any other tool can reproduce a replay byte for
-//! byte; the model harness (`testing`) and the `bufwrite` binary use these
+//! byte; the model harness (`bufwrite-testkit`) and the `bufwrite` binary use these
 //! same functions.
 //!
 //! - byte at absolute file offset `o` for seed `s`:

@@ -78,7 +78,7 @@ impl Dir<'_, '_> {
     }
 
     /// The inode number of `name` in this directory, if present.
-    pub fn lookup(&self, name: &[u8]) -> Result<Option<u32>> {
+    pub(crate) fn lookup(&self, name: &[u8]) -> Result<Option<u32>> {
         let bs = u64::from(self.ctx.block_size);
         let nblocks = self.inode.size.div_ceil(bs);
         let index_blocks = if self.inode.has_flag(flags::INDEX) {

@@ -18,10 +18,10 @@
 
 use crate::error::Result;
 use crate::extent::{find, Extent};
-use crate::extent_tree::{ExtentTree, TreeBlocks};
+use crate::extent_tree::ExtentTree;
 use crate::inode::Inode;
 use crate::inode_write::RawInode;
-use crate::meta::{Frees, Meta, MetaState};
+use crate::meta::{Frees, Meta, MetaState, TreeAlloc};
 use crate::superblock::ro_compat;
 use crate::txn::{Phase, Transaction};
 use bufwrite_engine::{
@@ -314,6 +314,15 @@ impl Ext4File {
         Ok(())
     }
 
+    /// Where new blocks for file block `blk` should go: after the extent
+    /// before it, else the inode's (flex) group (ext4_ext_find_goal).
+    fn goal(&self, st: &State, ms: &MetaState, blk: u64) -> u64 {
+        st.tree
+            .as_ref()
+            .and_then(|t| t.goal(blk))
+            .unwrap_or_else(|| ms.alloc.inode_goal(self.ino))
+    }
+
     /// Allocates blocks for the delayed range starting at `blk` (at most
     /// `n` blocks), inserting the extent as the policy says.
     fn allocate_delayed(&self, st: &mut State, blk: u64, n: u64) -> EResult<Extent> {
@@ -327,11 +336,7 @@ impl Ext4File {
         let want = n.min(d + dn - blk);
         let unwritten = meta.policy == AllocPolicy::Unwritten;
         let mut ms = meta.lock();
-        let goal = st
-            .tree
-            .as_ref()
-            .and_then(|t| t.goal(blk))
-            .unwrap_or_else(|| ms.alloc.inode_goal(self.ino));
+        let goal = self.goal(st, &ms, blk);
         let (pblk, got) = meta.alloc_blocks(&mut ms, goal, want)?;
         Meta::unreserve(&mut ms, got);
         let mut frees = Frees::default();
@@ -345,7 +350,7 @@ impl Ext4File {
             got,
             pblk,
             unwritten,
-            &mut Blocks {
+            &mut TreeAlloc {
                 meta: &meta,
                 st: &mut ms,
                 frees: &mut frees,
@@ -386,11 +391,7 @@ impl Ext4File {
                     len: (end - blk) * self.bs(),
                 });
             }
-            let goal = st
-                .tree
-                .as_ref()
-                .and_then(|t| t.goal(blk))
-                .unwrap_or_else(|| ms.alloc.inode_goal(self.ino));
+            let goal = self.goal(st, &ms, blk);
             let (pblk, got) = meta.alloc_blocks(&mut ms, goal, n.min(avail))?;
             let mut frees = Frees::default();
             let tree = st
@@ -402,7 +403,7 @@ impl Ext4File {
                 got,
                 pblk,
                 true,
-                &mut Blocks {
+                &mut TreeAlloc {
                     meta: &meta,
                     st: &mut ms,
                     frees: &mut frees,
@@ -433,7 +434,7 @@ impl Ext4File {
             tree.remove(
                 blk,
                 end,
-                &mut Blocks {
+                &mut TreeAlloc {
                     meta: &meta,
                     st: &mut ms,
                     frees: &mut frees,
@@ -482,31 +483,6 @@ impl Ext4File {
             }
             at = m.end().get();
         }
-        Ok(())
-    }
-}
-
-/// The allocator as the tree editor sees it: tree blocks are allocated at
-/// once (from the emergency pool: no reservation), frees wait for the
-/// commit.
-struct Blocks<'a> {
-    meta: &'a Meta,
-    st: &'a mut MetaState,
-    frees: &'a mut Frees,
-}
-
-impl TreeBlocks for Blocks<'_> {
-    fn alloc_tree_block(&mut self, goal: u64, _txn: &mut Transaction) -> Result<u64> {
-        self.meta.alloc_blocks(self.st, goal, 1).map(|(b, _)| b)
-    }
-
-    fn free_tree_block(&mut self, blk: u64, _txn: &mut Transaction) -> Result<()> {
-        self.frees.blocks.push((blk, 1));
-        Ok(())
-    }
-
-    fn free_data(&mut self, start: u64, len: u64, _txn: &mut Transaction) -> Result<()> {
-        self.frees.blocks.push((start, len));
         Ok(())
     }
 }
@@ -699,7 +675,7 @@ impl Mapper for Ext4File {
                     Some(tree) => tree.mark_written(
                         blk,
                         end - blk,
-                        &mut Blocks {
+                        &mut TreeAlloc {
                             meta: &meta,
                             st: &mut ms,
                             frees: &mut frees,

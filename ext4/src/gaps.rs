@@ -35,17 +35,17 @@ pub struct Gap {
 /// "partially enable iomap" patch, by message id.
 mod series {
     /// RFC 17/18, 2023-11-23 (`ext4_should_use_buffered_iomap`).
-    pub const RFC_V1: &str = "RFC v1 <20231123125121.4064694-18-yi.zhang@huaweicloud.com>";
+    pub(super) const RFC_V1: &str = "RFC v1 <20231123125121.4064694-18-yi.zhang@huaweicloud.com>";
     /// RFC v3 24/26, 2024-01-27.
-    pub const RFC_V3: &str = "RFC v3 <20240127015825.1608160-25-yi.zhang@huaweicloud.com>";
+    pub(super) const RFC_V3: &str = "RFC v3 <20240127015825.1608160-25-yi.zhang@huaweicloud.com>";
     /// RFC v4 30/34, 2024-04-10.
-    pub const RFC_V4: &str = "RFC v4 <20240410150313.2820364-2-yi.zhang@huaweicloud.com>";
+    pub(super) const RFC_V4: &str = "RFC v4 <20240410150313.2820364-2-yi.zhang@huaweicloud.com>";
     /// v1 24/27, 2024-10-22.
-    pub const V1: &str = "v1 <20241022111059.2566137-25-yi.zhang@huaweicloud.com>";
+    pub(super) const V1: &str = "v1 <20241022111059.2566137-25-yi.zhang@huaweicloud.com>";
     /// -next v2 21/22, 2026-02-03 (`ext4_enable_buffered_iomap`); the
     /// latest gate read. The merged commit (03616d672cbf, ext4 dev for
     /// 7.4) was not read.
-    pub const NEXT_V2: &str = "-next v2 <20260203062523.3869120-22-yi.zhang@huawei.com>";
+    pub(super) const NEXT_V2: &str = "-next v2 <20260203062523.3869120-22-yi.zhang@huawei.com>";
 }
 
 /// Where each row's statement about the gate comes from.

@@ -34,7 +34,7 @@ impl GroupDesc {
 }
 
 /// Reads every group descriptor, verifying metadata_csum checksums.
-pub fn read_all(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Vec<GroupDesc>> {
+pub(crate) fn read_all(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Vec<GroupDesc>> {
     let bs = u64::from(sb.block_size);
     let ds = u64::from(sb.desc_size);
     let per_block = bs / ds;

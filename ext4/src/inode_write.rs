@@ -8,15 +8,11 @@
 
 // The callers (inode allocation and the namei integration) are not wired in
 // yet; until they are, only the tests use this module.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use crate::checksum::{chksum, inode_seed};
-use crate::error::{CorruptKind, Location, Structure};
 use crate::error::{Ext4Error, Result};
 use crate::inode::flags;
-use crate::txn::{MetaKind, Phase, Transaction};
-use crate::util::{le16, le32, read_meta};
-use bufwrite_engine::BlockDevice;
+use crate::util::{le16, le32};
 
 /// The base inode (`EXT2_GOOD_OLD_INODE_SIZE`); the extra area follows it.
 const BASE: usize = 128;
@@ -30,23 +26,23 @@ const EXT_MAGIC: u16 = 0xF30A;
 
 /// Field offsets (the kernel's `struct ext4_inode`).
 mod off {
-    pub const MODE: usize = 0x00;
-    pub const SIZE_LO: usize = 0x04;
-    pub const ATIME: usize = 0x08;
-    pub const CTIME: usize = 0x0C;
-    pub const MTIME: usize = 0x10;
-    pub const DTIME: usize = 0x14;
-    pub const LINKS: usize = 0x1A;
-    pub const BLOCKS_LO: usize = 0x1C;
-    pub const FLAGS: usize = 0x20;
-    pub const BLOCK: usize = 0x28;
-    pub const GENERATION: usize = 0x64;
-    pub const SIZE_HIGH: usize = 0x6C;
-    pub const BLOCKS_HIGH: usize = 0x74;
-    pub const CSUM_LO: usize = 0x7C;
-    pub const EXTRA_ISIZE: usize = 0x80;
-    pub const CSUM_HI: usize = 0x82;
-    pub const CRTIME: usize = 0x90;
+    pub(super) const MODE: usize = 0x00;
+    pub(super) const SIZE_LO: usize = 0x04;
+    pub(super) const ATIME: usize = 0x08;
+    pub(super) const CTIME: usize = 0x0C;
+    pub(super) const MTIME: usize = 0x10;
+    pub(super) const DTIME: usize = 0x14;
+    pub(super) const LINKS: usize = 0x1A;
+    pub(super) const BLOCKS_LO: usize = 0x1C;
+    pub(super) const FLAGS: usize = 0x20;
+    pub(super) const BLOCK: usize = 0x28;
+    pub(super) const GENERATION: usize = 0x64;
+    pub(super) const SIZE_HIGH: usize = 0x6C;
+    pub(super) const BLOCKS_HIGH: usize = 0x74;
+    pub(super) const CSUM_LO: usize = 0x7C;
+    pub(super) const EXTRA_ISIZE: usize = 0x80;
+    pub(super) const CSUM_HI: usize = 0x82;
+    pub(super) const CRTIME: usize = 0x90;
 }
 
 /// An on-disk inode record (`s_inode_size` bytes) being edited; setters keep
@@ -59,7 +55,7 @@ pub(crate) struct RawInode {
 
 impl RawInode {
     /// Wraps a record read from the inode table (the full on-disk size).
-    pub fn from_bytes(raw: Vec<u8>) -> RawInode {
+    pub(crate) fn from_bytes(raw: Vec<u8>) -> RawInode {
         RawInode { bytes: raw }
     }
 
@@ -72,7 +68,7 @@ impl RawInode {
     /// superblock asking for more than the inode size cannot make the record
     /// claim bytes it does not have. The checksum is left zero: call
     /// [`RawInode::update_checksum`] once the last field is set.
-    pub fn new_inode(
+    pub(crate) fn new_inode(
         inode_size: usize,
         mode: u16,
         links: u16,
@@ -111,7 +107,7 @@ impl RawInode {
     }
 
     /// Sets i_size (`i_size_lo` 0x04, `i_size_high` 0x6C).
-    pub fn set_size(&mut self, size: u64) {
+    pub(crate) fn set_size(&mut self, size: u64) {
         self.put32(off::SIZE_LO, size as u32);
         self.put32(off::SIZE_HIGH, (size >> 32) as u32);
     }
@@ -120,7 +116,7 @@ impl RawInode {
     /// `l_i_blocks_high` 0x74). Without the huge_file feature only 32 bits
     /// exist; with it 48. An inode already counting in filesystem blocks
     /// (`EXT4_HUGE_FILE_FL`) is refused rather than guessed at.
-    pub fn set_blocks(&mut self, sectors_512: u64, huge_file: bool) -> Result<()> {
+    pub(crate) fn set_blocks(&mut self, sectors_512: u64, huge_file: bool) -> Result<()> {
         if self.flags() & HUGE_FILE_FL != 0 {
             return Err(Ext4Error::Unsupported(
                 "an inode with EXT4_HUGE_FILE_FL (i_blocks in filesystem blocks)".into(),
@@ -144,35 +140,36 @@ impl RawInode {
     }
 
     /// Sets the 60-byte `i_block` area (0x28): extent root or block map.
-    pub fn set_block_area(&mut self, i_block: &[u8; 60]) {
+    pub(crate) fn set_block_area(&mut self, i_block: &[u8; 60]) {
         self.bytes[off::BLOCK..off::BLOCK + 60].copy_from_slice(i_block);
     }
 
     /// Sets `i_links_count`.
-    pub fn set_links(&mut self, n: u16) {
+    pub(crate) fn set_links(&mut self, n: u16) {
         self.put16(off::LINKS, n);
     }
 
     /// Sets `i_dtime` (0 on a live inode: e2fsck treats a non-zero dtime on
     /// a linked inode as a deleted one).
-    pub fn set_dtime(&mut self, t: u32) {
+    pub(crate) fn set_dtime(&mut self, t: u32) {
         self.put32(off::DTIME, t);
     }
 
     /// Sets `i_mtime` and `i_ctime` (what a write or a directory change
     /// updates), seconds only.
-    pub fn set_mtime_ctime(&mut self, t: u32) {
+    pub(crate) fn set_mtime_ctime(&mut self, t: u32) {
         self.put32(off::MTIME, t);
         self.put32(off::CTIME, t);
     }
 
+    #[cfg(test)]
     /// Sets `i_flags`.
-    pub fn set_flags(&mut self, f: u32) {
+    pub(crate) fn set_flags(&mut self, f: u32) {
         self.put32(off::FLAGS, f);
     }
 
     /// The current `i_flags`.
-    pub fn flags(&self) -> u32 {
+    pub(crate) fn flags(&self) -> u32 {
         le32(&self.bytes, off::FLAGS)
     }
 
@@ -181,7 +178,7 @@ impl RawInode {
     /// seed, the inode number and the generation, over the whole record with
     /// both fields zero. Without metadata_csum (`fs_seed` None) the fields
     /// are left alone: they are then `l_i_reserved` / unused.
-    pub fn update_checksum(&mut self, ino: u32, fs_seed: Option<u32>) {
+    pub(crate) fn update_checksum(&mut self, ino: u32, fs_seed: Option<u32>) {
         let Some(fs_seed) = fs_seed else { return };
         let has_hi = self.extra_covers(off::CSUM_HI + 2);
         self.put16(off::CSUM_LO, 0);
@@ -212,47 +209,6 @@ impl RawInode {
     fn put32(&mut self, at: usize, v: u32) {
         self.bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
     }
-}
-
-/// Queues inode `ino`'s record `raw` at device byte `offset` (its slot in
-/// the inode table) into `txn`: the table block is loaded from the
-/// transaction or the device, patched, and queued as [`MetaKind::Inode`] in
-/// [`Phase::Point`]. The caller has updated the checksum.
-pub(crate) fn queue_inode(
-    dev: &dyn BlockDevice,
-    txn: &mut Transaction,
-    block_size: u32,
-    offset: u64,
-    ino: u32,
-    raw: &RawInode,
-) -> Result<()> {
-    let bs = u64::from(block_size);
-    let block = offset / bs;
-    let at = (offset % bs) as usize;
-    if at + raw.bytes.len() > block_size as usize {
-        // Inode sizes divide the block size: a record crossing a block
-        // means the offset or the record is wrong.
-        return Err(Ext4Error::corrupt(
-            Structure::Inode { ino },
-            Location::Byte(offset),
-            CorruptKind::OutOfRange {
-                field: "inode record end in its table block",
-                value: (at + raw.bytes.len()) as u64,
-                min: 0,
-                end: bs + 1,
-            },
-        ));
-    }
-    let data = txn.get_mut(block, MetaKind::Inode, Phase::Point, || {
-        read_meta(
-            dev,
-            Structure::Inode { ino },
-            block * bs,
-            block_size as usize,
-        )
-    })?;
-    data[at..at + raw.bytes.len()].copy_from_slice(&raw.bytes);
-    Ok(())
 }
 
 #[cfg(test)]
@@ -301,24 +257,6 @@ mod tests {
         assert_eq!(le16(&r.bytes, off::EXTRA_ISIZE), 32);
         let r = RawInode::new_inode(128, 0o40755, 2, 1, 32, 0);
         assert_eq!(r.bytes.len(), 128);
-    }
-
-    #[test]
-    fn queued_inodes_share_their_table_block() {
-        use bufwrite_engine::device::mem::Mem;
-        let dev = Mem::new(16 * 1024);
-        let mut txn = Transaction::new();
-        for (ino, slot) in [(12u32, 2u64), (13, 3)] {
-            let mut r = RawInode::new_inode(256, 0o100644, 1, ino, 32, 5);
-            r.update_checksum(ino, Some(99));
-            queue_inode(&dev, &mut txn, 1024, 4096 + slot * 256, ino, &r).unwrap();
-        }
-        assert_eq!(txn.len(), 1);
-        let r = RawInode::new_inode(256, 0, 0, 0, 32, 0);
-        assert!(queue_inode(&dev, &mut txn, 1024, 4096 + 900, 14, &r).is_err());
-        assert_eq!(txn.commit(&dev, 1024).unwrap().get(MetaKind::Inode), 1);
-        let b = read_meta(&dev, Structure::Inode { ino: 13 }, 4096 + 3 * 256, 256).unwrap();
-        assert_eq!(Inode::parse(13, &b, Some(99), 0).unwrap().generation, 13);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(unreachable_pub)]
 #![forbid(unsafe_code)]
 
 mod alloc;

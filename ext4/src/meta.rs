@@ -11,6 +11,7 @@
 
 use crate::alloc::Allocator;
 use crate::error::{Ext4Error, Result, Structure};
+use crate::extent_tree::TreeBlocks;
 use crate::inode_write::RawInode;
 use crate::superblock::Superblock;
 use crate::txn::{MetaCounts, MetaKind, Phase, Transaction};
@@ -227,5 +228,30 @@ impl Meta {
             .unwrap_or_else(|e| e.into_inner())
             .add(&counts);
         Ok(counts)
+    }
+}
+
+/// The allocator as the extent-tree editor sees it: tree blocks are
+/// allocated at once (from the emergency pool: no reservation), frees wait
+/// for the commit (`frees`).
+pub(crate) struct TreeAlloc<'a> {
+    pub meta: &'a Meta,
+    pub st: &'a mut MetaState,
+    pub frees: &'a mut Frees,
+}
+
+impl TreeBlocks for TreeAlloc<'_> {
+    fn alloc_tree_block(&mut self, goal: u64, _txn: &mut Transaction) -> Result<u64> {
+        self.meta.alloc_blocks(self.st, goal, 1).map(|(b, _)| b)
+    }
+
+    fn free_tree_block(&mut self, blk: u64, _txn: &mut Transaction) -> Result<()> {
+        self.frees.blocks.push((blk, 1));
+        Ok(())
+    }
+
+    fn free_data(&mut self, start: u64, len: u64, _txn: &mut Transaction) -> Result<()> {
+        self.frees.blocks.push((start, len));
+        Ok(())
     }
 }

@@ -12,11 +12,11 @@ use crate::dir_write::{self, DirBlocks, DirParams};
 use crate::error::Structure;
 use crate::error::{Ext4Error, Result};
 use crate::extent::find;
-use crate::extent_tree::{ExtentTree, TreeBlocks};
+use crate::extent_tree::ExtentTree;
 use crate::fs::Ext4;
 use crate::inode::{flags, Inode};
 use crate::inode_write::RawInode;
-use crate::meta::{Frees, Meta, MetaState};
+use crate::meta::{Frees, Meta, MetaState, TreeAlloc};
 use crate::superblock::{incompat, ro_compat};
 use crate::txn::{MetaKind, Phase, Transaction};
 use crate::util::read_meta;
@@ -71,7 +71,28 @@ struct DirIo<'a> {
     appended: Vec<u64>,
 }
 
-impl DirIo<'_> {
+impl<'a> DirIo<'a> {
+    fn new(
+        meta: &'a Meta,
+        ms: &'a mut MetaState,
+        txn: &'a mut Transaction,
+        frees: &'a mut Frees,
+        tree: &'a mut ExtentTree,
+        dir: &'a Inode,
+    ) -> Self {
+        DirIo {
+            meta,
+            ms,
+            txn,
+            frees,
+            tree,
+            dir,
+            size: dir.size,
+            changed_inode: false,
+            appended: Vec::new(),
+        }
+    }
+
     fn bs(&self) -> u64 {
         u64::from(self.meta.sb.block_size)
     }
@@ -85,28 +106,6 @@ impl DirIo<'_> {
                 self.dir.ino
             ))),
         }
-    }
-}
-
-struct TreeAlloc<'a, 'b> {
-    meta: &'a Meta,
-    ms: &'b mut MetaState,
-    frees: &'b mut Frees,
-}
-
-impl TreeBlocks for TreeAlloc<'_, '_> {
-    fn alloc_tree_block(&mut self, goal: u64, _txn: &mut Transaction) -> Result<u64> {
-        self.meta.alloc_blocks(self.ms, goal, 1).map(|(b, _)| b)
-    }
-
-    fn free_tree_block(&mut self, blk: u64, _txn: &mut Transaction) -> Result<()> {
-        self.frees.blocks.push((blk, 1));
-        Ok(())
-    }
-
-    fn free_data(&mut self, start: u64, len: u64, _txn: &mut Transaction) -> Result<()> {
-        self.frees.blocks.push((start, len));
-        Ok(())
     }
 }
 
@@ -160,7 +159,7 @@ impl DirBlocks for DirIo<'_> {
             false,
             &mut TreeAlloc {
                 meta: self.meta,
-                ms: self.ms,
+                st: self.ms,
                 frees: self.frees,
             },
             self.txn,
@@ -244,17 +243,7 @@ impl Ext4 {
             let mut frees = Frees::default();
             let mut dir_tree = ExtentTree::load(&self.tree_ctx(), &dir)?;
             let mut dir_raw = meta.read_raw_inode(dir.ino)?;
-            let mut io = DirIo {
-                meta: &meta,
-                ms: &mut ms,
-                txn: &mut txn,
-                frees: &mut frees,
-                tree: &mut dir_tree,
-                dir: &dir,
-                size: dir.size,
-                changed_inode: false,
-                appended: Vec::new(),
-            };
+            let mut io = DirIo::new(&meta, &mut ms, &mut txn, &mut frees, &mut dir_tree, &dir);
             let r = dir_write::add_entry(&mut io, &params, name.as_bytes(), ino, FT_REG_FILE);
             let (changed, size) = (io.changed_inode, io.size);
             if let Err(e) = r {
@@ -317,17 +306,7 @@ impl Ext4 {
         let mut txn = Transaction::new();
         let mut frees = Frees::default();
         let mut dir_tree = ExtentTree::load(&self.tree_ctx(), &dir)?;
-        let mut io = DirIo {
-            meta: &meta,
-            ms: &mut ms,
-            txn: &mut txn,
-            frees: &mut frees,
-            tree: &mut dir_tree,
-            dir: &dir,
-            size: dir.size,
-            changed_inode: false,
-            appended: Vec::new(),
-        };
+        let mut io = DirIo::new(&meta, &mut ms, &mut txn, &mut frees, &mut dir_tree, &dir);
         let ino = dir_write::remove_entry(&mut io, &params, name.as_bytes())?;
         drop(io);
         if ino != target.ino {
@@ -342,7 +321,7 @@ impl Ext4 {
             u64::MAX,
             &mut TreeAlloc {
                 meta: &meta,
-                ms: &mut ms,
+                st: &mut ms,
                 frees: &mut frees,
             },
             &mut txn,

@@ -13,7 +13,7 @@
 
 #![allow(dead_code)] // the test uses part of it, the example another part
 
-use bufwrite_engine::device::loopdev::{LoopDevice, LoopOptions};
+use bufwrite_testkit::loopdev::{LoopDevice, LoopOptions};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

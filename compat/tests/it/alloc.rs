@@ -4,8 +4,8 @@
 
 use bufwrite_compat::{folio_ring, BhState, BufferHeadPath, Mode};
 use bufwrite_engine::device::mem::Mem;
-use bufwrite_engine::testing::Reserving;
 use bufwrite_engine::{AllocPolicy, Error, FallocMode, File, FileOptions, Flat, OrderPolicy};
+use bufwrite_testkit::Reserving;
 use std::sync::Arc;
 
 const CAP: u64 = 1 << 20;

@@ -2,8 +2,8 @@
 
 use bufwrite_compat::{BufferHeadPath, Mode, WalkCounter, WalkStats};
 use bufwrite_engine::device::mem::Mem;
-use bufwrite_engine::testing::fill;
 use bufwrite_engine::{File, FileOptions, Flat, IomapPath, OrderPolicy, WritePath};
+use bufwrite_testkit::fill;
 use std::sync::Arc;
 
 /// Seed of the bytes a fresh device holds, so that anything exposed or
@@ -95,23 +95,23 @@ impl Rig {
 /// bytes (unwritten ranges read as zeroes). At the end nothing is dirty and
 /// everything reads back from the device.
 pub fn run_on_every_path(
-    s: &bufwrite_engine::testing::Setup,
-    ops: &[bufwrite_engine::testing::Op],
+    s: &bufwrite_testkit::Setup,
+    ops: &[bufwrite_testkit::Op],
 ) -> Result<(), String> {
     run_on_every_path_with(s, ops, None)
 }
 
 /// [`run_on_every_path`], over Flat files (`delalloc` None) or over
-/// delalloc files ([`Reserving`](bufwrite_engine::testing::Reserving),
+/// delalloc files ([`Reserving`](bufwrite_testkit::Reserving),
 /// room for every block, allocating with the policy given; the setup's
 /// initial size is taken as 0): writes reserve, writeback allocates, and
 /// every fsync checks the written blocks and that no reservation is left.
 pub fn run_on_every_path_with(
-    s: &bufwrite_engine::testing::Setup,
-    ops: &[bufwrite_engine::testing::Op],
+    s: &bufwrite_testkit::Setup,
+    ops: &[bufwrite_testkit::Op],
     delalloc: Option<bufwrite_engine::AllocPolicy>,
 ) -> Result<(), String> {
-    use bufwrite_engine::testing::{apply_to, Model, Op, Reserving, Subject, TraceOp};
+    use bufwrite_testkit::{apply_to, Model, Op, Reserving, Subject, TraceOp};
     let rigs: Vec<Rig> = PATHS
         .iter()
         .map(|p| Rig::new(p, s.bs, s.order, s.base, s.capacity, s.size))

@@ -5,10 +5,10 @@
 //! every device must hold the model's bytes.
 
 use crate::common::{run_on_every_path, run_on_every_path_with};
-use bufwrite_engine::testing::{
+use bufwrite_engine::AllocPolicy;
+use bufwrite_testkit::{
     edge_sequence, every_block_size_and_policy, ops_strategy, setup_strategy, Op, OpWeights, Setup,
 };
-use bufwrite_engine::AllocPolicy;
 use proptest::prelude::*;
 
 const MIB: u64 = 1 << 20;

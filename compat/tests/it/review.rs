@@ -2,8 +2,8 @@
 //! past EOF on all four paths, and several threads on one file.
 
 use crate::common::{run_on_every_path, PATHS};
-use bufwrite_engine::testing::{ops_strategy, Op, OpWeights, Setup};
 use bufwrite_engine::OrderPolicy;
+use bufwrite_testkit::{ops_strategy, Op, OpWeights, Setup};
 use proptest::prelude::*;
 
 const MIB: u64 = 1 << 20;
@@ -71,7 +71,7 @@ struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = bufwrite_engine::testing::splitmix64(self.0);
+        self.0 = bufwrite_testkit::splitmix64(self.0);
         self.0
     }
 
@@ -204,7 +204,7 @@ fn threaded(name: &str, bs: u32, order: OrderPolicy, size: u64, seed: u64) -> Re
     }
     // The file as the device and the mapper hold it (unwritten gaps read
     // as zeroes).
-    let disk = bufwrite_engine::testing::flat_bytes(mem.as_ref(), &flat, model.len() as u64)?;
+    let disk = bufwrite_testkit::flat_bytes(mem.as_ref(), &flat, model.len() as u64)?;
     if let Some(i) = disk.iter().zip(&model).position(|(a, b)| a != b) {
         return Err(format!(
             "{name}: device byte {i} is {:#04x}, expected {:#04x}",
@@ -249,8 +249,8 @@ fn threads_never_expose_stale_or_poisoned_bytes() {
 fn faults_keep_data_dirty_and_expose_nothing() {
     use bufwrite_engine::device::faulty::Faulty;
     use bufwrite_engine::device::mem::Mem;
-    use bufwrite_engine::testing::flat_bytes;
     use bufwrite_engine::{File, FileOptions, Flat};
+    use bufwrite_testkit::flat_bytes;
     use std::sync::Arc;
 
     for name in PATHS {

@@ -3,8 +3,8 @@
 use crate::common::{Rig, GARBAGE_SEED, PATHS};
 use bufwrite_compat::WalkStats;
 use bufwrite_compat::{folio_ring, Mode};
-use bufwrite_engine::testing::fill;
 use bufwrite_engine::OrderPolicy;
+use bufwrite_testkit::fill;
 
 const MIB: u64 = 1 << 20;
 const FOLIO: u64 = 2 * MIB;

@@ -10,7 +10,6 @@
 
 mod counters;
 pub mod faulty;
-pub mod loopdev;
 pub mod mem;
 mod open;
 pub mod probe;

@@ -41,12 +41,6 @@ pub fn logical_block_size(fd: impl AsFd) -> io::Result<u32> {
     Ok(rustix::fs::ioctl_blksszget(fd)?)
 }
 
-/// A block device's physical block size (`BLKPBSZGET`): the unit that
-/// avoids a read-modify-write inside the device.
-pub fn physical_block_size(fd: impl AsFd) -> io::Result<u32> {
-    Ok(rustix::fs::ioctl_blkpbszget(fd)?)
-}
-
 /// A block device's size in bytes (`BLKGETSIZE64`).
 pub fn block_device_size(fd: impl AsFd) -> io::Result<u64> {
     // SAFETY: BLKGETSIZE64 is a read-only getter whose argument is a

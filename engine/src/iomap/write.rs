@@ -345,13 +345,98 @@ fn iomap_write_end(mapping: &AddressSpace, folio: &mut FolioData, off: usize, co
     mapping.mark_folio_dirty(folio);
 }
 
-#[cfg(all(test, feature = "testing"))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::device::mem::Mem;
-    use crate::testing::Reserving;
-    use crate::{AllocPolicy, File, FileOptions, IomapPath, Mapper, OrderPolicy};
-    use std::sync::Arc;
+    use crate::{
+        BlockMapping, BlockSize, File, FileBlock, FileOptions, IomapPath, Mapper, OrderPolicy,
+    };
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// A delalloc mapper of 1 KiB blocks: a write over a hole reserves it
+    /// (Delalloc + new), writeback maps a reserved block in place; it
+    /// records what is released.
+    #[derive(Default)]
+    struct Reserving {
+        reserved: Mutex<BTreeSet<u64>>,
+        releases: Mutex<Vec<(u64, u64)>>,
+        size: AtomicU64,
+    }
+
+    impl Reserving {
+        fn reserved(&self) -> usize {
+            self.reserved.lock().unwrap().len()
+        }
+        fn releases(&self) -> Vec<(u64, u64)> {
+            self.releases.lock().unwrap().clone()
+        }
+    }
+
+    impl Mapper for Reserving {
+        fn block_size(&self) -> BlockSize {
+            BlockSize::new(1024).unwrap()
+        }
+        fn iomap_begin(&self, pos: FilePos, len: u64, intent: MapIntent) -> Result<Iomap> {
+            let mut r = self.reserved.lock().unwrap();
+            let b = pos.get() >> 10;
+            let last = (pos.get() + len.max(1) - 1) >> 10;
+            let held = r.contains(&b);
+            let mut n = 1;
+            while b + n <= last && r.contains(&(b + n)) == held {
+                n += 1;
+            }
+            let (kind, new) = match (held, intent) {
+                (true, _) => (ExtentKind::Delalloc, false),
+                (false, MapIntent::Write) => {
+                    r.extend(b..b + n);
+                    (ExtentKind::Delalloc, true)
+                }
+                (false, _) => (ExtentKind::Hole, false),
+            };
+            Ok(Iomap {
+                offset: pos,
+                length: (((b + n) << 10) - pos.get()).min(len),
+                kind,
+                addr: DevAddr::new(0),
+                new,
+            })
+        }
+        fn get_block(&self, _block: FileBlock, _create: bool) -> Result<BlockMapping> {
+            unreachable!("the iomap path maps by range")
+        }
+        fn map_blocks(&self, pos: FilePos, len: u64) -> Result<Iomap> {
+            let mut r = self.reserved.lock().unwrap();
+            for b in pos.get() >> 10..(pos.get() + len).div_ceil(1024) {
+                r.remove(&b);
+            }
+            Ok(Iomap {
+                offset: pos,
+                length: len,
+                kind: ExtentKind::Mapped,
+                addr: DevAddr::new(pos.get()),
+                new: true,
+            })
+        }
+        fn release_delalloc(&self, pos: FilePos, len: u64) {
+            let mut r = self.reserved.lock().unwrap();
+            for b in pos.get() >> 10..(pos.get() + len) >> 10 {
+                r.remove(&b);
+            }
+            self.releases.lock().unwrap().push((pos.get(), len));
+        }
+        fn size(&self) -> u64 {
+            self.size.load(Ordering::Acquire)
+        }
+        fn set_size(&self, size: u64) {
+            self.size.store(size, Ordering::Release);
+        }
+        fn max_size(&self) -> u64 {
+            1 << 20
+        }
+    }
 
     /// A short write inside a delalloc mapping it reserved gives back the
     /// blocks after the written bytes, but not those dirty in the cache
@@ -359,13 +444,7 @@ mod tests {
     #[test]
     fn short_write_punches_the_unused_reservation() {
         let mem = Arc::new(Mem::new(1 << 20));
-        let mapper = Arc::new(Reserving::new(
-            0,
-            1 << 20,
-            1024,
-            1024,
-            AllocPolicy::Unwritten,
-        ));
+        let mapper = Arc::new(Reserving::default());
         let opts = FileOptions {
             order: OrderPolicy::Fixed(2),
         };

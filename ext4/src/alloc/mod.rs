@@ -17,7 +17,6 @@
 
 // The integrator wires the allocator into `Ext4File`; until then only
 // the tests use it.
-#![cfg_attr(not(test), allow(dead_code))]
 
 mod bitmap;
 #[cfg(test)]
@@ -30,7 +29,6 @@ use crate::superblock::{incompat, ro_compat, Superblock, SUPERBLOCK_OFFSET};
 use crate::txn::{MetaKind, Phase, Transaction};
 use crate::util::{hilo, le16, le32, read_meta};
 use bufwrite_engine::BlockDevice;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `bg_flags`: the inode bitmap was never written (every inode is free).
 const BG_INODE_UNINIT: u16 = 0x1;
@@ -114,7 +112,7 @@ impl Allocator {
     /// it cannot keep consistent: bigalloc, meta_bg, sparse_super2, bitmaps
     /// too small for the group, a descriptor whose free counts exceed the
     /// group or whose checksum is wrong.
-    pub fn load(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Allocator> {
+    pub(crate) fn load(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Allocator> {
         if sb.has_ro_compat(ro_compat::BIGALLOC) {
             return Err(unsupported(
                 "bigalloc: the allocator counts blocks, not clusters",
@@ -266,29 +264,14 @@ impl Allocator {
 
     /// Free blocks now (sum of groups; equals the superblock count on a
     /// clean image). Includes blocks freed but not yet reusable.
-    pub fn free_blocks(&self) -> u64 {
+    pub(crate) fn free_blocks(&self) -> u64 {
         self.free_blocks
     }
 
+    #[cfg(test)]
     /// Free inodes now (sum of groups).
-    pub fn free_inodes(&self) -> u64 {
+    pub(crate) fn free_inodes(&self) -> u64 {
         self.free_inodes
-    }
-
-    /// `s_r_blocks_count`: blocks reserved for root.
-    pub fn root_reserved(&self) -> u64 {
-        let b = &self.sb_data[self.sb_off..];
-        let hi = if self.sb.has_incompat(incompat::BIT64) {
-            le32(b, 0x154)
-        } else {
-            0
-        };
-        hilo(hi, le32(b, 0x08))
-    }
-
-    /// A reservation counter for delayed allocation over this filesystem.
-    pub fn reservations(&self) -> Reservations {
-        Reservations::new(self.sb.blocks_count, self.root_reserved())
     }
 
     /// Allocates up to `want` (>= 1) contiguous blocks: at `goal` if it is
@@ -304,7 +287,7 @@ impl Allocator {
     /// Returns `(first block, count)`; [`Ext4Error::NoSpace`] when no block
     /// is free, with nothing changed. Reservations are not consulted:
     /// writeback allocates what write time reserved.
-    pub fn alloc_blocks(
+    pub(crate) fn alloc_blocks(
         &mut self,
         dev: &dyn BlockDevice,
         goal: u64,
@@ -415,7 +398,7 @@ impl Allocator {
     /// outside the filesystem) and nothing changed. Queues bitmap,
     /// descriptor and superblock at [`Phase::Release`]. The blocks are
     /// not reused before [`Allocator::frees_committed`].
-    pub fn free_blocks_range(
+    pub(crate) fn free_blocks_range(
         &mut self,
         dev: &dyn BlockDevice,
         start: u64,
@@ -488,7 +471,7 @@ impl Allocator {
 
     /// Makes the blocks freed so far allocatable again: call once the
     /// transactions that freed them are committed.
-    pub fn frees_committed(&mut self) {
+    pub(crate) fn frees_committed(&mut self) {
         for g in &mut self.groups {
             g.busy = None;
         }
@@ -501,7 +484,7 @@ impl Allocator {
     /// new inode, `bg_used_dirs_count` raised for a directory, free counts
     /// and checksums updated; everything queued at [`Phase::Claim`].
     /// Returns the inode number; [`Ext4Error::NoSpace`] when none is free.
-    pub fn alloc_inode(
+    pub(crate) fn alloc_inode(
         &mut self,
         dev: &dyn BlockDevice,
         parent: u32,
@@ -566,7 +549,7 @@ impl Allocator {
     /// the free counts, lowers `bg_used_dirs_count` for a directory;
     /// queued at [`Phase::Release`]. Refuses reserved inodes and inodes
     /// already free, with nothing changed.
-    pub fn free_inode(
+    pub(crate) fn free_inode(
         &mut self,
         dev: &dyn BlockDevice,
         ino: u32,
@@ -619,14 +602,15 @@ impl Allocator {
     /// inode's group, or with flex groups of 4 and more groups the start
     /// of the flex group's second group (the first is kept for
     /// directories), as `ext4_inode_to_goal_block`.
-    pub fn inode_goal(&self, ino: u32) -> u64 {
+    pub(crate) fn inode_goal(&self, ino: u32) -> u64 {
         self.goal(ino, true)
     }
 
+    #[cfg(test)]
     /// The goal block for a directory's (or other non-regular inode's)
     /// first block: as [`Allocator::inode_goal`], without the step to the
     /// flex group's second group.
-    pub fn dir_goal(&self, ino: u32) -> u64 {
+    pub(crate) fn dir_goal(&self, ino: u32) -> u64 {
         self.goal(ino, false)
     }
 
@@ -648,10 +632,11 @@ impl Allocator {
         u64::from(self.sb.first_data_block) + g * u64::from(self.sb.blocks_per_group)
     }
 
+    #[cfg(test)]
     /// True if `blk` is in use: marked in its bitmap, a metadata block, or
     /// outside the filesystem (for the writers' sanity checks). A block
     /// freed but not yet reusable reads as free.
-    pub fn is_allocated(&mut self, dev: &dyn BlockDevice, blk: u64) -> Result<bool> {
+    pub(crate) fn is_allocated(&mut self, dev: &dyn BlockDevice, blk: u64) -> Result<bool> {
         if blk < u64::from(self.sb.first_data_block) || blk >= self.sb.blocks_count {
             return Ok(true);
         }
@@ -978,62 +963,4 @@ fn metadata_runs(sb: &Superblock, groups: &[Group]) -> Vec<(u64, u64)> {
         }
     }
     out
-}
-
-/// Delayed-allocation reservations: blocks promised to dirty data not yet
-/// allocated. Usable from `&self` by concurrent writers.
-///
-/// A reservation succeeds while `free - reserved - n` stays at or above
-/// the root reserve (`s_r_blocks_count`) plus the emergency pool
-/// (`min(2% of blocks, 4096)`, the kernel's `s_resv_clusters`), as
-/// `ext4_has_free_clusters` requires of ordinary writers (UPSTREAM-ALLOC
-/// §1.4, §8 rule 2).
-pub(crate) struct Reservations {
-    reserved: AtomicU64,
-    /// Root reserve plus emergency pool: never reservable.
-    floor: u64,
-}
-
-impl Reservations {
-    /// Counters for a filesystem of `blocks_count` blocks with
-    /// `root_reserve` blocks reserved for root.
-    pub fn new(blocks_count: u64, root_reserve: u64) -> Self {
-        let pool = (blocks_count / 50).min(4096);
-        Reservations {
-            reserved: AtomicU64::new(0),
-            floor: root_reserve.saturating_add(pool),
-        }
-    }
-
-    /// Reserves `n` blocks when `free_now` (the allocator's free count)
-    /// leaves room for them; false (nothing reserved) otherwise.
-    pub fn reserve(&self, n: u64, free_now: u64) -> bool {
-        self.reserved
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-                let need = cur.checked_add(n)?.checked_add(self.floor)?;
-                (free_now >= need).then_some(cur + n)
-            })
-            .is_ok()
-    }
-
-    /// Returns `n` reserved blocks (allocated at writeback, or dropped).
-    pub fn release(&self, n: u64) {
-        // A release beyond what is reserved is a caller's bug; saturate
-        // rather than wrap to an enormous reservation.
-        let _ = self
-            .reserved
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-                Some(cur.saturating_sub(n))
-            });
-    }
-
-    /// Blocks reserved now.
-    pub fn reserved(&self) -> u64 {
-        self.reserved.load(Ordering::Acquire)
-    }
-
-    /// Blocks an ordinary writer could still reserve given `free_now`.
-    pub fn available(&self, free_now: u64) -> u64 {
-        free_now.saturating_sub(self.reserved().saturating_add(self.floor))
-    }
 }

@@ -534,7 +534,7 @@ fn refuses_what_it_cannot_keep_consistent() {
 }
 
 #[test]
-fn goals_and_reservations() {
+fn goals() {
     let dir = tempfile::tempdir().unwrap();
     let img = mkfs(dir.path(), "goal.img", 1024, "", 64, &["-G", "4"]);
     let dev = open(&img);
@@ -548,22 +548,6 @@ fn goals_and_reservations() {
     assert_eq!(a.dir_goal(1), 1);
     // Past the last group it stays in range.
     assert!(a.inode_goal(sb.inodes_count) < sb.blocks_count);
-
-    let r = Reservations::new(100_000, 5000);
-    let floor = 5000 + 2000;
-    assert!(r.reserve(10, floor + 10));
-    assert!(!r.reserve(1, floor + 10));
-    assert_eq!(r.reserved(), 10);
-    assert_eq!(r.available(floor + 15), 5);
-    r.release(4);
-    assert!(r.reserve(4, floor + 10));
-    r.release(100);
-    assert_eq!(r.reserved(), 0);
-    assert_eq!(Reservations::new(1_000_000, 0).floor, 4096);
-    assert_eq!(
-        a.reservations().floor,
-        a.root_reserved() + (sb.blocks_count / 50).min(4096)
-    );
 }
 
 /// One image for the property test, made once.

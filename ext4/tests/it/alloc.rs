@@ -5,11 +5,11 @@
 //! unlink the free counts are back where they started.
 
 use crate::common::*;
-use bufwrite_engine::testing::{apply_to, ops_strategy, Model, Op, OpWeights, Subject, TraceOp};
 use bufwrite_engine::{
     AllocPolicy, BlockDevice, Error, FallocMode, File, FileOptions, Mount, OpenFlags, OrderPolicy,
 };
 use bufwrite_ext4::Ext4;
+use bufwrite_testkit::{apply_to, ops_strategy, Model, Op, OpWeights, Subject, TraceOp};
 use proptest::prelude::*;
 use std::path::Path;
 use std::sync::Arc;

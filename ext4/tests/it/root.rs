@@ -5,54 +5,32 @@
 //! otherwise, so the default test run needs neither root nor loop devices.
 
 use super::common::*;
-use bufwrite_engine::device::loopdev::{LoopDevice, LoopOptions};
 use bufwrite_engine::{File, FileOptions};
 use bufwrite_ext4::Ext4;
-use std::path::{Path, PathBuf};
+use bufwrite_testkit::loopdev::{LoopDevice, LoopOptions};
+use std::path::Path;
 use std::process::Command;
 
 fn enabled() -> bool {
     std::env::var_os("BUFWRITE_ROOT_TESTS").is_some_and(|v| v == "1")
 }
 
-/// A read-only mount, unmounted on drop (also when the test panics), so
-/// that the loop device under it can be detached.
+/// A mount, unmounted on drop (also when the test panics), so that the
+/// loop device under it can be detached.
 struct Mount {
-    dir: PathBuf,
+    _mounted: bufwrite_testkit::loopdev::Mounted,
 }
 
 impl Mount {
-    fn ro(dev: &Path, dir: &Path) -> Mount {
-        let out = Command::new("mount")
-            .args(["-t", "ext4", "-o", "ro"])
-            .arg(dev)
-            .arg(dir)
-            .output()
-            .expect("mount is installed");
-        assert!(
-            out.status.success(),
-            "mount -o ro {} {}: {}",
-            dev.display(),
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    /// `mount -t ext4 [-o ro] DEV DIR`.
+    fn new(dev: &Path, dir: &Path, read_only: bool) -> Mount {
         Mount {
-            dir: dir.to_path_buf(),
+            _mounted: bufwrite_testkit::loopdev::Mounted::ext4(dev, dir, read_only).expect("mount"),
         }
     }
-}
 
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // A reader still holding it open (e.g. a panicking test
-            // mid-read) must not leave the loop device stuck: detach lazily.
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
+    fn ro(dev: &Path, dir: &Path) -> Mount {
+        Mount::new(dev, dir, true)
     }
 }
 
@@ -226,26 +204,6 @@ fn the_kernel_mounts_the_defaults_the_report_describes() {
     assert_eq!(nodelalloc, knows, "{opts:?}");
 }
 
-/// A read-write mount, unmounted on drop.
-fn mount_rw(dev: &Path, dir: &Path) -> Mount {
-    let out = Command::new("mount")
-        .args(["-t", "ext4"])
-        .arg(dev)
-        .arg(dir)
-        .output()
-        .expect("mount is installed");
-    assert!(
-        out.status.success(),
-        "mount {} {}: {}",
-        dev.display(),
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Mount {
-        dir: dir.to_path_buf(),
-    }
-}
-
 /// Files bufwrite created, appended, truncated, punched and fallocated on
 /// every path and policy (and many new files in an htree directory) read
 /// back byte-identical through the kernel's ext4 from a read-only mount.
@@ -353,7 +311,7 @@ fn bufwrite_writes_files_the_kernel_allocated() {
         let lo = LoopDevice::attach(&img, LoopOptions::default())
             .expect("a free loop device (losetup --find)");
         let mnt = tempfile::tempdir().unwrap();
-        let mount = mount_rw(lo.path(), mnt.path());
+        let mount = Mount::new(lo.path(), mnt.path(), false);
         for (i, name) in names.iter().enumerate() {
             let p = mnt.path().join(name.trim_start_matches('/'));
             let f = std::fs::File::create(&p).unwrap();

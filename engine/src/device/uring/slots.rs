@@ -47,7 +47,7 @@ pub(super) struct Slots {
 
 impl Slots {
     /// `qd` free slots.
-    pub fn new(qd: usize) -> Self {
+    pub(super) fn new(qd: usize) -> Self {
         Slots {
             slots: (0..qd).map(|_| Slot::default()).collect(),
             free: (0..qd).rev().collect(),
@@ -57,22 +57,22 @@ impl Slots {
     }
 
     /// True when a slot is free.
-    pub fn has_free(&self) -> bool {
+    pub(super) fn has_free(&self) -> bool {
         !self.free.is_empty()
     }
 
     /// Takes a free slot, or `None` when all are taken.
-    pub fn acquire(&mut self) -> Option<usize> {
+    pub(super) fn acquire(&mut self) -> Option<usize> {
         self.free.pop()
     }
 
     /// Slot `si`.
-    pub fn get_mut(&mut self, si: usize) -> &mut Slot {
+    pub(super) fn get_mut(&mut self, si: usize) -> &mut Slot {
         &mut self.slots[si]
     }
 
     /// Records that slot `si`'s SQE is now in the submission queue.
-    pub fn submitted(&mut self, si: usize) {
+    pub(super) fn submitted(&mut self, si: usize) {
         debug_assert!(!self.in_flight[si], "slot {si} queued twice");
         if !self.in_flight[si] {
             self.in_flight[si] = true;
@@ -83,7 +83,7 @@ impl Slots {
     /// Records that the CQE tagged `tag` was taken off the completion
     /// queue; returns its slot, or `None` for a tag that names no slot in
     /// flight (which `run` never submits).
-    pub fn reaped(&mut self, tag: u64) -> Option<usize> {
+    pub(super) fn reaped(&mut self, tag: u64) -> Option<usize> {
         let si = usize::try_from(tag).ok()?;
         let flag = self.in_flight.get_mut(si)?;
         if !*flag {
@@ -95,13 +95,13 @@ impl Slots {
     }
 
     /// Slots whose SQE the kernel may still be working on.
-    pub fn in_flight(&self) -> usize {
+    pub(super) fn in_flight(&self) -> usize {
         self.count
     }
 
     /// Puts slot `si` (reaped, request finished) back on the free list
     /// and drops what it held.
-    pub fn release(&mut self, si: usize) {
+    pub(super) fn release(&mut self, si: usize) {
         debug_assert!(!self.in_flight[si], "slot {si} released in flight");
         let slot = &mut self.slots[si];
         slot.bounce = None;
@@ -112,7 +112,7 @@ impl Slots {
     /// Frees every slot, after a run that did not finish its requests (a
     /// panic): called only once nothing is in flight, so the bounce
     /// buffers and iovec arrays it drops are the kernel's no longer.
-    pub fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         debug_assert_eq!(self.count, 0, "reset with slots in flight");
         for slot in &mut self.slots {
             slot.bounce = None;
@@ -124,7 +124,7 @@ impl Slots {
 
     /// True when every slot is free and none is in flight: the state
     /// between two runs.
-    pub fn all_free(&self) -> bool {
+    pub(super) fn all_free(&self) -> bool {
         self.count == 0 && self.free.len() == self.slots.len()
     }
 }

@@ -7,13 +7,13 @@
 //! mkfs.ext4, mount).
 
 use bufwrite_engine::device::faulty::Faulty;
-use bufwrite_engine::device::loopdev::{LoopDevice, LoopOptions};
 use bufwrite_engine::device::uring::{self, UringConfig, UringDevice};
 use bufwrite_engine::device::{open_device, Backend, OpenOptions};
-use bufwrite_engine::testing::{apply, apply_to, check_device, Model, Op, Subject, TraceOp};
 use bufwrite_engine::{
     BlockDevice, Error, File, FileOptions, Flat, IoRequest, IomapPath, OrderPolicy,
 };
+use bufwrite_testkit::loopdev::{LoopDevice, LoopOptions};
+use bufwrite_testkit::{apply, apply_to, check_device, Model, Op, Subject, TraceOp};
 use proptest::prelude::*;
 use smallvec::smallvec;
 use std::path::{Path, PathBuf};

@@ -2,11 +2,9 @@
 //! device I/O, which bits it touches, how writeback merges, and what an
 //! invalid write leaves behind.
 
-mod common;
-
-use bufwrite_engine::testing::{apply, check_device, fill, flat_bytes, Model, Op, TraceOp};
+use crate::common::Rig;
 use bufwrite_engine::{Error, File, IoStats, OrderPolicy};
-use common::Rig;
+use bufwrite_testkit::{apply, check_device, fill, flat_bytes, Model, Op, TraceOp};
 use std::io::IoSlice;
 use std::sync::Arc;
 
@@ -252,10 +250,10 @@ fn folio_state_invariants() {
     ];
     for op in &ops {
         apply(&rig.file, &mut model, op).unwrap();
-        common::check_invariants(&rig.file).unwrap_or_else(|e| panic!("after {op}: {e}"));
+        crate::common::check_invariants(&rig.file).unwrap_or_else(|e| panic!("after {op}: {e}"));
     }
     apply(&rig.file, &mut model, &Op::Trace(TraceOp::Fsync)).unwrap();
-    common::check_invariants(&rig.file).unwrap();
+    crate::common::check_invariants(&rig.file).unwrap();
     check_device(&rig.region_bytes(), &model).unwrap();
 }
 

@@ -1,11 +1,9 @@
 //! Helpers shared by the engine's integration tests.
 
-#![allow(dead_code)]
-
 use bufwrite_engine::device::mem::Mem;
 use bufwrite_engine::device::{open_device, Backend, OpenOptions};
-use bufwrite_engine::testing::fill;
 use bufwrite_engine::{BlockDevice, File, FileOptions, Flat, IomapPath, OrderPolicy};
+use bufwrite_testkit::fill;
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -3,11 +3,11 @@
 //! in-test filesystem (names to Flat regions).
 
 use bufwrite_engine::device::mem::Mem;
-use bufwrite_engine::testing::Reserving;
 use bufwrite_engine::{
     AllocPolicy, BlockSize, Error, FallocMode, File, FileOptions, Filesystem, Flat, IomapPath,
     Mapper, Mount, OpenFlags, OrderPolicy, Result,
 };
+use bufwrite_testkit::Reserving;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

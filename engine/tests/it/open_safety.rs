@@ -5,10 +5,10 @@
 //! for writing by every backend, with a message naming where it is mounted,
 //! and its bytes stay as they were.
 
-use bufwrite_engine::device::loopdev::{LoopDevice, LoopOptions};
 use bufwrite_engine::device::uring::{self, UringConfig, UringDevice};
 use bufwrite_engine::device::{open_device, Backend, OpenOptions};
 use bufwrite_engine::Error;
+use bufwrite_testkit::loopdev::{LoopDevice, LoopOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -103,7 +103,7 @@ fn the_lock_holds_against_another_process() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "the_lock_holds_against_another_process",
+            "open_safety::the_lock_holds_against_another_process",
             "--nocapture",
         ])
         .env("BUFWRITE_HOLD_IMAGE", &path)
@@ -160,30 +160,17 @@ fn ext4_image(offset: u64) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// A read-only mount (which writes nothing, so the image's bytes can be
-/// compared), unmounted on drop.
-struct Mount(PathBuf);
+/// A read-only mount (it writes nothing, so the image's bytes can be
+/// compared afterwards), unmounted on drop.
+struct Mount {
+    _mounted: bufwrite_testkit::loopdev::Mounted,
+}
 
 impl Mount {
     fn ro(dev: &Path, dir: &Path) -> Mount {
-        run_ok(
-            Command::new("mount")
-                .args(["-t", "ext4", "-o", "ro"])
-                .arg(dev)
-                .arg(dir),
-        );
-        Mount(dir.to_path_buf())
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        Mount {
+            _mounted: bufwrite_testkit::loopdev::Mounted::ext4(dev, dir, true)
+                .expect("mount -o ro"),
         }
     }
 }

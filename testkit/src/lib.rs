@@ -1,16 +1,18 @@
-//! A model harness for testing a [`File`] (any write path, any device)
-//! against a plain in-memory file. Compiled only with the `testing` feature.
+//! bufwrite-testkit: the test tooling the crates' tests share (not
+//! published): a model harness for testing a [`File`] (any write path, any
+//! device) against a plain in-memory file, and [`loopdev`], a loop-device
+//! guard for the opt-in root tests.
 //!
 //! The pieces:
 //!
 //! - [`Op`]: one file operation: a [`TraceOp`] of the trace grammar
-//!   ([`crate::trace`]: write, pwrite, writev, seek, read, fsync,
+//!   ([`bufwrite_engine::trace`]: write, pwrite, writev, seek, read, fsync,
 //!   fdatasync, truncate, fallocate, punch), or a drop-caches or a reopen,
 //!   which no trace holds. Test crates
 //!   generate sequences of these with [`op_strategy`] / [`ops_strategy`] (weights in [`OpWeights`]), over a
 //!   file set up as [`setup_strategy`] draws it ([`Setup`]).
 //! - [`byte_at`] / [`fill`] / [`fnv1a64`]: re-exported from
-//!   [`crate::pattern`], the fixed byte function of the `replay` contract
+//!   [`bufwrite_engine::pattern`], the fixed byte function of the `replay` contract
 //!   (docs/DESIGN.md §7), so any tool can reproduce the bytes a
 //!   sequence wrote.
 //! - [`Model`]: a `Vec<u8>` file with a position, a size and a capacity,
@@ -25,7 +27,7 @@
 //!   device (Flat, or the delalloc test mapper [`Reserving`]).
 //!
 //! ```
-//! use bufwrite_engine::testing::{apply, check_device, Model, Op, TraceOp};
+//! use bufwrite_testkit::{apply, check_device, Model, Op, TraceOp};
 //! use bufwrite_engine::{device::mem::Mem, File, FileOptions, Flat, IomapPath};
 //! use std::sync::Arc;
 //!
@@ -45,13 +47,15 @@
 //! # Ok::<(), bufwrite_engine::Error>(())
 //! ```
 
-use crate::align::AlignedBuf;
-use crate::device::BlockDevice;
-use crate::error::Error;
-use crate::file::{File, FileOptions};
-use crate::mapping::{FallocMode, Flat, Mapper};
-use crate::page_cache::OrderPolicy;
-use crate::write_path::WritePath;
+pub mod loopdev;
+
+use bufwrite_engine::align::AlignedBuf;
+use bufwrite_engine::device::BlockDevice;
+use bufwrite_engine::mapping::{FallocMode, Flat, Mapper};
+use bufwrite_engine::page_cache::OrderPolicy;
+use bufwrite_engine::write_path::WritePath;
+use bufwrite_engine::Error;
+use bufwrite_engine::{File, FileOptions};
 use proptest::prelude::*;
 use proptest::strategy::Union;
 use std::fmt;
@@ -59,8 +63,8 @@ use std::io::IoSlice;
 use std::ops::Range;
 use std::sync::Arc;
 
-pub use crate::pattern::{byte_at, fill, fnv1a64, splitmix64};
-pub use crate::trace::Op as TraceOp;
+pub use bufwrite_engine::pattern::{byte_at, fill, fnv1a64, splitmix64};
+pub use bufwrite_engine::trace::Op as TraceOp;
 
 /// Largest buffer [`apply`] allocates for one op; larger ops are refused
 /// with an error rather than exhausting memory.
@@ -686,7 +690,7 @@ pub fn apply(file: &File, model: &mut Model, op: &Op) -> Result<(), String> {
 
 /// Checks an operation's outcome (no bytes) against the model's
 /// prediction.
-fn check_outcome(op: &Op, want: Expected, res: crate::Result<()>) -> Result<(), String> {
+fn check_outcome(op: &Op, want: Expected, res: bufwrite_engine::Result<()>) -> Result<(), String> {
     match (want, res) {
         (Expected::Ok, Ok(())) => Ok(()),
         (Expected::RangeOverflow, Err(Error::RangeOverflow { .. }))
@@ -721,7 +725,7 @@ impl Subject {
         flat: Option<Arc<Flat>>,
         make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
         opts: FileOptions,
-    ) -> crate::Result<Subject> {
+    ) -> bufwrite_engine::Result<Subject> {
         let file = File::open(Arc::clone(&device), Arc::clone(&mapper), make_path(), opts)?;
         Ok(Subject {
             file,
@@ -741,7 +745,7 @@ impl Subject {
         mapper: Arc<Reserving>,
         make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
         opts: FileOptions,
-    ) -> crate::Result<Subject> {
+    ) -> bufwrite_engine::Result<Subject> {
         let dynm: Arc<dyn Mapper> = mapper.clone();
         let mut s = Subject::new(device, dynm, None, make_path, opts)?;
         s.reserving = Some(mapper);
@@ -754,7 +758,7 @@ impl Subject {
         flat: Arc<Flat>,
         make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
         opts: FileOptions,
-    ) -> crate::Result<Subject> {
+    ) -> bufwrite_engine::Result<Subject> {
         let mapper: Arc<dyn Mapper> = flat.clone();
         Subject::new(device, mapper, Some(flat), make_path, opts)
     }
@@ -870,15 +874,15 @@ struct ReservingState {
 /// allocated (so the device check stays simple), holes until a write
 /// reserves them (`Delalloc`, counted against `limit` blocks: ENOSPC
 /// beyond), allocated at writeback (`map_blocks`, unwritten or written per
-/// the [`AllocPolicy`](crate::AllocPolicy)) and converted at `end_io`.
+/// the [`AllocPolicy`](bufwrite_engine::AllocPolicy)) and converted at `end_io`.
 /// Truncate and punch free blocks and release reservations.
 #[derive(Debug)]
 pub struct Reserving {
     base: u64,
     capacity: u64,
-    bs: crate::BlockSize,
+    bs: bufwrite_engine::BlockSize,
     limit: u64,
-    policy: crate::AllocPolicy,
+    policy: bufwrite_engine::AllocPolicy,
     size: std::sync::atomic::AtomicU64,
     state: std::sync::Mutex<ReservingState>,
     /// The get_block(create) call (1-based) that fails, if any.
@@ -890,11 +894,17 @@ pub struct Reserving {
 impl Reserving {
     /// An empty file at device offset `base` of at most `capacity` bytes,
     /// with room for `limit` blocks, allocating with `policy`.
-    pub fn new(base: u64, capacity: u64, bs: u32, limit: u64, policy: crate::AllocPolicy) -> Self {
+    pub fn new(
+        base: u64,
+        capacity: u64,
+        bs: u32,
+        limit: u64,
+        policy: bufwrite_engine::AllocPolicy,
+    ) -> Self {
         Reserving {
             base,
             capacity,
-            bs: crate::BlockSize::new(bs).unwrap_or_else(|_| panic!("block size {bs}")),
+            bs: bufwrite_engine::BlockSize::new(bs).unwrap_or_else(|_| panic!("block size {bs}")),
             limit,
             policy,
             size: std::sync::atomic::AtomicU64::new(0),
@@ -968,8 +978,8 @@ impl Reserving {
         Ok(out)
     }
 
-    fn addr(&self, pos: u64) -> crate::DevAddr {
-        crate::DevAddr::new(self.base + pos)
+    fn addr(&self, pos: u64) -> bufwrite_engine::DevAddr {
+        bufwrite_engine::DevAddr::new(self.base + pos)
     }
 
     /// The extent at block `b`: its state (None: hole) and how many blocks
@@ -1002,17 +1012,17 @@ impl Reserving {
 }
 
 impl Mapper for Reserving {
-    fn block_size(&self) -> crate::BlockSize {
+    fn block_size(&self) -> bufwrite_engine::BlockSize {
         self.bs
     }
 
     fn iomap_begin(
         &self,
-        pos: crate::FilePos,
+        pos: bufwrite_engine::FilePos,
         len: u64,
-        intent: crate::MapIntent,
-    ) -> crate::Result<crate::Iomap> {
-        use crate::{ExtentKind, Iomap};
+        intent: bufwrite_engine::MapIntent,
+    ) -> bufwrite_engine::Result<bufwrite_engine::Iomap> {
+        use bufwrite_engine::{ExtentKind, Iomap};
         let p = pos.get();
         if p >= self.capacity {
             return Err(self.too_large(p, len));
@@ -1028,7 +1038,7 @@ impl Mapper for Reserving {
             Some(BlockState::Written) => (ExtentKind::Mapped, false),
             Some(BlockState::Unwritten) => (ExtentKind::Unwritten, false),
             Some(BlockState::Delalloc) => (ExtentKind::Delalloc, false),
-            None if intent != crate::MapIntent::Write => (ExtentKind::Hole, false),
+            None if intent != bufwrite_engine::MapIntent::Write => (ExtentKind::Hole, false),
             None => {
                 // Reserve as much of the hole as there is room for.
                 let room = self.limit - st.used;
@@ -1044,7 +1054,7 @@ impl Mapper for Reserving {
                     offset: pos,
                     length: (((b + n) << shift) - p).min(len),
                     kind: ExtentKind::Delalloc,
-                    addr: crate::DevAddr::new(0),
+                    addr: bufwrite_engine::DevAddr::new(0),
                     new: true,
                 });
             }
@@ -1060,10 +1070,10 @@ impl Mapper for Reserving {
 
     fn get_block(
         &self,
-        block: crate::FileBlock,
+        block: bufwrite_engine::FileBlock,
         create: bool,
-    ) -> crate::Result<crate::BlockMapping> {
-        use crate::{BlockMapping, DevAddr, ExtentKind};
+    ) -> bufwrite_engine::Result<bufwrite_engine::BlockMapping> {
+        use bufwrite_engine::{BlockMapping, DevAddr, ExtentKind};
         let bs = self.bs.get();
         let Some(pos) = block.pos(self.bs).filter(|p| p.get() < self.capacity) else {
             return Err(self.too_large(block.get().saturating_mul(bs), bs));
@@ -1133,8 +1143,12 @@ impl Mapper for Reserving {
         self.capacity
     }
 
-    fn map_blocks(&self, pos: crate::FilePos, len: u64) -> crate::Result<crate::Iomap> {
-        use crate::{ExtentKind, Iomap};
+    fn map_blocks(
+        &self,
+        pos: bufwrite_engine::FilePos,
+        len: u64,
+    ) -> bufwrite_engine::Result<bufwrite_engine::Iomap> {
+        use bufwrite_engine::{ExtentKind, Iomap};
         let shift = self.bs.shift();
         let b = pos.get() >> shift;
         let mut st = self.lock();
@@ -1145,8 +1159,10 @@ impl Mapper for Reserving {
             )));
         }
         let (to, kind) = match self.policy {
-            crate::AllocPolicy::Unwritten => (BlockState::Unwritten, ExtentKind::Unwritten),
-            crate::AllocPolicy::Ordered => (BlockState::Written, ExtentKind::Mapped),
+            bufwrite_engine::AllocPolicy::Unwritten => {
+                (BlockState::Unwritten, ExtentKind::Unwritten)
+            }
+            bufwrite_engine::AllocPolicy::Ordered => (BlockState::Written, ExtentKind::Mapped),
         };
         for k in 0..n {
             st.blocks.insert(b + k, to);
@@ -1160,7 +1176,7 @@ impl Mapper for Reserving {
         })
     }
 
-    fn release_delalloc(&self, pos: crate::FilePos, len: u64) {
+    fn release_delalloc(&self, pos: bufwrite_engine::FilePos, len: u64) {
         self.releases
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1176,7 +1192,7 @@ impl Mapper for Reserving {
         }
     }
 
-    fn end_io(&self, pos: crate::FilePos, len: u64) -> crate::Result<()> {
+    fn end_io(&self, pos: bufwrite_engine::FilePos, len: u64) -> bufwrite_engine::Result<()> {
         let shift = self.bs.shift();
         let (from, to) = (pos.get() >> shift, (pos.get() + len) >> shift);
         let mut st = self.lock();
@@ -1190,7 +1206,7 @@ impl Mapper for Reserving {
         Ok(())
     }
 
-    fn truncate(&self, size: u64) -> crate::Result<()> {
+    fn truncate(&self, size: u64) -> bufwrite_engine::Result<()> {
         if size > self.capacity {
             return Err(self.too_large(size, 0));
         }
@@ -1203,7 +1219,12 @@ impl Mapper for Reserving {
         Ok(())
     }
 
-    fn fallocate(&self, pos: crate::FilePos, len: u64, mode: FallocMode) -> crate::Result<()> {
+    fn fallocate(
+        &self,
+        pos: bufwrite_engine::FilePos,
+        len: u64,
+        mode: FallocMode,
+    ) -> bufwrite_engine::Result<()> {
         let (start, shift) = (pos.get(), self.bs.shift());
         let end = start
             .checked_add(len)
@@ -1283,7 +1304,7 @@ fn check_write(
     op: &Op,
     pos: u64,
     buf: &[u8],
-    res: crate::Result<usize>,
+    res: bufwrite_engine::Result<usize>,
 ) -> Result<(), String> {
     let len = buf.len() as u64;
     match (model.expect_write(pos, len), res) {

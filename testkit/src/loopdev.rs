@@ -6,7 +6,7 @@
 //! Other processes attach loop devices too, so the device is always found,
 //! never named, and a lost race for a free one is retried.
 
-use crate::error::{Error, IoKind, Result};
+use bufwrite_engine::{Error, IoKind, Result};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -117,6 +117,54 @@ impl Drop for LoopDevice {
         if let Some(p) = self.path.take() {
             // Nothing to report to from a destructor; `detach` reports.
             let _ = detach(&p);
+        }
+    }
+}
+
+/// An ext4 mount made by `mount(8)`, unmounted on drop (lazily, `umount
+/// -l`, when a reader still holds it, so that the loop device under it can
+/// still be detached). For the opt-in root tests.
+#[derive(Debug)]
+pub struct Mounted {
+    dir: PathBuf,
+}
+
+impl Mounted {
+    /// `mount -t ext4 [-o ro] DEV DIR`; the error carries mount's stderr.
+    pub fn ext4(dev: &Path, dir: &Path, read_only: bool) -> io::Result<Mounted> {
+        let mut cmd = Command::new("mount");
+        cmd.args(["-t", "ext4"]);
+        if read_only {
+            cmd.args(["-o", "ro"]);
+        }
+        let out = cmd.arg(dev).arg(dir).output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "mount {} {} (read-only: {read_only}): {}",
+                dev.display(),
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(Mounted {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The mount point.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         }
     }
 }

@@ -1,16 +1,14 @@
 //! Random sequences of file operations against the model harness, over
 //! block sizes, folio order policies and devices.
 
-mod common;
-
+use crate::common::{Dev, Rig};
 use bufwrite_engine::device::mem::Mem;
-use bufwrite_engine::testing::Reserving;
-use bufwrite_engine::testing::{
+use bufwrite_engine::{AllocPolicy, FileOptions, IomapPath};
+use bufwrite_testkit::Reserving;
+use bufwrite_testkit::{
     apply_to, edge_sequence, every_block_size_and_policy, ops_strategy, setup_strategy, Model, Op,
     OpWeights, Setup, Subject, TraceOp,
 };
-use bufwrite_engine::{AllocPolicy, FileOptions, IomapPath};
-use common::{Dev, Rig};
 use proptest::prelude::*;
 use std::sync::Arc;
 
@@ -43,7 +41,7 @@ fn run(dev: Dev, s: &Setup, ops: &[Op]) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     for (i, op) in ops.iter().enumerate() {
         apply_to(&mut subject, &mut model, op).map_err(|e| format!("op {i}: {e}"))?;
-        common::check_invariants(subject.file())
+        crate::common::check_invariants(subject.file())
             .map_err(|e| format!("after op {i} ({op}): {e}"))?;
         if matches!(
             op,
@@ -128,7 +126,7 @@ fn run_delalloc(s: &Setup, policy: AllocPolicy, ops: &[Op]) -> Result<(), String
         .enumerate()
     {
         apply_to(&mut subject, &mut model, op).map_err(|e| format!("op {i}: {e}"))?;
-        common::check_invariants(subject.file())
+        crate::common::check_invariants(subject.file())
             .map_err(|e| format!("after op {i} ({op}): {e}"))?;
     }
     let all = Op::Trace(TraceOp::Read {
