@@ -17,76 +17,13 @@ use bufwrite_engine::device::mem::Mem;
 use std::collections::BTreeSet;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
-fn sbin_path() -> String {
-    format!(
-        "{}:/usr/sbin:/sbin",
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
+use bufwrite_testkit::e2fs::{debugfs_r, debugfs_w, fsck_ok};
 
+/// A 32 MiB image.
 fn mkfs(dir: &Path, name: &str, bs: u32, features: &str, extra: &[&str]) -> PathBuf {
-    let img = dir.join(name);
-    let out = Command::new("mkfs.ext4")
-        .env("PATH", sbin_path())
-        .args(["-q", "-F", "-b", &bs.to_string(), "-O", features])
-        .args(extra)
-        .arg(&img)
-        .arg("32M")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    img
-}
-
-fn debugfs_w(img: &Path, cmds: &[String]) {
-    let f = img.with_extension("cmds");
-    std::fs::write(&f, cmds.join("\n") + "\n").unwrap();
-    let out = Command::new("debugfs")
-        .env("PATH", sbin_path())
-        .arg("-w")
-        .arg("-f")
-        .arg(&f)
-        .arg(img)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn debugfs_r(img: &Path, req: &str) -> String {
-    let out = Command::new("debugfs")
-        .env("PATH", sbin_path())
-        .arg("-R")
-        .arg(req)
-        .arg(img)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fsck_ok(img: &Path) {
-    let out = Command::new("e2fsck")
-        .env("PATH", sbin_path())
-        .arg("-fn")
-        .arg(img)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "e2fsck -fn failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    bufwrite_testkit::e2fs::mkfs(dir, name, bs, features, 32, extra)
 }
 
 fn open(img: &Path) -> Ext4 {
@@ -282,8 +219,7 @@ fn htree_image(dir: &Path, bs: u32, features: &str, orig: u32) -> (PathBuf, BTre
     cmds.push(format!("sif /f links_count {}", orig + 1));
     debugfs_w(&img, &cmds);
     // e2fsck -D indexes the directory.
-    let out = Command::new("e2fsck")
-        .env("PATH", sbin_path())
+    let out = bufwrite_testkit::e2fs::tool("e2fsck")
         .arg("-fyD")
         .arg(&img)
         .output()
@@ -330,8 +266,7 @@ fn e2fsck_rejects_misrouted_names() {
         add_entry(&mut d, &p, name(i, "bad").as_bytes(), f_ino, 1).unwrap();
     }
     debugfs_w(&img, &["sif /f links_count 401".into()]);
-    let out = Command::new("e2fsck")
-        .env("PATH", sbin_path())
+    let out = bufwrite_testkit::e2fs::tool("e2fsck")
         .arg("-fn")
         .arg(&img)
         .output()

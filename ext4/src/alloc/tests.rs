@@ -6,52 +6,10 @@ use crate::error::Structure;
 use bufwrite_engine::device::mem::Mem;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::OnceLock;
 
-fn path_env() -> String {
-    format!(
-        "{}:/usr/sbin:/sbin",
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
-
-fn mkfs(dir: &Path, name: &str, bs: u32, features: &str, size_mb: u32, extra: &[&str]) -> PathBuf {
-    let img = dir.join(name);
-    let mut c = Command::new("mkfs.ext4");
-    c.env("PATH", path_env())
-        .args(["-q", "-F", "-b", &bs.to_string()]);
-    if !features.is_empty() {
-        c.args(["-O", features]);
-    }
-    c.args(extra).arg(&img).arg(format!("{size_mb}M"));
-    let out = c.output().expect("mkfs.ext4 is installed");
-    assert!(
-        out.status.success(),
-        "mkfs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    img
-}
-
-/// `e2fsck -fn`: (clean, its output).
-fn fsck(img: &Path) -> (bool, String) {
-    let out = Command::new("e2fsck")
-        .env("PATH", path_env())
-        .arg("-fn")
-        .arg(img)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
+use bufwrite_testkit::e2fs::{fsck, mkfs};
 
 fn open(img: &Path) -> Mem {
     Mem::from_bytes(std::fs::read(img).unwrap(), 512)

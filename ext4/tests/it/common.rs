@@ -4,89 +4,16 @@ use bufwrite_compat::{BufferHeadPath, Mode};
 use bufwrite_engine::device::mem::Mem;
 use bufwrite_engine::device::{open_device, Backend, OpenOptions};
 use bufwrite_engine::{BlockDevice, IomapPath, WritePath};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
+
+pub use bufwrite_testkit::e2fs::{debugfs_r, debugfs_w, dump, fsck_ok, mkfs};
 
 /// Deterministic bytes for file contents (the engine's trace pattern).
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; len];
     bufwrite_engine::pattern::fill(seed, 0, &mut v);
     v
-}
-
-/// Runs `mkfs.ext4 -q -F -b BS -O FEATURES IMG SIZE` plus `extra` args.
-pub fn mkfs(
-    dir: &Path,
-    name: &str,
-    bs: u32,
-    features: &str,
-    size_mb: u32,
-    extra: &[&str],
-) -> PathBuf {
-    let img = dir.join(name);
-    let mut c = Command::new("mkfs.ext4");
-    c.args(["-q", "-F", "-b", &bs.to_string()]);
-    if !features.is_empty() {
-        c.args(["-O", features]);
-    }
-    c.args(extra).arg(&img).arg(format!("{size_mb}M"));
-    let out = c.output().expect("mkfs.ext4 is installed");
-    assert!(
-        out.status.success(),
-        "mkfs failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    img
-}
-
-/// Runs debugfs commands (write mode) from a command file.
-pub fn debugfs_w(img: &Path, cmds: &[String]) {
-    let f = img.with_extension("cmds");
-    std::fs::write(&f, cmds.join("\n") + "\n").unwrap();
-    let out = Command::new("debugfs")
-        .arg("-w")
-        .arg("-f")
-        .arg(&f)
-        .arg(img)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "debugfs failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// One debugfs request, read-only; returns stdout.
-pub fn debugfs_r(img: &Path, req: &str) -> String {
-    let out = Command::new("debugfs")
-        .arg("-R")
-        .arg(req)
-        .arg(img)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The file's bytes as e2fsprogs reads them.
-pub fn dump(img: &Path, path: &str) -> Vec<u8> {
-    let out = img.with_extension("dump");
-    let _ = std::fs::remove_file(&out);
-    debugfs_r(img, &format!("dump {path} {}", out.display()));
-    std::fs::read(&out).unwrap()
-}
-
-/// `e2fsck -fn` passes.
-pub fn fsck_ok(img: &Path) {
-    let out = Command::new("e2fsck").arg("-fn").arg(img).output().unwrap();
-    assert!(
-        out.status.success(),
-        "e2fsck -fn failed on {}:\n{}{}",
-        img.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Makes a fresh write path.

@@ -1,0 +1,103 @@
+//! e2fsprogs as the tests' outside judge: make images, edit and read them
+//! with debugfs, check them with e2fsck. The tools are looked for on `PATH`
+//! and in /usr/sbin and /sbin (a non-root `PATH` often lacks those).
+//! Failures panic: these are test helpers.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `name` as a command, with the sbin directories on its `PATH`.
+pub fn tool(name: &str) -> Command {
+    let path = format!(
+        "{}:/usr/sbin:/sbin",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut c = Command::new(name);
+    c.env("PATH", path);
+    c
+}
+
+/// `mkfs.ext4 -q -F -b BS [-O FEATURES] EXTRA... DIR/NAME SIZE_MBM`.
+pub fn mkfs(
+    dir: &Path,
+    name: &str,
+    bs: u32,
+    features: &str,
+    size_mb: u32,
+    extra: &[&str],
+) -> PathBuf {
+    let img = dir.join(name);
+    let mut c = tool("mkfs.ext4");
+    c.args(["-q", "-F", "-b", &bs.to_string()]);
+    if !features.is_empty() {
+        c.args(["-O", features]);
+    }
+    c.args(extra).arg(&img).arg(format!("{size_mb}M"));
+    let out = c.output().expect("mkfs.ext4 is installed");
+    assert!(
+        out.status.success(),
+        "mkfs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    img
+}
+
+/// Runs debugfs requests (write mode) from a command file next to `img`.
+pub fn debugfs_w(img: &Path, cmds: &[String]) {
+    let f = img.with_extension("cmds");
+    std::fs::write(&f, cmds.join("\n") + "\n").expect("write the debugfs command file");
+    let out = tool("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&f)
+        .arg(img)
+        .output()
+        .expect("debugfs is installed");
+    assert!(
+        out.status.success(),
+        "debugfs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One debugfs request, read-only; returns its stdout.
+pub fn debugfs_r(img: &Path, req: &str) -> String {
+    let out = tool("debugfs")
+        .arg("-R")
+        .arg(req)
+        .arg(img)
+        .output()
+        .expect("debugfs is installed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The file's bytes as e2fsprogs reads them (`debugfs -R "dump PATH OUT"`).
+pub fn dump(img: &Path, path: &str) -> Vec<u8> {
+    let out = img.with_extension("dump");
+    let _ = std::fs::remove_file(&out);
+    debugfs_r(img, &format!("dump {path} {}", out.display()));
+    std::fs::read(&out).unwrap_or_else(|e| panic!("debugfs dumped nothing for {path}: {e}"))
+}
+
+/// `e2fsck -fn`: whether it passed, and what it printed.
+pub fn fsck(img: &Path) -> (bool, String) {
+    let out = tool("e2fsck")
+        .arg("-fn")
+        .arg(img)
+        .output()
+        .expect("e2fsck is installed");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `e2fsck -fn` passes (panics with its output otherwise).
+pub fn fsck_ok(img: &Path) {
+    let (ok, text) = fsck(img);
+    assert!(ok, "e2fsck -fn failed on {}:\n{text}", img.display());
+}
