@@ -85,6 +85,10 @@ struct State {
     /// Blocks were allocated since the last commit (with a tree of depth
     /// 0 the extents live in the inode, so `alloc_txn` may be empty).
     alloc_pending: bool,
+    /// Ordered policy: written extents allocated whose data no completion
+    /// has confirmed yet (first file block -> (blocks, first disk block)).
+    /// A commit before their data is durable turns them unwritten first.
+    unconfirmed: BTreeMap<u64, (u64, u64)>,
 }
 
 impl Ext4File {
@@ -122,6 +126,7 @@ impl Ext4File {
                 convert_txn: Transaction::new(),
                 inode_dirty: false,
                 alloc_pending: false,
+                unconfirmed: BTreeMap::new(),
             }),
         }
     }
@@ -363,6 +368,9 @@ impl Ext4File {
         remove_delayed(&mut st.delayed, blk, blk + got);
         self.after_tree_edit(st)?;
         st.alloc_pending = true;
+        if !unwritten {
+            st.unconfirmed.insert(blk, (got, pblk));
+        }
         Ok(Extent {
             lblk: blk,
             len: got,
@@ -451,13 +459,74 @@ impl Ext4File {
         if st.alloc_txn.is_empty() && st.convert_txn.is_empty() && !st.inode_dirty {
             return Ok(());
         }
+        let frees = if st.unconfirmed.is_empty() {
+            Frees::default()
+        } else {
+            self.unconfirmed_to_unwritten(st)?
+        };
         let mut txn = std::mem::take(&mut st.alloc_txn);
         txn.merge(std::mem::take(&mut st.convert_txn));
-        self.commit(st, txn, Frees::default())
+        self.commit(st, txn, frees)
     }
 }
 
 impl Ext4File {
+    /// Ordered policy, a commit forced before the data of some written
+    /// extents is durable (a truncate or punch after a writeback that
+    /// failed): those extents become unwritten, so that a crash can expose
+    /// zeros there but never the blocks' old contents. The data stays
+    /// dirty; its later writeback completes into them and converts them.
+    /// Returns the tree blocks the edit emptied, for the commit to release.
+    fn unconfirmed_to_unwritten(&self, st: &mut State) -> EResult<Frees> {
+        let meta = Arc::clone(self.writable()?);
+        let ranges: Vec<(u64, (u64, u64))> =
+            std::mem::take(&mut st.unconfirmed).into_iter().collect();
+        let mut txn = std::mem::take(&mut st.alloc_txn);
+        let mut frees = Frees::default();
+        let r = (|| -> Result<()> {
+            let mut ms = meta.lock();
+            let Some(tree) = st.tree.as_mut() else {
+                return Ok(());
+            };
+            for (lblk, (len, pblk)) in ranges {
+                // The data blocks stay allocated: only the extent's state
+                // changes, so `free_data` is not followed here.
+                let mut keep = KeepData(TreeAlloc {
+                    meta: &meta,
+                    st: &mut ms,
+                    frees: &mut frees,
+                });
+                tree.remove(lblk, lblk + len, &mut keep, &mut txn)?;
+                tree.insert(lblk, len, pblk, true, &mut keep, &mut txn)?;
+            }
+            Ok(())
+        })();
+        st.alloc_txn = txn;
+        r?;
+        self.after_tree_edit(st)?;
+        Ok(frees)
+    }
+
+    /// Removes `[blk, end)` from the unconfirmed ordered extents (their
+    /// data is durable now).
+    fn confirm(st: &mut State, blk: u64, end: u64) {
+        let hit: Vec<(u64, (u64, u64))> = st
+            .unconfirmed
+            .range(..end)
+            .filter(|(&l, &(n, _))| l + n > blk)
+            .map(|(&l, &v)| (l, v))
+            .collect();
+        for (l, (n, p)) in hit {
+            st.unconfirmed.remove(&l);
+            if l < blk {
+                st.unconfirmed.insert(l, (blk - l, p));
+            }
+            if l + n > end {
+                st.unconfirmed.insert(end, (l + n - end, p + (end - l)));
+            }
+        }
+    }
+
     /// For a file that may not allocate: the write must lie inside i_size
     /// and over written extents only, checked before a byte is copied.
     fn check_overwrite(&self, pos: u64, len: u64, end: u64) -> EResult<()> {
@@ -483,6 +552,24 @@ impl Ext4File {
             }
             at = m.end().get();
         }
+        Ok(())
+    }
+}
+
+/// The tree editor's allocator, but data blocks a removal lets go of stay
+/// allocated (their extent is being re-inserted in another state).
+struct KeepData<'a>(TreeAlloc<'a>);
+
+impl crate::extent_tree::TreeBlocks for KeepData<'_> {
+    fn alloc_tree_block(&mut self, goal: u64, txn: &mut Transaction) -> Result<u64> {
+        self.0.alloc_tree_block(goal, txn)
+    }
+
+    fn free_tree_block(&mut self, blk: u64, txn: &mut Transaction) -> Result<()> {
+        self.0.free_tree_block(blk, txn)
+    }
+
+    fn free_data(&mut self, _start: u64, _len: u64, _txn: &mut Transaction) -> Result<()> {
         Ok(())
     }
 }
@@ -662,6 +749,7 @@ impl Mapper for Ext4File {
         }
         let blk = pos.get() / bs;
         let end = pos.get().saturating_add(len).div_ceil(bs);
+        Self::confirm(&mut st, blk, end);
         let has_unwritten = st
             .extents
             .iter()

@@ -12,6 +12,7 @@ use bufwrite_engine::{
     AllocPolicy, BlockDevice, FileOptions, IoRequest, IoStats, Mount, OpenFlags, OrderPolicy,
     WritePath,
 };
+use bufwrite_ext4::Ext4;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -265,4 +266,63 @@ fn crash_at_every_write_bh_unwritten() {
 #[test]
 fn crash_at_every_write_bh_ordered() {
     crash_everywhere("bh-legacy", paths()[1].1, AllocPolicy::Ordered);
+}
+
+/// Ordered policy: when a writeback's data write fails and the file is
+/// truncated before a good fsync, the allocation committed with the
+/// truncate is unwritten, so the reused blocks' old contents are never
+/// exposed: after a crash that writes nothing more, the file reads zeros.
+#[test]
+fn ordered_allocation_committed_before_its_data_reads_as_zeros() {
+    for (pname, mkpath) in paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = mkfs(
+            dir.path(),
+            "o.img",
+            1024,
+            "metadata_csum,^has_journal",
+            8,
+            &[],
+        );
+        // Blocks that held a file's bytes, freed: what a new file reuses.
+        let src = dir.path().join("old");
+        std::fs::write(&src, pattern(200_000, 77)).unwrap();
+        debugfs_w(
+            &img,
+            &[format!("write {} /old", src.display()), "rm /old".into()],
+        );
+        let mem = Arc::new(Mem::from_bytes(std::fs::read(&img).unwrap(), 512));
+        let faulty = Arc::new(Faulty::new(mem.clone()));
+        let dev: Arc<dyn BlockDevice> = faulty.clone();
+        {
+            let fs = Arc::new(Ext4::open_with(dev.clone(), AllocPolicy::Ordered).unwrap());
+            let m = Mount::new(dev.clone(), fs);
+            let create = OpenFlags {
+                create: true,
+                exclusive: true,
+                truncate: false,
+            };
+            let f = m
+                .open("/new", create, mkpath(), FileOptions::default())
+                .unwrap();
+            f.write(&pattern(100_000, 5)).unwrap();
+            // Every data write of this fsync fails.
+            faulty.fail_next_writes(1000);
+            assert!(f.fsync().is_err(), "{pname}: the fsync did not fail");
+            faulty.heal();
+            f.set_len(30_000).unwrap();
+            // The crash: nothing more reaches the disk.
+            f.set_writeback_on_drop(false);
+        }
+        let mut buf = vec![0u8; mem.size() as usize];
+        mem.read_at(0, &mut buf).unwrap();
+        std::fs::write(&img, &buf).unwrap();
+        fsck_ok(&img);
+        let got = dump(&img, "/new");
+        assert_eq!(got.len(), 30_000, "{pname}");
+        assert!(
+            got.iter().all(|&b| b == 0),
+            "{pname}: old block contents exposed"
+        );
+    }
 }
