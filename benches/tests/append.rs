@@ -1,0 +1,94 @@
+//! `bufwrite append`: the table and the JSON in the one schema, on a
+//! temporary image (mkfs.ext4), and its flag checks.
+
+mod common;
+use common::{bufwrite, text};
+
+#[test]
+fn append_reports_every_path_and_policy_in_the_one_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("append.json");
+    let out = bufwrite(
+        &[
+            "append",
+            "--total",
+            "256K",
+            "--size",
+            "4K,64K",
+            "--runs",
+            "1",
+            "--paths",
+            "iomap,bh-legacy",
+            "--fsync-every",
+            "64K",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    for want in [
+        "iomap",
+        "bh-legacy",
+        "unwritten",
+        "ordered",
+        "meta blocks/MiB",
+    ] {
+        assert!(table.contains(want), "{want} not in {table}");
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = doc["results"].as_array().unwrap();
+    // 2 paths x 2 policies x 2 sizes.
+    assert_eq!(rows.len(), 8);
+    for r in rows {
+        assert_eq!(r["case"], "append");
+        for field in [
+            "path",
+            "order",
+            "block_size",
+            "write_size",
+            "usecs_per_call",
+            "device_writes",
+            "walked_heads",
+            "policy",
+            "fsync_usecs",
+            "meta_blocks_per_mib",
+        ] {
+            assert!(!r[field].is_null(), "{field} missing in {r}");
+        }
+        // 4 fsyncs of 64 KiB each: every one commits an allocation, so
+        // metadata is written, and unwritten writes the inode twice.
+        let inode = r["meta_blocks_per_mib"]["inode"].as_f64().unwrap();
+        let per_fsync = inode / 4.0 * 256.0 / 1024.0;
+        let want = if r["policy"] == "unwritten" { 2.0 } else { 1.0 };
+        assert_eq!(per_fsync, want, "inode blocks per fsync in {r}");
+        // Buffer heads walk the written blocks; iomap none.
+        let heads = r["walked_heads"].as_u64().unwrap();
+        assert_eq!(heads == 0, r["path"] == "iomap", "{r}");
+    }
+}
+
+#[test]
+fn append_flags_are_checked_before_anything_runs() {
+    for (args, want) in [
+        (
+            &["append", "--policy", "journal"][..],
+            "unwritten or ordered",
+        ),
+        (&["append", "--size", "0"][..], "between 1 byte"),
+        (
+            &["append", "--size", "8M", "--total", "4M"][..],
+            "between 1 byte",
+        ),
+        (&["append", "--runs", "0"][..], "at least 1"),
+        (&["append", "--paths", "ext2"][..], "unknown write path"),
+        (&["append", "--policy", "ordered,ordered"][..], "twice"),
+    ] {
+        let out = bufwrite(args, "");
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = text(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {want:?} not in {err}");
+    }
+}
