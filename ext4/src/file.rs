@@ -89,6 +89,9 @@ struct State {
     /// has confirmed yet (first file block -> (blocks, first disk block)).
     /// A commit before their data is durable turns them unwritten first.
     unconfirmed: BTreeMap<u64, (u64, u64)>,
+    /// What tree edits since the last commit freed or allocated (tree
+    /// blocks): released, or written early, by the next commit.
+    pending_frees: Frees,
 }
 
 impl Ext4File {
@@ -127,6 +130,7 @@ impl Ext4File {
                 inode_dirty: false,
                 alloc_pending: false,
                 unconfirmed: BTreeMap::new(),
+                pending_frees: Frees::default(),
             }),
         }
     }
@@ -303,8 +307,10 @@ impl Ext4File {
         Ok(())
     }
 
-    /// Commits `point` (tree edits) with the inode record and `frees`.
-    fn commit(&self, st: &mut State, point: Transaction, frees: Frees) -> EResult<()> {
+    /// Commits `point` (tree edits) with the inode record and `frees`
+    /// (and what earlier edits left pending).
+    fn commit(&self, st: &mut State, point: Transaction, mut frees: Frees) -> EResult<()> {
+        frees.extend(std::mem::take(&mut st.pending_frees));
         let meta = self.writable()?;
         let mut ms = meta.lock();
         let raw = st
@@ -364,6 +370,11 @@ impl Ext4File {
         );
         st.alloc_txn = txn;
         drop(ms);
+        if r.is_err() {
+            // The data run has no extent: it goes back at the next commit.
+            frees.blocks.push((pblk, got));
+        }
+        st.pending_frees.extend(frees);
         r?;
         remove_delayed(&mut st.delayed, blk, blk + got);
         self.after_tree_edit(st)?;
@@ -406,7 +417,7 @@ impl Ext4File {
                 .tree
                 .as_mut()
                 .ok_or_else(|| self.refuse("no extent tree".into()))?;
-            tree.insert(
+            let r = tree.insert(
                 blk,
                 got,
                 pblk,
@@ -417,8 +428,19 @@ impl Ext4File {
                     frees: &mut frees,
                 },
                 &mut txn,
-            )?;
+            );
             drop(ms);
+            if r.is_err() {
+                frees.blocks.push((pblk, got));
+            }
+            st.pending_frees.extend(frees);
+            if let Err(e) = r {
+                // What was allocated before the failure is committed; the
+                // error goes to the caller.
+                self.after_tree_edit(st)?;
+                self.commit(st, txn, Frees::default())?;
+                return Err(e.into());
+            }
             self.after_tree_edit(st)?;
             blk += got;
         }
@@ -774,6 +796,7 @@ impl Mapper for Ext4File {
                 }
             };
             st.convert_txn = txn;
+            st.pending_frees.extend(frees);
             r?;
             self.after_tree_edit(&mut st)?;
         }

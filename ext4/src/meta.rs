@@ -26,11 +26,22 @@ pub(crate) struct Frees {
     pub blocks: Vec<(u64, u64)>,
     /// Inodes `(ino, was a directory)` no longer in use.
     pub inodes: Vec<(u32, bool)>,
+    /// Tree blocks allocated since the last commit: written at
+    /// [`Phase::Init`], before the index or inode that points at them.
+    pub fresh: Vec<u64>,
 }
 
 impl Frees {
+    /// Nothing to release (fresh blocks need no release).
     pub(crate) fn is_empty(&self) -> bool {
         self.blocks.is_empty() && self.inodes.is_empty()
+    }
+
+    /// Adds everything of `other`.
+    pub(crate) fn extend(&mut self, other: Frees) {
+        self.blocks.extend(other.blocks);
+        self.inodes.extend(other.inodes);
+        self.fresh.extend(other.fresh);
     }
 }
 
@@ -209,6 +220,9 @@ impl Meta {
             })?;
             block[off..off + raw.bytes.len()].copy_from_slice(&raw.bytes);
         }
+        for &b in &frees.fresh {
+            txn.set_phase(b, Phase::Init);
+        }
         let mut counts = txn.commit(self.dev.as_ref(), self.sb.block_size)?;
         if !frees.is_empty() {
             let mut rel = Transaction::new();
@@ -242,7 +256,9 @@ pub(crate) struct TreeAlloc<'a> {
 
 impl TreeBlocks for TreeAlloc<'_> {
     fn alloc_tree_block(&mut self, goal: u64, _txn: &mut Transaction) -> Result<u64> {
-        self.meta.alloc_blocks(self.st, goal, 1).map(|(b, _)| b)
+        let (b, _) = self.meta.alloc_blocks(self.st, goal, 1)?;
+        self.frees.fresh.push(b);
+        Ok(b)
     }
 
     fn free_tree_block(&mut self, blk: u64, _txn: &mut Transaction) -> Result<()> {

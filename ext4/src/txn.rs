@@ -219,6 +219,15 @@ impl Transaction {
         }
     }
 
+    /// Moves a queued `block` to `phase` (a tree block new in this
+    /// transaction goes out at [`Phase::Init`], whatever phase its editor
+    /// queued it at). Does nothing when it is not queued.
+    pub fn set_phase(&mut self, block: u64, phase: Phase) {
+        if let Some(p) = self.blocks.get_mut(&block) {
+            p.phase = phase;
+        }
+    }
+
     /// The queued contents of `block`, if it is queued.
     pub fn get(&self, block: u64) -> Option<&[u8]> {
         self.blocks.get(&block).map(|p| p.data.as_slice())
