@@ -74,7 +74,11 @@ pub fn measure(
         .iter()
         .map(|c| FioRuns::new(fio::job_args(target, c, io_size, layout, bytes, region)))
         .collect();
-    let n_fio = if fio_program.is_some() { group.len() } else { 0 };
+    let n_fio = if fio_program.is_some() {
+        group.len()
+    } else {
+        0
+    };
     let mut runs: Vec<Runs> = variants.iter().map(|_| Runs::default()).collect();
     alternate(args.runs, variants.len() + n_fio, |i| {
         if let (Some(k), Some(program)) = (i.checked_sub(variants.len()), fio_program) {

@@ -43,7 +43,8 @@ fn is_executable(p: &Path) -> bool {
 /// The arguments of the fio job doing the I/O of set-up `c` on `target`:
 /// `bytes` in requests of `io_size`, O_DIRECT, one fsync at the end; for
 /// the random layout fio's own random pattern of distinct blocks over the
-/// first `region` bytes (ours spread over the same region).
+/// first `region` bytes (ours spread over the same region); the file or
+/// buffers registered with the ring when `c` registers them.
 pub fn job_args(
     target: &Path,
     c: &Config,
@@ -70,6 +71,13 @@ pub fn job_args(
         Backend::Uring => {
             a.push("--ioengine=io_uring".into());
             a.push(format!("--iodepth={}", c.qd));
+            // The registration variants, as fio's io_uring engine names them.
+            if c.registered_file {
+                a.push("--registerfiles=1".into());
+            }
+            if c.registered_buffers {
+                a.push("--fixedbufs=1".into());
+            }
         }
         Backend::Sync => a.push("--ioengine=psync".into()),
     }
@@ -163,5 +171,12 @@ mod tests {
             "{random}"
         );
         assert!(random.contains("--ioengine=psync"), "{random}");
+        let reg = Config {
+            registered_file: true,
+            registered_buffers: true,
+            ..c
+        };
+        let reg = command(&job_args(t, &reg, 4096, "seq", 1 << 20, 1 << 30));
+        assert!(reg.contains("--registerfiles=1 --fixedbufs=1"), "{reg}");
     }
 }

@@ -83,7 +83,8 @@ pub struct Args {
     compare_registered_file: bool,
     /// Also measure io_uring with the write buffers registered with the
     /// ring (WriteFixed); `reg` shows `buf` (or `buf!` if the kernel
-    /// refused and plain writes were used).
+    /// refused and plain writes were used). Only with --device-only: the
+    /// engine writes from folio memory.
     #[arg(long)]
     compare_registered_buffers: bool,
     /// Block size of the file (1024, 2048 or 4096); not with --device-only.

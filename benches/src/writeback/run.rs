@@ -123,7 +123,11 @@ pub fn measure(
         .iter()
         .map(|c| FioRuns::new(fio::job_args(target, c, io_size, layout, bytes, region)))
         .collect();
-    let n_fio = if fio_program.is_some() { group.len() } else { 0 };
+    let n_fio = if fio_program.is_some() {
+        group.len()
+    } else {
+        0
+    };
     let mut runs = vec![Vec::with_capacity(args.runs); group.len()];
     let mut registered = vec![false; group.len()];
     alternate(args.runs, group.len() + n_fio, |i| {
