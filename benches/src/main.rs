@@ -44,7 +44,13 @@ enum Command {
     Sweep(sweep::Args),
     /// Apply a trace of writes, reads and fsyncs read from stdin; print a hash per read.
     Replay(replay::Args),
-    /// Writeback throughput (MB/s) per backend, queue depth and I/O size.
+    /// pwrite + fsync through the engine per write path, backend, queue
+    /// depth and write size: dirtying, durable and fsync-only MB/s, write
+    /// amplification, and fio's job beside them.
+    ///
+    /// There is no background flusher yet: the fsync writes everything
+    /// back, so the flusher alone is not measured. `--device-only` keeps the
+    /// old figure: hand-built device requests, no page cache.
     Writeback(writeback::Args),
     /// Appends per write path and allocation policy on ext4: usecs per
     /// call, fsync cost, metadata blocks per MiB, device requests.

@@ -448,6 +448,17 @@ fn writeback_checks_every_flag_and_the_free_space_before_writing() {
         (&["--image-size", "100000G"], "does not fit"),
         (&["--image-size", "18446744073709551615"], "does not fit"),
         (&["--runs", "18446744073709551616"], "--runs"),
+        (&["--paths", "ext2"], "unknown write path \"ext2\""),
+        (&["--paths", "iomap,iomap"], "listed twice"),
+        (&["--block-size", "512"], "--block-size 512"),
+        (&["--order", "10"], "--order"),
+        (&["--compare-registered-buffers"], "only for --device-only"),
+        (
+            &["--device-only", "--paths", "iomap"],
+            "--paths is for the engine's writeback",
+        ),
+        (&["--fio", "/no/such/fio"], "not an executable file"),
+        (&["--fio", "fio", "--no-fio"], "cannot be used with"),
     ];
     for (extra, want) in cases {
         let argv = args(&["writeback", "--dir", d], extra);

@@ -1,7 +1,8 @@
 //! What `bufwrite writeback` will do, decided from the flags before
-//! anything is created or written: the totals and I/O sizes, the backend
-//! set-ups in the groups measured alternately, where the dirty runs lie
-//! (the layouts) and how they are cut into writeback's request windows.
+//! anything is created or written: the totals and I/O sizes, the write
+//! paths, the backend set-ups in the groups measured alternately, where the
+//! dirty runs lie (the layouts) and, for `--device-only`, how they are cut
+//! into writeback's request windows.
 
 use super::Args;
 use crate::units::{human, Units};
@@ -30,6 +31,10 @@ pub struct Plan {
     pub groups: Vec<Vec<Config>>,
     /// `--image-size` and `--dir` of a temporary image; `None` with `--device`.
     pub temp: Option<(u64, PathBuf)>,
+    /// The write paths (`--paths`, checked); empty with `--device-only`.
+    pub paths: Vec<String>,
+    /// The file's block size (`--block-size`); `None` with `--device-only`.
+    pub block_size: Option<u32>,
 }
 
 /// A backend set-up to measure.
@@ -81,6 +86,32 @@ pub fn check_args(args: &Args) -> Result<Plan> {
     if args.runs == 0 {
         bail!("--runs 0: give at least one run");
     }
+    let paths = if args.device_only {
+        for (given, flag) in [
+            (!args.paths.is_empty(), "--paths"),
+            (args.block_size != 4096, "--block-size"),
+            (args.order != bufwrite_engine::folio::MAX_ORDER, "--order"),
+        ] {
+            if given {
+                bail!("{flag} is for the engine's writeback: not with --device-only");
+            }
+        }
+        Vec::new()
+    } else {
+        if !matches!(args.block_size, 1024 | 2048 | 4096) {
+            bail!(
+                "--block-size {}: expected 1024, 2048 or 4096",
+                args.block_size
+            );
+        }
+        if args.compare_registered_buffers {
+            bail!(
+                "--compare-registered-buffers is only for --device-only: the engine writes \
+                 from folio memory, which is not registered with the ring"
+            );
+        }
+        crate::paths::select_paths(&args.paths).context("--paths")?
+    };
     let groups = configs(args)?;
     let temp = match &args.device {
         Some(_) => {
@@ -119,6 +150,8 @@ pub fn check_args(args: &Args) -> Result<Plan> {
         sizes,
         groups,
         temp,
+        block_size: (!args.device_only).then_some(args.block_size),
+        paths,
     })
 }
 
@@ -163,9 +196,30 @@ fn configs(args: &Args) -> Result<Vec<Vec<Config>>> {
     Ok(out)
 }
 
-/// Device offsets of the dirty runs, in writeback order per window.
+/// Device offsets of the dirty runs, in writeback order per window (what
+/// `--device-only` hands the device).
 pub fn layout_offsets(layout: &str, count: u64, slots: u64, io_size: u64, seed: u64) -> Vec<u64> {
-    let mut picked: Vec<u64> = if layout == "seq" {
+    let mut picked = pick_slots(layout, count, slots, seed);
+    for w in picked.chunks_mut(WINDOW) {
+        w.sort_unstable();
+    }
+    picked.into_iter().map(|s| s * io_size).collect()
+}
+
+/// File offsets of the writes, in the order they are made: `seq` in
+/// ascending order, `random` in random order (the engine's writeback sorts
+/// them by folio index itself).
+pub fn write_offsets(layout: &str, count: u64, slots: u64, io_size: u64, seed: u64) -> Vec<u64> {
+    pick_slots(layout, count, slots, seed)
+        .into_iter()
+        .map(|s| s * io_size)
+        .collect()
+}
+
+/// `count` distinct slots of `slots`: the first ones for `seq`, random ones
+/// in random order for `random`.
+fn pick_slots(layout: &str, count: u64, slots: u64, seed: u64) -> Vec<u64> {
+    if layout == "seq" {
         (0..count).collect()
     } else {
         // Partial Fisher-Yates: `count` distinct slots of the region.
@@ -180,11 +234,7 @@ pub fn layout_offsets(layout: &str, count: u64, slots: u64, io_size: u64, seed: 
         }
         all.truncate(count as usize);
         all
-    };
-    for w in picked.chunks_mut(WINDOW) {
-        w.sort_unstable();
     }
-    picked.into_iter().map(|s| s * io_size).collect()
 }
 
 /// The size `s` of flag `flag`, or an error naming both.
@@ -225,5 +275,19 @@ mod tests {
                 assert!(w.windows(2).all(|p| p[0] < p[1]));
             }
         }
+    }
+
+    #[test]
+    fn write_offsets_are_the_same_places_in_the_order_written() {
+        let seq = write_offsets("seq", 100, 1000, 512, 3);
+        assert_eq!(seq, (0..100).map(|i| i * 512).collect::<Vec<_>>());
+        let random = write_offsets("random", 200, 1000, 4096, 7);
+        let mut sorted = random.clone();
+        sorted.sort_unstable();
+        let mut windows = layout_offsets("random", 200, 1000, 4096, 7);
+        windows.sort_unstable();
+        // The same slots as the device-only layout, not sorted per window.
+        assert_eq!(sorted, windows);
+        assert_ne!(random, sorted);
     }
 }

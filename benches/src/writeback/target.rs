@@ -40,18 +40,35 @@ pub fn check_free_space(dir: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
-/// Opens `target` once, as the first set-up would, and checks that every
-/// I/O size is a multiple of its block size and (`check_size`: not for a
-/// temporary image still empty) that it holds one I/O of each size: before
-/// anything is written to it.
+/// Opens `target` once, as the first set-up would, and checks it before
+/// anything is written to it: for `--device-only` that every I/O size is a
+/// multiple of its logical block size, for the engine that the file's
+/// block size is not smaller than it; and (`check_size`: not for a
+/// temporary image still empty) that it holds one I/O of each size (one
+/// block of the file, for the engine).
 pub fn check_target(target: &Path, plan: &Plan, check_size: bool) -> Result<()> {
     let Some(first) = plan.groups.first().and_then(|g| g.first()) else {
         bail!("--backend: no backend to measure");
     };
     let dev = open(target, first, 0)?.dev;
     let lbs = u64::from(dev.logical_block_size());
+    if let Some(bs) = plan.block_size {
+        if u64::from(bs) < lbs {
+            bail!(
+                "--block-size {bs} is smaller than the logical block size of {} ({lbs})",
+                dev.describe()
+            );
+        }
+        if check_size && dev.size() < u64::from(bs) {
+            bail!(
+                "{} holds {} bytes, less than one block of {bs}",
+                dev.describe(),
+                dev.size()
+            );
+        }
+    }
     for &io_size in &plan.sizes {
-        if !io_size.is_multiple_of(lbs) {
+        if plan.block_size.is_none() && !io_size.is_multiple_of(lbs) {
             bail!(
                 "--io-size {io_size} is not a multiple of the block size of {} ({lbs})",
                 dev.describe()
