@@ -230,7 +230,18 @@ impl Allocator {
                     (grp.inode_table, itable),
                 ] {
                     let end = first.saturating_add(n);
-                    if first < u64::from(sb.first_data_block) || end > sb.blocks_count {
+                    let data_start = u64::from(sb.first_data_block);
+                    if first == 0 || first < data_start {
+                        // Block 0 (and with 1 KiB blocks the whole boot
+                        // area before the first data block) is not the
+                        // filesystem's to hand out.
+                        return Err(bad(CorruptKind::Overlap {
+                            blocks: (first, end),
+                            with: OverlapWith::BootBlock,
+                            with_blocks: (0, data_start.max(1)),
+                        }));
+                    }
+                    if end > sb.blocks_count {
                         return Err(bad(CorruptKind::OutsideFilesystem {
                             blocks: (first, end),
                             blocks_count: sb.blocks_count,
