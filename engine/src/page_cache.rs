@@ -561,7 +561,7 @@ mod tests {
                     // Other folios come and go beside the writer's.
                     let pos = (1 + n % 8) << 16;
                     c.find_or_create(pos, 1);
-                    if n % 3 == 0 {
+                    if n.is_multiple_of(3) {
                         c.truncate_range(1 << 16, 1 << 20);
                     }
                     std::thread::yield_now();
@@ -577,7 +577,7 @@ mod tests {
                     // Clean, as writeback leaves it: drop_caches may take it.
                     0 | 1 => clean(&c, pos),
                     // The writer's own truncate (set_len), under its write lock.
-                    2 if v % 7 == 0 => {
+                    2 if v.is_multiple_of(7) => {
                         c.truncate_range(0, 8192);
                         assert!(c.find(pos).is_none());
                     }
