@@ -47,6 +47,7 @@ pub use walk_count::{NoCount, WalkCount, WalkCounter, WalkStats};
 
 use bufwrite_engine::folio::PAGE_SHIFT;
 use bufwrite_engine::generic_write::{generic_perform_write, FolioWriteOps};
+use bufwrite_engine::page_cache::FolioHint;
 use bufwrite_engine::{
     AddressSpace, BlockSize, DirtyRun, Error, FilePos, FolioData, FolioPrivate, IovIter, Result,
     WritePath,
@@ -220,10 +221,11 @@ impl<C: WalkCount> WritePath for BufferHeadPath<C> {
     fn perform_write(
         &self,
         mapping: &AddressSpace,
+        hint: &mut FolioHint,
         pos: FilePos,
         src: &mut IovIter<'_>,
     ) -> Result<u64> {
-        generic_perform_write(mapping, self, pos, src)
+        generic_perform_write(mapping, hint, self, pos, src)
     }
 
     fn read_folio_range(

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::iov::IovIter;
 use crate::mapping::{ExtentKind, FallocMode, MapIntent, Mapper};
 use crate::mount::OpenGuard;
-use crate::page_cache::{OrderPolicy, PageCache};
+use crate::page_cache::{FolioHint, OrderPolicy, PageCache};
 use crate::units::FilePos;
 use crate::write_path::WritePath;
 use crate::writeback;
@@ -41,13 +41,20 @@ pub struct File {
     mapping: AddressSpace,
     write_path: Box<dyn WritePath>,
     /// The write lock; it also guards the file position used by `write`,
-    /// `writev` and `read`.
-    write_lock: Mutex<u64>,
+    /// `writev` and `read`, and the writers' folio lookup hint.
+    write_lock: Mutex<Writer>,
     /// Marks the inode open in its [`crate::Mount`] until the file goes
     /// (dropped after the writeback of `Drop`).
     open_guard: Option<OpenGuard>,
     /// `Drop` writes dirty data back (see [`File::set_writeback_on_drop`]).
     writeback_on_drop: std::sync::atomic::AtomicBool,
+}
+
+/// What the write lock guards: the file position and the writers' folio
+/// lookup hint (one writer at a time, so the hint needs no lock of its own).
+struct Writer {
+    pos: u64,
+    hint: FolioHint,
 }
 
 impl std::fmt::Debug for File {
@@ -82,10 +89,12 @@ impl File {
                 device.logical_block_size()
             )));
         }
+        let mapping = AddressSpace::new(PageCache::new(opts.order), mapper, device);
+        let hint = mapping.cache.hint();
         Ok(File {
-            mapping: AddressSpace::new(PageCache::new(opts.order), mapper, device),
+            mapping,
             write_path,
-            write_lock: Mutex::new(0),
+            write_lock: Mutex::new(Writer { pos: 0, hint }),
             open_guard: None,
             writeback_on_drop: std::sync::atomic::AtomicBool::new(true),
         })
@@ -96,44 +105,44 @@ impl File {
         self.open_guard = Some(guard);
     }
 
-    fn lock(&self) -> MutexGuard<'_, u64> {
+    fn lock(&self) -> MutexGuard<'_, Writer> {
         self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Writes `buf` at the file position and advances it.
     pub fn write(&self, buf: &[u8]) -> Result<usize> {
-        let mut fpos = self.lock();
-        let n = self.write_locked(*fpos, IovIter::from_slice(buf))?;
-        *fpos += n;
+        let w = &mut *self.lock();
+        let n = self.write_locked(&mut w.hint, w.pos, IovIter::from_slice(buf))?;
+        w.pos += n;
         Ok(n as usize)
     }
 
     /// Writes `buf` at `pos`; the file position does not move.
     pub fn pwrite(&self, pos: u64, buf: &[u8]) -> Result<usize> {
-        let _guard = self.lock();
-        Ok(self.write_locked(pos, IovIter::from_slice(buf))? as usize)
+        let w = &mut *self.lock();
+        Ok(self.write_locked(&mut w.hint, pos, IovIter::from_slice(buf))? as usize)
     }
 
     /// Writes the buffers in order at the file position and advances it.
     pub fn writev(&self, bufs: &[IoSlice<'_>]) -> Result<usize> {
-        let mut fpos = self.lock();
-        let it = iovec(*fpos, bufs)?;
-        let n = self.write_locked(*fpos, it)?;
-        *fpos += n;
+        let w = &mut *self.lock();
+        let it = iovec(w.pos, bufs)?;
+        let n = self.write_locked(&mut w.hint, w.pos, it)?;
+        w.pos += n;
         Ok(n as usize)
     }
 
     /// Writes the buffers in order at `pos`.
     pub fn pwritev(&self, pos: u64, bufs: &[IoSlice<'_>]) -> Result<usize> {
-        let _guard = self.lock();
+        let w = &mut *self.lock();
         let it = iovec(pos, bufs)?;
-        Ok(self.write_locked(pos, it)? as usize)
+        Ok(self.write_locked(&mut w.hint, pos, it)? as usize)
     }
 
     /// The common write: checks, zeroes the tail of the old EOF block when
     /// the write starts past it, then runs the write path's loop. Nothing
     /// is written when a check fails.
-    fn write_locked(&self, pos: u64, mut src: IovIter<'_>) -> Result<u64> {
+    fn write_locked(&self, hint: &mut FolioHint, pos: u64, mut src: IovIter<'_>) -> Result<u64> {
         let len = src.remaining();
         if len == 0 {
             return Ok(0);
@@ -144,10 +153,10 @@ impl File {
         self.mapping.mapper.prepare_write(FilePos::new(pos), len)?;
         let isize = self.mapping.size();
         if pos > isize {
-            return self.write_past_eof(pos, isize, src);
+            return self.write_past_eof(hint, pos, isize, src);
         }
         self.write_path
-            .perform_write(&self.mapping, FilePos::new(pos), &mut src)
+            .perform_write(&self.mapping, hint, FilePos::new(pos), &mut src)
     }
 
     /// A write starting past EOF `isize`: ext4_write_checks (2026) zeroes
@@ -157,11 +166,17 @@ impl File {
     /// overwrite hot path pays nothing for it.
     #[cold]
     #[inline(never)]
-    fn write_past_eof(&self, pos: u64, isize: u64, mut src: IovIter<'_>) -> Result<u64> {
-        self.zero_eof_tail(isize, pos)?;
+    fn write_past_eof(
+        &self,
+        hint: &mut FolioHint,
+        pos: u64,
+        isize: u64,
+        mut src: IovIter<'_>,
+    ) -> Result<u64> {
+        self.zero_eof_tail(hint, isize, pos)?;
         let res = self
             .write_path
-            .perform_write(&self.mapping, FilePos::new(pos), &mut src);
+            .perform_write(&self.mapping, hint, FilePos::new(pos), &mut src);
         if !matches!(res, Ok(n) if n > 0) && self.mapping.size() != isize {
             // The zeroing moved i_size for its write; a write that failed
             // whole leaves the size as it found it.
@@ -172,12 +187,12 @@ impl File {
 
     /// Zeroes `[old, min(limit, round_up(old)))`, the tail of the block
     /// holding the EOF `old`, before the file grows past it.
-    fn zero_eof_tail(&self, old: u64, limit: u64) -> Result<()> {
+    fn zero_eof_tail(&self, hint: &mut FolioHint, old: u64, limit: u64) -> Result<()> {
         let end = self.mapping.bs().round_up(old).min(limit);
         if end <= old {
             return Ok(());
         }
-        self.zero_partial(old, end)
+        self.zero_partial(hint, old, end)
     }
 
     /// Zeroes file bytes `[from, to)`, which lie inside one block: in the
@@ -185,7 +200,7 @@ impl File {
     /// when the block has data there (mapped, or delalloc with its data in
     /// the cache). A hole or an unwritten block reads as zeroes already:
     /// only a cached copy is zeroed.
-    fn zero_partial(&self, from: u64, to: u64) -> Result<()> {
+    fn zero_partial(&self, hint: &mut FolioHint, from: u64, to: u64) -> Result<()> {
         let bs = self.mapping.bs();
         let block = bs.round_down(from);
         let m = self
@@ -194,9 +209,12 @@ impl File {
             .iomap_begin(FilePos::new(block), bs.get(), MapIntent::Read)?;
         if matches!(m.kind, ExtentKind::Mapped | ExtentKind::Delalloc) {
             let mut zeros = IovIter::zeros(to - from);
-            let n = self
-                .write_path
-                .perform_write(&self.mapping, FilePos::new(from), &mut zeros)?;
+            let n = self.write_path.perform_write(
+                &self.mapping,
+                hint,
+                FilePos::new(from),
+                &mut zeros,
+            )?;
             if n < to - from {
                 return Err(Error::Unsupported(format!(
                     "could not zero [{from}, {to}) in the cache"
@@ -253,7 +271,8 @@ impl File {
     /// free the blocks past it; growing zeroes the old EOF block's tail and
     /// leaves a hole. Under the write lock.
     pub fn set_len(&self, size: u64) -> Result<()> {
-        let _guard = self.lock();
+        let w = &mut *self.lock();
+        let hint = &mut w.hint;
         let capacity = self.mapping.mapper.max_size();
         if size > capacity {
             return Err(Error::FileTooLarge {
@@ -268,12 +287,12 @@ impl File {
             // The zeroing stays below the old EOF, so it moves no size.
             let tail = bs.round_up(size).min(old);
             if tail > size {
-                self.zero_partial(size, tail)?;
+                self.zero_partial(hint, size, tail)?;
             }
             self.zero_cached_tail(size);
             self.invalidate_cache(bs.round_up(size), u64::MAX);
         } else if size > old {
-            self.zero_eof_tail(old, size)?;
+            self.zero_eof_tail(hint, old, size)?;
         }
         self.mapping.mapper.truncate(size)
     }
@@ -303,7 +322,8 @@ impl File {
     /// cache over the whole blocks and has the mapper free them. A zero
     /// length is refused (EINVAL), as fallocate(2) refuses it.
     pub fn fallocate(&self, offset: u64, len: u64, mode: FallocMode) -> Result<()> {
-        let _guard = self.lock();
+        let w = &mut *self.lock();
+        let hint = &mut w.hint;
         if len == 0 {
             return Err(Error::InvalidArgument(format!(
                 "fallocate of 0 bytes at offset {offset}"
@@ -325,7 +345,7 @@ impl File {
                 }
                 let old = self.mapping.size();
                 if mode == FallocMode::Allocate && end > old {
-                    self.zero_eof_tail(old, end)?;
+                    self.zero_eof_tail(hint, old, end)?;
                 }
             }
             FallocMode::PunchHole => {
@@ -333,10 +353,10 @@ impl File {
                 let size = self.mapping.size();
                 let (first, last) = (bs.round_up(offset), bs.round_down(end));
                 // The partial edges, below EOF only: past it nothing is read.
-                let edge = |a: u64, b: u64| -> Result<()> {
+                let mut edge = |a: u64, b: u64| -> Result<()> {
                     let b = b.min(size);
                     if a < b {
-                        self.zero_partial(a, b)?;
+                        self.zero_partial(hint, a, b)?;
                     }
                     Ok(())
                 };
@@ -354,9 +374,9 @@ impl File {
 
     /// Reads at the file position and advances it; short at EOF.
     pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
-        let mut fpos = self.lock();
-        let n = self.pread(*fpos, buf)?;
-        *fpos += n as u64;
+        let w = &mut *self.lock();
+        let n = self.pread(w.pos, buf)?;
+        w.pos += n as u64;
         Ok(n)
     }
 
@@ -388,12 +408,12 @@ impl File {
 
     /// Sets the file position.
     pub fn seek(&self, pos: u64) {
-        *self.lock() = pos;
+        self.lock().pos = pos;
     }
 
     /// The file position.
     pub fn position(&self) -> u64 {
-        *self.lock()
+        self.lock().pos
     }
 
     /// Writes back every dirty block, flushes the device and has the mapper

@@ -4,6 +4,7 @@
 use crate::align::AlignedBuf;
 use crate::folio_state::FolioState;
 use std::any::Any;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// Page size: the unit folio orders count in.
@@ -82,6 +83,12 @@ pub struct FolioData {
     pub flags: FolioFlags,
     /// The write path's per-block state.
     pub private: FolioPrivate,
+    /// True while the page cache holds this folio; cleared, under this
+    /// lock, when truncate or drop_caches removes it. A writer that reached
+    /// the folio through its [`FolioHint`](crate::page_cache::FolioHint)
+    /// (without the cache's index lock) checks it after locking, so it never
+    /// writes into a folio writeback can no longer find.
+    pub(crate) in_cache: bool,
 }
 
 impl FolioData {
@@ -119,6 +126,11 @@ impl FolioData {
 pub struct Folio {
     index: u64,
     order: u8,
+    /// How many of the strong references are writers' hints
+    /// ([`FolioHint`](crate::page_cache::FolioHint)), so drop_caches can
+    /// tell a hint, which checks `in_cache` under the lock, from a user
+    /// that found the folio and has not locked it yet.
+    hint_refs: AtomicUsize,
     inner: Mutex<FolioData>,
 }
 
@@ -136,12 +148,15 @@ impl Folio {
         Folio {
             index,
             order,
+            hint_refs: AtomicUsize::new(0),
             inner: Mutex::new(FolioData {
                 index,
                 order,
                 data: buffer_pool::take(order),
                 flags: FolioFlags::default(),
                 private: FolioPrivate::None,
+                // Created to be inserted at once, under the index's write lock.
+                in_cache: true,
             }),
         }
     }
@@ -181,6 +196,25 @@ impl Folio {
     /// Locks the folio if nobody holds it.
     pub fn try_lock(&self) -> Option<FolioGuard<'_>> {
         self.inner.try_lock().ok()
+    }
+
+    /// A hint took a strong reference: called after the `Arc` clone, so
+    /// the count of hints never exceeds the hints' share of the strong
+    /// count (drop_caches discounts them).
+    pub(crate) fn hint_acquire(&self) {
+        self.hint_refs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A hint is about to drop its strong reference: called before the
+    /// `Arc` drop, whose release decrement then publishes this one to
+    /// whoever reads the strong count with an acquire fence after it.
+    pub(crate) fn hint_release(&self) {
+        self.hint_refs.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Strong references held by hints (see [`hint_acquire`](Self::hint_acquire)).
+    pub(crate) fn hint_refs(&self) -> usize {
+        self.hint_refs.load(Ordering::Acquire)
     }
 }
 

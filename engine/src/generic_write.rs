@@ -7,6 +7,7 @@ use crate::address_space::AddressSpace;
 use crate::error::Result;
 use crate::folio::FolioData;
 use crate::iov::IovIter;
+use crate::page_cache::FolioHint;
 use crate::units::FilePos;
 
 /// The filesystem half of a per-folio write: what happens around the copy.
@@ -44,6 +45,7 @@ pub trait FolioWriteOps {
 /// loop and returns the progress, an error before any is returned.
 pub fn generic_perform_write(
     mapping: &AddressSpace,
+    hint: &mut FolioHint,
     ops: &dyn FolioWriteOps,
     pos: FilePos,
     src: &mut IovIter<'_>,
@@ -56,7 +58,7 @@ pub fn generic_perform_write(
     let mut isize = mapping.size();
     while src.remaining() > 0 {
         let bytes = (chunk - pos % chunk).min(src.remaining());
-        match write_one_folio(mapping, ops, pos, bytes, src, &mut isize) {
+        match write_one_folio(mapping, hint, ops, pos, bytes, src, &mut isize) {
             Ok(0) => break,
             Ok(n) => {
                 pos += n;
@@ -73,13 +75,14 @@ pub fn generic_perform_write(
 #[inline]
 fn write_one_folio(
     mapping: &AddressSpace,
+    hint: &mut FolioHint,
     ops: &dyn FolioWriteOps,
     pos: u64,
     bytes: u64,
     src: &mut IovIter<'_>,
     isize: &mut u64,
 ) -> Result<u64> {
-    mapping.cache.with_locked(pos, bytes, |g| {
+    mapping.cache.with_locked(hint, pos, bytes, |g| {
         // The folio may be smaller or larger than the chunk: offsets come from it.
         let off = (pos - g.pos()) as usize;
         let len = (g.size() - off).min(bytes as usize);
@@ -162,6 +165,7 @@ mod tests {
         let data = vec![7u8; 10000];
         let n = generic_perform_write(
             &ino,
+            &mut ino.cache.hint(),
             &ops,
             FilePos::new(5000),
             &mut IovIter::from_slice(&data),
@@ -183,8 +187,14 @@ mod tests {
             reject_at: Some(4096),
         };
         let data = vec![1u8; 8192];
-        let n = generic_perform_write(&ino, &ops, FilePos::new(0), &mut IovIter::from_slice(&data))
-            .unwrap();
+        let n = generic_perform_write(
+            &ino,
+            &mut ino.cache.hint(),
+            &ops,
+            FilePos::new(0),
+            &mut IovIter::from_slice(&data),
+        )
+        .unwrap();
         assert_eq!(n, 4096);
         assert_eq!(ino.size(), 4096);
     }

@@ -57,7 +57,7 @@ pub use mapping::{
     AllocPolicy, BlockMapping, ExtentKind, FallocMode, Flat, Iomap, MapIntent, Mapper,
 };
 pub use mount::{Filesystem, Mount, OpenFlags};
-pub use page_cache::{OrderPolicy, PageCache};
+pub use page_cache::{FolioHint, OrderPolicy, PageCache};
 pub use units::{BlockSize, DevAddr, DiskBlock, FileBlock, FilePos};
 pub use write_path::{DirtyRun, WritePath};
 

@@ -10,6 +10,7 @@ use crate::address_space::AddressSpace;
 use crate::error::Result;
 use crate::folio::FolioData;
 use crate::iov::IovIter;
+use crate::page_cache::FolioHint;
 use crate::units::{DevAddr, FilePos};
 use std::ops::Range;
 
@@ -34,9 +35,12 @@ pub trait WritePath: Send + Sync {
     /// write lock and has checked the range with `Mapper::prepare_write`.
     /// Returns the bytes written: all of them, or fewer if an error stopped
     /// the loop after some progress (an error with no progress is returned).
+    /// `hint` is the writer's lookup hint, kept with the write lock, for
+    /// `PageCache::with_locked`: both paths look folios up the same way.
     fn perform_write(
         &self,
         mapping: &AddressSpace,
+        hint: &mut FolioHint,
         pos: FilePos,
         src: &mut IovIter<'_>,
     ) -> Result<u64>;

@@ -17,6 +17,7 @@ use crate::error::Result;
 use crate::folio::{FolioData, FolioPrivate};
 use crate::folio_state::FolioState;
 use crate::iov::IovIter;
+use crate::page_cache::FolioHint;
 use crate::units::{BlockSize, FilePos};
 use crate::write_path::{DirtyRun, WritePath};
 
@@ -69,10 +70,11 @@ impl WritePath for IomapPath {
     fn perform_write(
         &self,
         mapping: &AddressSpace,
+        hint: &mut FolioHint,
         pos: FilePos,
         src: &mut IovIter<'_>,
     ) -> Result<u64> {
-        write::iomap_file_buffered_write(mapping, pos, src)
+        write::iomap_file_buffered_write(mapping, hint, pos, src)
     }
 
     fn read_folio_range(

@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::folio::{FolioData, FolioFlags, FolioPrivate};
 use crate::iov::IovIter;
 use crate::mapping::{ExtentKind, Iomap, MapIntent};
+use crate::page_cache::FolioHint;
 use crate::units::{DevAddr, FilePos};
 
 /// The write loop, per extent: `iomap_file_buffered_write` with its
@@ -23,6 +24,7 @@ use crate::units::{DevAddr, FilePos};
 /// `iomap_file_buffered_write` returns `iter.pos - iocb->ki_pos`).
 pub(super) fn iomap_file_buffered_write(
     mapping: &AddressSpace,
+    hint: &mut FolioHint,
     pos: FilePos,
     src: &mut IovIter<'_>,
 ) -> Result<u64> {
@@ -46,7 +48,7 @@ pub(super) fn iomap_file_buffered_write(
         };
         let ext_end = iomap.end().get().min(pos + want);
         let start = pos;
-        let (n, res) = iomap_write_iter(mapping, iomap, pos, ext_end, src, &mut isize);
+        let (n, res) = iomap_write_iter(mapping, hint, iomap, pos, ext_end, src, &mut isize);
         pos += n;
         written += n;
         if let Err(e) = res {
@@ -146,6 +148,7 @@ fn block_dirty_in_cache(mapping: &AddressSpace, pos: u64) -> bool {
 #[inline]
 fn iomap_write_iter(
     mapping: &AddressSpace,
+    hint: &mut FolioHint,
     iomap: &Iomap,
     mut pos: u64,
     ext_end: u64,
@@ -156,7 +159,7 @@ fn iomap_write_iter(
     let start = pos;
     while pos < ext_end {
         let bytes = (chunk - pos % chunk).min(ext_end - pos);
-        match write_one_folio(mapping, iomap, pos, bytes, src, isize) {
+        match write_one_folio(mapping, hint, iomap, pos, bytes, src, isize) {
             Ok(n) => pos += n,
             Err(e) => return (pos - start, Err(e)),
         }
@@ -171,13 +174,14 @@ fn iomap_write_iter(
 #[inline]
 fn write_one_folio(
     mapping: &AddressSpace,
+    hint: &mut FolioHint,
     iomap: &Iomap,
     pos: u64,
     bytes: u64,
     src: &mut IovIter<'_>,
     isize: &mut u64,
 ) -> Result<u64> {
-    mapping.cache.with_locked(pos, bytes, |g| {
+    mapping.cache.with_locked(hint, pos, bytes, |g| {
         // Offsets come from the folio we got, not from the request.
         let off = (pos - g.pos()) as usize;
         let len = (g.size() - off).min(bytes as usize);
