@@ -33,6 +33,31 @@ impl GroupDesc {
     }
 }
 
+/// Reads block `i` of the group descriptor table (`per_block`
+/// descriptors a block): its block number and bytes, refusing a table
+/// block past the filesystem's end. The reader and the allocator share it.
+pub(crate) fn read_table_block(
+    dev: &dyn BlockDevice,
+    sb: &Superblock,
+    i: u64,
+    per_block: u64,
+) -> Result<(u64, Vec<u8>)> {
+    let bs = u64::from(sb.block_size);
+    let blk = desc_block(sb, i, per_block);
+    if blk >= sb.blocks_count {
+        return Err(Ext4Error::corrupt(
+            Structure::GroupDescriptorTable,
+            Location::Block(blk),
+            CorruptKind::OutsideFilesystem {
+                blocks: (blk, blk + 1),
+                blocks_count: sb.blocks_count,
+            },
+        ));
+    }
+    let buf = read_meta(dev, Structure::GroupDescriptorTable, blk * bs, bs as usize)?;
+    Ok((blk, buf))
+}
+
 /// Reads every group descriptor, verifying metadata_csum checksums.
 pub(crate) fn read_all(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Vec<GroupDesc>> {
     let bs = u64::from(sb.block_size);
@@ -42,18 +67,7 @@ pub(crate) fn read_all(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Vec<Gro
     let table_blocks = groups.div_ceil(per_block);
     let mut out = Vec::with_capacity(usize::try_from(groups).unwrap_or(0).min(1 << 20));
     for i in 0..table_blocks {
-        let blk = desc_block(sb, i, per_block);
-        if blk >= sb.blocks_count {
-            return Err(Ext4Error::corrupt(
-                Structure::GroupDescriptorTable,
-                Location::Block(blk),
-                CorruptKind::OutsideFilesystem {
-                    blocks: (blk, blk + 1),
-                    blocks_count: sb.blocks_count,
-                },
-            ));
-        }
-        let buf = read_meta(dev, Structure::GroupDescriptorTable, blk * bs, bs as usize)?;
+        let (blk, buf) = read_table_block(dev, sb, i, per_block)?;
         for j in 0..per_block {
             let g = i * per_block + j;
             if g >= groups {

@@ -24,7 +24,9 @@ mod tests;
 
 use crate::checksum::chksum;
 use crate::error::{CorruptKind, Ext4Error, Location, OverlapWith, Result, Structure};
-use crate::group_desc::{desc_block, desc_csum, has_super, superblock_block, table_runs};
+use crate::group_desc::{
+    desc_block, desc_csum, has_super, read_table_block, superblock_block, table_runs,
+};
 use crate::superblock::{incompat, ro_compat, Superblock, SUPERBLOCK_OFFSET};
 use crate::txn::{MetaKind, Phase, Transaction};
 use crate::util::{hilo, le16, le32, read_meta};
@@ -151,18 +153,7 @@ impl Allocator {
         let mut free_blocks = 0u64;
         let mut free_inodes = 0u64;
         for i in 0..table_blocks {
-            let blk = gdt_first + i;
-            if blk >= sb.blocks_count {
-                return Err(Ext4Error::corrupt(
-                    Structure::GroupDescriptorTable,
-                    Location::Block(blk),
-                    CorruptKind::OutsideFilesystem {
-                        blocks: (blk, blk + 1),
-                        blocks_count: sb.blocks_count,
-                    },
-                ));
-            }
-            let buf = read_meta(dev, Structure::GroupDescriptorTable, blk * bs, bs as usize)?;
+            let (blk, buf) = read_table_block(dev, sb, i, per_block)?;
             for j in 0..per_block {
                 let g = i * per_block + j;
                 if g >= ngroups {
