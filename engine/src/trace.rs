@@ -177,8 +177,6 @@ pub enum ParseErrorKind {
     },
     /// The range's end (offset plus lengths) does not fit in 64 bits.
     Overflow,
-    /// An operation of the trace grammar that replay does not run yet.
-    NotSupported(&'static str),
 }
 
 /// A malformed trace line: its number and what is wrong with it.
@@ -211,10 +209,6 @@ impl fmt::Display for ParseErrorKind {
                 Clipped(word, WORD_CLIP)
             ),
             Self::Overflow => f.write_str("offset plus length overflows 64 bits"),
-            Self::NotSupported(op) => write!(
-                f,
-                "{op} is not supported yet by replay (it runs {SUPPORTED})"
-            ),
         }
     }
 }
@@ -222,10 +216,6 @@ impl fmt::Display for ParseErrorKind {
 /// The operations replay runs, for error messages.
 const SUPPORTED: &str =
     "pwrite, write, seek, writev, read, fsync, fdatasync, truncate, fallocate and punch";
-
-/// Operations the replay trace grammar names that replay does not run yet:
-/// a trace using them is refused as such, not as unknown (none today).
-const NOT_YET: &[&str] = &[];
 
 /// Characters of a word (a number, an operation name) an error echoes.
 pub const WORD_CLIP: usize = 40;
@@ -336,12 +326,7 @@ fn parse_op(name: &str, words: Words<'_, '_>) -> Result<Op, ParseErrorKind> {
             off.checked_add(len).ok_or(ParseErrorKind::Overflow)?;
             Op::Punch { off, len }
         }
-        _ => {
-            if let Some(op) = NOT_YET.iter().find(|op| **op == name) {
-                return Err(ParseErrorKind::NotSupported(op));
-            }
-            return Err(ParseErrorKind::UnknownOp(name.to_string()));
-        }
+        _ => return Err(ParseErrorKind::UnknownOp(name.to_string())),
     };
     no_more(words, op.name())?;
     Ok(op)

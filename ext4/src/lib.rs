@@ -3,8 +3,12 @@
 //! files for both write paths ([`Ext4File`] is a [`bufwrite_engine::Mapper`]),
 //! and reports which features keep files off the iomap buffered path.
 //!
-//! Only overwrites of written extents are supported: anything that would
-//! allocate or change metadata is refused before a byte is written.
+//! Files written through [`Ext4File`] allocate as ext4 does with delalloc
+//! (reservation at write time, allocation at writeback, unwritten or
+//! ordered extents), truncate, punch and fallocate; [`Ext4`] creates and
+//! unlinks files and is the engine's `Filesystem`. Images bufwrite could not
+//! keep fsck-clean ([`Ext4::alloc_blockers`]) take overwrites of written
+//! extents only, refused otherwise before a byte is written.
 //!
 //! ```no_run
 //! use bufwrite_engine::device::{open_device, OpenOptions};
