@@ -46,7 +46,7 @@ pub mod writeback;
 
 pub use address_space::AddressSpace;
 pub use align::AlignedBuf;
-pub use device::{BlockDevice, IoRequest, IoStats};
+pub use device::{BlockDevice, IoRequest, IoStats, OwnedWrite, WriteStream};
 pub use error::{Error, IoKind, Result};
 pub use file::{File, FileOptions};
 pub use folio::{Folio, FolioData, FolioFlags, FolioGuard, FolioPrivate};

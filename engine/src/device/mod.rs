@@ -133,6 +133,38 @@ impl<'a> IoRequest<'a> {
     }
 }
 
+/// A write whose buffer the device owns while it is in flight: what the
+/// writeback pipeline hands to [`BlockDevice::submit_stream`]. The folios
+/// it was copied from are unlocked (and may be written again) while it
+/// runs, so it cannot borrow their memory.
+#[derive(Debug)]
+pub struct OwnedWrite {
+    /// Device byte offset of the first byte.
+    pub offset: u64,
+    /// The bytes: `buf[..len]` is written.
+    pub buf: crate::align::AlignedBuf,
+    /// Bytes to write (a multiple of the logical block size, `<= buf.len()`).
+    pub len: usize,
+    /// The caller's tag, handed back with the completion.
+    pub tag: u64,
+}
+
+/// A source of writes and a sink of their completions, for
+/// [`BlockDevice::submit_stream`]: the device pulls the next write as soon
+/// as it has a free queue slot and reports each completion as it arrives.
+pub trait WriteStream {
+    /// The next write to start; `None` when there is no more (the stream
+    /// ends once every write started has completed).
+    fn next_write(&mut self) -> Option<OwnedWrite>;
+
+    /// One started write has completed (in any order), with its result.
+    fn complete(&mut self, write: OwnedWrite, result: Result<()>);
+}
+
+/// How many writes the default [`BlockDevice::submit_stream`] gathers
+/// into one [`BlockDevice::submit`] batch.
+pub const STREAM_BATCH: usize = 32;
+
 /// A block device (or image file, or RAM) that the page cache reads from and
 /// writes back to.
 ///
@@ -164,6 +196,40 @@ pub trait BlockDevice: Send + Sync {
 
     /// Makes completed writes durable (a device cache flush).
     fn flush(&self) -> Result<()>;
+    /// Runs every write `stream` gives, keeping up to the device's queue
+    /// depth in flight: the next write is pulled as soon as a slot is free,
+    /// completions are handed back as they arrive, and the call returns once
+    /// the stream is dry and nothing is in flight. No flush.
+    ///
+    /// The default gathers up to [`STREAM_BATCH`] writes into one
+    /// [`submit`](BlockDevice::submit) batch at a time (a barrier between
+    /// batches); backends with a queue (io_uring) override it.
+    fn submit_stream(&self, stream: &mut dyn WriteStream) {
+        let mut batch: Vec<OwnedWrite> = Vec::with_capacity(STREAM_BATCH);
+        loop {
+            while batch.len() < STREAM_BATCH {
+                match stream.next_write() {
+                    Some(w) => batch.push(w),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            let results: Vec<Result<()>> = {
+                let mut reqs: Vec<IoRequest<'_>> = batch
+                    .iter()
+                    .map(|w| IoRequest::write(w.offset, &w.buf[..w.len.min(w.buf.len())]))
+                    .collect();
+                self.submit(&mut reqs);
+                reqs.iter_mut().map(IoRequest::take_result).collect()
+            };
+            for (w, r) in batch.drain(..).zip(results) {
+                stream.complete(w, r);
+            }
+        }
+    }
+
 
     /// Counters of the I/O this device has done.
     fn stats(&self) -> IoStats;
