@@ -254,6 +254,12 @@ impl<C: WalkCount> WritePath for BufferHeadPath<C> {
         ring_mut(folio).is_none_or(|ring| writeback::clear_dirty(ring, done))
     }
 
+    fn redirty(&self, folio: &mut FolioData, range: std::ops::Range<usize>) {
+        if let Some(ring) = ring_mut(folio) {
+            writeback::redirty(ring, range);
+        }
+    }
+
     fn invalidate_range(
         &self,
         mapping: &AddressSpace,

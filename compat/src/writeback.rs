@@ -138,11 +138,10 @@ fn map_delayed(
 /// (ascending, disjoint), in one walk of the ring; returns true when no
 /// head of the folio is left dirty.
 ///
-/// The kernel clears a head's dirty bit when it queues the head for I/O
-/// (`ext4_bio_write_folio`) and the completion (`end_buffer_async_write`)
-/// touches only the heads that were in flight; bufwrite keeps the folio
-/// locked across the I/O and clears at completion instead, so the folio's
-/// completed runs are handed over together and the ring is walked once.
+/// As the kernel's `ext4_bio_write_folio`, the dirty bits go when the
+/// heads are queued for I/O (the folio is unlocked during it); the engine
+/// hands over all of a folio's queued runs together, so the ring is walked
+/// once. A failed write marks them dirty again ([`redirty`]).
 pub(crate) fn clear_dirty(ring: &mut BufferRing, done: &[Range<usize>]) -> bool {
     let mut clean = true;
     let mut ranges = done.iter().peekable();
@@ -155,6 +154,17 @@ pub(crate) fn clear_dirty(ring: &mut BufferRing, done: &[Range<usize>]) -> bool 
         clean &= !bh.dirty();
     }
     clean
+}
+
+/// Marks dirty again the heads inside folio bytes `range` whose write
+/// failed, if they still hold data (mapped and uptodate: a head truncate
+/// or punch discarded meanwhile stays clean).
+pub(crate) fn redirty(ring: &mut BufferRing, range: Range<usize>) {
+    for bh in ring.walk() {
+        if !bh.outside(range.start, range.end) && bh.mapped() && bh.uptodate() {
+            bh.mark_dirty();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,12 +10,14 @@
 
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
-use crate::folio::FolioData;
+use crate::folio::{Folio, FolioData};
 use crate::mapping::Mapper;
 use crate::page_cache::PageCache;
 use crate::units::{BlockSize, DevAddr, FilePos};
+use crate::write_path::WritePath;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// One file's address space: the kernel's `struct address_space` (the
 /// page cache) together with the parts of its host `struct inode` the write
@@ -28,6 +30,18 @@ pub struct AddressSpace {
     pub mapper: Arc<dyn Mapper>,
     /// The device under the file.
     pub device: Arc<dyn BlockDevice>,
+    /// The write path (the kernel's `a_ops`): writeback started by the
+    /// flusher or reclaim, which have no `File`, goes through it.
+    a_ops: Box<dyn WritePath>,
+    /// Writeback errors not yet seen by every open file (errseq).
+    wb_err: Mutex<ErrSeq>,
+    /// Bumped and notified when a folio's writeback ends
+    /// (`folio_wait_writeback` waits on it).
+    wb_done: Mutex<u64>,
+    wb_done_cv: Condvar,
+    /// When the inode went from clean to dirty, in the memory's
+    /// milliseconds (0: clean): the flusher's expiry and its order.
+    dirtied_when: AtomicU64,
     /// The mapper's block size, read once: the hot path asks for it per
     /// folio and a virtual call there cost more than the load.
     block_size: BlockSize,
@@ -48,18 +62,142 @@ impl std::fmt::Debug for AddressSpace {
     }
 }
 
+/// The errseq of an address space: a counter of writeback errors and the
+/// last one, which each open file reports once.
+#[derive(Debug, Default)]
+struct ErrSeq {
+    seq: u64,
+    last: Option<(u64, Arc<Error>)>,
+}
+
 impl AddressSpace {
-    /// The address space of one file: its cache, mapper and device. The
-    /// block size is the mapper's, so the two cannot disagree.
-    pub fn new(cache: PageCache, mapper: Arc<dyn Mapper>, device: Arc<dyn BlockDevice>) -> Self {
+    /// The address space of one file: its cache, mapper, device and write
+    /// path. The block size is the mapper's, so the two cannot disagree.
+    /// It registers with the cache's memory (the flusher and reclaim find
+    /// it there).
+    pub fn new(
+        cache: PageCache,
+        mapper: Arc<dyn Mapper>,
+        device: Arc<dyn BlockDevice>,
+        a_ops: Box<dyn WritePath>,
+    ) -> Arc<Self> {
         let block_size = mapper.block_size();
-        AddressSpace {
-            cache,
-            mapper,
-            device,
-            block_size,
-            pending_end_io: Mutex::new(Vec::new()),
+        let mapping = Arc::new_cyclic(|weak| {
+            cache.set_owner(std::sync::Weak::clone(weak));
+            AddressSpace {
+                cache,
+                mapper,
+                device,
+                a_ops,
+                wb_err: Mutex::new(ErrSeq::default()),
+                wb_done: Mutex::new(0),
+                wb_done_cv: Condvar::new(),
+                dirtied_when: AtomicU64::new(0),
+                block_size,
+                pending_end_io: Mutex::new(Vec::new()),
+            }
+        });
+        mapping.cache.memory().register(Arc::downgrade(&mapping));
+        mapping
+    }
+
+    /// The write path.
+    #[inline]
+    pub fn write_path(&self) -> &dyn WritePath {
+        self.a_ops.as_ref()
+    }
+
+    /// When the inode became dirty (memory milliseconds; 0 when clean).
+    pub fn dirtied_when(&self) -> u64 {
+        self.dirtied_when.load(Ordering::Relaxed)
+    }
+
+    /// Called by writeback when a pass left no dirty folio.
+    pub(crate) fn clear_dirtied_when(&self) {
+        if self.cache.nr_dirty() == 0 {
+            self.dirtied_when.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Records a writeback error for every open file to see once.
+    pub fn record_wb_error(&self, file_offset: u64, err: Error) {
+        let mut e = self.wb_err.lock().unwrap_or_else(|e| e.into_inner());
+        e.seq += 1;
+        e.last = Some((file_offset, Arc::new(err)));
+    }
+
+    /// The errseq counter now (a file samples it at open).
+    pub fn wb_err_seq(&self) -> u64 {
+        self.wb_err.lock().unwrap_or_else(|e| e.into_inner()).seq
+    }
+
+    /// `file_check_and_advance_wb_err`: the error recorded since `seen`
+    /// (a file's sample), once; `seen` moves to now.
+    pub fn check_and_advance_wb_err(&self, seen: &AtomicU64) -> Option<Error> {
+        let e = self.wb_err.lock().unwrap_or_else(|e| e.into_inner());
+        let old = seen.swap(e.seq, Ordering::AcqRel);
+        if old >= e.seq {
+            return None;
+        }
+        e.last
+            .as_ref()
+            .map(|(file_offset, source)| Error::WritebackEarlier {
+                file_offset: *file_offset,
+                source: Arc::clone(source),
+            })
+    }
+
+    /// Ends one writeback I/O over `folio`; the last one ends its
+    /// writeback (untagged, accounted, waiters woken).
+    pub(crate) fn end_folio_writeback(&self, folio: &Folio) {
+        if folio.end_writeback_io() {
+            self.cache.untag_writeback(folio);
+            *self.wb_done.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            self.wb_done_cv.notify_all();
+        }
+    }
+
+    /// `folio_wait_writeback`: returns once `folio` is not under writeback.
+    /// Call with no folio locked.
+    pub fn wait_on_writeback(&self, folio: &Folio) {
+        let mut g = self.wb_done.lock().unwrap_or_else(|e| e.into_inner());
+        while folio.under_writeback() {
+            g = self
+                .wb_done_cv
+                .wait_timeout(g, std::time::Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits for the writeback of every folio over file bytes `[from, to)`
+    /// (`filemap_fdatawait_range`).
+    pub fn wait_writeback_range(&self, from: u64, to: u64) {
+        for f in self.cache.tagged(from, to, true) {
+            self.wait_on_writeback(&f);
+        }
+    }
+
+    /// Reclaim's eviction of one clean, idle folio; the pages whose data
+    /// waits for its completion stay (see [`drop_clean`](Self::drop_clean)).
+    pub(crate) fn evict(&self, folio: Arc<Folio>) -> bool {
+        let pending = self
+            .pending_end_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let keep = |start: u64, end: u64| pending.iter().any(|r| r.start < end && start < r.end);
+        self.cache.evict(&folio, keep)
+    }
+
+    /// Flushes the device and completes what waited for it: memory
+    /// pressure's way to unpin folios whose conversion waits (and the
+    /// flusher's, for completions older than the expiry).
+    pub fn flush_pending_io(&self) -> Result<()> {
+        if !self.has_pending_io() {
+            return Ok(());
+        }
+        self.device.flush()?;
+        self.complete_pending_io()
     }
 
     /// Records file ranges whose writeback I/O completed, for
@@ -177,13 +315,30 @@ impl AddressSpace {
     }
 
     /// Marks the folio dirty in its flags and, on the clean-to-dirty edge,
-    /// in the cache's dirty set.
+    /// in the cache's dirty tag and the memory's count; the inode's first
+    /// dirty folio stamps its dirtied-when time.
     #[inline]
     pub fn mark_folio_dirty(&self, folio: &mut FolioData) {
         if !folio.dirty() {
-            folio.flags.set(crate::FolioFlags::DIRTY, true);
-            self.cache.mark_dirty(folio.index);
+            self.mark_folio_dirty_slow(folio);
         }
+    }
+
+    #[cold]
+    fn mark_folio_dirty_slow(&self, folio: &mut FolioData) {
+        folio.flags.set(crate::FolioFlags::DIRTY, true);
+        if self.cache.mark_dirty(folio) && self.dirtied_when() == 0 {
+            let now = self.cache.memory().now_ms();
+            self.dirtied_when.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Clears the folio's dirty (and error) flags and its dirty tag: its
+    /// dirty blocks were all queued for writeback, or dropped.
+    pub fn clear_folio_dirty(&self, folio: &mut FolioData) {
+        folio.flags.set(crate::FolioFlags::DIRTY, false);
+        folio.flags.set(crate::FolioFlags::ERROR, false);
+        self.cache.clear_dirty(folio);
     }
 
     /// An error for a mapping kind a write path cannot write back without allocation.

@@ -66,6 +66,18 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// Writeback of a file range failed earlier (in the flusher's
+    /// background pass, or another file's fsync) and is reported once to
+    /// each open file of the inode, at its next fsync (the kernel's errseq).
+    /// The data stayed dirty; this fsync wrote it again.
+    #[error("writeback of file offset {file_offset} failed earlier")]
+    WritebackEarlier {
+        /// The file offset of the first byte that could not be written.
+        file_offset: u64,
+        /// The error recorded then.
+        #[source]
+        source: std::sync::Arc<Error>,
+    },
     /// `offset + length` overflows, or the iovec lengths add up past `u64`.
     #[error("range overflows: offset {offset} + length {len}")]
     RangeOverflow {
@@ -233,6 +245,58 @@ impl Error {
             offset,
             len,
             source,
+        }
+    }
+
+    /// A copy of this error for a second reader (errseq hands one error to
+    /// every open file). I/O errors keep their operation, offset, length
+    /// and errno; a variant that carries a non-cloneable source keeps its
+    /// text, as [`Error::Unsupported`].
+    pub fn duplicate(&self) -> Error {
+        let io_copy = |e: &io::Error| match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(e.kind(), e.to_string()),
+        };
+        match self {
+            Error::Io {
+                op,
+                offset,
+                len,
+                source,
+            } => Error::io(*op, *offset, *len, io_copy(source)),
+            Error::Writeback {
+                file_offset,
+                source,
+            } => Error::Writeback {
+                file_offset: *file_offset,
+                source: Box::new(source.duplicate()),
+            },
+            Error::WritebackEarlier {
+                file_offset,
+                source,
+            } => Error::WritebackEarlier {
+                file_offset: *file_offset,
+                source: std::sync::Arc::clone(source),
+            },
+            Error::NoSpace { offset, len } => Error::NoSpace {
+                offset: *offset,
+                len: *len,
+            },
+            Error::OutOfBounds {
+                op,
+                offset,
+                len,
+                size,
+            } => Error::OutOfBounds {
+                op: *op,
+                offset: *offset,
+                len: *len,
+                size: *size,
+            },
+            Error::ReadOnly => Error::ReadOnly,
+            Error::InvalidArgument(s) => Error::InvalidArgument(s.clone()),
+            Error::Unsupported(s) => Error::Unsupported(s.clone()),
+            other => Error::Unsupported(format!("{other}")),
         }
     }
 

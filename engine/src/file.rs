@@ -6,12 +6,13 @@ use crate::device::{BlockDevice, IoStats};
 use crate::error::{Error, Result};
 use crate::iov::IovIter;
 use crate::mapping::{ExtentKind, FallocMode, MapIntent, Mapper};
-use crate::mount::OpenGuard;
+use crate::flusher::CacheMemory;
 use crate::page_cache::{FolioHint, OrderPolicy, PageCache};
 use crate::units::FilePos;
 use crate::write_path::WritePath;
 use crate::writeback;
 use std::io::IoSlice;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Options for opening a [`File`].
@@ -32,46 +33,72 @@ impl Default for FileOptions {
 
 /// A cached file: a page cache over a mapper and a device, written through
 /// one write path. `File` is `Send + Sync`: writers are serialised by a
-/// per-file write lock (as i_rwsem serialises buffered writers), readers
-/// with `pread` run beside them under folio locks.
+/// per-inode write lock (as i_rwsem serialises buffered writers), readers
+/// with `pread` run beside them under folio locks. Files of one inode
+/// opened through a [`crate::Mount`] share its cache, write lock and
+/// writeback errors; each has its own position and its own view of those
+/// errors (errseq: each sees a writeback error once).
 ///
-/// Dropping a `File` writes its dirty data back, best effort: the errors
-/// of that are lost. [`close`](File::close) is how to see them.
+/// Dropping the last `File` of an inode writes its dirty data back, best
+/// effort: the errors of that are lost. [`close`](File::close) is how to
+/// see them.
 pub struct File {
-    mapping: AddressSpace,
-    write_path: Box<dyn WritePath>,
-    /// The write lock; it also guards the file position used by `write`,
-    /// `writev` and `read`, and the writers' folio lookup hint.
-    write_lock: Mutex<Writer>,
-    /// Marks the inode open in its [`crate::Mount`] until the file goes
-    /// (dropped after the writeback of `Drop`).
-    open_guard: Option<OpenGuard>,
+    inode: Arc<Inode>,
+    /// The file position used by `write`, `writev` and `read` (changed
+    /// under the inode's write lock).
+    pos: AtomicU64,
+    /// The inode's writeback error counter when this file last looked.
+    wb_err_seen: AtomicU64,
     /// `Drop` writes dirty data back (see [`File::set_writeback_on_drop`]).
-    writeback_on_drop: std::sync::atomic::AtomicBool,
+    writeback_on_drop: AtomicBool,
 }
 
-/// What the write lock guards: the file position and the writers' folio
-/// lookup hint (one writer at a time, so the hint needs no lock of its own).
-struct Writer {
-    pos: u64,
-    hint: FolioHint,
+/// What the files of one inode share: the address space (cache, mapper,
+/// device, write path), the write lock with the writers' folio lookup hint
+/// (one writer at a time, so the hint needs no lock of its own), and the
+/// mount's memory (which keeps its flusher running).
+pub(crate) struct Inode {
+    mapping: Arc<AddressSpace>,
+    write_lock: Mutex<FolioHint>,
+    memory: Arc<CacheMemory>,
+}
+
+impl Inode {
+    /// The inode's address space.
+    pub(crate) fn mapping(&self) -> &AddressSpace {
+        &self.mapping
+    }
 }
 
 impl std::fmt::Debug for File {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("File")
-            .field("write_path", &self.write_path.name())
-            .field("mapping", &self.mapping)
+            .field("write_path", &self.write_path().name())
+            .field("mapping", &self.inode.mapping)
             .finish()
     }
 }
 
 impl File {
-    /// Opens a file over `mapper` on `device`, written through `write_path`.
+    /// Opens a file over `mapper` on `device`, written through `write_path`,
+    /// with a cache of its own under the default [`crate::CacheLimits`] (and a
+    /// flusher thread); [`File::open_in`] shares a mount's.
     ///
     /// Fails when the block size is not 1, 2 or 4 KiB or is smaller than the
     /// device's logical block size (no block could be written alone).
     pub fn open(
+        device: Arc<dyn BlockDevice>,
+        mapper: Arc<dyn Mapper>,
+        write_path: Box<dyn WritePath>,
+        opts: FileOptions,
+    ) -> Result<File> {
+        Self::open_in(&CacheMemory::with_defaults(), device, mapper, write_path, opts)
+    }
+
+    /// As [`File::open`], charging the cache to `memory` (a mount's, or
+    /// one made with [`CacheMemory::new`] for a budget of one's own).
+    pub fn open_in(
+        memory: &Arc<CacheMemory>,
         device: Arc<dyn BlockDevice>,
         mapper: Arc<dyn Mapper>,
         write_path: Box<dyn WritePath>,
@@ -89,54 +116,90 @@ impl File {
                 device.logical_block_size()
             )));
         }
-        let mapping = AddressSpace::new(PageCache::new(opts.order), mapper, device);
+        let cache = PageCache::with_memory(opts.order, Arc::clone(memory.shared()));
+        let mapping = AddressSpace::new(cache, mapper, device, write_path);
         let hint = mapping.cache.hint();
-        Ok(File {
+        let inode = Arc::new(Inode {
             mapping,
-            write_path,
-            write_lock: Mutex::new(Writer { pos: 0, hint }),
-            open_guard: None,
-            writeback_on_drop: std::sync::atomic::AtomicBool::new(true),
-        })
+            write_lock: Mutex::new(hint),
+            memory: Arc::clone(memory),
+        });
+        Ok(File::of_inode(inode))
     }
 
-    /// Ties the file to its mount's record of open inodes.
-    pub(crate) fn set_open_guard(&mut self, guard: OpenGuard) {
-        self.open_guard = Some(guard);
+    /// A new open file of `inode`: position 0, its errseq sampled now.
+    pub(crate) fn of_inode(inode: Arc<Inode>) -> File {
+        let seen = inode.mapping.wb_err_seq();
+        File {
+            inode,
+            pos: AtomicU64::new(0),
+            wb_err_seen: AtomicU64::new(seen),
+            writeback_on_drop: AtomicBool::new(true),
+        }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Writer> {
-        self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
+    /// The inode this file is open on (a mount shares it between opens).
+    pub(crate) fn inode(&self) -> &Arc<Inode> {
+        &self.inode
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FolioHint> {
+        self.inode
+            .write_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After a write: `balance_dirty_pages` (the writer may be paused);
+    /// with no flusher, a writer at the hard limit writes back itself.
+    fn balance(&self, written: u64) {
+        let mem = self.inode.memory.shared();
+        mem.balance_dirty(written);
+        if mem.needs_own_writeback() {
+            let _ = writeback::background(&self.inode.mapping, None);
+        }
     }
 
     /// Writes `buf` at the file position and advances it.
     pub fn write(&self, buf: &[u8]) -> Result<usize> {
-        let w = &mut *self.lock();
-        let n = self.write_locked(&mut w.hint, w.pos, IovIter::from_slice(buf))?;
-        w.pos += n;
+        let n = {
+            let hint = &mut *self.lock();
+            let pos = self.pos.load(Ordering::Relaxed);
+            let n = self.write_locked(hint, pos, IovIter::from_slice(buf))?;
+            self.pos.store(pos + n, Ordering::Relaxed);
+            n
+        };
+        self.balance(n);
         Ok(n as usize)
     }
 
     /// Writes `buf` at `pos`; the file position does not move.
     pub fn pwrite(&self, pos: u64, buf: &[u8]) -> Result<usize> {
-        let w = &mut *self.lock();
-        Ok(self.write_locked(&mut w.hint, pos, IovIter::from_slice(buf))? as usize)
+        let n = self.write_locked(&mut self.lock(), pos, IovIter::from_slice(buf))?;
+        self.balance(n);
+        Ok(n as usize)
     }
 
     /// Writes the buffers in order at the file position and advances it.
     pub fn writev(&self, bufs: &[IoSlice<'_>]) -> Result<usize> {
-        let w = &mut *self.lock();
-        let it = iovec(w.pos, bufs)?;
-        let n = self.write_locked(&mut w.hint, w.pos, it)?;
-        w.pos += n;
+        let n = {
+            let hint = &mut *self.lock();
+            let pos = self.pos.load(Ordering::Relaxed);
+            let it = iovec(pos, bufs)?;
+            let n = self.write_locked(hint, pos, it)?;
+            self.pos.store(pos + n, Ordering::Relaxed);
+            n
+        };
+        self.balance(n);
         Ok(n as usize)
     }
 
     /// Writes the buffers in order at `pos`.
     pub fn pwritev(&self, pos: u64, bufs: &[IoSlice<'_>]) -> Result<usize> {
-        let w = &mut *self.lock();
         let it = iovec(pos, bufs)?;
-        Ok(self.write_locked(&mut w.hint, pos, it)? as usize)
+        let n = self.write_locked(&mut self.lock(), pos, it)?;
+        self.balance(n);
+        Ok(n as usize)
     }
 
     /// The common write: checks, zeroes the tail of the old EOF block when
@@ -150,13 +213,13 @@ impl File {
         if pos.checked_add(len).is_none() {
             return Err(Error::RangeOverflow { offset: pos, len });
         }
-        self.mapping.mapper.prepare_write(FilePos::new(pos), len)?;
-        let isize = self.mapping.size();
+        self.mapping().mapper.prepare_write(FilePos::new(pos), len)?;
+        let isize = self.mapping().size();
         if pos > isize {
             return self.write_past_eof(hint, pos, isize, src);
         }
-        self.write_path
-            .perform_write(&self.mapping, hint, FilePos::new(pos), &mut src)
+        self.write_path()
+            .perform_write(self.mapping(), hint, FilePos::new(pos), &mut src)
     }
 
     /// A write starting past EOF `isize`: ext4_write_checks (2026) zeroes
@@ -175,12 +238,12 @@ impl File {
     ) -> Result<u64> {
         self.zero_eof_tail(hint, isize, pos)?;
         let res = self
-            .write_path
-            .perform_write(&self.mapping, hint, FilePos::new(pos), &mut src);
-        if !matches!(res, Ok(n) if n > 0) && self.mapping.size() != isize {
+            .write_path()
+            .perform_write(self.mapping(), hint, FilePos::new(pos), &mut src);
+        if !matches!(res, Ok(n) if n > 0) && self.mapping().size() != isize {
             // The zeroing moved i_size for its write; a write that failed
             // whole leaves the size as it found it.
-            self.mapping.mapper.set_size(isize);
+            self.mapping().mapper.set_size(isize);
         }
         res
     }
@@ -188,7 +251,7 @@ impl File {
     /// Zeroes `[old, min(limit, round_up(old)))`, the tail of the block
     /// holding the EOF `old`, before the file grows past it.
     fn zero_eof_tail(&self, hint: &mut FolioHint, old: u64, limit: u64) -> Result<()> {
-        let end = self.mapping.bs().round_up(old).min(limit);
+        let end = self.mapping().bs().round_up(old).min(limit);
         if end <= old {
             return Ok(());
         }
@@ -201,16 +264,16 @@ impl File {
     /// the cache). A hole or an unwritten block reads as zeroes already:
     /// only a cached copy is zeroed.
     fn zero_partial(&self, hint: &mut FolioHint, from: u64, to: u64) -> Result<()> {
-        let bs = self.mapping.bs();
+        let bs = self.mapping().bs();
         let block = bs.round_down(from);
         let m = self
-            .mapping
+            .mapping()
             .mapper
             .iomap_begin(FilePos::new(block), bs.get(), MapIntent::Read)?;
         if matches!(m.kind, ExtentKind::Mapped | ExtentKind::Delalloc) {
             let mut zeros = IovIter::zeros(to - from);
-            let n = self.write_path.perform_write(
-                &self.mapping,
+            let n = self.write_path().perform_write(
+                self.mapping(),
                 hint,
                 FilePos::new(from),
                 &mut zeros,
@@ -222,7 +285,7 @@ impl File {
             }
             return Ok(());
         }
-        if let Some(folio) = self.mapping.cache.find(from) {
+        if let Some(folio) = self.mapping().cache.find(from) {
             let mut g = folio.lock();
             let fpos = g.pos();
             let (a, b) = ((from - fpos) as usize, (to - fpos) as usize);
@@ -237,12 +300,32 @@ impl File {
     /// straddling an end has the part inside zeroed and its blocks'
     /// state forgotten (`WritePath::invalidate_range`), and is clean when
     /// no dirty block is left. Pending completions over the range go too.
+    ///
+    /// Writeback in flight over the range is waited for first, and that of
+    /// every folio removed: the caller frees the blocks next, and an I/O
+    /// still landing on a freed (maybe reallocated) block would corrupt its
+    /// next owner.
     fn invalidate_cache(&self, from: u64, to: u64) {
         if from >= to {
             return;
         }
-        for folio in self.mapping.cache.truncate_range(from, to) {
-            let mut g = folio.lock();
+        let mapping = self.mapping();
+        mapping.wait_writeback_range(from, to);
+        let (partial, removed) = mapping.cache.truncate_range(from, to);
+        for f in &removed {
+            mapping.wait_on_writeback(f);
+        }
+        for folio in partial {
+            // Locked with no writeback in flight: none can start while the
+            // lock is held.
+            let mut g = loop {
+                let g = folio.lock();
+                if !folio.under_writeback() {
+                    break g;
+                }
+                drop(g);
+                mapping.wait_on_writeback(&folio);
+            };
             let fpos = g.pos();
             let size = g.size() as u64;
             let a = from.max(fpos) - fpos;
@@ -251,17 +334,15 @@ impl File {
                 continue;
             }
             let range = a as usize..b as usize;
-            self.write_path
-                .invalidate_range(&self.mapping, &mut g, range.clone());
+            self.write_path()
+                .invalidate_range(mapping, &mut g, range.clone());
             g.data[range].fill(0);
             g.flags.set(crate::FolioFlags::UPTODATE, false);
-            if g.dirty() && self.write_path.clear_dirty(&mut g, &[]) {
-                g.flags.set(crate::FolioFlags::DIRTY, false);
-                g.flags.set(crate::FolioFlags::ERROR, false);
-                self.mapping.cache.clear_dirty(g.index);
+            if g.dirty() && self.write_path().clear_dirty(&mut g, &[]) {
+                mapping.clear_folio_dirty(&mut g);
             }
         }
-        self.mapping.forget_pending_io(from, to);
+        mapping.forget_pending_io(from, to);
     }
 
     /// Sets the file size (ftruncate). Shrinking drops the cache past
@@ -271,9 +352,8 @@ impl File {
     /// free the blocks past it; growing zeroes the old EOF block's tail and
     /// leaves a hole. Under the write lock.
     pub fn set_len(&self, size: u64) -> Result<()> {
-        let w = &mut *self.lock();
-        let hint = &mut w.hint;
-        let capacity = self.mapping.mapper.max_size();
+        let hint = &mut *self.lock();
+        let capacity = self.mapping().mapper.max_size();
         if size > capacity {
             return Err(Error::FileTooLarge {
                 offset: size,
@@ -281,8 +361,8 @@ impl File {
                 capacity,
             });
         }
-        let old = self.mapping.size();
-        let bs = self.mapping.bs();
+        let old = self.mapping().size();
+        let bs = self.mapping().bs();
         if size < old {
             // The zeroing stays below the old EOF, so it moves no size.
             let tail = bs.round_up(size).min(old);
@@ -294,19 +374,19 @@ impl File {
         } else if size > old {
             self.zero_eof_tail(hint, old, size)?;
         }
-        self.mapping.mapper.truncate(size)
+        self.mapping().mapper.truncate(size)
     }
 
     /// Zeroes the cached bytes of the block holding `size` past it (what
     /// [`zero_partial`](Self::zero_partial) did not dirty: past the old EOF,
     /// or over a hole).
     fn zero_cached_tail(&self, size: u64) {
-        let bs = self.mapping.bs();
+        let bs = self.mapping().bs();
         let end = bs.round_up(size);
         if end == size {
             return;
         }
-        if let Some(folio) = self.mapping.cache.find(size) {
+        if let Some(folio) = self.mapping().cache.find(size) {
             let mut g = folio.lock();
             let fpos = g.pos();
             let (a, b) = ((size - fpos) as usize, (end - fpos) as usize);
@@ -322,8 +402,7 @@ impl File {
     /// cache over the whole blocks and has the mapper free them. A zero
     /// length is refused (EINVAL), as fallocate(2) refuses it.
     pub fn fallocate(&self, offset: u64, len: u64, mode: FallocMode) -> Result<()> {
-        let w = &mut *self.lock();
-        let hint = &mut w.hint;
+        let hint = &mut *self.lock();
         if len == 0 {
             return Err(Error::InvalidArgument(format!(
                 "fallocate of 0 bytes at offset {offset}"
@@ -332,7 +411,7 @@ impl File {
         let Some(end) = offset.checked_add(len) else {
             return Err(Error::RangeOverflow { offset, len });
         };
-        let mapper = &self.mapping.mapper;
+        let mapper = &self.mapping().mapper;
         match mode {
             FallocMode::Allocate | FallocMode::KeepSize => {
                 let capacity = mapper.max_size();
@@ -343,14 +422,14 @@ impl File {
                         capacity,
                     });
                 }
-                let old = self.mapping.size();
+                let old = self.mapping().size();
                 if mode == FallocMode::Allocate && end > old {
                     self.zero_eof_tail(hint, old, end)?;
                 }
             }
             FallocMode::PunchHole => {
-                let bs = self.mapping.bs();
-                let size = self.mapping.size();
+                let bs = self.mapping().bs();
+                let size = self.mapping().size();
                 let (first, last) = (bs.round_up(offset), bs.round_down(end));
                 // The partial edges, below EOF only: past it nothing is read.
                 let mut edge = |a: u64, b: u64| -> Result<()> {
@@ -374,16 +453,17 @@ impl File {
 
     /// Reads at the file position and advances it; short at EOF.
     pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
-        let w = &mut *self.lock();
-        let n = self.pread(w.pos, buf)?;
-        w.pos += n as u64;
+        let _w = self.lock();
+        let pos = self.pos.load(Ordering::Relaxed);
+        let n = self.pread(pos, buf)?;
+        self.pos.store(pos + n as u64, Ordering::Relaxed);
         Ok(n)
     }
 
     /// Reads up to `buf.len()` bytes at `pos` through the cache; returns the
     /// count, short when the file ends first (0 at or past EOF).
     pub fn pread(&self, mut pos: u64, buf: &mut [u8]) -> Result<usize> {
-        let isize = self.mapping.size();
+        let isize = self.mapping().size();
         if pos >= isize {
             return Ok(0);
         }
@@ -391,13 +471,13 @@ impl File {
         let mut done = 0;
         while done < total {
             let want = (total - done) as u64;
-            let folio = self.mapping.cache.find_or_create(pos, want);
+            let folio = self.mapping().cache.find_or_create(pos, want);
             let mut g = folio.lock();
             let off = (pos - g.pos()) as usize;
             let n = (g.size() - off).min(total - done);
             if !g.uptodate() {
-                self.write_path
-                    .read_folio_range(&self.mapping, &mut g, off, off + n)?;
+                self.write_path()
+                    .read_folio_range(self.mapping(), &mut g, off, off + n)?;
             }
             buf[done..done + n].copy_from_slice(&g.data[off..off + n]);
             done += n;
@@ -408,12 +488,13 @@ impl File {
 
     /// Sets the file position.
     pub fn seek(&self, pos: u64) {
-        self.lock().pos = pos;
+        let _w = self.lock();
+        self.pos.store(pos, Ordering::Relaxed);
     }
 
     /// The file position.
     pub fn position(&self) -> u64 {
-        self.lock().pos
+        self.pos.load(Ordering::Relaxed)
     }
 
     /// Writes back every dirty block, flushes the device and has the mapper
@@ -430,16 +511,45 @@ impl File {
     }
 
     fn sync(&self, datasync: bool) -> Result<()> {
-        writeback::write_back(&self.mapping, self.write_path.as_ref())?;
-        self.mapping.mapper.sync_metadata(datasync)
+        let mapping = self.mapping();
+        if let Err(e) = writeback::write_back(mapping) {
+            // This pass's error is this file's answer: it is not reported
+            // to it a second time (other files see it once each).
+            mapping.check_and_advance_wb_err(&self.wb_err_seen);
+            return Err(e);
+        }
+        if let Some(e) = mapping.check_and_advance_wb_err(&self.wb_err_seen) {
+            return Err(e);
+        }
+        mapping.mapper.sync_metadata(datasync)
+    }
+
+    /// Writes back the dirty blocks over `[offset, offset + len)` and waits
+    /// for those writes (sync_file_range with WRITE and WAIT_AFTER): no
+    /// device flush, no metadata, and folios already under writeback are
+    /// left to it. Errors are reported here and, once, at each open
+    /// file's next fsync. `len == 0` means to the end of the file.
+    pub fn writeback(&self, offset: u64, len: u64) -> Result<()> {
+        let end = if len == 0 {
+            u64::MAX
+        } else {
+            offset.checked_add(len).ok_or(Error::RangeOverflow { offset, len })?
+        };
+        writeback::write_range(
+            self.mapping(),
+            offset,
+            end,
+            writeback::SyncMode::Background,
+            None,
+        )
+        .map(|_| ())
     }
 
     /// Whether dropping the file writes its dirty data back (the default)
     /// or leaves it unwritten, as a crash would (`replay
     /// --no-final-writeback`, crash experiments).
     pub fn set_writeback_on_drop(&self, on: bool) {
-        self.writeback_on_drop
-            .store(on, std::sync::atomic::Ordering::Relaxed);
+        self.writeback_on_drop.store(on, Ordering::Relaxed);
     }
 
     /// Closes the file: writes its dirty data back (as fsync does) and
@@ -451,32 +561,32 @@ impl File {
     /// Drops the clean folios (drop_caches for this file), but those whose
     /// written data still waits for its completion; returns how many.
     pub fn drop_caches(&self) -> usize {
-        self.mapping.drop_clean()
+        self.mapping().drop_clean()
     }
 
     /// i_size.
     pub fn size(&self) -> u64 {
-        self.mapping.size()
+        self.mapping().size()
     }
 
     /// The write path's name (`iomap`, `bh-legacy`, ...).
     pub fn write_path_name(&self) -> &'static str {
-        self.write_path.name()
+        self.write_path().name()
     }
 
     /// The write path.
     pub fn write_path(&self) -> &dyn WritePath {
-        self.write_path.as_ref()
+        self.inode.mapping.write_path()
     }
 
     /// The shared state (cache, mapper, device).
     pub fn mapping(&self) -> &AddressSpace {
-        &self.mapping
+        &self.inode.mapping
     }
 
     /// The device's I/O counters.
     pub fn device_stats(&self) -> IoStats {
-        self.mapping.device.stats()
+        self.mapping().device.stats()
     }
 
     /// Bytes of per-block metadata held by the cached folios, and the bytes
@@ -484,9 +594,9 @@ impl File {
     pub fn metadata_bytes(&self) -> (usize, usize) {
         let mut meta = 0;
         let mut data = 0;
-        for f in self.mapping.cache.folios() {
+        for f in self.mapping().cache.folios() {
             let g = f.lock();
-            meta += self.write_path.private_bytes(&g);
+            meta += self.write_path().private_bytes(&g);
             data += g.size();
         }
         (meta, data)
@@ -494,15 +604,16 @@ impl File {
 }
 
 impl Drop for File {
-    /// Writes back what is dirty, best effort (close() reports errors): a
-    /// file that goes away does not leave its data only in a cache nobody
-    /// can reach.
+    /// The inode's last file writes back what is dirty, best effort
+    /// (close() reports errors): a file that goes away does not leave its
+    /// data only in a cache nobody can reach.
     fn drop(&mut self) {
         if std::thread::panicking()
-            || !self
-                .writeback_on_drop
-                .load(std::sync::atomic::Ordering::Relaxed)
-            || (self.mapping.cache.nr_dirty() == 0 && !self.mapping.has_pending_io())
+            || Arc::strong_count(&self.inode) > 1
+            || !self.writeback_on_drop.load(Ordering::Relaxed)
+            || (self.mapping().cache.nr_dirty() == 0
+                && self.mapping().cache.nr_writeback() == 0
+                && !self.mapping().has_pending_io())
         {
             return;
         }

@@ -4,7 +4,7 @@
 use crate::align::AlignedBuf;
 use crate::folio_state::FolioState;
 use std::any::Any;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// Page size: the unit folio orders count in.
@@ -131,6 +131,14 @@ pub struct Folio {
     /// tell a hint, which checks `in_cache` under the lock, from a user
     /// that found the folio and has not locked it yet.
     hint_refs: AtomicUsize,
+    /// Writeback I/Os in flight over this folio: the kernel's
+    /// `PG_writeback` (set while nonzero). Raised under the folio lock when
+    /// writeback queues a run, lowered at completion without it, so a
+    /// completion never waits for a writer holding the lock.
+    wb_pending: AtomicU32,
+    /// Touched since reclaim last looked (`PG_referenced`): the LRU gives
+    /// it a second round instead of evicting it.
+    accessed: AtomicBool,
     inner: Mutex<FolioData>,
 }
 
@@ -149,6 +157,8 @@ impl Folio {
             index,
             order,
             hint_refs: AtomicUsize::new(0),
+            wb_pending: AtomicU32::new(0),
+            accessed: AtomicBool::new(false),
             inner: Mutex::new(FolioData {
                 index,
                 order,
@@ -210,6 +220,41 @@ impl Folio {
     /// whoever reads the strong count with an acquire fence after it.
     pub(crate) fn hint_release(&self) {
         self.hint_refs.fetch_sub(1, Ordering::Release);
+    }
+
+    /// True while a writeback I/O over the folio is in flight
+    /// (`folio_test_writeback`).
+    #[inline]
+    pub fn under_writeback(&self) -> bool {
+        self.wb_pending.load(Ordering::Acquire) != 0
+    }
+
+    /// One more writeback I/O over the folio; true when it was the first
+    /// (the folio just went under writeback). Called with the folio locked.
+    pub(crate) fn start_writeback_io(&self) -> bool {
+        self.wb_pending.fetch_add(1, Ordering::AcqRel) == 0
+    }
+
+    /// One writeback I/O over the folio ended; true when it was the last
+    /// (`folio_end_writeback`).
+    pub(crate) fn end_writeback_io(&self) -> bool {
+        self.wb_pending.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Marks the folio used (`folio_mark_accessed`): a load, and a store
+    /// only when the bit was clear, so a hot folio's line is not written
+    /// on every access.
+    #[inline]
+    pub fn mark_accessed(&self) {
+        if !self.accessed.load(Ordering::Relaxed) {
+            self.accessed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Clears the accessed bit, returning whether it was set (the LRU's
+    /// second-chance test).
+    pub(crate) fn test_clear_accessed(&self) -> bool {
+        self.accessed.swap(false, Ordering::Relaxed)
     }
 
     /// Strong references held by hints (see [`hint_acquire`](Self::hint_acquire)).

@@ -147,11 +147,12 @@ mod tests {
         }
     }
 
-    fn mapping(order: OrderPolicy) -> AddressSpace {
+    fn mapping(order: OrderPolicy) -> Arc<AddressSpace> {
         AddressSpace::new(
             PageCache::new(order),
             Arc::new(Flat::new(0, 1 << 22, 4096, 0).unwrap()),
             Arc::new(Mem::new(1 << 22)),
+            Box::new(crate::IomapPath::new()),
         )
     }
 

@@ -1,20 +1,23 @@
-//! A mounted filesystem: a device and a [`Filesystem`] (the kernel's super
-//! block with its backing device). Files are created, opened and unlinked
-//! through it; each open file is a [`File`] over the inode's [`Mapper`].
-//!
-//! One cache per inode comes with the mount-wide cache (a later issue):
-//! until then an inode can be open once per mount, and a second open, or
-//! an unlink while it is open, is refused with [`Error::Busy`] instead of
-//! giving two caches of one file that would disagree.
+//! A mounted filesystem: a device, a [`Filesystem`] (the kernel's super
+//! block with its backing device) and one cache memory for all its files
+//! ([`CacheMemory`]: the budget, the LRU, dirty throttling, the flusher).
+//! Files are created, opened and unlinked through it; each open file is a
+//! [`File`] over the inode's [`Mapper`], and opens of one inode share its
+//! cache, so they always agree. Unlinking an open file is refused
+//! ([`Error::Busy`]): the filesystem frees an inode's blocks at unlink, and
+//! an open file would go on writing to them.
 
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
-use crate::file::{File, FileOptions};
+use crate::file::{File, FileOptions, Inode};
+use crate::flusher::CacheMemory;
 use crate::mapping::Mapper;
+use crate::memory::{CacheLimits, MemStats};
 use crate::units::BlockSize;
 use crate::write_path::WritePath;
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, MutexGuard};
+use crate::writeback;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 /// A filesystem: gives each inode its [`Mapper`] and does the allocation
 /// (ext4 here; a Flat layout is not one).
@@ -50,9 +53,9 @@ pub struct OpenFlags {
 
 /// The inodes open in one mount, by the address of their mapper (the same
 /// inode gives the same `Arc`).
-type OpenSet = Arc<Mutex<HashSet<usize>>>;
+type OpenSet = Mutex<HashMap<usize, Weak<Inode>>>;
 
-fn lock(set: &OpenSet) -> MutexGuard<'_, HashSet<usize>> {
+fn lock(set: &OpenSet) -> MutexGuard<'_, HashMap<usize, Weak<Inode>>> {
     set.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -61,23 +64,11 @@ fn inode_key(m: &Arc<dyn Mapper>) -> usize {
     Arc::as_ptr(m) as *const () as usize
 }
 
-/// Held by a [`File`] opened through a [`Mount`]: marks its inode open
-/// until the file goes.
-pub(crate) struct OpenGuard {
-    set: OpenSet,
-    key: usize,
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        lock(&self.set).remove(&self.key);
-    }
-}
-
-/// A mounted filesystem: a device and a [`Filesystem`].
+/// A mounted filesystem: a device, a [`Filesystem`] and the cache memory.
 pub struct Mount {
     device: Arc<dyn BlockDevice>,
     fs: Arc<dyn Filesystem>,
+    memory: Arc<CacheMemory>,
     open: OpenSet,
 }
 
@@ -87,23 +78,40 @@ impl std::fmt::Debug for Mount {
             .field("device", &self.device.describe())
             .field("block_size", &self.fs.block_size())
             .field("open", &lock(&self.open).len())
+            .field("memory", &self.memory.stats())
             .finish()
     }
 }
 
 impl Mount {
-    /// Mounts `fs` on `device`.
+    /// Mounts `fs` on `device` with the default [`CacheLimits`].
     pub fn new(device: Arc<dyn BlockDevice>, fs: Arc<dyn Filesystem>) -> Mount {
         Mount {
             device,
             fs,
-            open: Arc::new(Mutex::new(HashSet::new())),
+            memory: CacheMemory::with_defaults(),
+            open: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Mounts `fs` on `device` with a cache under `limits` (checked).
+    pub fn with_limits(
+        device: Arc<dyn BlockDevice>,
+        fs: Arc<dyn Filesystem>,
+        limits: CacheLimits,
+    ) -> Result<Mount> {
+        Ok(Mount {
+            device,
+            fs,
+            memory: CacheMemory::new(limits)?,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
     /// Opens `path` with `flags`, written through `write_path`. An inode
-    /// already open in this mount is refused ([`Error::Busy`]): one cache per
-    /// inode comes with the mount-wide cache, later.
+    /// already open in this mount is shared: the new file sees the same
+    /// cache (its `write_path` must be the same path, and `opts` of the
+    /// first open stay in force).
     pub fn open(
         &self,
         path: &str,
@@ -112,7 +120,7 @@ impl Mount {
         opts: FileOptions,
     ) -> Result<File> {
         // Held across the lookup and the open, so two opens of one name
-        // cannot both pass the check.
+        // cannot make two caches.
         let mut open = lock(&self.open);
         let mapper = match self.fs.open(path) {
             Ok(_) if flags.create && flags.exclusive => {
@@ -123,18 +131,32 @@ impl Mount {
             Err(e) => return Err(e),
         };
         let key = inode_key(&mapper);
-        if open.contains(&key) {
-            return Err(Error::Busy(format!(
-                "{path} is already open in this mount (one open per inode until the mount-wide cache)"
-            )));
-        }
-        let mut file = File::open(Arc::clone(&self.device), mapper, write_path, opts)?;
-        open.insert(key);
+        let file = match open.get(&key).and_then(Weak::upgrade) {
+            Some(inode) => {
+                let file = File::of_inode(inode);
+                if file.write_path_name() != write_path.name() {
+                    return Err(Error::InvalidArgument(format!(
+                        "{path} is open in this mount through {}; a second open cannot use {}",
+                        file.write_path_name(),
+                        write_path.name()
+                    )));
+                }
+                file
+            }
+            None => {
+                let file = File::open_in(
+                    &self.memory,
+                    Arc::clone(&self.device),
+                    mapper,
+                    write_path,
+                    opts,
+                )?;
+                open.retain(|_, w| w.strong_count() > 0);
+                open.insert(key, Arc::downgrade(file.inode()));
+                file
+            }
+        };
         drop(open);
-        file.set_open_guard(OpenGuard {
-            set: Arc::clone(&self.open),
-            key,
-        });
         if flags.truncate {
             file.set_len(0)?;
         }
@@ -146,7 +168,10 @@ impl Mount {
     pub fn unlink(&self, path: &str) -> Result<()> {
         let open = lock(&self.open);
         let mapper = self.fs.open(path)?;
-        if open.contains(&inode_key(&mapper)) {
+        if open
+            .get(&inode_key(&mapper))
+            .is_some_and(|w| w.strong_count() > 0)
+        {
             return Err(Error::Busy(format!(
                 "{path} is open in this mount: close it before unlinking"
             )));
@@ -155,10 +180,24 @@ impl Mount {
         self.fs.unlink(path)
     }
 
-    /// Writes the filesystem's pending metadata, then flushes the device.
+    /// sync(2): writes back every open file's dirty data, makes it durable
+    /// and completes it, then writes the filesystem's pending metadata and
+    /// flushes the device. Returns the first error.
     pub fn sync(&self) -> Result<()> {
-        self.fs.sync_fs()?;
-        self.device.flush()
+        let inodes: Vec<Arc<Inode>> = lock(&self.open).values().filter_map(Weak::upgrade).collect();
+        let mut first = None;
+        for inode in &inodes {
+            if let Err(e) = writeback::write_back(inode.mapping()) {
+                first.get_or_insert(e);
+            }
+        }
+        if let Err(e) = self.fs.sync_fs() {
+            first.get_or_insert(e);
+        }
+        if let Err(e) = self.device.flush() {
+            first.get_or_insert(e);
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// The device.
@@ -169,5 +208,15 @@ impl Mount {
     /// The filesystem.
     pub fn filesystem(&self) -> &Arc<dyn Filesystem> {
         &self.fs
+    }
+
+    /// The cache memory (budget, flusher) the mount's files share.
+    pub fn memory(&self) -> &Arc<CacheMemory> {
+        &self.memory
+    }
+
+    /// The cache memory's counters.
+    pub fn memory_stats(&self) -> MemStats {
+        self.memory.stats()
     }
 }

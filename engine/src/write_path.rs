@@ -76,6 +76,13 @@ pub trait WritePath: Send + Sync {
     /// Returns true when no dirty block is left.
     fn clear_dirty(&self, folio: &mut FolioData, done: &[Range<usize>]) -> bool;
 
+    /// Marks dirty again the blocks of folio bytes `range` (block aligned)
+    /// whose writeback failed, as far as they still hold data: uptodate
+    /// (iomap) or mapped and uptodate (buffer heads). Blocks truncate or
+    /// punch invalidated meanwhile stay clean. The engine sets the folio's
+    /// dirty flag and tag.
+    fn redirty(&self, folio: &mut FolioData, range: Range<usize>);
+
     /// Forgets the per-block state of the locked folio's blocks in `range`
     /// (folio bytes, block aligned), for truncate and punch-hole: iomap
     /// clears their uptodate and dirty bits, buffer heads go back to

@@ -1,142 +1,394 @@
-//! Writeback: dirty folios in index order, dirty runs merged into device
-//! I/Os, then a flush. Shared by every write path.
+//! Writeback: dirty folios in index order, their dirty runs merged into
+//! device writes, streamed to the device. Shared by every write path.
 //!
-//! Folios are taken a window at a time and stay locked until their I/O has
-//! completed, so a run of dirty blocks that continues into the next folio,
-//! and is contiguous on disk, goes out as one request gathering both
-//! folios' memory (no copy). On an error the folios whose I/O failed stay
-//! dirty; the first error is returned with its file offset, and the next
-//! writeback retries them.
+//! As in the kernel, a folio is under writeback, not locked, while its I/O
+//! is in flight: writeback locks it, takes its dirty runs (mapping delalloc
+//! through the path), clears their dirty state, raises its writeback count
+//! and unlocks it. A writer may then write it again, which re-dirties it
+//! (no stable pages); the next pass writes the newer bytes. Unlike the
+//! kernel, the run's bytes are copied into the write's own buffer under the
+//! folio lock: Rust gives no sound way to let the device read memory a
+//! writer may be changing, and the copy (memcpy speed, against the device's
+//! speed) keeps the snapshot exact. A run that continues on disk in the
+//! next folio joins the same write (at most [`MAX_IO_BYTES`]).
+//!
+//! Writes go to [`BlockDevice::submit_stream`](crate::BlockDevice::submit_stream):
+//! the next write is built as soon as the device has a free slot, and each
+//! completion is handled as it arrives (no window barrier). A completed
+//! write's range joins the address space's pending completions (its
+//! `Mapper::end_io` waits for a flush) before the folio's writeback ends,
+//! so truncate, which waits for writeback, always sees it. A failed write
+//! records the error (errseq) and re-dirties its blocks before their
+//! writeback ends, so nothing acknowledged is ever clean and unwritten.
+//!
+//! A background pass ([`SyncMode::Background`], WB_SYNC_NONE) skips folios
+//! already under writeback; an integrity pass ([`SyncMode::All`],
+//! WB_SYNC_ALL: fsync) waits for them and writes them again if they were
+//! re-dirtied meanwhile. Only [`write_back`] (fsync) flushes the device.
 
 use crate::address_space::AddressSpace;
-use crate::device::IoRequest;
+use crate::align::AlignedBuf;
+use crate::device::{OwnedWrite, WriteStream};
 use crate::error::{Error, Result};
-use crate::folio::{FolioFlags, FolioGuard};
+use crate::folio::{Folio, FolioFlags, FolioGuard};
 use crate::units::DevAddr;
-use crate::write_path::{DirtyRun, WritePath};
+use crate::write_path::DirtyRun;
 use smallvec::SmallVec;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Largest single writeback I/O.
 pub const MAX_IO_BYTES: usize = 1 << 20;
-/// Most folios locked at once by one writeback window.
-const WINDOW_FOLIOS: usize = 64;
 
-/// A planned device write: runs `[first, last]` of the window, in order.
-struct PlannedIo {
-    addr: DevAddr,
-    len: usize,
-    runs: std::ops::Range<usize>,
+/// How a pass treats folios that are already under writeback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// WB_SYNC_NONE: skip them (the flusher, `File::writeback`).
+    Background,
+    /// WB_SYNC_ALL: wait for them, and write them again if re-dirtied (fsync).
+    All,
 }
 
-/// Writes back every dirty folio of `mapping` through `write_path`, flushes
-/// the device, then reports the completed ranges to the mapper
-/// (`Mapper::end_io`: unwritten conversion and on-disk size, only once the
-/// data is durable). Returns the first error (with its file offset);
-/// nothing that failed is marked clean, and a range whose write failed gets
-/// no end_io.
-pub fn write_back(mapping: &AddressSpace, write_path: &dyn WritePath) -> Result<()> {
-    let folios = mapping.cache.dirty_folios();
-    let mut first_err: Option<Error> = None;
-    let mut written: Vec<std::ops::Range<u64>> = Vec::new();
-    for window in folios.chunks(WINDOW_FOLIOS) {
-        if let Err(e) = write_window(mapping, write_path, window, &mut written) {
-            first_err.get_or_insert(e);
-        }
-    }
-    // What did reach the device is clean now and will not be written again:
-    // its completion waits, across a failed pass, for the next flush that
-    // succeeds (a failed pass flushes nothing, as before).
-    mapping.add_pending_end_io(written);
-    if let Some(e) = first_err {
-        return Err(e);
-    }
+/// What one writeback call wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WbStats {
+    /// Bytes whose write completed.
+    pub bytes: u64,
+    /// Device writes that completed.
+    pub ios: u64,
+}
+
+/// fsync's data half: writes back every dirty block (waiting for writeback
+/// already in flight), flushes the device, then reports the completed
+/// ranges to the mapper (`Mapper::end_io`: unwritten conversion and on-disk
+/// size, only once the data is durable). Returns the first error of this
+/// call (with its file offset); what failed stays dirty, and a range whose
+/// write failed gets no end_io.
+pub fn write_back(mapping: &AddressSpace) -> Result<()> {
+    write_range(mapping, 0, u64::MAX, SyncMode::All, None)?;
     mapping.device.flush()?;
     mapping.complete_pending_io()
 }
 
-fn write_window(
-    mapping: &AddressSpace,
-    write_path: &dyn WritePath,
-    window: &[Arc<crate::Folio>],
-    written: &mut Vec<std::ops::Range<u64>>,
-) -> Result<()> {
-    let mut guards: Vec<FolioGuard<'_>> = window.iter().map(|f| f.lock()).collect();
-    // i_size only after the folios are locked: a writer moves it before
-    // unlocking the folio it wrote, so this value is current for them.
-    let isize = mapping.size();
-    let mut first_err: Option<Error> = None;
-    let mut runs: Vec<(usize, DirtyRun)> = Vec::new();
-    // Per folio: the byte ranges whose dirty state goes once this pass is
-    // done (its written runs, and what lies past the EOF block), cleared in
-    // one call per folio.
-    let mut done: Vec<Done> = guards.iter().map(|_| Done::default()).collect();
-    let mut scratch = Vec::new();
-    for (gi, g) in guards.iter_mut().enumerate() {
-        if !g.dirty() {
-            continue;
-        }
-        match collect_runs(mapping, write_path, g, isize, &mut scratch, &mut done[gi]) {
-            Ok(()) => runs.extend(scratch.drain(..).map(|r| (gi, r))),
-            Err(e) => {
-                // Runs mapped before the failure belong to this folio, which
-                // stays dirty as a whole: they must not be credited to the
-                // next folio (its memory would go to this folio's blocks).
-                scratch.clear();
-                done[gi] = Done::default();
-                g.flags.set(FolioFlags::ERROR, true);
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    let plan = plan_ios(&guards, &runs);
-    let results = submit(mapping, &guards, &runs, &plan);
-    for (io, res) in plan.iter().zip(results) {
-        match res {
-            Ok(()) => {
-                for (gi, run) in &runs[io.runs.clone()] {
-                    done[*gi].ranges.push(run.off..run.off + run.len);
-                }
-                // One I/O is one contiguous file range (plan_ios merges
-                // only runs that follow each other in the file).
-                let (gi, run) = &runs[io.runs.start];
-                let start = guards[*gi].pos() + run.off as u64;
-                written.push(start..start + io.len as u64);
-            }
-            Err(e) => {
-                for (gi, _) in &runs[io.runs.clone()] {
-                    done[*gi].failed = true;
-                    guards[*gi].flags.set(FolioFlags::ERROR, true);
-                }
-                let (gi, run) = &runs[io.runs.start];
-                first_err.get_or_insert(Error::Writeback {
-                    file_offset: guards[*gi].pos() + run.off as u64,
-                    source: Box::new(e),
-                });
-            }
-        }
-    }
-    for (g, d) in guards.iter_mut().zip(&mut done) {
-        if d.ranges.is_empty() {
-            continue;
-        }
-        // Runs complete in device order, the EOF tail was added first:
-        // the paths want them in folio order.
-        d.ranges.sort_unstable_by_key(|r| r.start);
-        if write_path.clear_dirty(g, &d.ranges) && !d.failed {
-            finish_clean(mapping, g);
-        }
-    }
-    first_err.map_or(Ok(()), Err)
+/// A background pass over the whole file, stopping once about `limit`
+/// bytes were queued (the flusher, reclaim). No flush.
+pub fn background(mapping: &AddressSpace, limit: Option<u64>) -> Result<WbStats> {
+    write_range(mapping, 0, u64::MAX, SyncMode::Background, limit)
 }
 
-/// What one writeback pass finished of one folio.
-#[derive(Default)]
-struct Done {
-    /// Folio byte ranges whose dirty state can go.
-    ranges: SmallVec<[std::ops::Range<usize>; 4]>,
-    /// Some run of the folio failed: it stays dirty.
-    failed: bool,
+/// Writes back the dirty folios with bytes in `[from, to)` (the kernel's
+/// `filemap_fdatawrite_range` / `__filemap_fdatawait_range` in
+/// [`SyncMode::All`]). No flush. Every error is also recorded for the
+/// inode's open files (errseq); the first is returned.
+pub fn write_range(
+    mapping: &AddressSpace,
+    from: u64,
+    to: u64,
+    mode: SyncMode,
+    limit: Option<u64>,
+) -> Result<WbStats> {
+    let start = Instant::now();
+    let mut folios = mapping.cache.tagged(from, to, mode == SyncMode::All);
+    let mut stats = WbStats::default();
+    let mut first_err = None;
+    loop {
+        let mut pass = Pass::new(mapping, folios, mode, limit);
+        mapping.device.submit_stream(&mut pass);
+        pass.finish();
+        stats.bytes += pass.stats.bytes;
+        stats.ios += pass.stats.ios;
+        if first_err.is_none() {
+            first_err = pass.first_err.take();
+        }
+        if pass.deferred.is_empty() {
+            break;
+        }
+        // WB_SYNC_ALL: what was under someone else's writeback is waited
+        // for, then written if it was dirtied again meanwhile.
+        for f in &pass.deferred {
+            mapping.wait_on_writeback(f);
+        }
+        folios = std::mem::take(&mut pass.deferred);
+    }
+    mapping.clear_dirtied_when();
+    mapping
+        .cache
+        .memory()
+        .record_bandwidth(stats.bytes, start.elapsed());
+    first_err.map_or(Ok(stats), Err)
+}
+
+/// Writeback I/O buffers ([`MAX_IO_BYTES`] each), kept for reuse: a fresh
+/// megabyte per 4 KiB write would cost an allocation and its page faults.
+static IO_BUFS: Mutex<Vec<AlignedBuf>> = Mutex::new(Vec::new());
+/// Most I/O buffers kept.
+const IO_BUFS_KEPT: usize = 40;
+
+fn io_buf() -> AlignedBuf {
+    let reused = IO_BUFS.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    reused.unwrap_or_else(|| AlignedBuf::zeroed(MAX_IO_BYTES))
+}
+
+fn give_io_buf(buf: AlignedBuf) {
+    let mut v = IO_BUFS.lock().unwrap_or_else(|e| e.into_inner());
+    if v.len() < IO_BUFS_KEPT && buf.len() == MAX_IO_BYTES {
+        v.push(buf);
+    }
+}
+
+/// The folios and folio byte ranges one write covers.
+type Pieces = SmallVec<[(Arc<Folio>, Range<usize>); 4]>;
+
+/// A write being built: runs that follow each other in the file and on
+/// the disk.
+struct Building {
+    addr: DevAddr,
+    file_start: u64,
+    len: usize,
+    buf: AlignedBuf,
+    pieces: Pieces,
+}
+
+/// A write in flight.
+struct Inflight {
+    file: Range<u64>,
+    pieces: Pieces,
+}
+
+/// One pass of the pipeline: the [`WriteStream`] the device pulls from.
+struct Pass<'a> {
+    mapping: &'a AddressSpace,
+    folios: std::vec::IntoIter<Arc<Folio>>,
+    mode: SyncMode,
+    limit: Option<u64>,
+    queued: u64,
+    cur: Option<Building>,
+    ready: VecDeque<OwnedWrite>,
+    inflight: HashMap<u64, Inflight>,
+    next_tag: u64,
+    /// Folios under another writeback (SyncMode::All waits for them).
+    deferred: Vec<Arc<Folio>>,
+    /// Writes that failed: re-dirtied after the stream.
+    failed: Vec<Inflight>,
+    first_err: Option<Error>,
+    stats: WbStats,
+    runs: Vec<DirtyRun>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(
+        mapping: &'a AddressSpace,
+        folios: Vec<Arc<Folio>>,
+        mode: SyncMode,
+        limit: Option<u64>,
+    ) -> Self {
+        Pass {
+            mapping,
+            folios: folios.into_iter(),
+            mode,
+            limit,
+            queued: 0,
+            cur: None,
+            ready: VecDeque::new(),
+            inflight: HashMap::new(),
+            next_tag: 0,
+            deferred: Vec::new(),
+            failed: Vec::new(),
+            first_err: None,
+            stats: WbStats::default(),
+            runs: Vec::new(),
+        }
+    }
+
+    fn error(&mut self, file_offset: u64, e: Error) {
+        self.mapping.record_wb_error(file_offset, e.duplicate());
+        self.first_err.get_or_insert(e);
+    }
+
+    /// Takes the dirty runs of one folio into writes.
+    fn write_folio(&mut self, folio: &Arc<Folio>) {
+        if folio.under_writeback() {
+            if self.mode == SyncMode::All {
+                self.deferred.push(Arc::clone(folio));
+            }
+            return;
+        }
+        let mut g = folio.lock();
+        if !g.in_cache || !g.dirty() {
+            return;
+        }
+        // Checked again under the lock: writeback starts only with it held.
+        if folio.under_writeback() {
+            if self.mode == SyncMode::All {
+                self.deferred.push(Arc::clone(folio));
+            }
+            return;
+        }
+        // i_size only after the folio is locked: a writer moves it before
+        // unlocking the folio it wrote, so this value is current for it.
+        let isize = self.mapping.size();
+        let mut runs = std::mem::take(&mut self.runs);
+        runs.clear();
+        let mut done: SmallVec<[Range<usize>; 4]> = SmallVec::new();
+        if let Err(e) = collect_runs(self.mapping, &mut g, isize, &mut runs, &mut done) {
+            // Runs mapped before the failure stay dirty with the folio.
+            g.flags.set(FolioFlags::ERROR, true);
+            let at = g.pos();
+            drop(g);
+            self.runs = runs;
+            self.error(at, e);
+            return;
+        }
+        for run in &runs {
+            self.add_run(folio, &g, *run);
+            done.push(run.off..run.off + run.len);
+        }
+        if !done.is_empty() {
+            done.sort_unstable_by_key(|r| r.start);
+            if self.mapping.write_path().clear_dirty(&mut g, &done) {
+                self.mapping.clear_folio_dirty(&mut g);
+            }
+        }
+        self.runs = runs;
+    }
+
+    /// Copies one run into the write being built (or new ones), raising
+    /// the folio's writeback count once per write it joins.
+    fn add_run(&mut self, folio: &Arc<Folio>, g: &FolioGuard<'_>, run: DirtyRun) {
+        let mut off = run.off;
+        let end = run.off + run.len;
+        while off < end {
+            let file_pos = g.pos() + off as u64;
+            let addr = run.addr.add((off - run.off) as u64);
+            let joins = self.cur.as_ref().is_some_and(|c| {
+                c.addr.add(c.len as u64) == addr
+                    && c.file_start + c.len as u64 == file_pos
+                    && c.len < MAX_IO_BYTES
+            });
+            if !joins {
+                self.emit();
+                self.cur = Some(Building {
+                    addr,
+                    file_start: file_pos,
+                    len: 0,
+                    buf: io_buf(),
+                    pieces: SmallVec::new(),
+                });
+            }
+            let Some(c) = self.cur.as_mut() else { return };
+            let n = (end - off).min(MAX_IO_BYTES - c.len);
+            c.buf[c.len..c.len + n].copy_from_slice(&g.data[off..off + n]);
+            c.len += n;
+            c.pieces.push((Arc::clone(folio), off..off + n));
+            if folio.start_writeback_io() {
+                self.mapping.cache.tag_writeback(folio);
+            }
+            self.queued += n as u64;
+            off += n;
+        }
+    }
+
+    /// Moves the write being built to the ready queue.
+    fn emit(&mut self) {
+        let Some(c) = self.cur.take() else { return };
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.inflight.insert(
+            tag,
+            Inflight {
+                file: c.file_start..c.file_start + c.len as u64,
+                pieces: c.pieces,
+            },
+        );
+        self.ready.push_back(OwnedWrite {
+            offset: c.addr.get(),
+            buf: c.buf,
+            len: c.len,
+            tag,
+        });
+    }
+
+    /// After the stream: failed writes re-dirty their blocks (a folio
+    /// truncated meanwhile is left alone), then their writeback ends.
+    fn finish(&mut self) {
+        // Anything built but never pulled (the device stopped early) is
+        // handled as failed: it stays dirty.
+        self.emit();
+        for w in std::mem::take(&mut self.ready) {
+            if let Some(inf) = self.inflight.remove(&w.tag) {
+                self.failed.push(inf);
+            }
+            give_io_buf(w.buf);
+        }
+        for (_, inf) in std::mem::take(&mut self.inflight) {
+            self.failed.push(inf);
+        }
+        let wp = self.mapping.write_path();
+        for inf in std::mem::take(&mut self.failed) {
+            for (folio, range) in &inf.pieces {
+                let mut g = folio.lock();
+                if g.in_cache && g.pos() < self.mapping.size() {
+                    wp.redirty(&mut g, range.clone());
+                    g.flags.set(FolioFlags::ERROR, true);
+                    self.mapping.mark_folio_dirty(&mut g);
+                }
+                drop(g);
+                self.mapping.end_folio_writeback(folio);
+            }
+        }
+    }
+}
+
+impl WriteStream for Pass<'_> {
+    fn next_write(&mut self) -> Option<OwnedWrite> {
+        loop {
+            if let Some(w) = self.ready.pop_front() {
+                return Some(w);
+            }
+            let more = self.limit.is_none_or(|l| self.queued < l);
+            match more.then(|| self.folios.next()).flatten() {
+                Some(folio) => self.write_folio(&folio),
+                None => {
+                    self.emit();
+                    if self.ready.is_empty() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, write: OwnedWrite, result: Result<()>) {
+        let Some(inf) = self.inflight.remove(&write.tag) else {
+            give_io_buf(write.buf);
+            return;
+        };
+        give_io_buf(write.buf);
+        match result {
+            Ok(()) => {
+                self.stats.bytes += inf.file.end - inf.file.start;
+                self.stats.ios += 1;
+                // Pending before the writeback ends (module docs).
+                self.mapping.add_pending_end_io([inf.file.clone()]);
+                for (folio, _) in &inf.pieces {
+                    self.mapping.end_folio_writeback(folio);
+                }
+            }
+            Err(e) => {
+                let at = inf.file.start;
+                self.error(
+                    at,
+                    Error::Writeback {
+                        file_offset: at,
+                        source: Box::new(e),
+                    },
+                );
+                self.failed.push(inf);
+            }
+        }
+    }
 }
 
 /// The dirty runs of one locked folio, after EOF handling: a folio wholly
@@ -145,17 +397,17 @@ struct Done {
 /// `done` (DESIGN.md §4 R5: whole-folio dirtying marks it too).
 fn collect_runs(
     mapping: &AddressSpace,
-    write_path: &dyn WritePath,
     g: &mut FolioGuard<'_>,
     isize: u64,
     runs: &mut Vec<DirtyRun>,
-    done: &mut Done,
+    done: &mut SmallVec<[Range<usize>; 4]>,
 ) -> Result<()> {
     let pos = g.pos();
     let size = g.size();
+    let write_path = mapping.write_path();
     if pos >= isize {
         write_path.clear_dirty(g, std::slice::from_ref(&(0..size)));
-        finish_clean(mapping, g);
+        mapping.clear_folio_dirty(g);
         return Ok(());
     }
     let valid = usize::try_from(isize - pos).map_or(size, |v| v.min(size));
@@ -165,62 +417,7 @@ fn collect_runs(
     }
     write_path.writeback_runs(mapping, g, end, runs)?;
     if end < size {
-        done.ranges.push(end..size);
+        done.push(end..size);
     }
     Ok(())
-}
-
-fn finish_clean(mapping: &AddressSpace, g: &mut FolioGuard<'_>) {
-    g.flags.set(FolioFlags::DIRTY, false);
-    g.flags.set(FolioFlags::ERROR, false);
-    mapping.cache.clear_dirty(g.index);
-}
-
-/// Merges runs that follow each other in the file and on the disk into
-/// I/Os of at most [`MAX_IO_BYTES`].
-fn plan_ios(guards: &[FolioGuard<'_>], runs: &[(usize, DirtyRun)]) -> Vec<PlannedIo> {
-    let mut plan: Vec<PlannedIo> = Vec::new();
-    let file_end = |(gi, r): &(usize, DirtyRun)| guards[*gi].pos() + (r.off + r.len) as u64;
-    let file_start = |(gi, r): &(usize, DirtyRun)| guards[*gi].pos() + r.off as u64;
-    for (i, run) in runs.iter().enumerate() {
-        let r = run.1;
-        if let Some(last) = plan.last_mut() {
-            let prev = &runs[last.runs.end - 1];
-            let contiguous = last.addr.add(last.len as u64) == r.addr
-                && file_end(prev) == file_start(run)
-                && last.len + r.len <= MAX_IO_BYTES;
-            if contiguous {
-                last.len += r.len;
-                last.runs.end = i + 1;
-                continue;
-            }
-        }
-        plan.push(PlannedIo {
-            addr: r.addr,
-            len: r.len,
-            runs: i..i + 1,
-        });
-    }
-    plan
-}
-
-fn submit(
-    mapping: &AddressSpace,
-    guards: &[FolioGuard<'_>],
-    runs: &[(usize, DirtyRun)],
-    plan: &[PlannedIo],
-) -> Vec<Result<()>> {
-    let mut reqs: Vec<IoRequest<'_>> = plan
-        .iter()
-        .map(|io| {
-            let segs: SmallVec<[&[u8]; 4]> = runs[io.runs.clone()]
-                .iter()
-                .map(|(gi, r)| &guards[*gi].data[r.off..r.off + r.len])
-                .collect();
-            // Requests take bare offsets: the one place a write's unit is dropped.
-            IoRequest::writev(io.addr.get(), segs)
-        })
-        .collect();
-    mapping.device.submit(&mut reqs);
-    reqs.iter_mut().map(IoRequest::take_result).collect()
 }

@@ -101,6 +101,18 @@ impl WritePath for IomapPath {
         writeback::ifs_clear_range_dirty(folio, done)
     }
 
+    fn redirty(&self, folio: &mut FolioData, range: std::ops::Range<usize>) {
+        if let FolioPrivate::Iomap(s) = &mut folio.private {
+            let bs = folio.data.len() / s.nblocks();
+            for b in range.start / bs..range.end.div_ceil(bs) {
+                if s.is_uptodate(b, b + 1) {
+                    s.set_dirty(b, b + 1);
+                }
+            }
+        }
+        // No state: the folio's flags describe its one block.
+    }
+
     fn invalidate_range(
         &self,
         mapping: &AddressSpace,

@@ -12,10 +12,10 @@ use std::ops::Range;
 /// `iomap_writepage_map`: appends the folio's dirty runs within `[0, end)`,
 /// split where the disk mapping is discontiguous.
 ///
-/// Where ours differs: the kernel adds each dirty range to an ioend and
-/// clears the dirty bits as it queues them; here the engine's batcher
-/// builds the I/O and the bits are cleared once it completed
-/// ([`ifs_clear_range_dirty`]).
+/// The kernel adds each dirty range to an ioend and clears the dirty bits
+/// as it queues them; here the engine's pipeline builds the write and
+/// clears the bits of all the folio's queued runs at once
+/// ([`ifs_clear_range_dirty`]), still before the I/O, with the folio locked.
 pub(super) fn iomap_writepage_map(
     mapping: &AddressSpace,
     folio: &mut FolioData,
