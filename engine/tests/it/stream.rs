@@ -152,7 +152,11 @@ fn two_thousand_random_writes_stream_with_no_barrier() {
         (WRITES * BLOCK) as u64
     );
     for (tag, &b) in blocks[..WRITES].iter().enumerate() {
-        assert_eq!(&read_block(&dev, b)[..], &pattern(tag as u64)[..], "block {b}");
+        assert_eq!(
+            &read_block(&dev, b)[..],
+            &pattern(tag as u64)[..],
+            "block {b}"
+        );
     }
     for &b in &blocks[WRITES..] {
         assert!(read_block(&dev, b).iter().all(|&x| x == 0), "block {b}");
@@ -169,23 +173,66 @@ fn bad_writes_fail_alone_and_the_rest_land() {
     let size = dev.size();
     let mut writes: Vec<OwnedWrite> = (0..40).map(|i| write(i, i as u64)).collect();
     // Past the end, misaligned, longer than its buffer, and an empty one.
-    writes.insert(10, OwnedWrite { offset: size, ..write(0, 100) });
-    writes.insert(20, OwnedWrite { offset: 100, ..write(0, 101) });
-    writes.insert(30, OwnedWrite { len: BLOCK + 512, ..write(50, 102) });
-    writes.insert(35, OwnedWrite { len: 0, ..write(51, 103) });
+    writes.insert(
+        10,
+        OwnedWrite {
+            offset: size,
+            ..write(0, 100)
+        },
+    );
+    writes.insert(
+        20,
+        OwnedWrite {
+            offset: 100,
+            ..write(0, 101)
+        },
+    );
+    writes.insert(
+        30,
+        OwnedWrite {
+            len: BLOCK + 512,
+            ..write(50, 102)
+        },
+    );
+    writes.insert(
+        35,
+        OwnedWrite {
+            len: 0,
+            ..write(51, 103)
+        },
+    );
     let mut rec = Recorder::new(writes);
     dev.submit_stream(&mut rec);
     assert_eq!(rec.done.len(), 44);
-    assert!(matches!(rec.done[&100], Err(Error::OutOfBounds { .. })), "{:?}", rec.done[&100]);
-    assert!(matches!(rec.done[&101], Err(Error::Misaligned { .. })), "{:?}", rec.done[&101]);
-    assert!(matches!(rec.done[&102], Err(Error::InvalidArgument(_))), "{:?}", rec.done[&102]);
+    assert!(
+        matches!(rec.done[&100], Err(Error::OutOfBounds { .. })),
+        "{:?}",
+        rec.done[&100]
+    );
+    assert!(
+        matches!(rec.done[&101], Err(Error::Misaligned { .. })),
+        "{:?}",
+        rec.done[&101]
+    );
+    assert!(
+        matches!(rec.done[&102], Err(Error::InvalidArgument(_))),
+        "{:?}",
+        rec.done[&102]
+    );
     assert!(rec.done[&103].is_ok(), "an empty write is a no-op");
     for i in 0..40 {
         assert!(rec.done[&(i as u64)].is_ok(), "write {i}");
-        assert_eq!(&read_block(&dev, i)[..], &pattern(i as u64)[..], "block {i}");
+        assert_eq!(
+            &read_block(&dev, i)[..],
+            &pattern(i as u64)[..],
+            "block {i}"
+        );
     }
     for b in [50, 51] {
-        assert!(read_block(&dev, b).iter().all(|&x| x == 0), "block {b} was written");
+        assert!(
+            read_block(&dev, b).iter().all(|&x| x == 0),
+            "block {b} was written"
+        );
     }
     assert_eq!(dev.stats().writes, 40, "bad writes are not submitted");
 }
@@ -294,7 +341,11 @@ fn a_stream_waiting_on_a_reader_of_the_same_device_does_not_deadlock() {
     assert!(rec.done.values().all(Result::is_ok));
     assert!(dev.rings() >= 2, "the reader had a ring of its own");
     for i in (0..300).step_by(37) {
-        assert_eq!(&read_block(&*dev, i)[..], &pattern(i as u64)[..], "block {i}");
+        assert_eq!(
+            &read_block(&*dev, i)[..],
+            &pattern(i as u64)[..],
+            "block {i}"
+        );
     }
     dev.flush().unwrap();
 }

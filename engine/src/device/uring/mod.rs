@@ -193,13 +193,17 @@ struct Lent<'d> {
 impl std::ops::Deref for Lent<'_> {
     type Target = Ring;
     fn deref(&self) -> &Ring {
-        self.ring.as_ref().expect("a lent ring is present until dropped")
+        self.ring
+            .as_ref()
+            .expect("a lent ring is present until dropped")
     }
 }
 
 impl std::ops::DerefMut for Lent<'_> {
     fn deref_mut(&mut self) -> &mut Ring {
-        self.ring.as_mut().expect("a lent ring is present until dropped")
+        self.ring
+            .as_mut()
+            .expect("a lent ring is present until dropped")
     }
 }
 
@@ -708,5 +712,151 @@ mod tests {
     fn a_panic_while_processing_a_completion_waits_for_the_rest() {
         let seen = panic_then_reuse(PanicAt::Complete(2), 50);
         assert!(seen.iter().all(Option::is_some));
+    }
+
+    /// A writable device over a zeroed image of `BLOCKS` blocks.
+    fn writable(qd: u32, batch: u32) -> Option<(tempfile::TempDir, UringDevice)> {
+        if probe().is_err() {
+            eprintln!("SKIP: io_uring unavailable");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("bufwrite-stream-unwind")
+            .tempdir_in("/tmp")
+            .ok()?;
+        let path = dir.path().join("image");
+        std::fs::write(&path, vec![0u8; BLOCKS * BLOCK]).ok()?;
+        let cfg = UringConfig {
+            queue_depth: qd,
+            batch,
+            ..UringConfig::default()
+        };
+        Some((dir, UringDevice::open_with(&path, &cfg).ok()?))
+    }
+
+    /// Writes block `i` with byte `fill + i` for `i < BLOCKS`; panics at
+    /// the `panic_next`-th `next_write` or the `panic_complete`-th
+    /// completion (from 1) when set.
+    struct Panicky {
+        fill: u8,
+        handed: usize,
+        completed: usize,
+        panic_next: Option<usize>,
+        panic_complete: Option<usize>,
+        outstanding_at_panic: Option<usize>,
+    }
+
+    impl Panicky {
+        fn new(fill: u8) -> Self {
+            Panicky {
+                fill,
+                handed: 0,
+                completed: 0,
+                panic_next: None,
+                panic_complete: None,
+                outstanding_at_panic: None,
+            }
+        }
+    }
+
+    impl super::super::WriteStream for Panicky {
+        fn next_write(&mut self) -> Option<super::super::OwnedWrite> {
+            if self.panic_next == Some(self.handed + 1) {
+                self.outstanding_at_panic = Some(self.handed - self.completed);
+                panic!("test: next_write panics");
+            }
+            if self.handed == BLOCKS {
+                return None;
+            }
+            let i = self.handed;
+            self.handed += 1;
+            let mut buf = AlignedBuf::zeroed(BLOCK);
+            buf.fill(self.fill.wrapping_add(i as u8));
+            Some(super::super::OwnedWrite {
+                offset: (i * BLOCK) as u64,
+                buf,
+                len: BLOCK,
+                tag: i as u64,
+            })
+        }
+
+        fn complete(&mut self, w: super::super::OwnedWrite, r: Result<()>) {
+            r.unwrap();
+            assert_eq!(w.offset, w.tag * BLOCK as u64);
+            self.completed += 1;
+            if self.panic_complete == Some(self.completed) {
+                self.outstanding_at_panic = Some(self.handed - self.completed);
+                panic!("test: complete panics");
+            }
+        }
+    }
+
+    /// True when blocks `0 .. n` hold what a [`Panicky`] with `fill` wrote.
+    fn landed(dev: &UringDevice, fill: u8, n: usize) -> bool {
+        let mut b = AlignedBuf::zeroed(BLOCK);
+        (0..n).all(|i| {
+            dev.read_at((i * BLOCK) as u64, &mut b).unwrap();
+            b.iter().all(|&x| x == fill.wrapping_add(i as u8))
+        })
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "io_uring syscalls")]
+    fn a_panicking_stream_waits_for_its_writes_and_the_device_works_after() {
+        let Some((_dir, dev)) = writable(8, 2) else {
+            return;
+        };
+        for round in 0..40u8 {
+            let fill = round.wrapping_mul(40);
+            let mut s = Panicky::new(fill);
+            if round % 2 == 0 {
+                // The 8th pull comes before any reap: 7 writes are queued
+                // or running when it panics.
+                s.panic_next = Some(8);
+            } else {
+                s.panic_complete = Some(3);
+            }
+            let caught = panic::catch_unwind(AssertUnwindSafe(|| dev.submit_stream(&mut s)));
+            assert!(caught.is_err(), "the panic did not propagate");
+            if round % 2 == 0 {
+                assert_eq!(s.outstanding_at_panic, Some(7));
+            }
+            assert_eq!(dev.ring().in_flight(), 0, "writes left in flight");
+            // Every write handed out was waited for, so it has landed.
+            assert!(landed(&dev, fill, s.handed), "round {round}");
+            // And the device (the same ring) streams as before.
+            let mut good = Panicky::new(fill.wrapping_add(7));
+            dev.submit_stream(&mut good);
+            assert_eq!((good.handed, good.completed), (BLOCKS, BLOCKS));
+            assert!(landed(&dev, fill.wrapping_add(7), BLOCKS));
+        }
+        assert_eq!(dev.rings(), 1, "one submitter at a time needs one ring");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "io_uring syscalls")]
+    fn registered_buffers_are_used_by_every_ring() {
+        let Some((_dir, dev)) = writable(4, 4) else {
+            return;
+        };
+        let mut arena = AlignedBuf::zeroed(4 * BLOCK);
+        arena.fill(0x5A);
+        if !dev.register_buffers(vec![arena]).unwrap() {
+            eprintln!("SKIP: buffer registration refused here");
+            return;
+        }
+        // Two rings: one lent out while the other submits.
+        let held = dev.ring();
+        let bufs = dev.registered_buffers();
+        dev.write_at(0, &bufs[0][..BLOCK]).unwrap();
+        drop(held);
+        assert_eq!(dev.rings(), 2);
+        assert_eq!(dev.fixed_sqes(), 1, "the second ring used the fixed buffer");
+        dev.write_at(BLOCK as u64, &bufs[0][BLOCK..2 * BLOCK])
+            .unwrap();
+        assert_eq!(dev.fixed_sqes(), 2);
+        let mut b = AlignedBuf::zeroed(2 * BLOCK);
+        dev.read_at(0, &mut b).unwrap();
+        assert!(b.iter().all(|&x| x == 0x5A));
     }
 }

@@ -171,7 +171,12 @@ impl StreamFeed<'_> {
             )));
         };
         let l = self.limits;
-        check_request(&IoRequest::write(w.offset, bytes), l.size, l.lbs, l.read_only)
+        check_request(
+            &IoRequest::write(w.offset, bytes),
+            l.size,
+            l.lbs,
+            l.read_only,
+        )
     }
 }
 
@@ -503,12 +508,7 @@ impl Ring {
     /// Handles every CQE ready. Each is marked reaped as it is taken off
     /// the ring, before any is processed, so that a panic while processing
     /// one leaves the in-flight count exact for the guard.
-    fn reap<F: Feed>(
-        &mut self,
-        feed: &mut F,
-        ctx: &Ctx<'_>,
-        #[cfg(test)] completions: &mut u32,
-    ) {
+    fn reap<F: Feed>(&mut self, feed: &mut F, ctx: &Ctx<'_>, #[cfg(test)] completions: &mut u32) {
         let mut cqes = std::mem::take(&mut self.cqes);
         for c in self.ring.completion() {
             // Only slot indices are ever submitted by `run`; others are ignored.
