@@ -17,6 +17,13 @@
 //! in-flight CQE has arrived before the unwinding goes on, and aborts the
 //! process if the kernel stops answering (see [`Ring::drain`]).
 //!
+//! [`Ring::stream`] runs the same loop over a stream of owned writes
+//! instead of a borrowed batch (the two are [`Feed`]s): there the slot owns
+//! the write while it is in flight, and the same guard drains the ring
+//! before the slots (and the writes' buffers) can be freed. A panic in the
+//! stream's own callbacks (`next_write`, `complete`) unwinds through that
+//! guard too.
+//!
 //! Miri: the slot bookkeeping ([`super::slots`]) and the segment code
 //! (`device::segments`) are plain Rust and their tests run under
 //! `cargo +nightly miri test -p bufwrite-engine --lib`. Miri cannot run
