@@ -230,7 +230,6 @@ pub trait BlockDevice: Send + Sync {
         }
     }
 
-
     /// Counters of the I/O this device has done.
     fn stats(&self) -> IoStats;
 
@@ -383,5 +382,66 @@ mod tests {
         assert_eq!(ShortWrite::of(&Error::ReadOnly), None);
         let text = e.to_string();
         assert!(!text.contains("short write"), "{text}");
+    }
+
+    /// Hands out `n` one-block writes (block `i`, byte `i + 1`, tag `i`),
+    /// the 7th past the device's end; records each completion.
+    struct Counting {
+        n: u64,
+        next: u64,
+        size: u64,
+        results: std::collections::BTreeMap<u64, Result<()>>,
+    }
+
+    impl WriteStream for Counting {
+        fn next_write(&mut self) -> Option<OwnedWrite> {
+            if self.next == self.n {
+                return None;
+            }
+            let tag = self.next;
+            self.next += 1;
+            let mut buf = crate::align::AlignedBuf::zeroed(512);
+            buf.fill(tag as u8 + 1);
+            let offset = if tag == 7 { self.size } else { tag * 512 };
+            Some(OwnedWrite {
+                offset,
+                buf,
+                len: 512,
+                tag,
+            })
+        }
+
+        fn complete(&mut self, w: OwnedWrite, r: Result<()>) {
+            assert!(
+                self.results.insert(w.tag, r).is_none(),
+                "tag {} twice",
+                w.tag
+            );
+        }
+    }
+
+    #[test]
+    fn the_default_stream_completes_every_write_once() {
+        let size = 100 * 512;
+        let dev = mem::Mem::with_block_size(size, 512);
+        // More than two batches, so that the barrier between them is used.
+        let mut s = Counting {
+            n: 2 * STREAM_BATCH as u64 + 5,
+            next: 0,
+            size,
+            results: Default::default(),
+        };
+        dev.submit_stream(&mut s);
+        assert_eq!(s.results.len() as u64, s.n);
+        for (&tag, r) in &s.results {
+            if tag == 7 {
+                assert!(matches!(r, Err(Error::OutOfBounds { .. })), "{r:?}");
+                continue;
+            }
+            assert!(r.is_ok(), "{tag}: {r:?}");
+            let mut b = [0u8; 512];
+            dev.read_at(tag * 512, &mut b).unwrap();
+            assert!(b.iter().all(|&x| x == tag as u8 + 1), "block {tag}");
+        }
     }
 }

@@ -17,6 +17,13 @@
 //! in-flight CQE has arrived before the unwinding goes on, and aborts the
 //! process if the kernel stops answering (see [`Ring::drain`]).
 //!
+//! [`Ring::stream`] runs the same loop over a stream of owned writes
+//! instead of a borrowed batch (the two are [`Feed`]s): there the slot owns
+//! the write while it is in flight, and the same guard drains the ring
+//! before the slots (and the writes' buffers) can be freed. A panic in the
+//! stream's own callbacks (`next_write`, `complete`) unwinds through that
+//! guard too.
+//!
 //! Miri: the slot bookkeeping ([`super::slots`]) and the segment code
 //! (`device::segments`) are plain Rust and their tests run under
 //! `cargo +nightly miri test -p bufwrite-engine --lib`. Miri cannot run
@@ -25,13 +32,15 @@
 //! buffers the kernel touches are covered by the tests on real rings
 //! (marked `cfg_attr(miri, ignore)`), not by Miri.
 
-use super::slots::Slots;
+use super::slots::{Slot, Slots};
 use crate::device::segments::{self, Errno, MAX_RETRIES};
-use crate::device::{IoBufs, IoCounters, IoRequest};
-use crate::error::{Error, IoKind};
+use crate::device::{check_request, IoBufs, IoCounters, IoRequest, OwnedWrite, WriteStream};
+use crate::error::{Error, IoKind, Result};
 use io_uring::{opcode, squeue, types, IoUring};
+use smallvec::smallvec;
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Most bytes one Read/Write SQE asks for; a longer request continues as a
 /// short transfer would. A multiple of every logical block size.
@@ -70,6 +79,158 @@ pub(super) struct Ctx<'a> {
     pub mem_align: usize,
     /// Where completed requests are counted.
     pub counters: &'a IoCounters,
+    /// ReadFixed/WriteFixed SQEs pushed, over every ring of the device.
+    pub fixed_sqes: &'a AtomicU64,
+}
+
+/// What a write of a stream is checked against before it is submitted
+/// (the device's geometry, as [`check_request`] wants it).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Device size in bytes.
+    pub size: u64,
+    /// Logical block size.
+    pub lbs: u32,
+    /// Writes are refused.
+    pub read_only: bool,
+}
+
+/// Where the requests [`Ring::drive`] runs come from and where their
+/// results go: a borrowed batch ([`Ring::run`]) or a stream of owned writes
+/// ([`Ring::stream`]). The loop itself (slots, SQE batching, short
+/// transfers, retries, the unwind guard) is the same for both.
+trait Feed {
+    /// Sets `slot` up for the next request to start and returns true, or
+    /// returns false when there is none (the loop then stops asking).
+    /// Requests that need no I/O (already failed, empty) are finished here,
+    /// without taking the slot.
+    fn start(&mut self, slot: &mut Slot, ctx: &Ctx<'_>) -> bool;
+
+    /// Points `slot.iov` at the bytes of the slot's request from
+    /// `slot.done` on (only for slots without a bounce buffer).
+    fn fill(&mut self, slot: &mut Slot);
+
+    /// The slot's request has finished with `result` (reaped, not in
+    /// flight).
+    fn finish(&mut self, slot: &mut Slot, result: Result<()>);
+}
+
+/// A borrowed batch: requests start in order, results go into them.
+struct BatchFeed<'b, 'a> {
+    batch: &'b mut [IoRequest<'a>],
+    next: usize,
+}
+
+impl Feed for BatchFeed<'_, '_> {
+    fn start(&mut self, slot: &mut Slot, ctx: &Ctx<'_>) -> bool {
+        while self.next < self.batch.len() {
+            let ri = self.next;
+            self.next += 1;
+            let req = &mut self.batch[ri];
+            if req.result.is_some() {
+                continue;
+            }
+            if req.bufs.is_empty() {
+                req.result = Some(Ok(()));
+                continue;
+            }
+            let bounce = segments::needs_bounce(&req.bufs, ctx.mem_align)
+                .then(|| segments::bounce_for(&req.bufs));
+            let is_read = matches!(req.bufs, IoBufs::Read(_));
+            slot.begin(ri, req.offset, is_read, req.bufs.len(), bounce);
+            return true;
+        }
+        false
+    }
+
+    fn fill(&mut self, slot: &mut Slot) {
+        fill_iov(&mut slot.iov, &mut self.batch[slot.req].bufs, slot.done);
+    }
+
+    fn finish(&mut self, slot: &mut Slot, result: Result<()>) {
+        let req = &mut self.batch[slot.req];
+        if let (true, Some(b), IoBufs::Read(segs)) =
+            (result.is_ok(), slot.bounce.as_ref(), &mut req.bufs)
+        {
+            segments::scatter(b, segs);
+        }
+        req.result = Some(result);
+    }
+}
+
+/// A stream of owned writes: each is checked, moved into its slot for as
+/// long as it is in flight, and handed back to the stream on completion.
+struct StreamFeed<'s> {
+    stream: &'s mut dyn WriteStream,
+    limits: Limits,
+}
+
+impl StreamFeed<'_> {
+    /// Why `w` cannot be submitted, if it cannot ([`check_request`]'s
+    /// rules, and a length inside its buffer).
+    fn check(&self, w: &OwnedWrite) -> Result<()> {
+        let Some(bytes) = w.buf.get(..w.len) else {
+            return Err(Error::InvalidArgument(format!(
+                "write of {} bytes at {} from a buffer of {}",
+                w.len,
+                w.offset,
+                w.buf.len()
+            )));
+        };
+        let l = self.limits;
+        check_request(
+            &IoRequest::write(w.offset, bytes),
+            l.size,
+            l.lbs,
+            l.read_only,
+        )
+    }
+}
+
+impl Feed for StreamFeed<'_> {
+    fn start(&mut self, slot: &mut Slot, ctx: &Ctx<'_>) -> bool {
+        loop {
+            let Some(w) = self.stream.next_write() else {
+                return false;
+            };
+            // A bad or empty write completes at once, without I/O; this is
+            // the device loop, not a callback, so `complete` is not
+            // re-entered.
+            if let Err(e) = self.check(&w) {
+                self.stream.complete(w, Err(e));
+                continue;
+            }
+            if w.len == 0 {
+                self.stream.complete(w, Ok(()));
+                continue;
+            }
+            let bounce = {
+                let bufs = IoBufs::Write(smallvec![&w.buf[..w.len]]);
+                segments::needs_bounce(&bufs, ctx.mem_align).then(|| segments::bounce_for(&bufs))
+            };
+            slot.begin(0, w.offset, false, w.len as u64, bounce);
+            slot.owned = Some(w);
+            return true;
+        }
+    }
+
+    fn fill(&mut self, slot: &mut Slot) {
+        slot.iov.clear();
+        if let Some(w) = &slot.owned {
+            let rest = &w.buf[slot.done as usize..w.len];
+            // The kernel only reads through a write's iovec.
+            slot.iov.push(libc::iovec {
+                iov_base: rest.as_ptr().cast_mut().cast(),
+                iov_len: rest.len(),
+            });
+        }
+    }
+
+    fn finish(&mut self, slot: &mut Slot, result: Result<()>) {
+        if let Some(w) = slot.owned.take() {
+            self.stream.complete(w, result);
+        }
+    }
 }
 
 /// What a CQE means for its request.
@@ -79,8 +240,8 @@ enum Outcome {
     Fail(io::Error),
 }
 
-/// A ring and its slots. One submitter at a time (the device keeps it in a
-/// Mutex): enough for this prototype, where a batch already fills the queue.
+/// A ring and its slots. One submitter at a time: the device keeps a pool
+/// of rings and lends each to one caller (see `UringDevice::ring`).
 pub(super) struct Ring {
     ring: IoUring,
     target: Target,
@@ -91,8 +252,9 @@ pub(super) struct Ring {
     /// `(address, length)` of each registered buffer, by buffer index; empty
     /// when none are registered.
     fixed_bufs: Vec<(usize, usize)>,
-    /// ReadFixed/WriteFixed SQEs pushed so far.
-    pub(super) fixed_sqes: u64,
+    /// True once registering the device's buffers with this ring was
+    /// tried (whatever the outcome): it is tried once per ring.
+    pub(super) buffers_tried: bool,
     /// Test hook: where to panic inside the loop.
     #[cfg(test)]
     pub(super) panic_at: Option<PanicAt>,
@@ -142,7 +304,7 @@ impl Ring {
             slots: Slots::new(qd),
             cqes: Vec::with_capacity(2 * qd),
             fixed_bufs: Vec::new(),
-            fixed_sqes: 0,
+            buffers_tried: false,
             #[cfg(test)]
             panic_at: None,
             #[cfg(test)]
@@ -163,9 +325,26 @@ impl Ring {
     /// result they had; the batch is not to be trusted after a panic), so
     /// no SQE outlives the borrow of `batch`.
     pub(super) fn run(&mut self, batch: &mut [IoRequest<'_>], ctx: &Ctx<'_>) {
+        let mut feed = BatchFeed { batch, next: 0 };
         let guard = Drain { ring: self };
-        guard.ring.drive(batch, ctx);
+        guard.ring.drive(&mut feed, ctx);
         // Returning normally, nothing is in flight and the guard does nothing.
+    }
+
+    /// Runs every write of `stream`, up to the queue depth in flight,
+    /// and returns once the stream is dry and every write has completed.
+    /// Each completion goes to `stream.complete` as soon as it is reaped,
+    /// before the next write is pulled; a write that fails `limits` (or is
+    /// empty) completes at once without being submitted.
+    ///
+    /// Each write is owned by its slot while in flight. If `next_write` or
+    /// `complete` panics, the [`Drain`] guard waits for every SQE in flight
+    /// and only then drops the slots' writes (they are not handed back), so
+    /// no buffer is freed while the kernel may still read it.
+    pub(super) fn stream(&mut self, stream: &mut dyn WriteStream, limits: Limits, ctx: &Ctx<'_>) {
+        let mut feed = StreamFeed { stream, limits };
+        let guard = Drain { ring: self };
+        guard.ring.drive(&mut feed, ctx);
     }
 
     /// Drains every in-flight slot, blocking: submits what is still
@@ -205,28 +384,23 @@ impl Ring {
         self.slots.reset();
     }
 
-    /// The loop of [`Ring::run`], without its guard.
-    fn drive(&mut self, batch: &mut [IoRequest<'_>], ctx: &Ctx<'_>) {
-        let mut next = 0;
+    /// The loop of [`Ring::run`] and [`Ring::stream`], without their guard.
+    fn drive<F: Feed>(&mut self, feed: &mut F, ctx: &Ctx<'_>) {
+        let mut more = true;
         let mut unsubmitted = 0;
         #[cfg(test)]
         let (mut pushes, mut completions) = (0u32, 0u32);
         loop {
-            while next < batch.len() && self.slots.has_free() {
-                let ri = next;
-                next += 1;
-                if batch[ri].result.is_some() {
-                    continue;
-                }
-                if batch[ri].bufs.is_empty() {
-                    batch[ri].result = Some(Ok(()));
-                    continue;
-                }
+            while more && self.slots.has_free() {
                 let Some(si) = self.slots.acquire() else {
                     break;
                 };
-                self.start(si, ri, &batch[ri], ctx);
-                self.push(si, batch);
+                if !feed.start(self.slots.get_mut(si), ctx) {
+                    self.slots.release(si);
+                    more = false;
+                    break;
+                }
+                self.push(si, feed, ctx);
                 #[cfg(test)]
                 {
                     pushes += 1;
@@ -244,7 +418,7 @@ impl Ring {
             self.enter(1);
             unsubmitted = 0;
             self.reap(
-                batch,
+                feed,
                 ctx,
                 #[cfg(test)]
                 &mut completions,
@@ -267,38 +441,25 @@ impl Ring {
         }
     }
 
-    /// Fills slot `si` for request `ri` (bounce buffer if its memory is not
-    /// aligned for O_DIRECT).
-    fn start(&mut self, si: usize, ri: usize, req: &IoRequest<'_>, ctx: &Ctx<'_>) {
-        let slot = self.slots.get_mut(si);
-        slot.req = ri;
-        slot.done = 0;
-        slot.total = req.bufs.len();
-        slot.retries = 0;
-        slot.bounce = segments::needs_bounce(&req.bufs, ctx.mem_align)
-            .then(|| segments::bounce_for(&req.bufs));
-    }
-
     /// Queues the SQE for the rest of slot `si`'s request.
-    fn push(&mut self, si: usize, batch: &mut [IoRequest<'_>]) {
+    fn push<F: Feed>(&mut self, si: usize, feed: &mut F, ctx: &Ctx<'_>) {
         let target = self.target;
         let slot = self.slots.get_mut(si);
-        let req = &mut batch[slot.req];
-        let offset = req.offset + slot.done;
+        let offset = slot.offset + slot.done;
         let rest = (slot.total - slot.done).min(MAX_SQE_BYTES) as u32;
-        let is_read = matches!(req.bufs, IoBufs::Read(_));
+        let is_read = slot.is_read;
         let entry = if let Some(b) = slot.bounce.as_mut() {
             let ptr = b[slot.done as usize..].as_mut_ptr();
             rw_entry(target, is_read, ptr, rest, offset)
         } else {
-            fill_iov(&mut slot.iov, &mut req.bufs, slot.done);
+            feed.fill(slot);
             match slot.iov.as_slice() {
                 [one] => {
                     let len = (one.iov_len as u64).min(MAX_SQE_BYTES) as u32;
                     let ptr = one.iov_base.cast();
                     match fixed_index(&self.fixed_bufs, ptr as usize, len as usize) {
                         Some(bi) => {
-                            self.fixed_sqes += 1;
+                            ctx.fixed_sqes.fetch_add(1, Ordering::Relaxed);
                             fixed_entry(target, is_read, ptr, len, bi, offset)
                         }
                         None => rw_entry(target, is_read, ptr, len, offset),
@@ -308,14 +469,18 @@ impl Ring {
             }
         };
         let entry = entry.user_data(si as u64);
-        // SAFETY: the SQE points at (a) the request's buffers, borrowed by
-        // `run` for its whole duration, (b) this slot's iovec array or bounce
-        // buffer, which are not touched again until this SQE's CQE has been
-        // taken. The slot is marked in flight right after the push, with
-        // nothing in between that can panic, and `run` leaves only when no
-        // slot is in flight: by returning (its loop's condition) or by
-        // unwinding through its `Drain` guard, which waits for every CQE
-        // first (or aborts). So all of it outlives the completion. A fixed
+        // SAFETY: the SQE points at (a) the request's buffers: a batch's,
+        // borrowed by `run` for its whole duration, or a stream's write,
+        // owned by this slot (moved out only by `finish`, after its CQE was
+        // taken, or dropped by `Slots::reset`, after every CQE was), whose
+        // heap memory does not move with it; (b) this slot's iovec array or
+        // bounce buffer, which are not touched again until this SQE's CQE
+        // has been taken. The slot is marked in flight right after the push,
+        // with nothing in between that can panic, and `run`/`stream` leave
+        // only when no slot is in flight: by returning (the loop's
+        // condition) or by unwinding through their `Drain` guard, which
+        // waits for every CQE first (or aborts). So all of it outlives the
+        // completion. A fixed
         // SQE's memory also lies inside a registered buffer, which the
         // device owns and frees only after the ring (see
         // `UringDevice::register_buffers`).
@@ -350,12 +515,7 @@ impl Ring {
     /// Handles every CQE ready. Each is marked reaped as it is taken off
     /// the ring, before any is processed, so that a panic while processing
     /// one leaves the in-flight count exact for the guard.
-    fn reap(
-        &mut self,
-        batch: &mut [IoRequest<'_>],
-        ctx: &Ctx<'_>,
-        #[cfg(test)] completions: &mut u32,
-    ) {
+    fn reap<F: Feed>(&mut self, feed: &mut F, ctx: &Ctx<'_>, #[cfg(test)] completions: &mut u32) {
         let mut cqes = std::mem::take(&mut self.cqes);
         for c in self.ring.completion() {
             // Only slot indices are ever submitted by `run`; others are ignored.
@@ -369,7 +529,7 @@ impl Ring {
                 *completions += 1;
                 self.test_panic(PanicAt::Complete(*completions));
             }
-            self.complete(si, res, batch, ctx);
+            self.complete(si, res, feed, ctx);
         }
         cqes.clear();
         self.cqes = cqes;
@@ -377,9 +537,9 @@ impl Ring {
 
     /// Applies one CQE to slot `si`: resubmits the rest, or finishes the
     /// request and frees the slot.
-    fn complete(&mut self, si: usize, res: i32, batch: &mut [IoRequest<'_>], ctx: &Ctx<'_>) {
+    fn complete<F: Feed>(&mut self, si: usize, res: i32, feed: &mut F, ctx: &Ctx<'_>) {
         let slot = self.slots.get_mut(si);
-        let is_read = matches!(batch[slot.req].bufs, IoBufs::Read(_));
+        let is_read = slot.is_read;
         let outcome = if res < 0 {
             let errno = -res;
             if segments::is_transient(errno) && slot.retries < MAX_RETRIES {
@@ -403,28 +563,29 @@ impl Ring {
             }
         };
         match outcome {
-            Outcome::Resubmit => self.push(si, batch),
+            Outcome::Resubmit => self.push(si, feed, ctx),
             Outcome::Done => {
-                let req = &mut batch[slot.req];
-                if let (Some(b), IoBufs::Read(segs)) = (slot.bounce.as_ref(), &mut req.bufs) {
-                    segments::scatter(b, segs);
-                }
                 if is_read {
                     ctx.counters.record_read(slot.total);
                 } else {
                     ctx.counters.record_write(slot.total);
                 }
-                req.result = Some(Ok(()));
+                feed.finish(slot, Ok(()));
                 self.slots.release(si);
             }
             Outcome::Fail(e) => {
-                let req = &mut batch[slot.req];
                 let op = if is_read { IoKind::Read } else { IoKind::Write };
-                let at = req.offset + slot.done;
-                req.result = Some(Err(Error::io(op, at, slot.total - slot.done, e)));
+                let at = slot.offset + slot.done;
+                let err = Error::io(op, at, slot.total - slot.done, e);
+                feed.finish(slot, Err(err));
                 self.slots.release(si);
             }
         }
+    }
+
+    /// True when SQEs name the registered file.
+    pub(super) fn fixed_file(&self) -> bool {
+        self.target == Target::Fixed
     }
 
     /// Drops the registered file table (synchronously, unlike the ring's

@@ -9,12 +9,17 @@
 //! plain Rust with no syscall, where its tests also run under Miri.
 
 use crate::align::AlignedBuf;
+use crate::device::OwnedWrite;
 
 /// One request's state while the ring drives it.
 #[derive(Default)]
 pub(super) struct Slot {
-    /// Index of the request in the batch.
+    /// Index of the request in the batch (0 for a stream's write).
     pub req: usize,
+    /// Device offset of the request's first byte.
+    pub offset: u64,
+    /// A read (else a write).
+    pub is_read: bool,
     /// Bytes already transferred (earlier short completions).
     pub done: u64,
     /// Bytes the request moves.
@@ -25,13 +30,39 @@ pub(super) struct Slot {
     pub bounce: Option<AlignedBuf>,
     /// EINTR/EAGAIN/EBUSY resubmissions so far.
     pub retries: u32,
+    /// A stream's write, owned by the slot while it is in flight (its
+    /// buffer is what the SQE points at); `None` for a batch's request.
+    pub owned: Option<OwnedWrite>,
+}
+
+impl Slot {
+    /// Sets the slot up for a request (request `req` of a batch, or 0) of
+    /// `total` bytes at `offset`, nothing transferred yet.
+    pub(super) fn begin(
+        &mut self,
+        req: usize,
+        offset: u64,
+        is_read: bool,
+        total: u64,
+        bounce: Option<AlignedBuf>,
+    ) {
+        self.req = req;
+        self.offset = offset;
+        self.is_read = is_read;
+        self.done = 0;
+        self.total = total;
+        self.retries = 0;
+        self.bounce = bounce;
+        self.owned = None;
+    }
 }
 
 // SAFETY: the raw pointers in `iov` are only dereferenced by the kernel
 // while their slot is in flight, and a slot is in flight only inside
-// `Ring::run`, which does not return or unwind past its guard before every
-// slot has been reaped; between calls they are stale and never read (each
-// SQE rebuilds them). The ring is used under a Mutex.
+// `Ring::run` or `Ring::stream`, which do not return or unwind past their
+// guard before every slot has been reaped; between calls they are stale and
+// never read (each SQE rebuilds them). A ring has one user at a time (the
+// device lends it out of its pool). The other fields are Send.
 unsafe impl Send for Slot {}
 
 /// The slots of one ring, `qd` of them.
@@ -105,17 +136,20 @@ impl Slots {
         debug_assert!(!self.in_flight[si], "slot {si} released in flight");
         let slot = &mut self.slots[si];
         slot.bounce = None;
+        slot.owned = None;
         slot.iov.clear();
         self.free.push(si);
     }
 
     /// Frees every slot, after a run that did not finish its requests (a
     /// panic): called only once nothing is in flight, so the bounce
-    /// buffers and iovec arrays it drops are the kernel's no longer.
+    /// buffers, owned writes and iovec arrays it drops are the kernel's no
+    /// longer.
     pub(super) fn reset(&mut self) {
         debug_assert_eq!(self.count, 0, "reset with slots in flight");
         for slot in &mut self.slots {
             slot.bounce = None;
+            slot.owned = None;
             slot.iov.clear();
         }
         self.free.clear();
@@ -164,6 +198,12 @@ mod tests {
         let mut s = Slots::new(3);
         let a = s.acquire().unwrap();
         s.get_mut(a).bounce = Some(AlignedBuf::zeroed(512));
+        s.get_mut(a).owned = Some(OwnedWrite {
+            offset: 0,
+            buf: AlignedBuf::zeroed(512),
+            len: 512,
+            tag: 1,
+        });
         s.get_mut(a).iov.push(libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
@@ -175,6 +215,7 @@ mod tests {
         s.reset();
         assert!(s.all_free());
         assert!(s.get_mut(a).bounce.is_none() && s.get_mut(a).iov.is_empty());
+        assert!(s.get_mut(a).owned.is_none());
         assert_eq!(s.acquire(), Some(0));
     }
 }
