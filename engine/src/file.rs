@@ -4,9 +4,9 @@
 use crate::address_space::AddressSpace;
 use crate::device::{BlockDevice, IoStats};
 use crate::error::{Error, Result};
+use crate::flusher::CacheMemory;
 use crate::iov::IovIter;
 use crate::mapping::{ExtentKind, FallocMode, MapIntent, Mapper};
-use crate::flusher::CacheMemory;
 use crate::page_cache::{FolioHint, OrderPolicy, PageCache};
 use crate::units::FilePos;
 use crate::write_path::WritePath;
@@ -92,7 +92,13 @@ impl File {
         write_path: Box<dyn WritePath>,
         opts: FileOptions,
     ) -> Result<File> {
-        Self::open_in(&CacheMemory::with_defaults(), device, mapper, write_path, opts)
+        Self::open_in(
+            &CacheMemory::with_defaults(),
+            device,
+            mapper,
+            write_path,
+            opts,
+        )
     }
 
     /// As [`File::open`], charging the cache to `memory` (a mount's, or
@@ -213,7 +219,9 @@ impl File {
         if pos.checked_add(len).is_none() {
             return Err(Error::RangeOverflow { offset: pos, len });
         }
-        self.mapping().mapper.prepare_write(FilePos::new(pos), len)?;
+        self.mapping()
+            .mapper
+            .prepare_write(FilePos::new(pos), len)?;
         let isize = self.mapping().size();
         if pos > isize {
             return self.write_past_eof(hint, pos, isize, src);
@@ -237,9 +245,9 @@ impl File {
         mut src: IovIter<'_>,
     ) -> Result<u64> {
         self.zero_eof_tail(hint, isize, pos)?;
-        let res = self
-            .write_path()
-            .perform_write(self.mapping(), hint, FilePos::new(pos), &mut src);
+        let res =
+            self.write_path()
+                .perform_write(self.mapping(), hint, FilePos::new(pos), &mut src);
         if !matches!(res, Ok(n) if n > 0) && self.mapping().size() != isize {
             // The zeroing moved i_size for its write; a write that failed
             // whole leaves the size as it found it.
@@ -266,10 +274,10 @@ impl File {
     fn zero_partial(&self, hint: &mut FolioHint, from: u64, to: u64) -> Result<()> {
         let bs = self.mapping().bs();
         let block = bs.round_down(from);
-        let m = self
-            .mapping()
-            .mapper
-            .iomap_begin(FilePos::new(block), bs.get(), MapIntent::Read)?;
+        let m =
+            self.mapping()
+                .mapper
+                .iomap_begin(FilePos::new(block), bs.get(), MapIntent::Read)?;
         if matches!(m.kind, ExtentKind::Mapped | ExtentKind::Delalloc) {
             let mut zeros = IovIter::zeros(to - from);
             let n = self.write_path().perform_write(
@@ -533,7 +541,9 @@ impl File {
         let end = if len == 0 {
             u64::MAX
         } else {
-            offset.checked_add(len).ok_or(Error::RangeOverflow { offset, len })?
+            offset
+                .checked_add(len)
+                .ok_or(Error::RangeOverflow { offset, len })?
         };
         writeback::write_range(
             self.mapping(),

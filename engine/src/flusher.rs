@@ -110,9 +110,7 @@ fn run(mem: &MemShared) {
             let g = mem.work.lock().unwrap_or_else(|e| e.into_inner());
             let (mut g, _) = mem
                 .work_cv
-                .wait_timeout_while(g, interval, |w| {
-                    !(w.pressure || w.background || w.shutdown)
-                })
+                .wait_timeout_while(g, interval, |w| !(w.pressure || w.background || w.shutdown))
                 .unwrap_or_else(|e| e.into_inner());
             let p = (g.pressure, g.shutdown);
             g.pressure = false;

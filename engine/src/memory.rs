@@ -540,7 +540,10 @@ mod tests {
             ..l
         };
         assert!(bad.validate().is_err());
-        let bad = CacheLimits { budget: 1 << 20, ..l };
+        let bad = CacheLimits {
+            budget: 1 << 20,
+            ..l
+        };
         assert!(bad.validate().is_err());
         let bad = CacheLimits {
             dirty_limit: l.budget + 1,

@@ -184,7 +184,10 @@ impl Mount {
     /// and completes it, then writes the filesystem's pending metadata and
     /// flushes the device. Returns the first error.
     pub fn sync(&self) -> Result<()> {
-        let inodes: Vec<Arc<Inode>> = lock(&self.open).values().filter_map(Weak::upgrade).collect();
+        let inodes: Vec<Arc<Inode>> = lock(&self.open)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
         let mut first = None;
         for inode in &inodes {
             if let Err(e) = writeback::write_back(inode.mapping()) {

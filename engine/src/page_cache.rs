@@ -615,15 +615,14 @@ mod tests {
     /// Writes `v` into the first 8 bytes of the folio at `pos` through the
     /// write loops' lookup, uptodate and dirty as a write leaves it.
     fn write_u64(c: &PageCache, hint: &mut FolioHint, pos: u64, v: u64) -> u64 {
-        let index = c.with_locked(hint, pos, 8, |g| {
+        c.with_locked(hint, pos, 8, |g| {
             let off = (pos - g.pos()) as usize;
             g.data[off..off + 8].copy_from_slice(&v.to_le_bytes());
             g.flags.set(crate::FolioFlags::UPTODATE, true);
             g.flags.set(crate::FolioFlags::DIRTY, true);
             c.mark_dirty(g);
             g.index
-        });
-        index
+        })
     }
 
     fn read_u64(c: &PageCache, pos: u64) -> Option<u64> {

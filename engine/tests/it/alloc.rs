@@ -196,7 +196,7 @@ impl Filesystem for TinyFs {
 }
 
 #[test]
-fn mount_opens_creates_unlinks_and_refuses_busy_inodes() {
+fn mount_opens_creates_unlinks_and_shares_open_inodes() {
     let mem = Arc::new(Mem::new(4 * CAP));
     let fs = Arc::new(TinyFs::new(CAP));
     let mount = Mount::new(mem.clone(), fs.clone());
@@ -212,9 +212,17 @@ fn mount_opens_creates_unlinks_and_refuses_busy_inodes() {
     ));
     let a = mount.open("/a", create, path(), opts).unwrap();
     a.pwrite(0, b"hello").unwrap();
-    // One open per inode in a mount, for now; unlink waits for the close.
-    let busy = mount.open("/a", create, path(), opts).unwrap_err();
-    assert!(matches!(busy, Error::Busy(_)), "{busy}");
+    // A second open shares the inode's cache: it sees the first one's
+    // unwritten bytes, and its own writes are the first one's.
+    let a2 = mount.open("/a", create, path(), opts).unwrap();
+    let mut five = [0u8; 5];
+    assert_eq!(a2.pread(0, &mut five).unwrap(), 5);
+    assert_eq!(&five, b"hello");
+    a2.pwrite(5, b"!").unwrap();
+    assert_eq!(a.size(), 6);
+    // Unlink waits for the last close.
+    assert!(matches!(mount.unlink("/a"), Err(Error::Busy(_))));
+    drop(a2);
     assert!(matches!(mount.unlink("/a"), Err(Error::Busy(_))));
     let exclusive = OpenFlags {
         create: true,
@@ -232,9 +240,9 @@ fn mount_opens_creates_unlinks_and_refuses_busy_inodes() {
     let a = mount
         .open("/a", OpenFlags::default(), path(), opts)
         .unwrap();
-    let mut buf = [0u8; 5];
-    assert_eq!(a.pread(0, &mut buf).unwrap(), 5);
-    assert_eq!(&buf, b"hello");
+    let mut buf = [0u8; 6];
+    assert_eq!(a.pread(0, &mut buf).unwrap(), 6);
+    assert_eq!(&buf, b"hello!");
     drop(a);
     // O_TRUNC empties it.
     let trunc = OpenFlags {
