@@ -77,7 +77,7 @@ impl CacheLimits {
         let bad = |what: String| Err(crate::Error::InvalidArgument(what));
         if self.budget < MIN_BUDGET {
             return bad(format!(
-                "cache budget {} bytes is below the minimum of {MIN_BUDGET} (one 2 MiB folio and room to move)",
+                "cache budget {} bytes is below the minimum of {MIN_BUDGET}",
                 self.budget
             ));
         }
@@ -103,8 +103,10 @@ impl CacheLimits {
     }
 }
 
-/// Smallest budget accepted: a few of the largest folios.
-pub const MIN_BUDGET: u64 = 8 << 20;
+/// Smallest budget accepted. A budget smaller than the largest folio
+/// works (each new folio of that size evicts the others first) but is
+/// mostly for tests that want reclaim all the time.
+pub const MIN_BUDGET: u64 = 64 << 10;
 
 impl Default for CacheLimits {
     /// A 1 GiB budget, dirty limits at 10 % / 20 % of it, the kernel's
@@ -439,6 +441,8 @@ impl MemShared {
         let deadline = Instant::now() + RECLAIM_PATIENCE;
         let mut completed_pending = false;
         loop {
+            // Two sweeps: the first may only clear accessed bits.
+            self.shrink(size);
             self.shrink(size);
             if fits(self) {
                 return;
@@ -454,7 +458,9 @@ impl MemShared {
                 }
                 continue;
             }
-            if Instant::now() >= deadline {
+            // Nothing dirty or in flight: what is left is in use (locked,
+            // referenced) and waiting would not free it.
+            if Instant::now() >= deadline || self.nr_dirty() == 0 {
                 self.overcommits.fetch_add(1, Ordering::Relaxed);
                 return;
             }
