@@ -49,7 +49,7 @@ pub struct AddressSpace {
     /// for a device flush that succeeded: a failed flush keeps them here
     /// and the next writeback tries again, so an unwritten extent is never
     /// converted before its data is durable, and never forgotten.
-    pending_end_io: Mutex<Vec<Range<u64>>>,
+    pending_end_io: Mutex<Pending>,
 }
 
 impl std::fmt::Debug for AddressSpace {
@@ -59,6 +59,40 @@ impl std::fmt::Debug for AddressSpace {
             .field("size", &self.size())
             .field("device", &self.device.describe())
             .finish_non_exhaustive()
+    }
+}
+
+/// Completed writeback ranges waiting for a flush before their end_io.
+#[derive(Debug, Default)]
+struct Pending {
+    ranges: Vec<Range<u64>>,
+    /// `ranges` is sorted and merged.
+    sorted: bool,
+}
+
+impl Pending {
+    /// Sorts and merges the ranges (one end_io per contiguous file range).
+    fn normalize(&mut self) {
+        if self.sorted {
+            return;
+        }
+        self.ranges.sort_unstable_by_key(|r| r.start);
+        let mut merged: Vec<Range<u64>> = Vec::with_capacity(self.ranges.len());
+        for r in self.ranges.drain(..) {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        self.ranges = merged;
+        self.sorted = true;
+    }
+
+    /// True when some range overlaps `[start, end)`; the ranges must be
+    /// normalized.
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        let i = self.ranges.partition_point(|r| r.end <= start);
+        self.ranges.get(i).is_some_and(|r| r.start < end)
     }
 }
 
@@ -94,7 +128,7 @@ impl AddressSpace {
                 wb_done_cv: Condvar::new(),
                 dirtied_when: AtomicU64::new(0),
                 block_size,
-                pending_end_io: Mutex::new(Vec::new()),
+                pending_end_io: Mutex::new(Pending::default()),
             }
         });
         mapping.cache.memory().register(Arc::downgrade(&mapping));
@@ -181,12 +215,17 @@ impl AddressSpace {
     /// Reclaim's eviction of one clean, idle folio; the pages whose data
     /// waits for its completion stay (see [`drop_clean`](Self::drop_clean)).
     pub(crate) fn evict(&self, folio: Arc<Folio>) -> bool {
-        let pending = self
-            .pending_end_io
+        let mut pending = self.pending();
+        pending.normalize();
+        let pending = &*pending;
+        self.cache
+            .evict(&folio, |start, end| pending.overlaps(start, end))
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending_end_io
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let keep = |start: u64, end: u64| pending.iter().any(|r| r.start < end && start < r.end);
-        self.cache.evict(&folio, keep)
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Flushes the device and completes what waited for it: memory
@@ -202,48 +241,36 @@ impl AddressSpace {
 
     /// Records file ranges whose writeback I/O completed, for
     /// [`complete_pending_io`](Self::complete_pending_io) after the flush.
+    /// O(1) per range: the list is sorted and merged when it is next read.
     pub fn add_pending_end_io(&self, ranges: impl IntoIterator<Item = Range<u64>>) {
-        let mut p = self
-            .pending_end_io
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        p.extend(ranges);
-        if p.len() > 1 {
-            // Sorted and merged: one end_io per contiguous file range.
-            p.sort_unstable_by_key(|r| r.start);
-            let mut merged: Vec<Range<u64>> = Vec::with_capacity(p.len());
-            for r in p.drain(..) {
-                match merged.last_mut() {
-                    Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-                    _ => merged.push(r),
-                }
-            }
-            *p = merged;
-        }
+        let mut p = self.pending();
+        p.ranges.extend(ranges);
+        p.sorted = p.ranges.len() <= 1;
     }
 
     /// The device flush after the data succeeded: tells the mapper about
-    /// every pending completed range (`Mapper::end_io`). A range whose
-    /// end_io fails stays pending, with those after it.
+    /// every pending completed range (`Mapper::end_io`), one call per
+    /// contiguous file range. A range whose end_io fails stays pending,
+    /// with those after it.
     pub fn complete_pending_io(&self) -> Result<()> {
-        let mut p = self
-            .pending_end_io
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        while let Some(r) = p.first().cloned() {
-            self.mapper.end_io(FilePos::new(r.start), r.end - r.start)?;
-            p.remove(0);
+        let mut p = self.pending();
+        p.normalize();
+        let mut done = 0;
+        let mut res = Ok(());
+        for r in &p.ranges {
+            if let Err(e) = self.mapper.end_io(FilePos::new(r.start), r.end - r.start) {
+                res = Err(e);
+                break;
+            }
+            done += 1;
         }
-        Ok(())
+        p.ranges.drain(..done);
+        res
     }
 
     /// True while some written range waits for its completion.
     pub fn has_pending_io(&self) -> bool {
-        !self
-            .pending_end_io
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        !self.pending().ranges.is_empty()
     }
 
     /// Drops the clean folios (drop_caches) but those whose written data
@@ -251,25 +278,20 @@ impl AddressSpace {
     /// them as unwritten (zeroes), so the cache is the only copy a reader
     /// sees. Returns how many were dropped.
     pub fn drop_clean(&self) -> usize {
-        let pending = self
-            .pending_end_io
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let mut pending = self.pending();
+        pending.normalize();
+        let pending = &*pending;
         self.cache
-            .drop_clean_keeping(|start, end| pending.iter().any(|r| r.start < end && start < r.end))
+            .drop_clean_keeping(|start, end| pending.overlaps(start, end))
     }
 
     /// Forgets pending completions over `[from, to)`: truncate and punch
     /// dropped those blocks, and a late end_io must not bring their old
     /// data back.
     pub fn forget_pending_io(&self, from: u64, to: u64) {
-        let mut p = self
-            .pending_end_io
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let mut kept = Vec::with_capacity(p.len());
-        for r in p.drain(..) {
+        let mut p = self.pending();
+        let mut kept = Vec::with_capacity(p.ranges.len());
+        for r in p.ranges.drain(..) {
             if r.end <= from || r.start >= to {
                 kept.push(r);
                 continue;
@@ -281,7 +303,8 @@ impl AddressSpace {
                 kept.push(to..r.end);
             }
         }
-        *p = kept;
+        p.ranges = kept;
+        p.sorted = false;
     }
 
     /// i_size.

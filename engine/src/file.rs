@@ -158,7 +158,17 @@ impl File {
 
     /// After a write: `balance_dirty_pages` (the writer may be paused);
     /// with no flusher, a writer at the hard limit writes back itself.
+    #[inline]
     fn balance(&self, written: u64) {
+        let mem = self.inode.memory.shared();
+        if mem.nr_dirty() > mem.limits().dirty_background {
+            self.balance_slow(written);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn balance_slow(&self, written: u64) {
         let mem = self.inode.memory.shared();
         mem.balance_dirty(written);
         if mem.needs_own_writeback() {

@@ -308,6 +308,13 @@ impl MemShared {
     /// Adds a file's batch of new folios to the LRU's tail.
     pub(crate) fn lru_add(&self, mapping: &Weak<AddressSpace>, folios: &mut Vec<Weak<Folio>>) {
         let mut lru = lock(&self.lru);
+        // Entries of folios truncate or a closed file removed linger until
+        // the hand passes them; without reclaim it never does, so prune
+        // when they clearly outnumber the folios cached.
+        let live = self.cached.load(Ordering::Relaxed) / 4096;
+        if lru.len() as u64 > 2 * live + 4096 {
+            lru.retain(|e| e.folio.strong_count() > 0);
+        }
         lru.extend(folios.drain(..).map(|folio| LruEntry {
             folio,
             mapping: Weak::clone(mapping),
@@ -388,12 +395,18 @@ impl MemShared {
     /// how close it is to the hard limit (its bytes at the writeback rate
     /// scaled by that closeness, at most [`MAX_PAUSE`]); at the hard limit
     /// it waits until writeback brings the count below it.
+    #[inline]
     pub fn balance_dirty(&self, written: u64) {
+        if self.nr_dirty() > self.limits.dirty_background {
+            self.balance_dirty_slow(written);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn balance_dirty_slow(&self, written: u64) {
         let l = &self.limits;
         let nr = self.nr_dirty();
-        if nr <= l.dirty_background {
-            return;
-        }
         self.wake_flusher(false);
         let freerun = l.dirty_background + (l.dirty_limit - l.dirty_background) / 2;
         if nr <= freerun {
