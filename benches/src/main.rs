@@ -45,12 +45,11 @@ enum Command {
     /// Apply a trace of writes, reads and fsyncs read from stdin; print a hash per read.
     Replay(replay::Args),
     /// pwrite + fsync through the engine per write path, backend, queue
-    /// depth and write size: dirtying, durable and fsync-only MB/s, write
-    /// amplification, and fio's job beside them.
+    /// depth and write size: dirtying, durable and fsync-only MB/s, the
+    /// flusher alone, write amplification, and fio's job beside them.
     ///
-    /// There is no background flusher yet: the fsync writes everything
-    /// back, so the flusher alone is not measured. `--device-only` keeps the
-    /// old figure: hand-built device requests, no page cache.
+    /// `--device-only` keeps the old figure: hand-built device requests, no
+    /// page cache.
     Writeback(writeback::Args),
     /// Appends per write path and allocation policy on ext4: usecs per
     /// call, fsync cost, metadata blocks per MiB, device requests.
