@@ -13,6 +13,7 @@ mod progress;
 mod replay;
 mod replay_timing;
 mod report;
+mod scale;
 mod setup;
 mod sweep;
 mod table;
@@ -54,6 +55,11 @@ enum Command {
     /// Appends per write path and allocation policy on ext4: usecs per
     /// call, fsync cost, metadata blocks per MiB, device requests.
     Append(append::Args),
+    /// Writer threads per path (a file each, or one shared file), cached
+    /// overwrites and appends: ops/s, speedup against one thread, cache
+    /// memory held. `scale stream`: one long write under --cache-budget,
+    /// with its peak RSS.
+    Scale(scale::Args),
     /// The ext4 iomap feature-gap report for an image or unmounted device
     Gaps(gaps_cmd::Args),
 }
@@ -80,6 +86,7 @@ fn main() {
         Command::Replay(a) => replay::run(a),
         Command::Writeback(a) => writeback::run(a),
         Command::Append(a) => append::run(a),
+        Command::Scale(a) => scale::run(a),
         Command::Gaps(a) => gaps_cmd::run(a),
     };
     if let Err(e) = result {
