@@ -13,6 +13,7 @@ mod progress;
 mod replay;
 mod replay_timing;
 mod report;
+mod scale;
 mod setup;
 mod sweep;
 mod table;
@@ -45,16 +46,20 @@ enum Command {
     /// Apply a trace of writes, reads and fsyncs read from stdin; print a hash per read.
     Replay(replay::Args),
     /// pwrite + fsync through the engine per write path, backend, queue
-    /// depth and write size: dirtying, durable and fsync-only MB/s, write
-    /// amplification, and fio's job beside them.
+    /// depth and write size: dirtying, durable and fsync-only MB/s, the
+    /// flusher alone, write amplification, and fio's job beside them.
     ///
-    /// There is no background flusher yet: the fsync writes everything
-    /// back, so the flusher alone is not measured. `--device-only` keeps the
-    /// old figure: hand-built device requests, no page cache.
+    /// `--device-only` keeps the old figure: hand-built device requests, no
+    /// page cache.
     Writeback(writeback::Args),
     /// Appends per write path and allocation policy on ext4: usecs per
     /// call, fsync cost, metadata blocks per MiB, device requests.
     Append(append::Args),
+    /// Writer threads per path (a file each, or one shared file), cached
+    /// overwrites and appends: ops/s, speedup against one thread, cache
+    /// memory held. `scale stream`: one long write under --cache-budget,
+    /// with its peak RSS.
+    Scale(scale::Args),
     /// The ext4 iomap feature-gap report for an image or unmounted device
     Gaps(gaps_cmd::Args),
 }
@@ -81,6 +86,7 @@ fn main() {
         Command::Replay(a) => replay::run(a),
         Command::Writeback(a) => writeback::run(a),
         Command::Append(a) => append::run(a),
+        Command::Scale(a) => scale::run(a),
         Command::Gaps(a) => gaps_cmd::run(a),
     };
     if let Err(e) = result {

@@ -13,11 +13,11 @@
 
 use crate::image::Ext4Image;
 use crate::replay_timing::HoldsFile;
-use crate::setup::{self, CommonArgs};
+use crate::setup::{self, CacheArgs, CommonArgs};
 use crate::trace::{self, Clipped, Line, Op};
 use anyhow::Context;
 use bufwrite_engine::device::mem::Mem;
-use bufwrite_engine::{AllocPolicy, BlockDevice, File, WritePath};
+use bufwrite_engine::{AllocPolicy, BlockDevice, CacheMemory, File, WritePath};
 use bufwrite_ext4::Ext4File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -74,8 +74,16 @@ pub struct Args {
     /// fails part way never gets the final writeback.
     #[arg(long)]
     pub no_final_writeback: bool,
+    /// At the end, print the page cache's memory counters (cached, peak,
+    /// dirty, reclaimed, overcommits, throttling, flusher) and the
+    /// process's peak RSS (VmHWM) to stderr, as one JSON object on a line
+    /// starting `mem-stats:`.
+    #[arg(long, conflicts_with = "timing")]
+    pub mem_stats: bool,
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     #[command(flatten)]
     pub timing: crate::replay_timing::TimingArgs,
 }
@@ -116,12 +124,18 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     if args.no_final_writeback {
         // Dropping the file would write back what the trace left dirty.
         file.set_writeback_on_drop(false);
+        if args.mem_stats {
+            print_mem_stats(&target.memory);
+        }
         return result;
     }
     // What the trace's writes acknowledged is written back even when a
     // later line failed (ENOSPC, say), as an unmount would: the image then
     // holds exactly the bytes of the writes that succeeded.
     let wb = crate::replay_timing::final_writeback(file);
+    if args.mem_stats {
+        print_mem_stats(&target.memory);
+    }
     match (result, wb) {
         (Ok(()), wb) => wb,
         (Err(e), Ok(())) => Err(e.context(
@@ -129,6 +143,15 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         )),
         (Err(e), Err(wb)) => Err(e.context(format!("{wb:#}"))),
     }
+}
+
+/// `--mem-stats`: the cache memory's counters and the peak RSS, one JSON
+/// object on stderr (stdout holds the reads).
+fn print_mem_stats(memory: &CacheMemory) {
+    let mut j = setup::mem_stats_json(&memory.stats());
+    j["budget"] = memory.limits().budget.into();
+    j["peak_rss"] = setup::peak_rss().into();
+    eprintln!("mem-stats: {j}");
 }
 
 /// Parses `--policy`.
@@ -178,6 +201,8 @@ fn read_trace(path: Option<&Path>) -> anyhow::Result<String> {
 /// rest: fields drop in order).
 struct Target {
     file: File,
+    /// The cache memory the file charges (`--cache-budget`).
+    memory: Arc<CacheMemory>,
     _image: Option<Ext4Image>,
     _device: Option<Arc<dyn BlockDevice>>,
     _copy: Option<tempfile::TempPath>,
@@ -190,9 +215,10 @@ impl HoldsFile for Target {
 }
 
 impl Target {
-    fn new(file: File) -> Self {
+    fn new(file: File, memory: Arc<CacheMemory>) -> Self {
         Target {
             file,
+            memory,
             _image: None,
             _device: None,
             _copy: None,
@@ -235,8 +261,9 @@ fn open_flat(
     let bs = u64::from(args.common.block_size);
     // A device's tail that is not a whole block cannot be part of the file.
     let capacity = device.size() / bs * bs;
-    let file = setup::flat_file(&device, 0, capacity, 0, &args.common, path)?;
-    let mut t = Target::new(file);
+    let memory = args.cache.memory()?;
+    let file = setup::flat_file_in(&memory, &device, 0, capacity, 0, &args.common, path)?;
+    let mut t = Target::new(file, memory);
     t._device = Some(device);
     Ok(t)
 }
@@ -250,14 +277,16 @@ fn open_image(
 ) -> anyhow::Result<Target> {
     let img = Ext4Image::open_with(image, args.common.backend, args.policy)?;
     let mapper = open_image_file(&img, name, args.create)?;
-    let file = File::open(
+    let memory = args.cache.memory()?;
+    let file = File::open_in(
+        &memory,
         Arc::clone(&img.device),
         mapper,
         path,
         args.common.file_options(),
     )
     .with_context(|| format!("cannot open {name} in {}", image.display()))?;
-    let mut t = Target::new(file);
+    let mut t = Target::new(file, memory);
     t._image = Some(img);
     Ok(t)
 }

@@ -7,7 +7,11 @@ use anyhow::Context;
 use bufwrite_engine::device::mem::Mem;
 use bufwrite_engine::device::{open_device, Backend, OpenOptions};
 use bufwrite_engine::folio::MAX_ORDER;
-use bufwrite_engine::{BlockDevice, File, FileOptions, Flat, OrderPolicy, WritePath};
+use bufwrite_engine::memory::MIN_BUDGET;
+use bufwrite_engine::{
+    BlockDevice, CacheLimits, CacheMemory, File, FileOptions, Flat, MemStats, OrderPolicy,
+    WritePath,
+};
 use clap::parser::ValueSource;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -44,6 +48,76 @@ impl CommonArgs {
             order: OrderPolicy::Fixed(self.order),
         }
     }
+}
+
+/// The `--cache-budget` flag: the most folio data the run's page cache
+/// holds (one budget for every file of a run), the engine's default
+/// limits otherwise (dirty limits at 10 % / 20 % of it, the flusher on).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct CacheArgs {
+    /// Most bytes of file data the page cache may hold (K/M/G suffixes; at
+    /// least 64K): past it clean folios are reclaimed and dirty ones
+    /// written back first. Writers are throttled above 10 % / 20 % of it
+    /// dirty, as the kernel's default dirty ratios do.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_cache_budget)]
+    pub cache_budget: u64,
+}
+
+impl CacheArgs {
+    /// The limits of the budget (checked when the flag was parsed).
+    pub fn limits(&self) -> CacheLimits {
+        CacheLimits::with_budget(self.cache_budget)
+    }
+
+    /// A new cache memory (and its flusher thread) under the budget.
+    pub fn memory(&self) -> anyhow::Result<Arc<CacheMemory>> {
+        CacheMemory::new(self.limits()).context("--cache-budget")
+    }
+}
+
+/// Parses a `--cache-budget` value: a size of at least the engine's
+/// minimum, whose limits the engine accepts. Refused here, by clap, so
+/// nothing has been opened or written when it is wrong.
+pub fn parse_cache_budget(s: &str) -> Result<u64, String> {
+    let n = crate::units::parse_size(s)?;
+    if n < MIN_BUDGET {
+        return Err(format!(
+            "a cache budget of {n} bytes is below the minimum of {} ({MIN_BUDGET} bytes)",
+            crate::units::human(MIN_BUDGET, crate::units::Units::Flag)
+        ));
+    }
+    // `with_budget` would raise a small budget to the minimum: checked above.
+    CacheLimits::with_budget(n)
+        .validate()
+        .map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+/// A cache memory's counters as a JSON object (the field names of
+/// [`MemStats`]), for reports and `--mem-stats`.
+pub fn mem_stats_json(s: &MemStats) -> serde_json::Value {
+    serde_json::json!({
+        "cached": s.cached,
+        "peak_cached": s.peak_cached,
+        "dirty": s.dirty,
+        "writeback": s.writeback,
+        "peak_dirty": s.peak_dirty,
+        "reclaimed": s.reclaimed,
+        "overcommits": s.overcommits,
+        "throttled": s.throttled,
+        "throttled_us": s.throttled_us,
+        "flusher_passes": s.flusher_passes,
+        "flusher_bytes": s.flusher_bytes,
+    })
+}
+
+/// This process's peak resident set size in bytes (`VmHWM` in
+/// /proc/self/status), or `None` where the kernel does not say.
+pub fn peak_rss() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Largest `--batch` (calls per sample) accepted: 10^9 calls of a
@@ -395,9 +469,32 @@ pub fn flat_file(
     common: &CommonArgs,
     path: Box<dyn WritePath>,
 ) -> anyhow::Result<File> {
+    flat_file_in(
+        &CacheMemory::with_defaults(),
+        device,
+        base,
+        capacity,
+        size,
+        common,
+        path,
+    )
+}
+
+/// As [`flat_file`], the file's cache charged to `memory` (a run's
+/// `--cache-budget`, shared by the files given the same one).
+pub fn flat_file_in(
+    memory: &Arc<CacheMemory>,
+    device: &Arc<dyn BlockDevice>,
+    base: u64,
+    capacity: u64,
+    size: u64,
+    common: &CommonArgs,
+    path: Box<dyn WritePath>,
+) -> anyhow::Result<File> {
     let flat = Flat::new(base, capacity, common.block_size, size)
         .context("cannot lay out the file on the device")?;
-    let file = File::open(
+    let file = File::open_in(
+        memory,
         Arc::clone(device),
         Arc::new(flat),
         path,
@@ -478,6 +575,26 @@ mod tests {
     fn a_ram_device_larger_than_memory_is_refused_not_allocated() {
         let e = open_target(&Target::Mem, u64::MAX / 2, Backend::Sync).unwrap_err();
         assert!(e.to_string().contains("does not fit in memory"), "{e}");
+    }
+
+    #[test]
+    fn cache_budgets_parse_and_small_ones_are_refused() {
+        assert_eq!(parse_cache_budget("128M"), Ok(128 << 20));
+        assert_eq!(parse_cache_budget("64K"), Ok(64 << 10));
+        let e = parse_cache_budget("1K").unwrap_err();
+        assert!(e.contains("below the minimum of 64K"), "{e}");
+        assert!(parse_cache_budget("0").is_err());
+        assert!(parse_cache_budget("lots")
+            .unwrap_err()
+            .contains("not a size"));
+    }
+
+    #[test]
+    fn peak_rss_is_reported_on_linux() {
+        assert!(peak_rss().is_some_and(|b| b > 0));
+        let j = mem_stats_json(&MemStats::default());
+        assert_eq!(j["peak_cached"], 0);
+        assert_eq!(j.as_object().unwrap().len(), 11);
     }
 
     #[test]

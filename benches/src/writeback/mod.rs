@@ -11,8 +11,12 @@
 //! the device) and fsync-only MB/s; and the write amplification, device
 //! bytes written by the fsync per byte the writes dirtied (1 for block
 //! aligned writes when dirty state is kept per block; a per-folio dirty bit
-//! would write whole folios). There is no background flusher yet: the
-//! fsync writes back everything, so "the flusher alone" is not measured.
+//! would write whole folios). The page cache is under `--cache-budget`
+//! (default 1 GiB, the engine's): past its dirty limits the flusher and
+//! throttling write back before the fsync. A fourth figure is the flusher
+//! alone: the same writes on a fresh file whose flusher writes back every
+//! millisecond, under limits that never throttle, and no fsync: bytes /
+//! (first write until nothing is dirty or under writeback).
 //!
 //! `--device-only` keeps the old measurement: each run hands the device
 //! what writeback hands it (windows of up to 64 requests of `io_size`
@@ -111,6 +115,10 @@ pub struct Args {
     /// One JSON object per configuration instead of the table.
     #[arg(long)]
     json: bool,
+    /// The page cache budget of the fsync runs (the flusher-alone run's
+    /// holds the whole layout).
+    #[command(flatten)]
+    cache: crate::setup::CacheArgs,
 }
 
 /// Runs the command: every flag is checked (and the target opened once)

@@ -46,6 +46,11 @@ pub struct Row {
     /// Median of the device bytes the fsync wrote per byte the writes
     /// dirtied; `null` with `--device-only`.
     pub write_amplification: Option<f64>,
+    /// Median MB/s of the flusher alone: bytes / (first write until nothing
+    /// is dirty or under writeback), the flusher writing back every
+    /// millisecond and no fsync (no device flush either); `null` with
+    /// `--device-only`.
+    pub flusher_mb_per_s: Option<f64>,
     /// Median write MB/s of the fio job below, run in the same alternation;
     /// `null` when fio was not run (not found, `--no-fio`, or it failed).
     pub fio_mb_per_s: Option<f64>,
@@ -73,7 +78,7 @@ pub fn print_header(args: &Args, target: &Path) {
         );
     } else {
         println!(
-            "{:<11} {:<8} {:>3} {:>4} {:>8} {:<7} {:>9} {:>9} {:>9} {:>6} {:>8}  durable runs",
+            "{:<11} {:<8} {:>3} {:>4} {:>8} {:<7} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8}  durable runs",
             "path",
             "backend",
             "qd",
@@ -83,6 +88,7 @@ pub fn print_header(args: &Args, target: &Path) {
             "dirty",
             "durable",
             "fsync",
+            "flusher",
             "w-amp",
             "fio"
         );
@@ -130,7 +136,7 @@ pub fn print_row(r: &Row, json: bool, device_only: bool) -> Result<()> {
     } else {
         writeln!(
             out,
-            "{:<11} {:<8} {:>3} {:>4} {:>8} {:<7} {:>9} {:>9} {:>9} {:>6} {:>8}  {}",
+            "{:<11} {:<8} {:>3} {:>4} {:>8} {:<7} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8}  {}",
             r.path.as_deref().unwrap_or("-"),
             r.backend,
             r.qd,
@@ -140,6 +146,7 @@ pub fn print_row(r: &Row, json: bool, device_only: bool) -> Result<()> {
             opt(r.dirty_mb_per_s, 1),
             opt(r.durable_mb_per_s, 1),
             opt(r.fsync_mb_per_s, 1),
+            opt(r.flusher_mb_per_s, 1),
             opt(r.write_amplification, 2),
             opt(r.fio_mb_per_s, 1),
             runs.join(" ")

@@ -165,6 +165,7 @@ pub fn measure(
             durable_mb_per_s: None,
             fsync_mb_per_s: None,
             write_amplification: None,
+            flusher_mb_per_s: None,
             fio_mb_per_s: f.median(),
             fio: f.command(),
         })
