@@ -137,7 +137,7 @@ fn stream(dir: &std::path::Path, extra: &[&str]) -> Value {
 #[test]
 fn stream_keeps_the_cache_within_a_small_budget() {
     let dir = tempfile::tempdir().unwrap();
-    // 64 KiB folios: see the ignored test below for 2 MiB ones.
+    // 64 KiB folios: see the test below for 2 MiB ones.
     let r = stream(dir.path(), &["--order", "4"]);
     assert_eq!(u(&r, "total_bytes"), 16 << 20);
     assert_eq!(u(&r, "cache_budget"), 1 << 20);
@@ -152,13 +152,10 @@ fn stream_keeps_the_cache_within_a_small_budget() {
     assert!(u(&r, "device_writes") >= 16, "{r}");
 }
 
-/// The same at the default order 9. Fails on this engine: new folios join
-/// the LRU in batches of 16 per file (`memory::LRU_BATCH`) and reclaim
-/// does not take a file's unfinished batch, so up to 16 x 2 MiB = 32 MiB
-/// of clean folios stay out of reclaim's reach (overcommits instead).
-/// Run with `--ignored` once reclaim drains the batches.
+/// The same at the default order 9: a new folio's batch goes to the LRU
+/// once it holds 256 KiB (`memory::LRU_BATCH_BYTES`), so 2 MiB folios are
+/// in reclaim's reach at once.
 #[test]
-#[ignore = "engine: reclaim cannot see a file's pending LRU batch (16 x 2 MiB)"]
 fn stream_keeps_the_cache_within_a_small_budget_with_2m_folios() {
     let dir = tempfile::tempdir().unwrap();
     let r = stream(dir.path(), &[]);

@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 
 /// New folios a file gathers before adding them to the LRU in one go.
 pub const LRU_BATCH: usize = 16;
+/// Bytes of new folios a file gathers at most before adding them to the
+/// LRU: folios in a batch are out of reclaim's reach.
+pub const LRU_BATCH_BYTES: usize = 256 << 10;
 /// How long a folio allocation keeps reclaiming and waiting for writeback
 /// before it goes over budget rather than fail or hang.
 pub const RECLAIM_PATIENCE: Duration = Duration::from_secs(2);

@@ -20,7 +20,7 @@
 use crate::address_space::AddressSpace;
 use crate::align::AlignedBuf;
 use crate::folio::{buffer_pool, folio_size, Folio, FolioData, MAX_ORDER, PAGE_SHIFT};
-use crate::memory::{CacheLimits, MemShared, LRU_BATCH};
+use crate::memory::{CacheLimits, MemShared, LRU_BATCH, LRU_BATCH_BYTES};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
@@ -320,11 +320,14 @@ impl PageCache {
         }
     }
 
-    /// Queues a new folio for the LRU; a full batch goes to it.
+    /// Queues a new folio for the LRU; a batch goes to it once it holds
+    /// [`LRU_BATCH`] folios or [`LRU_BATCH_BYTES`] (reclaim cannot reach a
+    /// batch, so large folios go almost at once).
     fn lru_add(&self, folio: &Arc<Folio>) {
         let mut v = self.lru_new.lock().unwrap_or_else(|e| e.into_inner());
         v.push(Arc::downgrade(folio));
-        if v.len() >= LRU_BATCH {
+        let bytes: usize = v.iter().map(|w| w.upgrade().map_or(0, |f| f.size())).sum();
+        if v.len() >= LRU_BATCH || bytes >= LRU_BATCH_BYTES {
             let owner = self.owner.get().cloned().unwrap_or_default();
             self.mem.lru_add(&owner, &mut v);
         }

@@ -241,8 +241,9 @@ impl<'a> Pass<'a> {
             self.error(at, e);
             return;
         }
+        let mut started = false;
         for run in &runs {
-            self.add_run(folio, &g, *run);
+            started |= self.add_run(folio, &g, *run);
             done.push(run.off..run.off + run.len);
         }
         if !done.is_empty() {
@@ -251,12 +252,20 @@ impl<'a> Pass<'a> {
                 self.mapping.clear_folio_dirty(&mut g);
             }
         }
+        // Tagged after the dirty count went down, as the kernel's
+        // folio_clear_dirty_for_io comes before folio_start_writeback: the
+        // folio is not counted twice.
+        if started {
+            self.mapping.cache.tag_writeback(folio);
+        }
         self.runs = runs;
     }
 
     /// Copies one run into the write being built (or new ones), raising
-    /// the folio's writeback count once per write it joins.
-    fn add_run(&mut self, folio: &Arc<Folio>, g: &FolioGuard<'_>, run: DirtyRun) {
+    /// the folio's writeback count once per write it joins. True when the
+    /// folio just went under writeback (the caller tags it).
+    fn add_run(&mut self, folio: &Arc<Folio>, g: &FolioGuard<'_>, run: DirtyRun) -> bool {
+        let mut started = false;
         let mut off = run.off;
         let end = run.off + run.len;
         while off < end {
@@ -277,17 +286,18 @@ impl<'a> Pass<'a> {
                     pieces: SmallVec::new(),
                 });
             }
-            let Some(c) = self.cur.as_mut() else { return };
+            let Some(c) = self.cur.as_mut() else {
+                return started;
+            };
             let n = (end - off).min(MAX_IO_BYTES - c.len);
             c.buf[c.len..c.len + n].copy_from_slice(&g.data[off..off + n]);
             c.len += n;
             c.pieces.push((Arc::clone(folio), off..off + n));
-            if folio.start_writeback_io() {
-                self.mapping.cache.tag_writeback(folio);
-            }
+            started |= folio.start_writeback_io();
             self.queued += n as u64;
             off += n;
         }
+        started
     }
 
     /// Moves the write being built to the ready queue.
