@@ -120,21 +120,49 @@ pub fn write_range(
     first_err.map_or(Ok(stats), Err)
 }
 
-/// Writeback I/O buffers ([`MAX_IO_BYTES`] each), kept for reuse: a fresh
-/// megabyte per 4 KiB write would cost an allocation and its page faults.
-static IO_BUFS: Mutex<Vec<AlignedBuf>> = Mutex::new(Vec::new());
-/// Most I/O buffers kept.
-const IO_BUFS_KEPT: usize = 40;
+/// Writeback I/O buffers, kept for reuse per power-of-two size from 4 KiB
+/// to [`MAX_IO_BYTES`]: a fresh buffer costs an allocation, its zeroing
+/// and its page faults, which measured as most of the CPU of a random
+/// 4 KiB writeback when every write took a 1 MiB buffer (`perf`: memset
+/// and page faults under `next_write`).
+static IO_BUFS: Mutex<[Vec<AlignedBuf>; IO_BUF_CLASSES]> =
+    Mutex::new([const { Vec::new() }; IO_BUF_CLASSES]);
+/// Size classes: 4 KiB << 0 ..= 8.
+const IO_BUF_CLASSES: usize = 9;
+/// Most bytes of I/O buffers kept, all sizes together.
+const IO_BUFS_KEPT_BYTES: usize = 48 << 20;
 
-fn io_buf() -> AlignedBuf {
-    let reused = IO_BUFS.lock().unwrap_or_else(|e| e.into_inner()).pop();
-    reused.unwrap_or_else(|| AlignedBuf::zeroed(MAX_IO_BYTES))
+fn io_buf_class(len: usize) -> usize {
+    let size = len.clamp(4096, MAX_IO_BYTES).next_power_of_two();
+    (size.trailing_zeros() - 12) as usize
+}
+
+/// A buffer of at least `len` bytes (at most [`MAX_IO_BYTES`]).
+fn io_buf(len: usize) -> AlignedBuf {
+    let class = io_buf_class(len);
+    let reused = IO_BUFS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(class)
+        .and_then(Vec::pop);
+    reused.unwrap_or_else(|| AlignedBuf::zeroed(4096 << class))
 }
 
 fn give_io_buf(buf: AlignedBuf) {
-    let mut v = IO_BUFS.lock().unwrap_or_else(|e| e.into_inner());
-    if v.len() < IO_BUFS_KEPT && buf.len() == MAX_IO_BYTES {
-        v.push(buf);
+    let class = io_buf_class(buf.len());
+    if buf.len() != 4096 << class {
+        return;
+    }
+    let mut pools = IO_BUFS.lock().unwrap_or_else(|e| e.into_inner());
+    let kept: usize = pools
+        .iter()
+        .enumerate()
+        .map(|(c, v)| v.len() * (4096 << c))
+        .sum();
+    if kept + buf.len() <= IO_BUFS_KEPT_BYTES {
+        if let Some(v) = pools.get_mut(class) {
+            v.push(buf);
+        }
     }
 }
 
@@ -282,7 +310,7 @@ impl<'a> Pass<'a> {
                     addr,
                     file_start: file_pos,
                     len: 0,
-                    buf: io_buf(),
+                    buf: io_buf(end - off),
                     pieces: SmallVec::new(),
                 });
             }
@@ -290,6 +318,12 @@ impl<'a> Pass<'a> {
                 return started;
             };
             let n = (end - off).min(MAX_IO_BYTES - c.len);
+            if c.len + n > c.buf.len() {
+                // Grown by doubling: each byte is copied at most twice more.
+                let mut bigger = io_buf((c.len + n).max(2 * c.buf.len()));
+                bigger[..c.len].copy_from_slice(&c.buf[..c.len]);
+                give_io_buf(std::mem::replace(&mut c.buf, bigger));
+            }
             c.buf[c.len..c.len + n].copy_from_slice(&g.data[off..off + n]);
             c.len += n;
             c.pieces.push((Arc::clone(folio), off..off + n));

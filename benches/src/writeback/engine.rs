@@ -102,7 +102,19 @@ pub fn measure(
         }
         let (path, c) = variants[i];
         let what = || format!("{path} on {} (qd {})", c.backend, c.qd);
-        let memory = args.cache.memory()?;
+        // Dirty everything, then fsync: the dirty limits are the budget and
+        // no flusher runs, so neither throttling nor background writeback
+        // takes part unless the layout does not fit in --cache-budget
+        // (then reclaim writes back, as the kernel's would).
+        let budget = args.cache.cache_budget;
+        let memory = CacheMemory::new(CacheLimits {
+            budget,
+            dirty_background: budget,
+            dirty_limit: budget,
+            flusher: false,
+            ..CacheLimits::default()
+        })
+        .context("--cache-budget")?;
         let run = Run {
             target,
             c,

@@ -12,8 +12,9 @@
 //! bytes written by the fsync per byte the writes dirtied (1 for block
 //! aligned writes when dirty state is kept per block; a per-folio dirty bit
 //! would write whole folios). The page cache is under `--cache-budget`
-//! (default 1 GiB, the engine's): past its dirty limits the flusher and
-//! throttling write back before the fsync. A fourth figure is the flusher
+//! (default 1 GiB) with its dirty limits at the budget and no flusher, so
+//! everything stays dirty until the fsync unless the layout's folios do
+//! not fit (then reclaim writes back first). A fourth figure is the flusher
 //! alone: the same writes on a fresh file whose flusher writes back every
 //! millisecond, under limits that never throttle, and no fsync: bytes /
 //! (first write until nothing is dirty or under writeback).
