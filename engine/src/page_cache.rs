@@ -352,6 +352,17 @@ impl PageCache {
         }
     }
 
+    /// Moves the folios waiting for a full batch to the LRU
+    /// (`lru_add_drain`): reclaim calls it when the LRU gave it too
+    /// little, since a batch may hold a small budget's every folio.
+    pub(crate) fn lru_drain(&self) {
+        let mut v = self.lru_new.lock().unwrap_or_else(|e| e.into_inner());
+        if !v.is_empty() {
+            let owner = self.owner.get().cloned().unwrap_or_default();
+            self.mem.lru_add(&owner, &mut v);
+        }
+    }
+
     /// Marks the folio dirty in the cache's dirty tag (its DIRTY flag is
     /// the caller's), accounting its bytes on the clean-to-dirty edge.
     /// Returns true when the cache had no dirty folio before (the inode
