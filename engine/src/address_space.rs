@@ -268,6 +268,17 @@ impl AddressSpace {
         res
     }
 
+    /// True while a written range overlapping file bytes `[from, to)`
+    /// waits for its completion (the mapper does not know yet that those
+    /// blocks hold data).
+    pub fn pending_io_overlaps(&self, from: u64, to: u64) -> bool {
+        self.pending_end_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|r| r.start < to && from < r.end)
+    }
+
     /// True while some written range waits for its completion.
     pub fn has_pending_io(&self) -> bool {
         !self.pending().ranges.is_empty()

@@ -278,9 +278,10 @@ impl File {
 
     /// Zeroes file bytes `[from, to)`, which lie inside one block: in the
     /// cache, and dirty (so the disk gets the zeroes, block_truncate_page)
-    /// when the block has data there (mapped, or delalloc with its data in
-    /// the cache). A hole or an unwritten block reads as zeroes already:
-    /// only a cached copy is zeroed.
+    /// when the block has data there (mapped, delalloc with its data in
+    /// the cache, or unwritten with data on its way to the device). A hole
+    /// or an unwritten block with none reads as zeroes already: only a
+    /// cached copy is zeroed.
     fn zero_partial(&self, hint: &mut FolioHint, from: u64, to: u64) -> Result<()> {
         let bs = self.mapping().bs();
         let block = bs.round_down(from);
@@ -288,27 +289,46 @@ impl File {
             self.mapping()
                 .mapper
                 .iomap_begin(FilePos::new(block), bs.get(), MapIntent::Read)?;
-        if matches!(m.kind, ExtentKind::Mapped | ExtentKind::Delalloc) {
-            let mut zeros = IovIter::zeros(to - from);
-            let n = self.write_path().perform_write(
-                self.mapping(),
-                hint,
-                FilePos::new(from),
-                &mut zeros,
-            )?;
-            if n < to - from {
-                return Err(Error::Unsupported(format!(
-                    "could not zero [{from}, {to}) in the cache"
-                )));
+        let mut has_data = matches!(m.kind, ExtentKind::Mapped | ExtentKind::Delalloc);
+        if !has_data {
+            if let Some(folio) = self.mapping().cache.find(from) {
+                let mut g = folio.lock();
+                // The mapper hears of written data only at end_io, after
+                // the flush: an unwritten block may hold data in a dirty
+                // folio, in one under writeback (copied, unlocked, its I/O
+                // in flight) or in a completed write waiting for end_io.
+                // Zeroing the cached copy alone would let those old bytes
+                // land and be converted; such a block gets its zeroes
+                // written like a mapped one (as iomap_zero_range zeroes an
+                // unwritten extent whose cache needs writeback).
+                has_data = m.kind == ExtentKind::Unwritten
+                    && (g.dirty()
+                        || folio.under_writeback()
+                        || self.mapping().pending_io_overlaps(block, block + bs.get()));
+                if !has_data {
+                    let fpos = g.pos();
+                    let (a, b) = ((from - fpos) as usize, (to - fpos) as usize);
+                    let b = b.min(g.size());
+                    g.data[a..b].fill(0);
+                    return Ok(());
+                }
             }
+        }
+        if !has_data {
+            // Not cached: nothing to zero.
             return Ok(());
         }
-        if let Some(folio) = self.mapping().cache.find(from) {
-            let mut g = folio.lock();
-            let fpos = g.pos();
-            let (a, b) = ((from - fpos) as usize, (to - fpos) as usize);
-            let b = b.min(g.size());
-            g.data[a..b].fill(0);
+        let mut zeros = IovIter::zeros(to - from);
+        let n = self.write_path().perform_write(
+            self.mapping(),
+            hint,
+            FilePos::new(from),
+            &mut zeros,
+        )?;
+        if n < to - from {
+            return Err(Error::Unsupported(format!(
+                "could not zero [{from}, {to}) in the cache"
+            )));
         }
         Ok(())
     }

@@ -456,12 +456,23 @@ impl MemShared {
         let fits = |s: &Self| s.cached.load(Ordering::Relaxed) + size <= s.limits.budget;
         let deadline = Instant::now() + RECLAIM_PATIENCE;
         let mut completed_pending = false;
+        let mut drained = false;
         loop {
             // Two sweeps: the first may only clear accessed bits.
             self.shrink(size);
             self.shrink(size);
             if fits(self) {
                 return;
+            }
+            // New folios wait in per-file batches the sweeps cannot see;
+            // under a small budget those can be all of it
+            // (lru_add_drain_all): drain them, once, and sweep again.
+            if !drained {
+                drained = true;
+                for m in self.inodes() {
+                    m.cache.lru_drain();
+                }
+                continue;
             }
             // Folios pinned by completions that wait for a flush: make
             // them durable, once, and try again.

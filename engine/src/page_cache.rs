@@ -140,6 +140,28 @@ impl Drop for FolioHint {
     }
 }
 
+impl Drop for PageCache {
+    /// The file is gone: its folios' bytes go back to the memory, which
+    /// outlives it (a mount's), and so do the dirty bytes of a file
+    /// dropped without writeback. Without this every closed file would
+    /// count against the budget and the dirty limits for ever.
+    fn drop(&mut self) {
+        let map = self.folios.get_mut().unwrap_or_else(|e| e.into_inner());
+        let tags = self.tags.get_mut().unwrap_or_else(|e| e.into_inner());
+        let size_of = |i: &u64| map.get(i).map_or(0, |f| f.size() as u64);
+        let dirty: u64 = tags.dirty.iter().map(size_of).sum();
+        let writeback: u64 = tags.writeback.keys().map(size_of).sum();
+        let cached: u64 = map.values().map(|f| f.size() as u64).sum();
+        if dirty > 0 {
+            self.mem.account_cleaned(dirty);
+        }
+        if writeback > 0 {
+            self.mem.account_writeback_end(writeback);
+        }
+        self.mem.uncharge(cached);
+    }
+}
+
 impl PageCache {
     /// An empty cache using `policy` (orders above [`MAX_ORDER`] are
     /// capped), with memory of its own under the default limits (a cache
@@ -328,6 +350,17 @@ impl PageCache {
         v.push(Arc::downgrade(folio));
         let bytes: usize = v.iter().map(|w| w.upgrade().map_or(0, |f| f.size())).sum();
         if v.len() >= LRU_BATCH || bytes >= LRU_BATCH_BYTES {
+            let owner = self.owner.get().cloned().unwrap_or_default();
+            self.mem.lru_add(&owner, &mut v);
+        }
+    }
+
+    /// Moves the folios waiting for a full batch to the LRU
+    /// (`lru_add_drain`): reclaim calls it when the LRU gave it too
+    /// little, since a batch may hold a small budget's every folio.
+    pub(crate) fn lru_drain(&self) {
+        let mut v = self.lru_new.lock().unwrap_or_else(|e| e.into_inner());
+        if !v.is_empty() {
             let owner = self.owner.get().cloned().unwrap_or_default();
             self.mem.lru_add(&owner, &mut v);
         }

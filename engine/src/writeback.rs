@@ -244,14 +244,20 @@ impl<'a> Pass<'a> {
             return;
         }
         let mut g = folio.lock();
-        if !g.in_cache || !g.dirty() {
+        if !g.in_cache {
             return;
         }
-        // Checked again under the lock: writeback starts only with it held.
+        // Checked again under the lock (writeback starts only with it
+        // held), and before the dirty test: another pass may have taken
+        // the folio's dirty data between the first check and the lock, and
+        // an integrity pass must wait for that I/O, not skip a clean folio.
         if folio.under_writeback() {
             if self.mode == SyncMode::All {
                 self.deferred.push(Arc::clone(folio));
             }
+            return;
+        }
+        if !g.dirty() {
             return;
         }
         // i_size only after the folio is locked: a writer moves it before

@@ -56,7 +56,7 @@ use bufwrite_engine::mapping::{FallocMode, Flat, Mapper};
 use bufwrite_engine::page_cache::OrderPolicy;
 use bufwrite_engine::write_path::WritePath;
 use bufwrite_engine::Error;
-use bufwrite_engine::{File, FileOptions};
+use bufwrite_engine::{CacheMemory, File, FileOptions};
 use proptest::prelude::*;
 use proptest::strategy::Union;
 use std::fmt;
@@ -714,6 +714,9 @@ pub struct Subject {
     reserving: Option<Arc<Reserving>>,
     make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
     opts: FileOptions,
+    /// The cache memory the file (and every reopen) charges; `None`: each
+    /// open gets memory of its own under the default limits.
+    memory: Option<Arc<CacheMemory>>,
 }
 
 impl Subject {
@@ -727,7 +730,57 @@ impl Subject {
         make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
         opts: FileOptions,
     ) -> bufwrite_engine::Result<Subject> {
-        let file = File::open(Arc::clone(&device), Arc::clone(&mapper), make_path(), opts)?;
+        Self::open(None, device, mapper, flat, make_path, opts)
+    }
+
+    /// As [`Subject::new`], with the file (and every file a reopen makes)
+    /// charging `memory`: a budget, dirty limits and a flusher of the
+    /// test's choosing, whose [`CacheMemory::stats`] the test can read.
+    pub fn in_memory(
+        memory: &Arc<CacheMemory>,
+        device: Arc<dyn BlockDevice>,
+        mapper: Arc<dyn Mapper>,
+        flat: Option<Arc<Flat>>,
+        make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
+        opts: FileOptions,
+    ) -> bufwrite_engine::Result<Subject> {
+        Self::open(
+            Some(Arc::clone(memory)),
+            device,
+            mapper,
+            flat,
+            make_path,
+            opts,
+        )
+    }
+
+    /// A [`Flat`] file on `device` charging `memory` ([`Subject::in_memory`]).
+    pub fn flat_in(
+        memory: &Arc<CacheMemory>,
+        device: Arc<dyn BlockDevice>,
+        flat: Arc<Flat>,
+        make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
+        opts: FileOptions,
+    ) -> bufwrite_engine::Result<Subject> {
+        let mapper: Arc<dyn Mapper> = flat.clone();
+        Subject::in_memory(memory, device, mapper, Some(flat), make_path, opts)
+    }
+
+    fn open(
+        memory: Option<Arc<CacheMemory>>,
+        device: Arc<dyn BlockDevice>,
+        mapper: Arc<dyn Mapper>,
+        flat: Option<Arc<Flat>>,
+        make_path: Box<dyn Fn() -> Box<dyn WritePath>>,
+        opts: FileOptions,
+    ) -> bufwrite_engine::Result<Subject> {
+        let file = open_file(
+            memory.as_ref(),
+            Arc::clone(&device),
+            Arc::clone(&mapper),
+            make_path(),
+            opts,
+        )?;
         Ok(Subject {
             file,
             device,
@@ -736,7 +789,13 @@ impl Subject {
             reserving: None,
             make_path,
             opts,
+            memory,
         })
+    }
+
+    /// The cache memory given at construction, if any.
+    pub fn memory(&self) -> Option<&Arc<CacheMemory>> {
+        self.memory.as_ref()
     }
 
     /// A [`Reserving`] (delalloc) file on `device`: every fsync checks the
@@ -774,7 +833,8 @@ impl Subject {
         self.file
             .fsync()
             .map_err(|e| format!("reopen: fsync failed: {e}"))?;
-        let file = File::open(
+        let file = open_file(
+            self.memory.as_ref(),
             Arc::clone(&self.device),
             Arc::clone(&self.mapper),
             (self.make_path)(),
@@ -806,6 +866,20 @@ impl Subject {
         };
         let bytes = flat_bytes(self.device.as_ref(), flat, model.size())?;
         check_device(&bytes, model)
+    }
+}
+
+/// Opens a file charging `memory`, or memory of its own when `None`.
+fn open_file(
+    memory: Option<&Arc<CacheMemory>>,
+    device: Arc<dyn BlockDevice>,
+    mapper: Arc<dyn Mapper>,
+    path: Box<dyn WritePath>,
+    opts: FileOptions,
+) -> bufwrite_engine::Result<File> {
+    match memory {
+        Some(m) => File::open_in(m, device, mapper, path, opts),
+        None => File::open(device, mapper, path, opts),
     }
 }
 

@@ -25,6 +25,10 @@
 //! logged as an unflushed write (and undone by a `Lose` crash) like any
 //! other.
 //!
+//! A write delay ([`Faulty::set_write_delay`]) slows every write request
+//! before it is forwarded, so tests can act while writeback is in flight
+//! (a folio under writeback, a writer throttled behind a slow device).
+//!
 //! Crash model: every write completed since the last successful flush is
 //! logged. [`Faulty::crash`] hands that log over; with [`CrashMode::Lose`]
 //! it also puts back the bytes those writes overwrote, so the device holds
@@ -37,7 +41,9 @@ use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::io;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// What [`Faulty::crash`] does to the writes that were not flushed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -140,6 +146,11 @@ pub struct Faulty {
     /// I/O the wrapper itself did on the inner device (crash-model reads
     /// and restores), subtracted from the forwarded stats.
     own_io: IoCounters,
+    /// Nanoseconds each forwarded write request sleeps first (0: none).
+    /// An atomic, not in `State`: the sleep must not hold the lock.
+    write_delay_ns: AtomicU64,
+    /// Write requests that slept the delay.
+    delayed_writes: AtomicU64,
 }
 
 impl std::fmt::Debug for Faulty {
@@ -158,7 +169,23 @@ impl Faulty {
             inner,
             state: Mutex::new(State::default()),
             own_io: IoCounters::default(),
+            write_delay_ns: AtomicU64::new(0),
+            delayed_writes: AtomicU64::new(0),
         }
+    }
+
+    /// Makes every write request sleep `d` before it is forwarded to the
+    /// inner device (a slow device: tests use it to act while writeback
+    /// is in flight); `Duration::ZERO` turns it off. Requests failed by an
+    /// injected fault are not delayed. Reads and flushes never are.
+    pub fn set_write_delay(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.write_delay_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// Write requests delayed by [`set_write_delay`](Faulty::set_write_delay) so far.
+    pub fn delayed_writes(&self) -> u64 {
+        self.delayed_writes.load(Ordering::Relaxed)
     }
 
     /// The wrapped device.
@@ -385,6 +412,22 @@ impl Faulty {
         }
     }
 
+    /// Sleeps the write delay once per write request about to be forwarded.
+    fn delay_writes(&self, fwd: &[IoRequest<'_>]) {
+        let ns = self.write_delay_ns.load(Ordering::Relaxed);
+        if ns == 0 {
+            return;
+        }
+        let writes = fwd
+            .iter()
+            .filter(|r| r.bufs.kind() == IoKind::Write)
+            .count();
+        for _ in 0..writes {
+            std::thread::sleep(Duration::from_nanos(ns));
+            self.delayed_writes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn log_write(&self, offset: u64, len: u64) {
         self.lock().unflushed.push(UnflushedWrite { offset, len });
     }
@@ -432,6 +475,7 @@ impl BlockDevice for Faulty {
         if fwd.is_empty() {
             return;
         }
+        self.delay_writes(&fwd);
         self.inner.submit(&mut fwd);
         for ((i, injected), mut done) in slots.into_iter().zip(fwd) {
             let res = done.take_result();
@@ -879,5 +923,35 @@ mod tests {
         f.heal();
         f.flush().unwrap();
         assert!(f.unflushed().is_empty());
+    }
+
+    /// Every forwarded write request sleeps the delay (sleep returns no
+    /// sooner than asked, so the lower bound cannot fail spuriously);
+    /// reads, flushes and writes failed by a fault are not delayed; zero
+    /// turns it off; the bytes land as without it.
+    #[test]
+    fn a_write_delay_slows_each_forwarded_write_only() {
+        let (mem, f) = faulty(8192);
+        let d = Duration::from_millis(30);
+        f.set_write_delay(d);
+        let t = std::time::Instant::now();
+        let (a, b) = ([1u8; 512], [2u8; 1024]);
+        let mut batch = [IoRequest::write(0, &a), IoRequest::write(2048, &b)];
+        f.submit(&mut batch);
+        assert!(batch.iter_mut().all(|r| r.take_result().is_ok()));
+        assert!(t.elapsed() >= 2 * d, "one delay per write request");
+        assert_eq!(f.delayed_writes(), 2);
+        assert_eq!(mem.snapshot(0, 512), vec![1u8; 512]);
+        assert_eq!(mem.snapshot(2048, 1024), vec![2u8; 1024]);
+        let mut buf = [0u8; 512];
+        f.read_at(0, &mut buf).unwrap();
+        f.flush().unwrap();
+        f.fail_next_writes(1);
+        assert!(f.write_at(0, &[3u8; 512]).is_err());
+        assert_eq!(f.delayed_writes(), 2, "reads, flushes, failed writes: none");
+        f.set_write_delay(Duration::ZERO);
+        f.write_at(0, &[4u8; 512]).unwrap();
+        assert_eq!(f.delayed_writes(), 2);
+        assert_eq!(mem.snapshot(0, 512), vec![4u8; 512]);
     }
 }

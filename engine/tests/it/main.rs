@@ -1,8 +1,10 @@
 //! The engine's integration tests, one binary: the File API and its
 //! invariants (`engine`), the model proptests on every backend (`model`),
 //! allocation over delalloc and Flat mappers (`alloc`), the devices
-//! (`devices`, `faulty`, `uring`, `stream`) and the safety of opening them
-//! (`open_safety`).
+//! (`devices`, `faulty`, `uring`, `stream`), the safety of opening them
+//! (`open_safety`), and the writeback and memory machinery: budgets and
+//! reclaim, the flusher, throttling, folios under writeback, errseq
+//! (`wbstate`).
 
 mod alloc;
 mod common;
@@ -13,3 +15,4 @@ mod model;
 mod open_safety;
 mod stream;
 mod uring;
+mod wbstate;
