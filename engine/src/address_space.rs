@@ -272,11 +272,9 @@ impl AddressSpace {
     /// waits for its completion (the mapper does not know yet that those
     /// blocks hold data).
     pub fn pending_io_overlaps(&self, from: u64, to: u64) -> bool {
-        self.pending_end_io
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|r| r.start < to && from < r.end)
+        let mut p = self.pending();
+        p.normalize();
+        p.overlaps(from, to)
     }
 
     /// True while some written range waits for its completion.
