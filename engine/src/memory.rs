@@ -37,6 +37,9 @@ pub const LRU_BATCH_BYTES: usize = 256 << 10;
 /// How long a folio allocation keeps reclaiming and waiting for writeback
 /// before it goes over budget rather than fail or hang.
 pub const RECLAIM_PATIENCE: Duration = Duration::from_secs(2);
+/// Reclaim's retries, 200 us apart, when nothing is dirty and nothing could
+/// be evicted (every folio briefly in use), before it goes over budget.
+const IDLE_RETRIES: u32 = 10;
 /// Longest single throttling pause (the kernel's MAX_PAUSE is 200 ms).
 pub const MAX_PAUSE: Duration = Duration::from_millis(200);
 
@@ -457,6 +460,7 @@ impl MemShared {
         let deadline = Instant::now() + RECLAIM_PATIENCE;
         let mut completed_pending = false;
         let mut drained = false;
+        let mut idle_retries = 0;
         loop {
             // Two sweeps: the first may only clear accessed bits.
             self.shrink(size);
@@ -486,8 +490,19 @@ impl MemShared {
                 continue;
             }
             // Nothing dirty or in flight: what is left is in use (locked,
-            // referenced) and waiting would not free it.
-            if Instant::now() >= deadline || self.nr_dirty() == 0 {
+            // referenced by a reader or a writer about to lock it). That
+            // passes in microseconds: a few short retries, then over budget
+            // rather than wait for what may never be released.
+            if self.nr_dirty() == 0 {
+                idle_retries += 1;
+                if idle_retries > IDLE_RETRIES {
+                    self.overcommits.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
+            }
+            if Instant::now() >= deadline {
                 self.overcommits.fetch_add(1, Ordering::Relaxed);
                 return;
             }

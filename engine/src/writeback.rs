@@ -36,7 +36,7 @@ use crate::write_path::DirtyRun;
 use smallvec::SmallVec;
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 /// Largest single writeback I/O.
@@ -188,7 +188,10 @@ struct Inflight {
 /// One pass of the pipeline: the [`WriteStream`] the device pulls from.
 struct Pass<'a> {
     mapping: &'a AddressSpace,
-    folios: std::vec::IntoIter<Arc<Folio>>,
+    /// The folios to visit, weakly: a pass must not keep clean folios it
+    /// has not reached from reclaim (a held reference makes a folio
+    /// unevictable); one that went meanwhile had nothing to write.
+    folios: std::vec::IntoIter<Weak<Folio>>,
     mode: SyncMode,
     limit: Option<u64>,
     queued: u64,
@@ -214,7 +217,11 @@ impl<'a> Pass<'a> {
     ) -> Self {
         Pass {
             mapping,
-            folios: folios.into_iter(),
+            folios: folios
+                .iter()
+                .map(Arc::downgrade)
+                .collect::<Vec<_>>()
+                .into_iter(),
             mode,
             limit,
             queued: 0,
@@ -399,7 +406,11 @@ impl WriteStream for Pass<'_> {
             }
             let more = self.limit.is_none_or(|l| self.queued < l);
             match more.then(|| self.folios.next()).flatten() {
-                Some(folio) => self.write_folio(&folio),
+                Some(folio) => {
+                    if let Some(folio) = folio.upgrade() {
+                        self.write_folio(&folio);
+                    }
+                }
                 None => {
                     self.emit();
                     if self.ready.is_empty() {

@@ -278,7 +278,25 @@ fn prepare_edge_block(
     let bs = bsize.as_usize();
     let bstart = b << bsize.shift();
     let block_pos = FilePos::new(folio.pos() + bstart as u64);
-    let needs_zero = block_pos.get() >= isize || iomap.kind != ExtentKind::Mapped || iomap.new;
+    let mut needs_zero = block_pos.get() >= isize || iomap.kind != ExtentKind::Mapped || iomap.new;
+    let mut addr = None;
+    if needs_zero && block_pos.get() < isize && !iomap.new {
+        // The extent was mapped before this folio was found: writeback may
+        // have converted the block since (end_io) and reclaim evicted the
+        // folio that held its data, so this new folio would zero data that
+        // is on the disk. Asked again under the folio lock, the mapper's
+        // answer is current (a conversion precedes the eviction that made
+        // this folio new). The kernel's iomap checks a validity cookie
+        // (`iomap_valid`) for the same race; here only the slow path of a
+        // partial block that is not uptodate pays for it.
+        let m = mapping
+            .mapper
+            .iomap_begin(block_pos, bsize.get(), MapIntent::Read)?;
+        if m.kind == ExtentKind::Mapped {
+            needs_zero = false;
+            addr = Some(m.addr_of(block_pos));
+        }
+    }
     if needs_zero {
         // Zero only what the copy will not fill; the block becomes uptodate
         // in iomap_write_end, after the copy (never half-initialised).
@@ -288,7 +306,7 @@ fn prepare_edge_block(
         block[hi..].fill(0);
         return Ok(());
     }
-    let addr = block_addr(iomap, block_pos);
+    let addr = addr.unwrap_or_else(|| block_addr(iomap, block_pos));
     // One synchronous read per edge block, as `__iomap_write_begin` does
     // (the buffer-head __block_write_begin_int queues both edges and then waits: a real
     // difference between the kernel's paths, kept).

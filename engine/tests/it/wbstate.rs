@@ -798,3 +798,37 @@ fn a_budget_smaller_than_an_lru_batch_is_kept() {
     assert!(st.peak_cached <= budget + (16 << 10), "{st:?}");
     assert!(st.reclaimed >= 60, "{st:?}");
 }
+
+/// A write maps its extent once, before it looks its folios up. Here the
+/// first write leaves block 7 written back and waiting for its conversion;
+/// the second write's folio creation reclaims (no flusher: the writer
+/// makes the pending completions durable, converts them, and evicts the
+/// clean folio of block 7), so its partial write into block 7 lands in a
+/// new folio with a mapping that still says unwritten. The block must be
+/// read, not zeroed (found by the model proptest above).
+#[test]
+fn a_stale_unwritten_extent_never_zeroes_data_reclaim_made_durable() {
+    use bufwrite_engine::pattern;
+    let l = limits(65536, false);
+    let mem = CacheMemory::new(l).unwrap();
+    let dev = Arc::new(Mem::new(2 << 20));
+    let flat = Arc::new(Flat::new(0, 2 << 20, 4096, 0).unwrap());
+    let opts = FileOptions {
+        order: OrderPolicy::FromWrite { max_order: 2 },
+    };
+    let f = File::open_in(&mem, dev.clone(), flat, Box::new(IomapPath::new()), opts).unwrap();
+    let mut b1 = vec![0u8; 33732];
+    pattern::fill(0, 31805, &mut b1);
+    f.pwrite(31805, &b1).unwrap();
+    let mut b2 = vec![0u8; 28673];
+    pattern::fill(0, 0, &mut b2);
+    f.pwrite(0, &b2).unwrap();
+    assert!(mem.stats().reclaimed > 0, "{:?}", mem.stats());
+    let mut one = [0u8; 1];
+    f.pread(31805, &mut one).unwrap();
+    assert_eq!(one[0], b1[0], "the cache lost the first write's byte");
+    f.fsync().unwrap();
+    let mut sector = [0u8; 512];
+    dev.read_at(31744, &mut sector).unwrap();
+    assert_eq!(sector[31805 - 31744], b1[0], "the device lost it");
+}
