@@ -387,13 +387,24 @@ impl PageCache {
         }
     }
 
-    /// The folio went under writeback (called with it locked, when its
-    /// first writeback I/O was queued).
-    pub(crate) fn tag_writeback(&self, folio: &Folio) {
-        self.tags()
-            .writeback
-            .insert(folio.index(), folio_key(folio));
-        self.mem.account_writeback_start(folio.size() as u64);
+    /// Writeback queued the locked folio's runs: its dirty tag goes when
+    /// `cleaned` (no dirty block left) and its writeback tag comes when
+    /// `started` (its first writeback I/O), together under the tags' lock.
+    pub(crate) fn retag_for_writeback(
+        &self,
+        folio: &Folio,
+        data: &FolioData,
+        cleaned: bool,
+        started: bool,
+    ) {
+        let mut t = self.tags();
+        if cleaned && t.dirty.remove(&data.index) {
+            self.mem.account_cleaned(data.size() as u64);
+        }
+        if started {
+            t.writeback.insert(folio.index(), folio_key(folio));
+            self.mem.account_writeback_start(folio.size() as u64);
+        }
     }
 
     /// The folio's writeback ended (its last I/O completed).

@@ -287,18 +287,22 @@ impl<'a> Pass<'a> {
             started |= self.add_run(folio, &g, *run);
             done.push(run.off..run.off + run.len);
         }
+        let mut cleaned = false;
         if !done.is_empty() {
             done.sort_unstable_by_key(|r| r.start);
             if self.mapping.write_path().clear_dirty(&mut g, &done) {
-                self.mapping.clear_folio_dirty(&mut g);
+                g.flags.set(FolioFlags::DIRTY, false);
+                g.flags.set(FolioFlags::ERROR, false);
+                cleaned = true;
             }
         }
-        // Tagged after the dirty count went down, as the kernel's
-        // folio_clear_dirty_for_io comes before folio_start_writeback: the
-        // folio is not counted twice.
-        if started {
-            self.mapping.cache.tag_writeback(folio);
-        }
+        // The dirty tag goes and the writeback tag comes in one step under
+        // the tags' lock, as `__folio_start_writeback` moves the xarray
+        // marks: a pass looking at the tags meanwhile (an fsync) always
+        // sees the folio, and its bytes are never counted twice.
+        self.mapping
+            .cache
+            .retag_for_writeback(folio, &g, cleaned, started);
         self.runs = runs;
     }
 

@@ -47,6 +47,7 @@
 //! # Ok::<(), bufwrite_engine::Error>(())
 //! ```
 
+pub mod budget;
 pub mod e2fs;
 pub mod loopdev;
 

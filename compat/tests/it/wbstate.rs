@@ -10,95 +10,29 @@ use bufwrite_engine::device::mem::Mem;
 use bufwrite_engine::{
     CacheLimits, CacheMemory, Error, File, FileOptions, Flat, MemStats, OrderPolicy,
 };
-use bufwrite_testkit::{apply_to, ops_strategy, Model, Op, OpWeights, Subject, TraceOp};
+use bufwrite_testkit::budget::{run_small, small_case, SmallCase, SMALL_WEIGHTS};
+use bufwrite_testkit::{ops_strategy, Op, OpWeights};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use std::sync::Arc;
 use std::time::Duration;
 
-const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 
-/// The model mix without pwrites near `u64::MAX`, with more reads and
-/// fsyncs.
+/// The small-budget mix without pwrites near `u64::MAX`.
 const WEIGHTS: OpWeights = OpWeights {
     pwrite_near_max: 0,
-    read: 6,
-    fsync: 3,
-    ..OpWeights::MODEL
+    ..SMALL_WEIGHTS
 };
-
-/// One case: block size, folio orders, capacity, budget, flusher timing.
-#[derive(Debug, Clone)]
-struct Case {
-    bs: u32,
-    order: OrderPolicy,
-    capacity: u64,
-    budget: u64,
-    interval_ms: u64,
-    expire_ms: u64,
-}
-
-fn case() -> impl Strategy<Value = Case> {
-    (
-        prop_oneof![Just(1024u32), Just(2048), Just(4096)],
-        prop_oneof![
-            (0u8..=2).prop_map(OrderPolicy::Fixed),
-            Just(OrderPolicy::FromWrite { max_order: 2 }),
-        ],
-        prop_oneof![Just(MIB), Just(2 * MIB)],
-        prop_oneof![Just(64 * KIB), Just(128 * KIB), Just(256 * KIB)],
-        1u64..=10,
-        0u64..5,
-    )
-        .prop_map(
-            |(bs, order, capacity, budget, interval_ms, expire_ms)| Case {
-                bs,
-                order,
-                capacity,
-                budget,
-                interval_ms,
-                expire_ms,
-            },
-        )
-}
-
-fn limits(c: &Case) -> CacheLimits {
-    CacheLimits {
-        budget: c.budget,
-        dirty_background: c.budget / 8,
-        dirty_limit: c.budget / 4,
-        dirty_expire: Duration::from_millis(c.expire_ms),
-        writeback_interval: Duration::from_millis(c.interval_ms),
-        flusher: true,
-    }
-}
 
 /// Runs `ops` on a Flat file through `mode` in its own memory under the
 /// case's limits; returns the memory's counters.
-fn run(mode: Mode, c: &Case, ops: &[Op]) -> Result<MemStats, String> {
-    let memory = CacheMemory::new(limits(c)).map_err(|e| e.to_string())?;
-    let dev = Arc::new(Mem::new(c.capacity));
-    let flat = Arc::new(Flat::new(0, c.capacity, c.bs, 0).map_err(|e| e.to_string())?);
+fn run(mode: Mode, c: &SmallCase, ops: &[Op]) -> Result<MemStats, String> {
+    let memory = CacheMemory::new(c.limits()).map_err(|e| e.to_string())?;
     let make = Box::new(move || -> Box<dyn bufwrite_engine::WritePath> {
         Box::new(BufferHeadPath::new(mode))
     });
-    let opts = FileOptions { order: c.order };
-    let mut subject =
-        Subject::flat_in(&memory, dev, flat, make, opts).map_err(|e| e.to_string())?;
-    let mut model = Model::new(c.capacity);
-    let end = [Op::Trace(TraceOp::Fsync), Op::DropCaches];
-    for (i, op) in ops.iter().chain(&end).enumerate() {
-        apply_to(&mut subject, &mut model, op).map_err(|e| format!("{mode:?}: op {i}: {e}"))?;
-    }
-    if subject.file().mapping().cache.nr_dirty() != 0 {
-        return Err(format!("{mode:?}: dirty folios left after fsync"));
-    }
-    let all = Op::Trace(TraceOp::Read {
-        off: 0,
-        len: model.size() + 100,
-    });
-    apply_to(&mut subject, &mut model, &all).map_err(|e| format!("{mode:?}: final read: {e}"))?;
+    run_small(&memory, c, make, ops).map_err(|e| format!("{mode:?}: {e}"))?;
     Ok(memory.stats())
 }
 
@@ -109,7 +43,7 @@ fn run(mode: Mode, c: &Case, ops: &[Op]) -> Result<MemStats, String> {
 fn bh_paths_small_budget_with_flusher_match_the_model() {
     let mut runner = TestRunner::new(ProptestConfig::with_cases(48));
     let totals = std::cell::Cell::new(MemStats::default());
-    let strategy = case().prop_flat_map(|c| {
+    let strategy = small_case().prop_flat_map(|c| {
         let ops = ops_strategy(c.capacity, WEIGHTS, 1..24);
         (Just(c), ops)
     });

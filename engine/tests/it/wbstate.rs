@@ -10,7 +10,8 @@ use bufwrite_engine::{
     BlockDevice, BlockSize, CacheLimits, CacheMemory, Error, File, FileOptions, Filesystem, Flat,
     IomapPath, Mapper, MemStats, Mount, OpenFlags, OrderPolicy, Result,
 };
-use bufwrite_testkit::{apply_to, ops_strategy, Model, Op, OpWeights, Subject, TraceOp};
+use bufwrite_testkit::budget::{run_small, small_case, small_limits as limits, SMALL_WEIGHTS};
+use bufwrite_testkit::ops_strategy;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use std::collections::HashMap;
@@ -21,19 +22,6 @@ use std::time::Duration;
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
-
-/// Limits for a budget of `budget` bytes with the dirty limits at an
-/// eighth and a quarter of it, the flusher on (or off).
-fn limits(budget: u64, flusher: bool) -> CacheLimits {
-    CacheLimits {
-        budget,
-        dirty_background: budget / 8,
-        dirty_limit: budget / 4,
-        dirty_expire: Duration::from_millis(2),
-        writeback_interval: Duration::from_millis(5),
-        flusher,
-    }
-}
 
 fn iomap_in(
     mem: &Arc<CacheMemory>,
@@ -73,90 +61,6 @@ fn closing_a_file_uncharges_its_cache() {
         );
     }
     assert_eq!(dev.snapshot(0, 64 << 10), vec![3u8; 64 << 10]);
-}
-
-/// One model case under a small budget: block size, folio orders, the
-/// budget and the flusher's timing.
-#[derive(Debug, Clone)]
-pub struct SmallCase {
-    bs: u32,
-    order: OrderPolicy,
-    capacity: u64,
-    budget: u64,
-    interval_ms: u64,
-    expire_ms: u64,
-}
-
-fn small_case() -> impl Strategy<Value = SmallCase> {
-    (
-        prop_oneof![Just(1024u32), Just(2048), Just(4096)],
-        prop_oneof![
-            (0u8..=2).prop_map(OrderPolicy::Fixed),
-            Just(OrderPolicy::FromWrite { max_order: 2 }),
-        ],
-        prop_oneof![Just(MIB), Just(2 * MIB)],
-        prop_oneof![Just(64 * KIB), Just(128 * KIB), Just(256 * KIB)],
-        1u64..=10,
-        0u64..5,
-    )
-        .prop_map(
-            |(bs, order, capacity, budget, interval_ms, expire_ms)| SmallCase {
-                bs,
-                order,
-                capacity,
-                budget,
-                interval_ms,
-                expire_ms,
-            },
-        )
-}
-
-impl SmallCase {
-    fn limits(&self) -> CacheLimits {
-        CacheLimits {
-            dirty_expire: Duration::from_millis(self.expire_ms),
-            writeback_interval: Duration::from_millis(self.interval_ms),
-            ..limits(self.budget, true)
-        }
-    }
-}
-
-/// The engine model test's mix, with more reads and syncs (each fsync
-/// checks the device) and a reopen now and then (the new file charges
-/// the same memory).
-pub const SMALL_WEIGHTS: OpWeights = OpWeights {
-    read: 6,
-    fsync: 3,
-    ..OpWeights::MODEL
-};
-
-/// Runs `ops` on a Flat file in memory `mem` through `make_path`: every
-/// read matches the model, the device matches it after every fsync (and
-/// at the end, after which nothing is dirty and everything reads back).
-pub fn run_small(
-    mem: &Arc<CacheMemory>,
-    c: &SmallCase,
-    make_path: Box<dyn Fn() -> Box<dyn bufwrite_engine::WritePath>>,
-    ops: &[Op],
-) -> Result<(), String> {
-    let dev = Arc::new(Mem::new(c.capacity));
-    let flat = Arc::new(Flat::new(0, c.capacity, c.bs, 0).map_err(|e| e.to_string())?);
-    let opts = FileOptions { order: c.order };
-    let mut subject =
-        Subject::flat_in(mem, dev, flat, make_path, opts).map_err(|e| e.to_string())?;
-    let mut model = Model::new(c.capacity);
-    let end = [Op::Trace(TraceOp::Fsync), Op::DropCaches];
-    for (i, op) in ops.iter().chain(&end).enumerate() {
-        apply_to(&mut subject, &mut model, op).map_err(|e| format!("op {i}: {e}"))?;
-    }
-    if subject.file().mapping().cache.nr_dirty() != 0 {
-        return Err("dirty folios left after fsync".into());
-    }
-    let all = Op::Trace(TraceOp::Read {
-        off: 0,
-        len: model.size() + 100,
-    });
-    apply_to(&mut subject, &mut model, &all).map_err(|e| format!("final read: {e}"))
 }
 
 /// Random ops on iomap with a 64-256 KiB budget and the flusher waking
