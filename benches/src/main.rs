@@ -13,6 +13,7 @@ mod progress;
 mod replay;
 mod replay_timing;
 mod report;
+mod run;
 mod scale;
 mod setup;
 mod sweep;
@@ -62,6 +63,10 @@ enum Command {
     Scale(scale::Args),
     /// The ext4 iomap feature-gap report for an image or unmounted device
     Gaps(gaps_cmd::Args),
+    /// Run an unmodified program with the preload library: its file calls
+    /// under --mount-at (default /bufwrite) go to a bufwrite mount of an
+    /// ext4 image (a temporary one by default); exits with CMD's status.
+    Run(run::Args),
 }
 
 fn main() {
@@ -88,6 +93,9 @@ fn main() {
         Command::Append(a) => append::run(a),
         Command::Scale(a) => scale::run(a),
         Command::Gaps(a) => gaps_cmd::run(a),
+        // CMD's exit status is this process's; everything `run` made is
+        // gone (dropped) once it returns.
+        Command::Run(a) => run::run(a).map(|code| std::process::exit(code)),
     };
     if let Err(e) = result {
         eprintln!("bufwrite: {e:#}");
