@@ -1,0 +1,125 @@
+//! `libbufwrite_preload.so`: an `LD_PRELOAD` library that makes the files
+//! under one directory (`BUFWRITE_MOUNT_AT`, default `/bufwrite`) files of a
+//! bufwrite [`bufwrite_engine::Mount`] on an ext4 image (`BUFWRITE_IMAGE`),
+//! for unmodified dynamically linked programs. Every other path and fd goes
+//! to the kernel untouched.
+//!
+//! How it stays safe inside someone else's process:
+//! - the real libc functions are found with `dlsym(RTLD_NEXT)` and cached
+//!   ([`real`]); the library's own I/O uses raw system calls, because std
+//!   inside this library calls `open64`/`write`/... by symbol and would land
+//!   in our own exports;
+//! - a const thread-local flag marks "inside a hook": anything called while
+//!   it is set (the engine opening the image, std's internals) passes
+//!   straight through to libc;
+//! - every served call runs inside `catch_unwind`: a panic becomes EIO and
+//!   one stderr line, never an unwind into C;
+//! - the mount is opened lazily at the first call that touches a mount
+//!   path, so a shell that only starts programs holds nothing;
+//! - each bufwrite fd is a real kernel fd (`/dev/null`, read-only, with the
+//!   caller's `O_CLOEXEC`), so fd numbers stay the kernel's to allocate and
+//!   `dup2` onto 0/1 works.
+//!
+//! `O_DIRECT` is accepted and served buffered (through the cache);
+//! `O_SYNC`/`O_DSYNC` write back (fsync/fdatasync) after each write.
+//! At exit a destructor writes back every open file and syncs the mount,
+//! so the image is fsck-clean, and appends the `BUFWRITE_STATS` line.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod path;
+pub mod real;
+pub mod state;
+
+mod hooks;
+
+use libc::c_int;
+use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+
+thread_local! {
+    /// Set while this thread runs a served call: calls made then (by the
+    /// engine, by std) pass through. Const-initialised with no destructor,
+    /// so touching it never allocates or registers anything.
+    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while this thread is inside a served call (or the TLS slot is
+/// gone, at thread exit: then pass through too).
+pub(crate) fn in_hook() -> bool {
+    IN_HOOK.try_with(Cell::get).unwrap_or(true)
+}
+
+/// Runs a served call: sets the re-entrancy flag, catches a panic (EIO),
+/// maps `Err(errno)` to `fail` with errno set, and restores errno's old
+/// value on success (the calls we replace do not touch it then).
+pub(crate) fn serve<R>(fail: R, f: impl FnOnce() -> Result<R, c_int>) -> R {
+    let saved = real::errno();
+    let prev = IN_HOOK.try_with(|g| g.replace(true)).unwrap_or(true);
+    let r = std::panic::catch_unwind(AssertUnwindSafe(f));
+    let _ = IN_HOOK.try_with(|g| g.set(prev));
+    match r {
+        Ok(Ok(v)) => {
+            real::set_errno(saved);
+            v
+        }
+        Ok(Err(e)) => {
+            real::set_errno(e);
+            fail
+        }
+        Err(_) => {
+            real::set_errno(libc::EIO);
+            fail
+        }
+    }
+}
+
+/// The constructor: reads the configuration (getenv only) and installs a
+/// panic hook that prints a panic inside a hook as one line through a raw
+/// write (std's hook would write through our own `write`).
+extern "C" fn init() {
+    let _ = std::panic::catch_unwind(|| {
+        let _ = state::config();
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if in_hook() {
+                let msg = info.to_string().replace('\n', " ");
+                real::log_line(&format!("panic in a hook (the call fails with EIO): {msg}"));
+            } else {
+                prev(info);
+            }
+        }));
+    });
+}
+
+/// The destructor (`.fini_array`, after the program's atexit handlers):
+/// writes back every open bufwrite file, syncs the mount (metadata and a
+/// device flush: the image is left as after an unmount) and writes the
+/// stats line. From then on nothing new is served.
+extern "C" fn fini() {
+    let _ = IN_HOOK.try_with(|g| g.set(true));
+    let _ = std::panic::catch_unwind(|| {
+        let m = state::mounted_if_open();
+        if let Some(m) = &m {
+            for of in state::all_fds() {
+                if let Err(e) = of.file.fsync() {
+                    real::log_line(&format!("exit: writeback of {} failed: {e}", of.path));
+                }
+            }
+            if let Err(e) = m.mount.sync() {
+                real::log_line(&format!("exit: sync of the mount failed: {e}"));
+            }
+        }
+        state::write_stats(m.as_deref());
+    });
+    state::SHUT_DOWN.store(true, Ordering::Release);
+}
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = init;
+
+#[used]
+#[link_section = ".fini_array"]
+static FINI: extern "C" fn() = fini;

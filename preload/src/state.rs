@@ -1,0 +1,418 @@
+//! The library's global state: the configuration (environment, read once),
+//! the lazily opened mount, the fd table and the counters.
+
+use crate::path;
+use crate::real;
+use bufwrite_compat::{BufferHeadPath, Mode};
+use bufwrite_engine::device::{open_device, Backend, OpenOptions};
+use bufwrite_engine::{
+    AllocPolicy, BlockDevice, CacheLimits, Error, File, FileOptions, IomapPath, Mount, OrderPolicy,
+    WritePath,
+};
+use bufwrite_ext4::Ext4;
+use libc::c_int;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+
+/// The configuration from the environment (see the crate docs for the
+/// variables). Values are checked when the mount is opened, so a bad one
+/// fails the first mount-touching call, not the program's start.
+#[derive(Debug)]
+pub struct Config {
+    /// The normalised mount prefix; `None` when `BUFWRITE_IMAGE` is unset
+    /// (the library is inactive).
+    pub prefix: Option<Vec<u8>>,
+    image: String,
+    write_path: String,
+    backend: String,
+    order: String,
+    budget: Option<String>,
+    policy: String,
+    stats: Option<String>,
+    /// `BUFWRITE_STRICT=1`.
+    pub strict: bool,
+}
+
+static CONFIG: OnceLock<Config> = OnceLock::new();
+
+/// Set by the exit destructor: from then on nothing is served.
+pub static SHUT_DOWN: AtomicBool = AtomicBool::new(false);
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Config {
+    fn from_env() -> Config {
+        let image = var("BUFWRITE_IMAGE");
+        let mount_at = var("BUFWRITE_MOUNT_AT").unwrap_or_else(|| "/bufwrite".into());
+        // A relative or root prefix would claim paths the program did not
+        // mean; such a prefix makes the library inactive (reported at the
+        // mount's open, below).
+        let prefix = image.as_ref().and_then(|_| {
+            let p = path::normalise(b"/", mount_at.as_bytes())?;
+            (mount_at.starts_with('/') && p != b"/").then_some(p)
+        });
+        if image.is_some() && prefix.is_none() {
+            real::log_line(&format!(
+                "BUFWRITE_MOUNT_AT={mount_at:?}: must be an absolute directory other than /; \
+                 the library is inactive"
+            ));
+        }
+        Config {
+            prefix,
+            image: image.unwrap_or_default(),
+            write_path: var("BUFWRITE_PATH").unwrap_or_else(|| "iomap".into()),
+            backend: var("BUFWRITE_BACKEND").unwrap_or_else(|| "sync".into()),
+            order: var("BUFWRITE_ORDER").unwrap_or_else(|| "9".into()),
+            budget: var("BUFWRITE_CACHE_BUDGET"),
+            policy: var("BUFWRITE_POLICY").unwrap_or_else(|| "unwritten".into()),
+            stats: var("BUFWRITE_STATS"),
+            strict: var("BUFWRITE_STRICT").as_deref() == Some("1"),
+        }
+    }
+}
+
+/// The configuration, read from the environment on first use (getenv does
+/// no file I/O, so this cannot re-enter a hook).
+pub fn config() -> &'static Config {
+    CONFIG.get_or_init(Config::from_env)
+}
+
+/// The open mount and what each open needs to build its file.
+pub struct Mounted {
+    /// The mount (cache memory, open inodes).
+    pub mount: Mount,
+    /// The filesystem, for lookups (inode numbers, types).
+    pub ext4: Arc<Ext4>,
+    write_path: String,
+    /// The options every file is opened with.
+    pub opts: FileOptions,
+}
+
+impl Mounted {
+    /// A fresh write path of the configured name (checked at mount time).
+    pub fn make_path(&self) -> Box<dyn WritePath> {
+        make_path(&self.write_path).unwrap_or_else(|| Box::new(IomapPath::new()))
+    }
+}
+
+fn make_path(name: &str) -> Option<Box<dyn WritePath>> {
+    if name == "iomap" {
+        return Some(Box::new(IomapPath::new()));
+    }
+    Mode::from_name(name).map(|m| Box::new(BufferHeadPath::new(m)) as Box<dyn WritePath>)
+}
+
+/// The mount: `None` until the first mount-touching call; then the mount,
+/// or the errno its opening failed with (reported once).
+static MOUNT: Mutex<Option<Result<Arc<Mounted>, c_int>>> = Mutex::new(None);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The mount, opened on first use. A failure prints one line (naming the
+/// variable and the reason) and every later call fails with the same errno.
+pub fn mounted() -> Result<Arc<Mounted>, c_int> {
+    if SHUT_DOWN.load(Ordering::Acquire) {
+        return Err(libc::EIO);
+    }
+    let mut m = lock(&MOUNT);
+    if let Some(r) = m.as_ref() {
+        return r.clone();
+    }
+    let r = open_mount(config()).map(Arc::new).map_err(|(errno, msg)| {
+        real::log_line(&msg);
+        errno
+    });
+    *m = Some(r.clone());
+    r
+}
+
+/// The mount if it is open (for the exit path: never opens it).
+pub fn mounted_if_open() -> Option<Arc<Mounted>> {
+    lock(&MOUNT).as_ref().and_then(|r| r.as_ref().ok().cloned())
+}
+
+fn open_mount(c: &Config) -> Result<Mounted, (c_int, String)> {
+    let bad = |var: &str, val: &str, why: String| (libc::EIO, format!("{var}={val:?}: {why}"));
+    if make_path(&c.write_path).is_none() {
+        return Err(bad(
+            "BUFWRITE_PATH",
+            &c.write_path,
+            "unknown write path (valid: iomap, bh-legacy, bh-tailskip, bh-seek)".into(),
+        ));
+    }
+    let backend: Backend = c
+        .backend
+        .parse()
+        .map_err(|e: Error| bad("BUFWRITE_BACKEND", &c.backend, e.to_string()))?;
+    let order = match c.order.parse::<u8>() {
+        Ok(o) if o <= 9 => o,
+        _ => {
+            return Err(bad(
+                "BUFWRITE_ORDER",
+                &c.order,
+                "must be an integer 0..=9".into(),
+            ))
+        }
+    };
+    let policy: AllocPolicy = c
+        .policy
+        .parse()
+        .map_err(|e: Error| bad("BUFWRITE_POLICY", &c.policy, e.to_string()))?;
+    let limits = match &c.budget {
+        None => CacheLimits::default(),
+        Some(b) => match b.parse::<u64>() {
+            Ok(n) => CacheLimits::with_budget(n),
+            Err(_) => {
+                return Err(bad(
+                    "BUFWRITE_CACHE_BUDGET",
+                    b,
+                    "must be a plain decimal number of bytes".into(),
+                ))
+            }
+        },
+    };
+    let image = PathBuf::from(&c.image);
+    let opts = OpenOptions {
+        backend,
+        direct: backend == Backend::Uring,
+        ..OpenOptions::default()
+    };
+    let device: Arc<dyn BlockDevice> = open_device(&image, opts).map_err(|e| {
+        let errno = match &e {
+            Error::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                libc::ENOENT
+            }
+            _ => libc::EIO,
+        };
+        (errno, format!("BUFWRITE_IMAGE={:?}: {e}", c.image))
+    })?;
+    let ext4 = Ext4::open_with(Arc::clone(&device), policy).map_err(|e| {
+        (
+            libc::EIO,
+            format!("BUFWRITE_IMAGE={:?}: not a usable ext4 image: {e}", c.image),
+        )
+    })?;
+    let ext4 = Arc::new(ext4);
+    let mount = Mount::with_limits(device, ext4.clone(), limits).map_err(|e| {
+        bad(
+            "BUFWRITE_CACHE_BUDGET",
+            c.budget.as_deref().unwrap_or(""),
+            e.to_string(),
+        )
+    })?;
+    Ok(Mounted {
+        mount,
+        ext4,
+        write_path: c.write_path.clone(),
+        opts: FileOptions {
+            order: OrderPolicy::FromWrite { max_order: order },
+        },
+    })
+}
+
+/// One open file description on a bufwrite file (what an fd, and its
+/// dups, share): the engine file, the offset, the status flags.
+pub struct OpenFile {
+    /// The engine file (its inode shared through the mount).
+    pub file: File,
+    /// The file offset that read/write/lseek use.
+    pub pos: Mutex<u64>,
+    /// Status flags (access mode, O_APPEND, O_SYNC, ...), F_GETFL's answer.
+    pub flags: AtomicI32,
+    /// The inode number, for st_ino.
+    pub ino: u64,
+    /// The inode's mode (type and permission bits), for st_mode.
+    pub mode: u32,
+    /// The path inside the mount, for the stats' not_served entries.
+    pub path: String,
+}
+
+impl OpenFile {
+    /// The offset, locked (read/write hold it across the I/O, so the
+    /// shared offset advances atomically).
+    pub fn pos(&self) -> MutexGuard<'_, u64> {
+        lock(&self.pos)
+    }
+
+    /// The status flags.
+    pub fn flags(&self) -> c_int {
+        self.flags.load(Ordering::Relaxed)
+    }
+}
+
+/// fd -> open file. Every key is a real kernel fd (the placeholder), so
+/// numbers never collide with the kernel's.
+static FDS: RwLock<BTreeMap<c_int, Arc<OpenFile>>> = RwLock::new(BTreeMap::new());
+/// Entries in `FDS`: when 0, fd hooks pass through without locking.
+static NFDS: AtomicUsize = AtomicUsize::new(0);
+
+/// The open file behind `fd`, when it is a bufwrite fd.
+pub fn lookup_fd(fd: c_int) -> Option<Arc<OpenFile>> {
+    if NFDS.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    FDS.read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&fd)
+        .cloned()
+}
+
+/// Makes `fd` name `of` (replacing what it named); returns the old entry.
+pub fn insert_fd(fd: c_int, of: Arc<OpenFile>) -> Option<Arc<OpenFile>> {
+    let mut t = FDS.write().unwrap_or_else(|e| e.into_inner());
+    let old = t.insert(fd, of);
+    NFDS.store(t.len(), Ordering::Release);
+    old
+}
+
+/// Forgets `fd`; returns its entry. The caller drops it outside the lock
+/// (the last drop writes back).
+pub fn remove_fd(fd: c_int) -> Option<Arc<OpenFile>> {
+    let mut t = FDS.write().unwrap_or_else(|e| e.into_inner());
+    let old = t.remove(&fd);
+    NFDS.store(t.len(), Ordering::Release);
+    old
+}
+
+/// Every open file (for the exit path).
+pub fn all_fds() -> Vec<Arc<OpenFile>> {
+    FDS.read()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect()
+}
+
+/// The errno an engine error means to a program.
+pub fn errno_of(e: &Error) -> c_int {
+    match e {
+        Error::NotFound(_) => libc::ENOENT,
+        Error::AlreadyExists(_) => libc::EEXIST,
+        Error::NoSpace { .. } => libc::ENOSPC,
+        Error::Busy(_) => libc::EBUSY,
+        Error::InvalidArgument(_) | Error::RangeOverflow { .. } => libc::EINVAL,
+        Error::FileTooLarge { .. } => libc::EFBIG,
+        Error::Unsupported(_) => libc::EOPNOTSUPP,
+        Error::ReadOnly => libc::EROFS,
+        _ => libc::EIO,
+    }
+}
+
+/// Served calls by name.
+static CALLS: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
+/// Calls on mount paths / bufwrite fds that were not served.
+static NOT_SERVED: Mutex<Vec<(&'static str, String)>> = Mutex::new(Vec::new());
+
+/// Counts a served call.
+pub fn count(call: &'static str) {
+    *lock(&CALLS).entry(call).or_insert(0) += 1;
+}
+
+/// Records a call the library does not serve on a mount path or bufwrite
+/// fd, with one stderr line the first time each call is seen. Returns the
+/// errno to fail with: `default`, or EOPNOTSUPP in strict mode.
+pub fn not_served(call: &'static str, path: &str, default: c_int) -> c_int {
+    let mut v = lock(&NOT_SERVED);
+    if !v.iter().any(|(c, _)| *c == call) {
+        real::log_line(&format!("{call} on {path} is not served"));
+    }
+    if v.len() < 1000 {
+        v.push((call, path.to_string()));
+    }
+    if config().strict {
+        libc::EOPNOTSUPP
+    } else {
+        default
+    }
+}
+
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The BUFWRITE_STATS line of this process.
+pub fn stats_line(m: Option<&Mounted>) -> String {
+    let mut s = format!("{{\"pid\":{},\"calls\":{{", real::sys_getpid());
+    for (i, (k, v)) in lock(&CALLS).iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        json_str(&mut s, k);
+        s.push_str(&format!(":{v}"));
+    }
+    s.push_str("},\"not_served\":[");
+    for (i, (c, p)) in lock(&NOT_SERVED).iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str("{\"call\":");
+        json_str(&mut s, c);
+        s.push_str(",\"path\":");
+        json_str(&mut s, p);
+        s.push('}');
+    }
+    s.push(']');
+    if let Some(m) = m {
+        let d = m.mount.device().stats();
+        s.push_str(&format!(
+            ",\"device\":{{\"reads\":{},\"writes\":{},\"bytes_read\":{},\"bytes_written\":{},\"flushes\":{}}}",
+            d.reads, d.writes, d.bytes_read, d.bytes_written, d.flushes
+        ));
+        let x = m.mount.memory_stats();
+        s.push_str(&format!(
+            ",\"mem\":{{\"cached\":{},\"peak_cached\":{},\"dirty\":{},\"writeback\":{},\"peak_dirty\":{},\
+             \"reclaimed\":{},\"overcommits\":{},\"throttled\":{},\"throttled_us\":{},\
+             \"flusher_passes\":{},\"flusher_bytes\":{}}}",
+            x.cached,
+            x.peak_cached,
+            x.dirty,
+            x.writeback,
+            x.peak_dirty,
+            x.reclaimed,
+            x.overcommits,
+            x.throttled,
+            x.throttled_us,
+            x.flusher_passes,
+            x.flusher_bytes
+        ));
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// Appends the stats line to `BUFWRITE_STATS` (raw system calls: never
+/// fd 2, which coreutils has closed by now, never our own hooks).
+pub fn write_stats(m: Option<&Mounted>) {
+    let Some(path) = config().stats.as_ref() else {
+        return;
+    };
+    let line = stats_line(m);
+    let mut p = path.as_bytes().to_vec();
+    p.push(0);
+    match real::sys_open(
+        &p,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
+        0o644,
+    ) {
+        Ok(fd) => {
+            let _ = real::sys_write_all(fd, line.as_bytes());
+            let _ = real::sys_close(fd);
+        }
+        Err(e) => real::log_line(&format!("BUFWRITE_STATS={path:?}: cannot open (errno {e})")),
+    }
+}
