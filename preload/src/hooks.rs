@@ -1604,3 +1604,23 @@ pub unsafe extern "C" fn splice(
     // SAFETY: forwarding the caller's arguments to the real function.
     unsafe { f(fd_in, off_in, fd_out, off_out, len, flags) }
 }
+
+// ---------------------------------------------------------------- exit
+
+macro_rules! exit_hook {
+    ($name:ident) => {
+        /// `_exit`/`_Exit` skip the destructors, yet data written to the
+        /// kernel survives a process's end: flush first, as at `exit`.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(status: c_int) -> ! {
+            if !in_hook() {
+                crate::exit_flush();
+            }
+            let f = real!($name: unsafe extern "C" fn(c_int) -> !);
+            // SAFETY: forwarding the caller's argument to the real function.
+            unsafe { f(status) }
+        }
+    };
+}
+exit_hook!(_exit);
+exit_hook!(_Exit);

@@ -51,14 +51,25 @@ pub(crate) fn in_hook() -> bool {
     IN_HOOK.try_with(Cell::get).unwrap_or(true)
 }
 
+/// Sets the re-entrancy flag; returns its previous value for
+/// [`leave_hook`].
+pub(crate) fn enter_hook() -> bool {
+    IN_HOOK.try_with(|g| g.replace(true)).unwrap_or(true)
+}
+
+/// Restores the re-entrancy flag [`enter_hook`] returned.
+pub(crate) fn leave_hook(prev: bool) {
+    let _ = IN_HOOK.try_with(|g| g.set(prev));
+}
+
 /// Runs a served call: sets the re-entrancy flag, catches a panic (EIO),
 /// maps `Err(errno)` to `fail` with errno set, and restores errno's old
 /// value on success (the calls we replace do not touch it then).
 pub(crate) fn serve<R>(fail: R, f: impl FnOnce() -> Result<R, c_int>) -> R {
     let saved = real::errno();
-    let prev = IN_HOOK.try_with(|g| g.replace(true)).unwrap_or(true);
+    let prev = enter_hook();
     let r = std::panic::catch_unwind(AssertUnwindSafe(f));
-    let _ = IN_HOOK.try_with(|g| g.set(prev));
+    leave_hook(prev);
     match r {
         Ok(Ok(v)) => {
             real::set_errno(saved);
@@ -94,12 +105,26 @@ extern "C" fn init() {
 }
 
 /// The destructor (`.fini_array`, after the program's atexit handlers):
-/// writes back every open bufwrite file, syncs the mount (metadata and a
-/// device flush: the image is left as after an unmount) and writes the
-/// stats line. From then on nothing new is served.
+/// see [`exit_flush`].
 extern "C" fn fini() {
+    exit_flush();
+}
+
+/// At process exit (the destructor, or `_exit`/`_Exit`): writes back every
+/// open bufwrite file, syncs the mount (metadata and a device flush: the
+/// image is left as after an unmount) and writes the stats line. Runs once;
+/// from then on nothing new is served. Only the process that owns the
+/// mount flushes: a vfork child (which shares our memory but ran no
+/// atfork handler) never does.
+pub(crate) fn exit_flush() {
+    if state::SHUT_DOWN.swap(true, Ordering::AcqRel) {
+        return;
+    }
     let _ = IN_HOOK.try_with(|g| g.set(true));
     let _ = std::panic::catch_unwind(|| {
+        if !state::is_owner() {
+            return;
+        }
         let m = state::mounted_if_open();
         if let Some(m) = &m {
             for of in state::all_fds() {
@@ -113,7 +138,6 @@ extern "C" fn fini() {
         }
         state::write_stats(m.as_deref());
     });
-    state::SHUT_DOWN.store(true, Ordering::Release);
 }
 
 #[used]

@@ -13,7 +13,7 @@ use bufwrite_ext4::Ext4;
 use libc::c_int;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 /// The configuration from the environment (see the crate docs for the
@@ -124,12 +124,53 @@ pub fn mounted() -> Result<Arc<Mounted>, c_int> {
     if let Some(r) = m.as_ref() {
         return r.clone();
     }
-    let r = open_mount(config()).map(Arc::new).map_err(|(errno, msg)| {
+    let r = open_mount(config()).map(Arc::new);
+    if r.is_ok() {
+        OWNER_PID.store(real::sys_getpid(), Ordering::Release);
+        // SAFETY: registering plain extern "C" handlers that take no
+        // arguments.
+        unsafe { libc::pthread_atfork(Some(fork_prepare), None, Some(fork_child)) };
+    }
+    let r = r.map_err(|(errno, msg)| {
         real::log_line(&msg);
         errno
     });
     *m = Some(r.clone());
     r
+}
+
+/// The pid of the process that owns the mount: the one that opened it,
+/// or after fork the child (see [`fork_prepare`]); 0 before the mount opens.
+static OWNER_PID: AtomicI64 = AtomicI64::new(0);
+
+/// True in the process that owns the mount (false in a vfork child,
+/// which shares our memory but is another process).
+pub fn is_owner() -> bool {
+    let owner = OWNER_PID.load(Ordering::Acquire);
+    owner == 0 || owner == real::sys_getpid()
+}
+
+/// fork's prepare handler: writes everything back first, so that parent
+/// and child start with a clean cache (neither has dirty data the other
+/// would write back again). After fork only one of the two may go on
+/// using the mount (see the crate docs).
+extern "C" fn fork_prepare() {
+    let _ = std::panic::catch_unwind(|| {
+        let prev = crate::enter_hook();
+        if let Some(m) = mounted_if_open() {
+            if let Err(e) = m.mount.sync() {
+                real::log_line(&format!("fork: sync of the mount failed: {e}"));
+            }
+        }
+        crate::leave_hook(prev);
+    });
+}
+
+/// fork's child handler: the child is the owner of its copy of the mount
+/// (the parent stays the owner of its own copy; see the crate docs' fork
+/// limitation).
+extern "C" fn fork_child() {
+    OWNER_PID.store(real::sys_getpid(), Ordering::Release);
 }
 
 /// The mount if it is open (for the exit path: never opens it).
