@@ -138,12 +138,27 @@ fn writable(of: &OpenFile) -> Result<(), c_int> {
     Ok(())
 }
 
+/// An engine result as an errno; an error that maps to EIO (nothing more
+/// specific) is printed, since the program will only say "I/O error".
 fn eng<T>(r: bufwrite_engine::Result<T>) -> Result<T, c_int> {
-    r.map_err(|e| errno_of(&e))
+    r.map_err(|e| {
+        let errno = errno_of(&e);
+        if errno == libc::EIO {
+            real::log_line(&format!("I/O error: {e}"));
+        }
+        errno
+    })
 }
 
 fn offset(off: off_t) -> Result<u64, c_int> {
     u64::try_from(off).map_err(|_| libc::EINVAL)
+}
+
+/// A path call's result, after letting go of the mount if no bufwrite fd
+/// is open (see [`state::release_if_idle`]).
+fn idle_after<T>(r: Result<T, c_int>) -> Result<T, c_int> {
+    state::release_if_idle();
+    r
 }
 
 /// O_SYNC / O_DSYNC: write back after a write.
@@ -173,7 +188,7 @@ fn lookup(m: &state::Mounted, rel: &str) -> Result<Option<bufwrite_ext4::Inode>,
     match m.ext4.lookup(rel) {
         Ok(i) => Ok(Some(i)),
         Err(bufwrite_ext4::Ext4Error::NotFound(_)) => Ok(None),
-        Err(e) => Err(errno_of(&e.into())),
+        Err(e) => eng(Err(e.into())),
     }
 }
 
@@ -218,25 +233,16 @@ fn do_open(rel: String, flags: c_int) -> Result<c_int, c_int> {
         libc::O_RDONLY | (flags & libc::O_CLOEXEC),
         0,
     )?;
-    let of = Arc::new(OpenFile {
+    let prefix = String::from_utf8_lossy(state::config().prefix.as_deref().unwrap_or(b""));
+    let kept =
+        flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOCTTY);
+    let of = Arc::new(OpenFile::new(
         file,
-        pos: std::sync::Mutex::new(0),
-        flags: std::sync::atomic::AtomicI32::new(
-            flags
-                & !(libc::O_CREAT
-                    | libc::O_EXCL
-                    | libc::O_TRUNC
-                    | libc::O_CLOEXEC
-                    | libc::O_NOCTTY),
-        ),
-        ino: u64::from(inode.ino),
-        mode: u32::from(inode.mode),
-        path: format!(
-            "{}{}",
-            String::from_utf8_lossy(state::config().prefix.as_deref().unwrap_or(b"")),
-            rel
-        ),
-    });
+        kept,
+        u64::from(inode.ino),
+        u32::from(inode.mode),
+        format!("{prefix}{rel}"),
+    ));
     drop(state::insert_fd(fd, of));
     Ok(fd)
 }
@@ -350,6 +356,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
             let of = state::remove_fd(fd);
             let r = real::sys_close(fd);
             drop(of);
+            state::release_if_idle();
             r.map(|()| 0)
         });
     }
@@ -366,6 +373,7 @@ fn mirror(new: c_int, of: Option<Arc<OpenFile>>) -> c_int {
             None => state::remove_fd(new),
         };
         drop(old);
+        state::release_if_idle();
     }
     new
 }
@@ -394,8 +402,10 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     let f = real!(dup2: unsafe extern "C" fn(c_int, c_int) -> c_int);
-    let (o, n) = (ours(old), ours(new));
-    if o.is_none() && n.is_none() {
+    // Only whether `new` is ours: holding its entry would keep the open
+    // file alive past the dup2 that replaces it.
+    let (o, n) = (ours(old), ours(new).is_some());
+    if o.is_none() && !n {
         // SAFETY: forwarding the caller's arguments to the real function.
         return unsafe { f(old, new) };
     }
@@ -417,8 +427,10 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     let f = real!(dup3: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int);
-    let (o, n) = (ours(old), ours(new));
-    if o.is_none() && n.is_none() {
+    // Only whether `new` is ours: holding its entry would keep the open
+    // file alive past the dup2 that replaces it.
+    let (o, n) = (ours(old), ours(new).is_some());
+    if o.is_none() && !n {
         // SAFETY: forwarding the caller's arguments to the real function.
         return unsafe { f(old, new, flags) };
     }
@@ -1040,7 +1052,7 @@ macro_rules! stat_hook {
             if let Some(rel) = unsafe { mount_path(libc::AT_FDCWD, path) } {
                 return serve(-1, || {
                     count("stat");
-                    fill_stat(st, &stat_of_path(&rel)?)
+                    idle_after(fill_stat(st, &stat_of_path(&rel)?))
                 });
             }
             let f = real!($name: unsafe extern "C" fn(*const c_char, *mut libc::stat) -> c_int);
@@ -1085,7 +1097,7 @@ unsafe fn fstatat_ours(
     let rel = unsafe { mount_path(dirfd, path) }?;
     Some(serve(-1, || {
         count("stat");
-        fill_stat(st, &stat_of_path(&rel)?)
+        idle_after(fill_stat(st, &stat_of_path(&rel)?))
     }))
 }
 
@@ -1146,7 +1158,7 @@ macro_rules! xstat_hook {
             if let Some(rel) = unsafe { mount_path(libc::AT_FDCWD, path) } {
                 return serve(-1, || {
                     count("stat");
-                    fill_stat(st, &stat_of_path(&rel)?)
+                    idle_after(fill_stat(st, &stat_of_path(&rel)?))
                 });
             }
             let f = real!($name: unsafe extern "C" fn(c_int, *const c_char, *mut libc::stat) -> c_int);
@@ -1205,7 +1217,7 @@ pub unsafe extern "C" fn statx(
     } else if let Some(rel) = unsafe { mount_path(dirfd, path) } {
         return serve(-1, || {
             count("statx");
-            fill_statx(stx, &stat_of_path(&rel)?)
+            idle_after(fill_statx(stx, &stat_of_path(&rel)?))
         });
     }
     let f = real!(statx: unsafe extern "C" fn(c_int, *const c_char, c_int, c_uint, *mut libc::statx) -> c_int);
@@ -1315,7 +1327,7 @@ macro_rules! truncate_hook {
         pub unsafe extern "C" fn $name(path: *const c_char, len: off_t) -> c_int {
             // SAFETY: `path` is the caller's C string.
             if let Some(rel) = unsafe { mount_path(libc::AT_FDCWD, path) } {
-                return serve(-1, || do_truncate(&rel, len));
+                return serve(-1, || idle_after(do_truncate(&rel, len)));
             }
             let f = real!($name: unsafe extern "C" fn(*const c_char, off_t) -> c_int);
             // SAFETY: forwarding the caller's arguments to the real function.
@@ -1433,7 +1445,7 @@ fn do_unlink(rel: &str, flags: c_int) -> Result<c_int, c_int> {
 pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
     // SAFETY: `path` is the caller's C string.
     if let Some(rel) = unsafe { mount_path(libc::AT_FDCWD, path) } {
-        return serve(-1, || do_unlink(&rel, 0));
+        return serve(-1, || idle_after(do_unlink(&rel, 0)));
     }
     let f = real!(unlink: unsafe extern "C" fn(*const c_char) -> c_int);
     // SAFETY: forwarding the caller's argument to the real function.
@@ -1445,7 +1457,7 @@ pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
 pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
     // SAFETY: `path` is the caller's C string.
     if let Some(rel) = unsafe { mount_path(dirfd, path) } {
-        return serve(-1, || do_unlink(&rel, flags));
+        return serve(-1, || idle_after(do_unlink(&rel, flags)));
     }
     let f = real!(unlinkat: unsafe extern "C" fn(c_int, *const c_char, c_int) -> c_int);
     // SAFETY: forwarding the caller's arguments to the real function.
@@ -1468,7 +1480,7 @@ fn do_access(rel: &str, mode: c_int) -> Result<c_int, c_int> {
 pub unsafe extern "C" fn access(path: *const c_char, mode: c_int) -> c_int {
     // SAFETY: `path` is the caller's C string.
     if let Some(rel) = unsafe { mount_path(libc::AT_FDCWD, path) } {
-        return serve(-1, || do_access(&rel, mode));
+        return serve(-1, || idle_after(do_access(&rel, mode)));
     }
     let f = real!(access: unsafe extern "C" fn(*const c_char, c_int) -> c_int);
     // SAFETY: forwarding the caller's arguments to the real function.
@@ -1485,7 +1497,7 @@ pub unsafe extern "C" fn faccessat(
 ) -> c_int {
     // SAFETY: `path` is the caller's C string.
     if let Some(rel) = unsafe { mount_path(dirfd, path) } {
-        return serve(-1, || do_access(&rel, mode));
+        return serve(-1, || idle_after(do_access(&rel, mode)));
     }
     let f = real!(faccessat: unsafe extern "C" fn(c_int, *const c_char, c_int, c_int) -> c_int);
     // SAFETY: forwarding the caller's arguments to the real function.
@@ -1624,3 +1636,122 @@ macro_rules! exit_hook {
 }
 exit_hook!(_exit);
 exit_hook!(_Exit);
+
+// ---------------------------------------------------------------- directories
+
+fn do_rmdir(rel: &str) -> Result<c_int, c_int> {
+    do_unlink(rel, libc::AT_REMOVEDIR)
+}
+
+/// rmdir(2): ENOTDIR on a file; directories are not removed (EOPNOTSUPP).
+#[no_mangle]
+pub unsafe extern "C" fn rmdir(path: *const c_char) -> c_int {
+    // SAFETY: `path` is the caller's C string.
+    if let Some(rel) = unsafe { mount_path(libc::AT_FDCWD, path) } {
+        return serve(-1, || idle_after(do_rmdir(&rel)));
+    }
+    let f = real!(rmdir: unsafe extern "C" fn(*const c_char) -> c_int);
+    // SAFETY: forwarding the caller's argument to the real function.
+    unsafe { f(path) }
+}
+
+fn do_mkdir(rel: &str) -> Result<c_int, c_int> {
+    count("mkdir");
+    let m = state::mounted()?;
+    if lookup(&m, rel)?.is_some() {
+        return Err(libc::EEXIST);
+    }
+    Err(not_served("mkdir", rel, libc::EOPNOTSUPP))
+}
+
+/// mkdir(2): EEXIST for an existing name; new directories are not made
+/// (EOPNOTSUPP, recorded), never a pass-through to a kernel path.
+#[no_mangle]
+pub unsafe extern "C" fn mkdir(path: *const c_char, mode: mode_t) -> c_int {
+    // SAFETY: `path` is the caller's C string.
+    if let Some(rel) = unsafe { mount_path(libc::AT_FDCWD, path) } {
+        return serve(-1, || idle_after(do_mkdir(&rel)));
+    }
+    let f = real!(mkdir: unsafe extern "C" fn(*const c_char, mode_t) -> c_int);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(path, mode) }
+}
+
+/// mkdirat(2): as [`mkdir`].
+#[no_mangle]
+pub unsafe extern "C" fn mkdirat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int {
+    // SAFETY: `path` is the caller's C string.
+    if let Some(rel) = unsafe { mount_path(dirfd, path) } {
+        return serve(-1, || idle_after(do_mkdir(&rel)));
+    }
+    let f = real!(mkdirat: unsafe extern "C" fn(c_int, *const c_char, mode_t) -> c_int);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(dirfd, path, mode) }
+}
+
+/// rename on mount paths: EXDEV (recorded), so `mv` copies and unlinks.
+///
+/// # Safety
+/// Both paths are null or NUL-terminated strings.
+unsafe fn rename_ours(
+    olddir: c_int,
+    old: *const c_char,
+    newdir: c_int,
+    new: *const c_char,
+) -> Option<c_int> {
+    // SAFETY: the caller's C strings.
+    let (a, b) = unsafe { (mount_path(olddir, old), mount_path(newdir, new)) };
+    let rel = a.or(b)?;
+    Some(serve(-1, || {
+        count("rename");
+        Err(not_served("rename", &rel, libc::EXDEV))
+    }))
+}
+
+/// rename(2): see [`rename_ours`].
+#[no_mangle]
+pub unsafe extern "C" fn rename(old: *const c_char, new: *const c_char) -> c_int {
+    // SAFETY: the caller's C strings.
+    if let Some(r) = unsafe { rename_ours(libc::AT_FDCWD, old, libc::AT_FDCWD, new) } {
+        return r;
+    }
+    let f = real!(rename: unsafe extern "C" fn(*const c_char, *const c_char) -> c_int);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(old, new) }
+}
+
+/// renameat(2): see [`rename_ours`].
+#[no_mangle]
+pub unsafe extern "C" fn renameat(
+    od: c_int,
+    old: *const c_char,
+    nd: c_int,
+    new: *const c_char,
+) -> c_int {
+    // SAFETY: the caller's C strings.
+    if let Some(r) = unsafe { rename_ours(od, old, nd, new) } {
+        return r;
+    }
+    let f =
+        real!(renameat: unsafe extern "C" fn(c_int, *const c_char, c_int, *const c_char) -> c_int);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(od, old, nd, new) }
+}
+
+/// renameat2(2): see [`rename_ours`].
+#[no_mangle]
+pub unsafe extern "C" fn renameat2(
+    od: c_int,
+    old: *const c_char,
+    nd: c_int,
+    new: *const c_char,
+    flags: c_uint,
+) -> c_int {
+    // SAFETY: the caller's C strings.
+    if let Some(r) = unsafe { rename_ours(od, old, nd, new) } {
+        return r;
+    }
+    let f = real!(renameat2: unsafe extern "C" fn(c_int, *const c_char, c_int, *const c_char, c_uint) -> c_int);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(od, old, nd, new, flags) }
+}

@@ -6,8 +6,8 @@ use crate::real;
 use bufwrite_compat::{BufferHeadPath, Mode};
 use bufwrite_engine::device::{open_device, Backend, OpenOptions};
 use bufwrite_engine::{
-    AllocPolicy, BlockDevice, CacheLimits, Error, File, FileOptions, IomapPath, Mount, OrderPolicy,
-    WritePath,
+    AllocPolicy, BlockDevice, CacheLimits, Error, File, FileOptions, IoStats, IomapPath, MemStats,
+    Mount, OrderPolicy, WritePath,
 };
 use bufwrite_ext4::Ext4;
 use libc::c_int;
@@ -115,7 +115,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The mount, opened on first use. A failure prints one line (naming the
-/// variable and the reason) and every later call fails with the same errno.
+/// variable and the reason) and every later call fails with the same errno
+/// (a configuration does not get better); an image locked by another
+/// process (EBUSY) is not remembered: that process may let go of it.
 pub fn mounted() -> Result<Arc<Mounted>, c_int> {
     if SHUT_DOWN.load(Ordering::Acquire) {
         return Err(libc::EIO);
@@ -127,16 +129,47 @@ pub fn mounted() -> Result<Arc<Mounted>, c_int> {
     let r = open_mount(config()).map(Arc::new);
     if r.is_ok() {
         OWNER_PID.store(real::sys_getpid(), Ordering::Release);
-        // SAFETY: registering plain extern "C" handlers that take no
-        // arguments.
-        unsafe { libc::pthread_atfork(Some(fork_prepare), None, Some(fork_child)) };
+        if !ATFORK.swap(true, Ordering::AcqRel) {
+            // SAFETY: registering plain extern "C" handlers that take no
+            // arguments.
+            unsafe { libc::pthread_atfork(Some(fork_prepare), None, Some(fork_child)) };
+        }
     }
     let r = r.map_err(|(errno, msg)| {
         real::log_line(&msg);
         errno
     });
-    *m = Some(r.clone());
+    if !matches!(r, Err(libc::EBUSY)) {
+        *m = Some(r.clone());
+    }
     r
+}
+
+/// The atfork handlers are registered (once per process image).
+static ATFORK: AtomicBool = AtomicBool::new(false);
+
+/// Lets go of the mount when this process has no bufwrite fd open and no
+/// call is using it: writes everything back, syncs, and closes the image
+/// (releasing its lock). So a shell that redirected into the mount (`echo x
+/// > /bufwrite/a`) does not keep the image from the programs it starts next;
+/// the next mount-touching call opens it again.
+pub fn release_if_idle() {
+    if LIVE.load(Ordering::Acquire) != 0 {
+        return;
+    }
+    let mut g = lock(&MOUNT);
+    let idle = matches!(g.as_ref(), Some(Ok(m)) if Arc::strong_count(m) == 1);
+    if !idle || LIVE.load(Ordering::Acquire) != 0 {
+        return;
+    }
+    let Some(Ok(m)) = g.take() else { return };
+    if let Err(e) = m.mount.sync() {
+        real::log_line(&format!("sync of the mount failed: {e}"));
+    }
+    add_totals(&m);
+    // Every file of it is closed: this drops the device (and its lock).
+    drop(m);
+    drop(g);
 }
 
 /// The pid of the process that owns the mount: the one that opened it,
@@ -226,6 +259,7 @@ fn open_mount(c: &Config) -> Result<Mounted, (c_int, String)> {
     };
     let device: Arc<dyn BlockDevice> = open_device(&image, opts).map_err(|e| {
         let errno = match &e {
+            Error::Locked { .. } => libc::EBUSY,
             Error::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 libc::ENOENT
             }
@@ -272,9 +306,44 @@ pub struct OpenFile {
     pub mode: u32,
     /// The path inside the mount, for the stats' not_served entries.
     pub path: String,
+    /// Last, so that it drops after `file` (whose drop writes back).
+    _live: Live,
+}
+
+/// Open files alive (in the table or held by a call in progress): the
+/// mount is let go only when there are none.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one live [`OpenFile`].
+struct Live;
+
+impl Live {
+    fn new() -> Live {
+        LIVE.fetch_add(1, Ordering::AcqRel);
+        Live
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl OpenFile {
+    /// An open file description of `file`.
+    pub fn new(file: File, flags: c_int, ino: u64, mode: u32, path: String) -> OpenFile {
+        OpenFile {
+            file,
+            pos: Mutex::new(0),
+            flags: AtomicI32::new(flags),
+            ino,
+            mode,
+            path,
+            _live: Live::new(),
+        }
+    }
+
     /// The offset, locked (read/write hold it across the I/O, so the
     /// shared offset advances atomically).
     pub fn pos(&self) -> MutexGuard<'_, u64> {
@@ -373,6 +442,68 @@ pub fn not_served(call: &'static str, path: &str, default: c_int) -> c_int {
     }
 }
 
+/// Device and memory counters summed over the mounts this process opened
+/// (it lets go of the mount when idle and may open it again).
+#[derive(Clone, Copy, Default)]
+struct Totals {
+    mounts: u64,
+    dev: IoStats,
+    mem: MemStats,
+}
+
+impl Totals {
+    fn add(&mut self, m: &Mounted) {
+        let d = m.mount.device().stats();
+        let x = m.mount.memory_stats();
+        self.mounts += 1;
+        self.dev.reads += d.reads;
+        self.dev.writes += d.writes;
+        self.dev.bytes_read += d.bytes_read;
+        self.dev.bytes_written += d.bytes_written;
+        self.dev.flushes += d.flushes;
+        // Levels are the last mount's; peaks the highest; events summed.
+        self.mem.cached = x.cached;
+        self.mem.dirty = x.dirty;
+        self.mem.writeback = x.writeback;
+        self.mem.peak_cached = self.mem.peak_cached.max(x.peak_cached);
+        self.mem.peak_dirty = self.mem.peak_dirty.max(x.peak_dirty);
+        self.mem.reclaimed += x.reclaimed;
+        self.mem.overcommits += x.overcommits;
+        self.mem.throttled += x.throttled;
+        self.mem.throttled_us += x.throttled_us;
+        self.mem.flusher_passes += x.flusher_passes;
+        self.mem.flusher_bytes += x.flusher_bytes;
+    }
+}
+
+static TOTALS: Mutex<Totals> = Mutex::new(Totals {
+    mounts: 0,
+    dev: IoStats {
+        reads: 0,
+        writes: 0,
+        bytes_read: 0,
+        bytes_written: 0,
+        flushes: 0,
+    },
+    mem: MemStats {
+        cached: 0,
+        peak_cached: 0,
+        dirty: 0,
+        writeback: 0,
+        peak_dirty: 0,
+        reclaimed: 0,
+        overcommits: 0,
+        throttled: 0,
+        throttled_us: 0,
+        flusher_passes: 0,
+        flusher_bytes: 0,
+    },
+});
+
+fn add_totals(m: &Mounted) {
+    lock(&TOTALS).add(m);
+}
+
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
@@ -408,13 +539,17 @@ pub fn stats_line(m: Option<&Mounted>) -> String {
         s.push('}');
     }
     s.push(']');
+    // The mounts this process let go of, plus the open one.
+    let mut t = *lock(&TOTALS);
     if let Some(m) = m {
-        let d = m.mount.device().stats();
+        t.add(m);
+    }
+    if t.mounts > 0 {
+        let (d, x) = (t.dev, t.mem);
         s.push_str(&format!(
             ",\"device\":{{\"reads\":{},\"writes\":{},\"bytes_read\":{},\"bytes_written\":{},\"flushes\":{}}}",
             d.reads, d.writes, d.bytes_read, d.bytes_written, d.flushes
         ));
-        let x = m.mount.memory_stats();
         s.push_str(&format!(
             ",\"mem\":{{\"cached\":{},\"peak_cached\":{},\"dirty\":{},\"writeback\":{},\"peak_dirty\":{},\
              \"reclaimed\":{},\"overcommits\":{},\"throttled\":{},\"throttled_us\":{},\
@@ -431,6 +566,7 @@ pub fn stats_line(m: Option<&Mounted>) -> String {
             x.flusher_passes,
             x.flusher_bytes
         ));
+        s.push_str(&format!(",\"mounts\":{}", t.mounts));
     }
     s.push_str("}\n");
     s
