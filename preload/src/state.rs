@@ -150,8 +150,8 @@ static ATFORK: AtomicBool = AtomicBool::new(false);
 
 /// Lets go of the mount when this process has no bufwrite fd open and no
 /// call is using it: writes everything back, syncs, and closes the image
-/// (releasing its lock). So a shell that redirected into the mount (`echo x
-/// > /bufwrite/a`) does not keep the image from the programs it starts next;
+/// (releasing its lock). So a shell that redirected into the mount (`echo x >
+/// /bufwrite/a`) does not keep the image from the programs it starts next;
 /// the next mount-touching call opens it again.
 pub fn release_if_idle() {
     if LIVE.load(Ordering::Acquire) != 0 {

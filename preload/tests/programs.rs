@@ -3,11 +3,13 @@
 //! bytes are where the programs put them (`debugfs dump`) and `e2fsck -fn`
 //! is clean. The host has no `/bufwrite`: the kernel never saw those paths.
 //!
-//! The .so: cargo builds the package's lib target (cdylib and rlib, one
-//! target) before it builds the integration tests, and puts
-//! `libbufwrite_preload.so` next to the test executable's `deps/`
-//! directory (`target/<profile>/`); it is found from the test executable's
-//! own path, so `CARGO_TARGET_DIR` and profiles need no special case.
+//! The .so: `cargo test` builds the package's lib target (cdylib and rlib
+//! are one target) before the integration tests, into the same `deps/`
+//! directory as the test executable (`target/debug/deps/
+//! libbufwrite_preload.so`; checked: it does not uplift it to
+//! `target/debug/`, which only `cargo build` refreshes). So it is found
+//! next to the test executable's own path first (fresh, and right for any
+//! `CARGO_TARGET_DIR`), then in `target/debug/`.
 
 use bufwrite_testkit::e2fs;
 use std::path::{Path, PathBuf};
@@ -19,8 +21,8 @@ fn so() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let deps = exe.parent().unwrap();
     let candidates = [
-        deps.parent().unwrap().join("libbufwrite_preload.so"),
         deps.join("libbufwrite_preload.so"),
+        deps.parent().unwrap().join("libbufwrite_preload.so"),
     ];
     candidates
         .iter()
