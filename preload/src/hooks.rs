@@ -39,7 +39,7 @@ const FIDEDUPERANGE: c_ulong = 0xc018_9436;
 
 /// The bufwrite open file behind `fd`, unless this thread is inside a
 /// served call (then everything is the kernel's).
-fn ours(fd: c_int) -> Option<Arc<OpenFile>> {
+pub(crate) fn ours(fd: c_int) -> Option<Arc<OpenFile>> {
     if in_hook() {
         return None;
     }
@@ -53,7 +53,7 @@ fn ours(fd: c_int) -> Option<Arc<OpenFile>> {
 ///
 /// # Safety
 /// `path` is null or a NUL-terminated string.
-unsafe fn mount_path(dirfd: c_int, path: *const c_char) -> Option<String> {
+pub(crate) unsafe fn mount_path(dirfd: c_int, path: *const c_char) -> Option<String> {
     if in_hook() || path.is_null() {
         return None;
     }
@@ -192,7 +192,7 @@ fn lookup(m: &state::Mounted, rel: &str) -> Result<Option<bufwrite_ext4::Inode>,
     }
 }
 
-fn do_open(rel: String, flags: c_int) -> Result<c_int, c_int> {
+pub(crate) fn do_open(rel: String, flags: c_int) -> Result<c_int, c_int> {
     count("open");
     if flags & O_TMPFILE == O_TMPFILE {
         return Err(not_served("open(O_TMPFILE)", &rel, libc::EOPNOTSUPP));
@@ -351,18 +351,23 @@ openat2_hook!(__openat64_2);
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     if ours(fd).is_some() {
-        return serve(-1, || {
-            count("close");
-            let of = state::remove_fd(fd);
-            let r = real::sys_close(fd);
-            drop(of);
-            state::release_if_idle();
-            r.map(|()| 0)
-        });
+        return serve(-1, || do_close(fd));
     }
     let f = real!(close: unsafe extern "C" fn(c_int) -> c_int);
     // SAFETY: forwarding the caller's argument to the real function.
     unsafe { f(fd) }
+}
+
+/// Closes bufwrite fd `fd`: its entry (the last one of an open file writes
+/// back, as the engine's File does on drop), its placeholder, and the
+/// mount if nothing else is open.
+pub(crate) fn do_close(fd: c_int) -> Result<c_int, c_int> {
+    count("close");
+    let of = state::remove_fd(fd);
+    let r = real::sys_close(fd);
+    drop(of);
+    state::release_if_idle();
+    r.map(|()| 0)
 }
 
 /// Mirrors a kernel dup of a placeholder: `new` names `of` too.
@@ -512,7 +517,7 @@ fcntl_hook!(fcntl64);
 
 // ---------------------------------------------------------------- data path
 
-fn do_read(of: &OpenFile, buf: &mut [u8]) -> Result<ssize_t, c_int> {
+pub(crate) fn do_read(of: &OpenFile, buf: &mut [u8]) -> Result<ssize_t, c_int> {
     readable(of)?;
     let mut pos = of.pos();
     let n = eng(of.file.pread(*pos, buf))?;
@@ -520,7 +525,7 @@ fn do_read(of: &OpenFile, buf: &mut [u8]) -> Result<ssize_t, c_int> {
     Ok(n as ssize_t)
 }
 
-fn do_write(of: &OpenFile, buf: &[u8]) -> Result<ssize_t, c_int> {
+pub(crate) fn do_write(of: &OpenFile, buf: &[u8]) -> Result<ssize_t, c_int> {
     writable(of)?;
     let mut pos = of.pos();
     let at = if of.flags() & libc::O_APPEND != 0 {
@@ -880,7 +885,7 @@ macro_rules! pwritev2_hook {
 pwritev2_hook!(pwritev2);
 pwritev2_hook!(pwritev64v2);
 
-fn do_lseek(of: &OpenFile, off: off_t, whence: c_int) -> Result<off_t, c_int> {
+pub(crate) fn do_lseek(of: &OpenFile, off: off_t, whence: c_int) -> Result<off_t, c_int> {
     let mut pos = of.pos();
     let size = of.file.size() as i128;
     let off = i128::from(off);

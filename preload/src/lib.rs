@@ -32,6 +32,7 @@ pub mod real;
 pub mod state;
 
 mod hooks;
+mod stdio;
 
 use libc::c_int;
 use std::cell::Cell;
@@ -117,6 +118,18 @@ extern "C" fn fini() {
 /// mount flushes: a vfork child (which shares our memory but ran no
 /// atfork handler) never does.
 pub(crate) fn exit_flush() {
+    if state::SHUT_DOWN.load(Ordering::Acquire) {
+        return;
+    }
+    if state::is_owner() && state::mounted_if_open().is_some() {
+        // glibc flushes stdio only after the destructors (`_IO_cleanup`):
+        // flush now, so a bufwrite stream's last buffer reaches the cache
+        // before it is written back. Outside the re-entrancy flag, so a
+        // kernel stream on a bufwrite fd (stdout redirected into the
+        // mount) is served too.
+        // SAFETY: fflush(NULL) flushes every open stream.
+        unsafe { libc::fflush(std::ptr::null_mut()) };
+    }
     if state::SHUT_DOWN.swap(true, Ordering::AcqRel) {
         return;
     }

@@ -329,3 +329,74 @@ fn every_write_path_serves_dd() {
         env.check_clean();
     }
 }
+
+#[test]
+fn stdio_streams_through_fopen() {
+    // sed and awk open their files with fopen, whose internal open never
+    // reaches an interposed `open`: served through fopencookie streams.
+    let env = Env::new();
+    let input = env.path("in.txt");
+    std::fs::write(&input, "apple\nbanana\ncherry\n").unwrap();
+    let out = env.sh(&format!(
+        "sed -n 'w /bufwrite/s' {i} && sed 's/a/A/g' /bufwrite/s && \
+         awk '{{print $0 > \"/bufwrite/w\"}}' {i} && awk 'END {{print NR}}' /bufwrite/w",
+        i = input.display()
+    ));
+    assert_eq!(stdout(&out), "Apple\nbAnAnA\ncherry\n3\n");
+    assert_eq!(e2fs::dump(&env.img, "/s"), b"apple\nbanana\ncherry\n");
+    assert_eq!(e2fs::dump(&env.img, "/w"), b"apple\nbanana\ncherry\n");
+    env.check_clean();
+}
+
+#[test]
+fn open_flags_and_fd_operations() {
+    let env = Env::new();
+    let script = r#"
+import os, errno, fcntl
+fd = os.open('/bufwrite/f', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+try:
+    os.open('/bufwrite/f', os.O_WRONLY | os.O_CREAT | os.O_EXCL); raise SystemExit('excl')
+except OSError as e:
+    assert e.errno == errno.EEXIST, e
+try:
+    os.open('/bufwrite/none', os.O_RDONLY); raise SystemExit('enoent')
+except OSError as e:
+    assert e.errno == errno.ENOENT, e
+os.write(fd, b'abc')
+try:
+    os.read(fd, 1); raise SystemExit('read on O_WRONLY')
+except OSError as e:
+    assert e.errno == errno.EBADF, e
+# dup shares the offset; F_SETFL O_APPEND appends at EOF.
+d = os.dup(fd)
+os.write(d, b'def')
+os.lseek(fd, 0, os.SEEK_SET)
+fl = fcntl.fcntl(fd, fcntl.F_GETFL)
+assert fl & os.O_ACCMODE == os.O_WRONLY, fl
+fcntl.fcntl(fd, fcntl.F_SETFL, fl | os.O_APPEND)
+os.write(d, b'ghi')
+assert fcntl.fcntl(d, fcntl.F_GETFL) & os.O_APPEND
+# FD_CLOEXEC lives on the fd (the placeholder): os.open sets it, dup not.
+assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+os.close(fd)
+# The dup still works after the original is closed; on an O_APPEND fd
+# pwrite appends whatever the offset (Linux).
+os.pwrite(d, b'X', 0)
+assert os.fstat(d).st_size == 10
+os.fsync(d)
+os.close(d)
+a = os.open('/bufwrite/g', os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+os.write(a, b'12'); os.write(a, b'34')
+os.pwrite(a, b'5', 0)
+os.close(a)
+assert open('/bufwrite/g', 'rb').read() == b'12345'
+os.truncate('/bufwrite/g', 3)
+assert os.access('/bufwrite/g', os.R_OK | os.W_OK) and not os.access('/bufwrite/nope', os.F_OK)
+print('ok')
+"#;
+    let out = env.sh(&format!("python3 -c \"{}\"", script.replace('"', "\\\"")));
+    assert_eq!(stdout(&out), "ok\n", "{}", stderr(&out));
+    assert_eq!(e2fs::dump(&env.img, "/f"), b"abcdefghiX");
+    assert_eq!(e2fs::dump(&env.img, "/g"), b"123");
+    env.check_clean();
+}
