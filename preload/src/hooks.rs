@@ -83,6 +83,42 @@ pub(crate) unsafe fn mount_path(dirfd: c_int, path: *const c_char) -> Option<Str
     path::under_mount(prefix, &norm)
 }
 
+/// The library's own fds (the image, files the engine reads while a
+/// served call runs) are moved up to a high number, out of the range
+/// programs pick for themselves: a shell's `exec 3>FILE` does `dup2(x, 3)`,
+/// which would otherwise close the image under the cache.
+fn relocate_own_fd(fd: c_int) -> c_int {
+    if fd < 0 || !in_hook() {
+        return fd;
+    }
+    let base = own_fd_base();
+    if fd >= base {
+        return fd;
+    }
+    // SAFETY: plain fcntl(F_DUPFD_CLOEXEC) and close system calls on an fd
+    // this library just opened.
+    let high = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, base) };
+    if high < 0 {
+        // No room up there (a low RLIMIT_NOFILE): keep the low number.
+        return fd;
+    }
+    let _ = real::sys_close(fd);
+    high as c_int
+}
+
+/// Where the library's own fds go: three quarters of the soft fd limit,
+/// at most 4096 (the kernel's fd table grows to the highest fd in use).
+fn own_fd_base() -> c_int {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit system call filling a local struct.
+    let r = unsafe { libc::syscall(libc::SYS_getrlimit, libc::RLIMIT_NOFILE, &mut lim) };
+    let soft = if r == 0 { lim.rlim_cur } else { 1024 };
+    (soft.saturating_mul(3) / 4).clamp(16, 4096) as c_int
+}
+
 /// A C buffer as a slice (empty for a zero length, where C may pass null).
 ///
 /// # Safety
@@ -258,7 +294,7 @@ macro_rules! open_hook {
             }
             let f = real!($name: unsafe extern "C" fn(*const c_char, c_int, ...) -> c_int);
             // SAFETY: forwarding the caller's arguments to the real function.
-            unsafe { f(path, flags, mode) }
+            relocate_own_fd(unsafe { f(path, flags, mode) })
         }
     };
 }
@@ -281,7 +317,7 @@ macro_rules! openat_hook {
             }
             let f = real!($name: unsafe extern "C" fn(c_int, *const c_char, c_int, ...) -> c_int);
             // SAFETY: forwarding the caller's arguments to the real function.
-            unsafe { f(dirfd, path, flags, mode) }
+            relocate_own_fd(unsafe { f(dirfd, path, flags, mode) })
         }
     };
 }
@@ -1759,4 +1795,84 @@ pub unsafe extern "C" fn renameat2(
     let f = real!(renameat2: unsafe extern "C" fn(c_int, *const c_char, c_int, *const c_char, c_uint) -> c_int);
     // SAFETY: forwarding the caller's arguments to the real function.
     unsafe { f(od, old, nd, new, flags) }
+}
+
+// ---------------------------------------------------------------- exec
+
+/// Before an exec: the new program image has no cache and no fd table, so
+/// everything is written back and synced first (what the kernel's page
+/// cache would have kept), and each bufwrite fd that survives the exec
+/// (no FD_CLOEXEC: its placeholder stays open, and the new program's I/O
+/// on it fails with EBADF) is named on stderr and recorded.
+fn before_exec() {
+    if in_hook() || state::mounted_if_open().is_none() {
+        return;
+    }
+    serve((), || {
+        for (fd, of) in state::all_fd_entries() {
+            if let Err(e) = of.file.fsync() {
+                real::log_line(&format!("exec: writeback of {} failed: {e}", of.path));
+            }
+            // SAFETY: F_GETFD on the placeholder.
+            let fdflags = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD) };
+            if fdflags >= 0 && fdflags & i64::from(libc::FD_CLOEXEC) == 0 {
+                real::log_line(&format!(
+                    "fd {fd} ({}) stays open across exec, but the new program cannot use it \
+                     (bufwrite fds do not survive exec)",
+                    of.path
+                ));
+                state::record_not_served("exec with an open bufwrite fd", &of.path);
+            }
+        }
+        if let Some(m) = state::mounted_if_open() {
+            if let Err(e) = m.mount.sync() {
+                real::log_line(&format!("exec: sync of the mount failed: {e}"));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// execve(2): see [`before_exec`].
+#[no_mangle]
+pub unsafe extern "C" fn execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    before_exec();
+    let f = real!(execve: unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(path, argv, envp) }
+}
+
+/// execv(3): see [`before_exec`].
+#[no_mangle]
+pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
+    before_exec();
+    let f = real!(execv: unsafe extern "C" fn(*const c_char, *const *const c_char) -> c_int);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(path, argv) }
+}
+
+/// execvp(3): see [`before_exec`].
+#[no_mangle]
+pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
+    before_exec();
+    let f = real!(execvp: unsafe extern "C" fn(*const c_char, *const *const c_char) -> c_int);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(file, argv) }
+}
+
+/// execvpe(3): see [`before_exec`].
+#[no_mangle]
+pub unsafe extern "C" fn execvpe(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    before_exec();
+    let f = real!(execvpe: unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(file, argv, envp) }
 }

@@ -399,6 +399,15 @@ pub fn all_fds() -> Vec<Arc<OpenFile>> {
         .collect()
 }
 
+/// Every bufwrite fd with its open file.
+pub fn all_fd_entries() -> Vec<(c_int, Arc<OpenFile>)> {
+    FDS.read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(fd, of)| (*fd, Arc::clone(of)))
+        .collect()
+}
+
 /// The errno an engine error means to a program.
 pub fn errno_of(e: &Error) -> c_int {
     match e {
@@ -502,6 +511,15 @@ static TOTALS: Mutex<Totals> = Mutex::new(Totals {
 
 fn add_totals(m: &Mounted) {
     lock(&TOTALS).add(m);
+}
+
+/// Records a call not served without printing (the caller printed a
+/// better line itself).
+pub fn record_not_served(call: &'static str, path: &str) {
+    let mut v = lock(&NOT_SERVED);
+    if v.len() < 1000 {
+        v.push((call, path.to_string()));
+    }
 }
 
 fn json_str(out: &mut String, s: &str) {

@@ -400,3 +400,34 @@ print('ok')
     assert_eq!(e2fs::dump(&env.img, "/g"), b"123");
     env.check_clean();
 }
+
+#[test]
+fn shell_fd_numbers_never_clobber_the_image() {
+    // `exec 3>FILE` makes the shell dup2 onto fd 3, the number the image
+    // would get if the library kept its own fds low.
+    let env = Env::new();
+    env.sh("exec 3>/bufwrite/f; echo a >&3; exec 4>/bufwrite/g; echo b >&4; echo c >&3");
+    assert_eq!(e2fs::dump(&env.img, "/f"), b"a\nc\n");
+    assert_eq!(e2fs::dump(&env.img, "/g"), b"b\n");
+    env.check_clean();
+}
+
+#[test]
+fn bufwrite_fds_do_not_survive_exec_and_say_so() {
+    // Known limitation: a shell opens a redirection in the forked child and
+    // then execs the program; the fd table does not survive exec, so the
+    // program's writes fail loudly (EBADF on the placeholder) instead of
+    // going anywhere silently.
+    let env = Env::new();
+    let input = env.path("in.txt");
+    std::fs::write(&input, "data\n").unwrap();
+    let out = env.sh_with(&format!("cat {} > /bufwrite/y", input.display()), &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("fd 1 (/bufwrite/y) stays open across exec"),
+        "{err}"
+    );
+    assert!(err.contains("Bad file descriptor"), "{err}");
+    env.check_clean();
+}
