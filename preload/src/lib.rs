@@ -2,7 +2,15 @@
 //! under one directory (`BUFWRITE_MOUNT_AT`, default `/bufwrite`) files of a
 //! bufwrite [`bufwrite_engine::Mount`] on an ext4 image (`BUFWRITE_IMAGE`),
 //! for unmodified dynamically linked programs. Every other path and fd goes
-//! to the kernel untouched.
+//! to the kernel untouched. Configuration (read once, from the environment
+//! only): `BUFWRITE_IMAGE` (unset: inactive), `BUFWRITE_MOUNT_AT`,
+//! `BUFWRITE_PATH` (iomap, bh-legacy, bh-tailskip, bh-seek), `BUFWRITE_BACKEND`
+//! (sync, uring), `BUFWRITE_ORDER` (0..=9), `BUFWRITE_CACHE_BUDGET` (bytes),
+//! `BUFWRITE_POLICY` (unwritten, ordered), `BUFWRITE_STATS` (a file: one JSON
+//! line per process at exit), `BUFWRITE_STRICT=1` (calls not served fail
+//! with EOPNOTSUPP). A bad value fails the first mount-touching call (EIO,
+//! ENOENT for a missing image, EBUSY for an image another process holds)
+//! with one `bufwrite-preload:` line on stderr.
 //!
 //! How it stays safe inside someone else's process:
 //! - the real libc functions are found with `dlsym(RTLD_NEXT)` and cached
@@ -11,19 +19,62 @@
 //!   in our own exports;
 //! - a const thread-local flag marks "inside a hook": anything called while
 //!   it is set (the engine opening the image, std's internals) passes
-//!   straight through to libc;
+//!   straight through to libc, and fds opened then are moved above
+//!   3/4 of RLIMIT_NOFILE (at most 4096), out of the numbers programs pick
+//!   (`exec 3>FILE`);
 //! - every served call runs inside `catch_unwind`: a panic becomes EIO and
 //!   one stderr line, never an unwind into C;
 //! - the mount is opened lazily at the first call that touches a mount
-//!   path, so a shell that only starts programs holds nothing;
+//!   path, and let go of (written back, synced, image closed and unlocked)
+//!   whenever the process has no bufwrite file open, so a shell that
+//!   redirected into the mount does not hold the image against the
+//!   programs it starts next;
 //! - each bufwrite fd is a real kernel fd (`/dev/null`, read-only, with the
-//!   caller's `O_CLOEXEC`), so fd numbers stay the kernel's to allocate and
-//!   `dup2` onto 0/1 works.
+//!   caller's `O_CLOEXEC`), so fd numbers stay the kernel's to allocate,
+//!   `dup2` onto 0/1 works, and a call the library does not hook fails on
+//!   the placeholder instead of reaching a path the kernel does not have.
 //!
-//! `O_DIRECT` is accepted and served buffered (through the cache);
-//! `O_SYNC`/`O_DSYNC` write back (fsync/fdatasync) after each write.
-//! At exit a destructor writes back every open file and syncs the mount,
-//! so the image is fsck-clean, and appends the `BUFWRITE_STATS` line.
+//! Semantics: `O_DIRECT` is accepted and served buffered (through the
+//! cache, no alignment checks); `O_SYNC`/`O_DSYNC` fsync/fdatasync after
+//! each write; `O_APPEND` writes (and, as on Linux, pwrites) at EOF;
+//! `SEEK_DATA`/`SEEK_HOLE` see data everywhere below EOF; `st_blocks` is
+//! the size rounded up to 4 KiB (holes not counted out), `st_dev` a number
+//! no real device uses, times are 0; `posix_fadvise` is accepted; POSIX
+//! and OFD locks are granted (one process owns the image). Refused with
+//! the errno that makes programs fall back, recorded in the stats'
+//! `not_served`: `mmap` ENODEV, `copy_file_range` EXDEV, `sendfile` and
+//! `splice` EINVAL, `ioctl` ENOTTY (FICLONE* EOPNOTSUPP), `O_TMPFILE`,
+//! opening a directory, `mkdir`, `rmdir` EOPNOTSUPP, `rename` EXDEV (`mv`
+//! copies), fallocate modes other than 0, KEEP_SIZE and PUNCH_HOLE|KEEP_SIZE
+//! EOPNOTSUPP.
+//!
+//! At exit (the `.fini_array` destructor, which runs after the program's
+//! atexit handlers, and `_exit`/`_Exit`) stdio is flushed, every open file
+//! written back and the mount synced, so the image is fsck-clean, and the
+//! `BUFWRITE_STATS` line appended (raw writes, never fd 2).
+//!
+//! Not done (this slice):
+//! - **exec**: the fd table does not survive exec. `execve`/`execv`/
+//!   `execvp`/`execvpe` write everything back first and name each bufwrite
+//!   fd left open across the exec; the new program's I/O on it fails with
+//!   EBADF (so `sh -c 'cmd > /bufwrite/f'`, where the shell opens the file in
+//!   the forked child before the exec, fails loudly). `execl*` and
+//!   `posix_spawn` go through glibc-internal calls: no write-back first.
+//! - **fork**: the prepare handler writes everything back; parent and
+//!   child then each have a private copy of the cache, the fd table and the
+//!   offsets (not shared as a kernel open file description would be). A
+//!   child is safe when the parent holds no bufwrite fd at the fork (the
+//!   parent has let go of the mount; the child opens the image itself).
+//!   When both go on writing through inherited fds, each writes back its
+//!   own view (data and allocation metadata): do not do that. The child has
+//!   no flusher thread (dirty data waits for fsync, close or exit).
+//! - **vfork children** never flush; `close_range`/`closefrom`, `isatty`,
+//!   `fchmod`/`fchown`/`futimens`, `readdir`/`opendir`, `chdir` into the
+//!   mount, `freopen`, `preadv2`/`pwritev2` flags other than RWF_HIPRI, are
+//!   not hooked or not served (placeholder or kernel answers).
+//! - Unlinking a file open in this process is refused (EBUSY: the engine
+//!   frees the blocks at unlink). The create mode is ignored (ext4 layer's
+//!   default). Symlinks outside the mount pointing into it are not followed.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 

@@ -431,3 +431,43 @@ fn bufwrite_fds_do_not_survive_exec_and_say_so() {
     assert!(err.contains("Bad file descriptor"), "{err}");
     env.check_clean();
 }
+
+#[test]
+fn python_shutil_and_a_forked_child_that_writes() {
+    // shutil.copyfile tries sendfile (EINVAL on bufwrite fds: it falls
+    // back to read/write). The parent holds no bufwrite fd at the fork, so
+    // the child opens the image itself; the parent sees its data after.
+    let env = Env::new();
+    let input = env.path("in.txt");
+    std::fs::write(&input, "apple\n").unwrap();
+    let out_file = env.path("c.out");
+    let script = format!(
+        r#"
+import os, shutil
+open('/bufwrite/a', 'wb').write(b'1' * 5000)
+shutil.copyfile('/bufwrite/a', '/bufwrite/b')
+shutil.copyfile('{i}', '/bufwrite/c')
+shutil.copyfile('/bufwrite/c', '{o}')
+pid = os.fork()
+if pid == 0:
+    with open('/bufwrite/a', 'ab') as f:
+        f.write(b'2' * 100)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0
+d = open('/bufwrite/a', 'rb').read()
+assert d == b'1' * 5000 + b'2' * 100, len(d)
+print('ok')
+"#,
+        i = input.display(),
+        o = out_file.display()
+    );
+    let out = env.sh(&format!("python3 -c \"{}\"", script.replace('"', "\\\"")));
+    assert_eq!(stdout(&out), "ok\n", "{}", stderr(&out));
+    assert_eq!(std::fs::read(&out_file).unwrap(), b"apple\n");
+    assert_eq!(e2fs::dump(&env.img, "/b"), vec![b'1'; 5000]);
+    let mut want = vec![b'1'; 5000];
+    want.extend_from_slice(&[b'2'; 100]);
+    assert_eq!(e2fs::dump(&env.img, "/a"), want);
+    env.check_clean();
+}
