@@ -1876,3 +1876,100 @@ pub unsafe extern "C" fn execvpe(
     // SAFETY: forwarding the caller's arguments to the real function.
     unsafe { f(file, argv, envp) }
 }
+
+// ---------------------------------------------------------------- xattrs
+
+macro_rules! getxattr_hook {
+    ($name:ident) => {
+        /// Extended attributes are not kept: ENOTSUP (what `ls -l` and `cp`
+        /// take as "no ACLs here"), never the kernel's ENOENT.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            path: *const c_char,
+            name: *const c_char,
+            value: *mut c_void,
+            size: size_t,
+        ) -> ssize_t {
+            // SAFETY: `path` is the caller's C string.
+            if let Some(rel) = unsafe { mount_path(libc::AT_FDCWD, path) } {
+                return serve(-1, || {
+                    count("getxattr");
+                    Err(xattr_errno(&rel))
+                });
+            }
+            let f = real!($name: unsafe extern "C" fn(*const c_char, *const c_char, *mut c_void, size_t) -> ssize_t);
+            // SAFETY: forwarding the caller's arguments to the real function.
+            unsafe { f(path, name, value, size) }
+        }
+    };
+}
+getxattr_hook!(getxattr);
+getxattr_hook!(lgetxattr);
+
+macro_rules! listxattr_hook {
+    ($name:ident) => {
+        /// No extended attributes: an empty list.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, list: *mut c_char, size: size_t) -> ssize_t {
+            // SAFETY: `path` is the caller's C string.
+            if let Some(rel) = unsafe { mount_path(libc::AT_FDCWD, path) } {
+                return serve(-1, || {
+                    count("listxattr");
+                    match xattr_errno(&rel) {
+                        libc::ENOTSUP => Ok(0),
+                        e => Err(e),
+                    }
+                });
+            }
+            let f = real!($name: unsafe extern "C" fn(*const c_char, *mut c_char, size_t) -> ssize_t);
+            // SAFETY: forwarding the caller's arguments to the real function.
+            unsafe { f(path, list, size) }
+        }
+    };
+}
+listxattr_hook!(listxattr);
+listxattr_hook!(llistxattr);
+
+/// ENOENT for a missing name, else ENOTSUP.
+fn xattr_errno(rel: &str) -> c_int {
+    let r = state::mounted().and_then(|m| lookup(&m, rel));
+    state::release_if_idle();
+    match r {
+        Ok(Some(_)) => libc::ENOTSUP,
+        Ok(None) => libc::ENOENT,
+        Err(e) => e,
+    }
+}
+
+/// fgetxattr(2) on a bufwrite fd: ENOTSUP.
+#[no_mangle]
+pub unsafe extern "C" fn fgetxattr(
+    fd: c_int,
+    name: *const c_char,
+    value: *mut c_void,
+    size: size_t,
+) -> ssize_t {
+    if ours(fd).is_some() {
+        return serve(-1, || {
+            count("getxattr");
+            Err(libc::ENOTSUP)
+        });
+    }
+    let f = real!(fgetxattr: unsafe extern "C" fn(c_int, *const c_char, *mut c_void, size_t) -> ssize_t);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(fd, name, value, size) }
+}
+
+/// flistxattr(2) on a bufwrite fd: an empty list.
+#[no_mangle]
+pub unsafe extern "C" fn flistxattr(fd: c_int, list: *mut c_char, size: size_t) -> ssize_t {
+    if ours(fd).is_some() {
+        return serve(-1, || {
+            count("listxattr");
+            Ok(0)
+        });
+    }
+    let f = real!(flistxattr: unsafe extern "C" fn(c_int, *mut c_char, size_t) -> ssize_t);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(fd, list, size) }
+}

@@ -46,7 +46,7 @@
 //! `splice` EINVAL, `ioctl` ENOTTY (FICLONE* EOPNOTSUPP), `O_TMPFILE`,
 //! opening a directory, `mkdir`, `rmdir` EOPNOTSUPP, `rename` EXDEV (`mv`
 //! copies), fallocate modes other than 0, KEEP_SIZE and PUNCH_HOLE|KEEP_SIZE
-//! EOPNOTSUPP.
+//! EOPNOTSUPP; extended attributes ENOTSUP (an empty list for listxattr).
 //!
 //! At exit (the `.fini_array` destructor, which runs after the program's
 //! atexit handlers, and `_exit`/`_Exit`) stdio is flushed, every open file

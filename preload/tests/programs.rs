@@ -471,3 +471,35 @@ print('ok')
     assert_eq!(e2fs::dump(&env.img, "/a"), want);
     env.check_clean();
 }
+
+#[test]
+fn fallocate_truncate_and_ls() {
+    let env = Env::new();
+    let out = env.sh(
+        "fallocate -l 1M /bufwrite/z && ls -l /bufwrite/z && truncate -s 10000 /bufwrite/t && \
+         stat -c %s /bufwrite/t && \
+         dd if=/dev/urandom of=/bufwrite/p bs=4k count=4 status=none && \
+         fallocate -p -o 4096 -l 4096 /bufwrite/p",
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains(" 1048576 ") && text.ends_with("10000\n"),
+        "{text}"
+    );
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    assert_eq!(e2fs::dump(&env.img, "/z"), vec![0u8; 1 << 20]);
+    assert_eq!(e2fs::dump(&env.img, "/t"), vec![0u8; 10000]);
+    let p = e2fs::dump(&env.img, "/p");
+    assert_eq!(p.len(), 16384);
+    assert!(p[4096..8192].iter().all(|&b| b == 0));
+    assert!(p[..4096].iter().any(|&b| b != 0) && p[8192..].iter().any(|&b| b != 0));
+    // ZERO_RANGE is not served: EOPNOTSUPP, which fallocate(1) reports.
+    let out = env.sh_with("fallocate -z -l 4096 /bufwrite/p", &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Operation not supported"),
+        "{}",
+        stderr(&out)
+    );
+    env.check_clean();
+}
