@@ -503,3 +503,79 @@ fn fallocate_truncate_and_ls() {
     );
     env.check_clean();
 }
+
+/// Every binding the dynamic linker makes for `sym` from a program file
+/// (not from libc or from this library itself) goes to this library.
+fn assert_bound_to_us(ld_debug: &str, sym: &str) {
+    let tag = format!("normal symbol `{sym}'");
+    let lines: Vec<&str> = ld_debug
+        .lines()
+        .filter(|l| l.contains("binding file") && l.contains(&tag))
+        .filter(|l| !l.contains("binding file /lib") && !l.contains("binding file /usr/lib"))
+        .filter(|l| {
+            !l.contains("binding file /work")
+                && !l.contains("libbufwrite_preload.so [0]: normal symbol `_")
+        })
+        .collect();
+    assert!(!lines.is_empty(), "no binding of {sym}");
+    for l in lines {
+        assert!(l.contains("libbufwrite_preload.so"), "{sym}: {l}");
+    }
+}
+
+#[test]
+fn the_programs_imports_bind_to_the_library() {
+    // LD_DEBUG=bindings proves the interposition took: versioned
+    // references (fstat@GLIBC_2.33) bind to the unversioned exports.
+    // Binding is lazy: only the symbols a run calls show up.
+    let env = Env::new();
+    let input = env.path("in.txt");
+    std::fs::write(&input, "x\n").unwrap();
+    let out = env.sh_with(
+        &format!("cp {} /bufwrite/q", input.display()),
+        &[("LD_DEBUG", "bindings")],
+    );
+    assert!(out.status.success());
+    let err = stderr(&out);
+    for sym in [
+        "openat",
+        "fstat",
+        "read",
+        "write",
+        "close",
+        "ioctl",
+        "copy_file_range",
+        "posix_fadvise",
+    ] {
+        assert_bound_to_us(&err, sym);
+    }
+    let out = env.sh_with(
+        "dd if=/bufwrite/q of=/dev/null status=none",
+        &[("LD_DEBUG", "bindings")],
+    );
+    assert!(out.status.success());
+    let err = stderr(&out);
+    for sym in ["open", "dup2", "lseek", "read", "write", "close"] {
+        assert_bound_to_us(&err, sym);
+    }
+}
+
+#[test]
+fn strict_mode_fails_what_is_not_served() {
+    let env = Env::new();
+    let script = r#"
+import mmap, errno
+open('/bufwrite/m', 'w').write('abc')
+f = open('/bufwrite/m', 'rb')
+try:
+    mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); raise SystemExit('mapped')
+except OSError as e:
+    assert e.errno == errno.EOPNOTSUPP, e
+print('ok')
+"#;
+    let out = env.sh_with(
+        &format!("python3 -c \"{}\"", script.replace('"', "\\\"")),
+        &[("BUFWRITE_STRICT", "1")],
+    );
+    assert_eq!(stdout(&out), "ok\n", "{}", stderr(&out));
+}
