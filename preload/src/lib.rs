@@ -1,0 +1,213 @@
+//! `libbufwrite_preload.so`: an `LD_PRELOAD` library that makes the files
+//! under one directory (`BUFWRITE_MOUNT_AT`, default `/bufwrite`) files of a
+//! bufwrite [`bufwrite_engine::Mount`] on an ext4 image (`BUFWRITE_IMAGE`),
+//! for unmodified dynamically linked programs. Every other path and fd goes
+//! to the kernel untouched. Configuration (read once, from the environment
+//! only): `BUFWRITE_IMAGE` (unset: inactive), `BUFWRITE_MOUNT_AT`,
+//! `BUFWRITE_PATH` (iomap, bh-legacy, bh-tailskip, bh-seek), `BUFWRITE_BACKEND`
+//! (sync, uring), `BUFWRITE_ORDER` (0..=9), `BUFWRITE_CACHE_BUDGET` (bytes),
+//! `BUFWRITE_POLICY` (unwritten, ordered), `BUFWRITE_STATS` (a file: one JSON
+//! line per process at exit), `BUFWRITE_STRICT=1` (calls not served fail
+//! with EOPNOTSUPP). A bad value fails the first mount-touching call (EIO,
+//! ENOENT for a missing image, EBUSY for an image another process holds)
+//! with one `bufwrite-preload:` line on stderr.
+//!
+//! How it stays safe inside someone else's process:
+//! - the real libc functions are found with `dlsym(RTLD_NEXT)` and cached
+//!   ([`real`]); the library's own I/O uses raw system calls, because std
+//!   inside this library calls `open64`/`write`/... by symbol and would land
+//!   in our own exports;
+//! - a const thread-local flag marks "inside a hook": anything called while
+//!   it is set (the engine opening the image, std's internals) passes
+//!   straight through to libc, and fds opened then are moved above
+//!   3/4 of RLIMIT_NOFILE (at most 4096), out of the numbers programs pick
+//!   (`exec 3>FILE`);
+//! - every served call runs inside `catch_unwind`: a panic becomes EIO and
+//!   one stderr line, never an unwind into C;
+//! - the mount is opened lazily at the first call that touches a mount
+//!   path, and let go of (written back, synced, image closed and unlocked)
+//!   whenever the process has no bufwrite file open, so a shell that
+//!   redirected into the mount does not hold the image against the
+//!   programs it starts next;
+//! - each bufwrite fd is a real kernel fd (`/dev/null`, read-only, with the
+//!   caller's `O_CLOEXEC`), so fd numbers stay the kernel's to allocate,
+//!   `dup2` onto 0/1 works, and a call the library does not hook fails on
+//!   the placeholder instead of reaching a path the kernel does not have.
+//!
+//! Semantics: `O_DIRECT` is accepted and served buffered (through the
+//! cache, no alignment checks); `O_SYNC`/`O_DSYNC` fsync/fdatasync after
+//! each write; `O_APPEND` writes (and, as on Linux, pwrites) at EOF;
+//! `SEEK_DATA`/`SEEK_HOLE` see data everywhere below EOF; `st_blocks` is
+//! the size rounded up to 4 KiB (holes not counted out), `st_dev` a number
+//! no real device uses, times are 0; `posix_fadvise` is accepted; POSIX
+//! and OFD locks are granted (one process owns the image). Refused with
+//! the errno that makes programs fall back, recorded in the stats'
+//! `not_served`: `mmap` ENODEV, `copy_file_range` EXDEV, `sendfile` and
+//! `splice` EINVAL, `ioctl` ENOTTY (FICLONE* EOPNOTSUPP), `O_TMPFILE`,
+//! opening a directory, `mkdir`, `rmdir` EOPNOTSUPP, `rename` EXDEV (`mv`
+//! copies), fallocate modes other than 0, KEEP_SIZE and PUNCH_HOLE|KEEP_SIZE
+//! EOPNOTSUPP; extended attributes ENOTSUP (an empty list for listxattr).
+//!
+//! At exit (the `.fini_array` destructor, which runs after the program's
+//! atexit handlers, and `_exit`/`_Exit`) stdio is flushed, every open file
+//! written back and the mount synced, so the image is fsck-clean, and the
+//! `BUFWRITE_STATS` line appended (raw writes, never fd 2).
+//!
+//! Not done (this slice):
+//! - **exec**: the fd table does not survive exec. `execve`/`execv`/
+//!   `execvp`/`execvpe` write everything back first and name each bufwrite
+//!   fd left open across the exec; the new program's I/O on it fails with
+//!   EBADF (so `sh -c 'cmd > /bufwrite/f'`, where the shell opens the file in
+//!   the forked child before the exec, fails loudly). `execl*` and
+//!   `posix_spawn` go through glibc-internal calls: no write-back first.
+//! - **fork**: the prepare handler writes everything back; parent and
+//!   child then each have a private copy of the cache, the fd table and the
+//!   offsets (not shared as a kernel open file description would be). A
+//!   child is safe when the parent holds no bufwrite fd at the fork (the
+//!   parent has let go of the mount; the child opens the image itself).
+//!   When both go on writing through inherited fds, each writes back its
+//!   own view (data and allocation metadata): do not do that. The child has
+//!   no flusher thread (dirty data waits for fsync, close or exit).
+//! - **vfork children** never flush; `close_range`/`closefrom`, `isatty`,
+//!   `fchmod`/`fchown`/`futimens`, `readdir`/`opendir`, `chdir` into the
+//!   mount, `freopen`, `preadv2`/`pwritev2` flags other than RWF_HIPRI, are
+//!   not hooked or not served (placeholder or kernel answers).
+//! - Unlinking a file open in this process is refused (EBUSY: the engine
+//!   frees the blocks at unlink). The create mode is ignored (ext4 layer's
+//!   default). Symlinks outside the mount pointing into it are not followed.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod path;
+pub mod real;
+pub mod state;
+
+mod hooks;
+mod stdio;
+
+use libc::c_int;
+use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+
+thread_local! {
+    /// Set while this thread runs a served call: calls made then (by the
+    /// engine, by std) pass through. Const-initialised with no destructor,
+    /// so touching it never allocates or registers anything.
+    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while this thread is inside a served call (or the TLS slot is
+/// gone, at thread exit: then pass through too).
+pub(crate) fn in_hook() -> bool {
+    IN_HOOK.try_with(Cell::get).unwrap_or(true)
+}
+
+/// Sets the re-entrancy flag; returns its previous value for
+/// [`leave_hook`].
+pub(crate) fn enter_hook() -> bool {
+    IN_HOOK.try_with(|g| g.replace(true)).unwrap_or(true)
+}
+
+/// Restores the re-entrancy flag [`enter_hook`] returned.
+pub(crate) fn leave_hook(prev: bool) {
+    let _ = IN_HOOK.try_with(|g| g.set(prev));
+}
+
+/// Runs a served call: sets the re-entrancy flag, catches a panic (EIO),
+/// maps `Err(errno)` to `fail` with errno set, and restores errno's old
+/// value on success (the calls we replace do not touch it then).
+pub(crate) fn serve<R>(fail: R, f: impl FnOnce() -> Result<R, c_int>) -> R {
+    let saved = real::errno();
+    let prev = enter_hook();
+    let r = std::panic::catch_unwind(AssertUnwindSafe(f));
+    leave_hook(prev);
+    match r {
+        Ok(Ok(v)) => {
+            real::set_errno(saved);
+            v
+        }
+        Ok(Err(e)) => {
+            real::set_errno(e);
+            fail
+        }
+        Err(_) => {
+            real::set_errno(libc::EIO);
+            fail
+        }
+    }
+}
+
+/// The constructor: reads the configuration (getenv only) and installs a
+/// panic hook that prints a panic inside a hook as one line through a raw
+/// write (std's hook would write through our own `write`).
+extern "C" fn init() {
+    let _ = std::panic::catch_unwind(|| {
+        let _ = state::config();
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if in_hook() {
+                let msg = info.to_string().replace('\n', " ");
+                real::log_line(&format!("panic in a hook (the call fails with EIO): {msg}"));
+            } else {
+                prev(info);
+            }
+        }));
+    });
+}
+
+/// The destructor (`.fini_array`, after the program's atexit handlers):
+/// see [`exit_flush`].
+extern "C" fn fini() {
+    exit_flush();
+}
+
+/// At process exit (the destructor, or `_exit`/`_Exit`): writes back every
+/// open bufwrite file, syncs the mount (metadata and a device flush: the
+/// image is left as after an unmount) and writes the stats line. Runs once;
+/// from then on nothing new is served. Only the process that owns the
+/// mount flushes: a vfork child (which shares our memory but ran no
+/// atfork handler) never does.
+pub(crate) fn exit_flush() {
+    if state::SHUT_DOWN.load(Ordering::Acquire) {
+        return;
+    }
+    if state::is_owner() && state::mounted_if_open().is_some() {
+        // glibc flushes stdio only after the destructors (`_IO_cleanup`):
+        // flush now, so a bufwrite stream's last buffer reaches the cache
+        // before it is written back. Outside the re-entrancy flag, so a
+        // kernel stream on a bufwrite fd (stdout redirected into the
+        // mount) is served too.
+        // SAFETY: fflush(NULL) flushes every open stream.
+        unsafe { libc::fflush(std::ptr::null_mut()) };
+    }
+    if state::SHUT_DOWN.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let _ = IN_HOOK.try_with(|g| g.set(true));
+    let _ = std::panic::catch_unwind(|| {
+        if !state::is_owner() {
+            return;
+        }
+        let m = state::mounted_if_open();
+        if let Some(m) = &m {
+            for of in state::all_fds() {
+                if let Err(e) = of.file.fsync() {
+                    real::log_line(&format!("exit: writeback of {} failed: {e}", of.path));
+                }
+            }
+            if let Err(e) = m.mount.sync() {
+                real::log_line(&format!("exit: sync of the mount failed: {e}"));
+            }
+        }
+        state::write_stats(m.as_deref());
+    });
+}
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = init;
+
+#[used]
+#[link_section = ".fini_array"]
+static FINI: extern "C" fn() = fini;
