@@ -446,14 +446,22 @@ sh -c 'echo "{\"pid\":2,\"calls\":{\"open\":1,\"read\":2},\"not_served\":[],\"de
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
 }
 
-/// With the real library (when a build put it in target/): a file under
+/// With the real library (built beside this test by the dev-dependency on
+/// bufwrite-preload, or left in target/ by a build): a file under
 /// /bufwrite is written and read back through it.
 #[test]
 fn with_the_library_a_shell_writes_and_reads_a_mount_file() {
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let lib = ["release", "debug"]
-        .iter()
-        .map(|p| target.join(p).join("libbufwrite_preload.so"))
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("libbufwrite_preload.so")));
+    let lib = beside
+        .into_iter()
+        .chain(
+            ["release", "debug"]
+                .iter()
+                .map(|p| target.join(p).join("libbufwrite_preload.so")),
+        )
         .find(|p| p.is_file());
     let Some(lib) = lib else {
         eprintln!("SKIP: target/*/libbufwrite_preload.so not built");
