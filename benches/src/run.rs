@@ -87,6 +87,16 @@ pub struct Args {
     /// (EOPNOTSUPP) instead of only being recorded: for CI.
     #[arg(long)]
     strict: bool,
+    /// Record every call on one mount file to this trace, in the replay
+    /// grammar (`bufwrite replay --trace TRACE`): created or truncated
+    /// before CMD runs. The file is --record-file, else the first mount
+    /// file CMD (or anything it starts) opens.
+    #[arg(long, value_name = "TRACE")]
+    record: Option<PathBuf>,
+    /// The mount file --record records (an absolute path under
+    /// --mount-at, e.g. /bufwrite/f).
+    #[arg(long, value_name = "PATH", requires = "record")]
+    record_file: Option<PathBuf>,
     /// The preload library. Default: $BUFWRITE_PRELOAD, else
     /// libbufwrite_preload.so next to this executable or in its deps/.
     #[arg(long, value_name = "LIB")]
@@ -121,6 +131,8 @@ struct Plan {
     mount_at: PathBuf,
     library: PathBuf,
     stats: Option<PathBuf>,
+    /// `--record`, absolute, and `--record-file`, checked.
+    record: Option<(PathBuf, Option<PathBuf>)>,
 }
 
 /// Runs the command; returns the exit status `bufwrite` should exit with
@@ -160,6 +172,11 @@ pub fn run(args: Args) -> Result<i32> {
         check_outside_mount(lines, &plan.mount_at, "the statistics file")?;
     }
 
+    if let Some((trace, _)) = &plan.record {
+        std::fs::File::create(trace)
+            .with_context(|| format!("--record {}: cannot create it", trace.display()))?;
+    }
+
     let mut cmd = Command::new(&args.cmd[0]);
     cmd.args(&args.cmd[1..]);
     set_env(&mut cmd, &args, &plan, &image_path, stats_lines.as_deref());
@@ -194,6 +211,9 @@ pub fn run(args: Args) -> Result<i32> {
 
     if let (Some(out), Some(lines)) = (&plan.stats, &stats_lines) {
         write_stats(lines, out)?;
+    }
+    if let Some((trace, _)) = &plan.record {
+        report_trace(trace)?;
     }
     fsck(&image_path);
     if let Some(temp) = image {
@@ -252,11 +272,26 @@ fn check(args: &Args) -> Result<Plan> {
         Some(p) => Some(check_stats_path(p, &mount_at)?),
         None => None,
     };
+    let record = match &args.record {
+        Some(p) => {
+            let trace = check_file_path(p, &mount_at, "--record")?;
+            if stats.as_ref() == Some(&trace) {
+                bail!("--record and --stats name the same file");
+            }
+            let file = match &args.record_file {
+                Some(f) => Some(check_record_file(f, &mount_at)?),
+                None => None,
+            };
+            Some((trace, file))
+        }
+        None => None,
+    };
     Ok(Plan {
         target,
         mount_at,
         library,
         stats,
+        record,
     })
 }
 
@@ -339,16 +374,68 @@ fn check_mem(size: u64) -> Result<u64> {
 /// `--stats PATH`: its directory must exist and PATH must not be a
 /// directory or a mount path; returned absolute.
 fn check_stats_path(p: &Path, mount_at: &Path) -> Result<PathBuf> {
+    check_file_path(p, mount_at, "--stats")
+}
+
+/// A file this command writes (`--stats`, `--record`): its directory must
+/// exist and it must not be a directory or a mount path; returned absolute
+/// (CMD may change directory).
+fn check_file_path(p: &Path, mount_at: &Path, flag: &str) -> Result<PathBuf> {
     let abs = absolute(p)?;
-    check_outside_mount(&abs, mount_at, "--stats")?;
+    check_outside_mount(&abs, mount_at, flag)?;
     if abs.is_dir() {
-        bail!("--stats {}: is a directory", p.display());
+        bail!("{flag} {}: is a directory", p.display());
     }
     match abs.parent() {
         Some(dir) if dir.is_dir() => {}
-        _ => bail!("--stats {}: its directory does not exist", p.display()),
+        _ => bail!("{flag} {}: its directory does not exist", p.display()),
     }
     Ok(abs)
+}
+
+/// `--record-file`: an absolute path under the mount directory, without
+/// `.` or `..` (the library compares it with the normalised paths it
+/// serves).
+fn check_record_file(f: &Path, mount_at: &Path) -> Result<PathBuf> {
+    let clean = check_mount_at(f).with_context(|| format!("--record-file {}", f.display()))?;
+    if clean == mount_at || !clean.starts_with(mount_at) {
+        bail!(
+            "--record-file {}: must name a file under --mount-at {}",
+            f.display(),
+            mount_at.display()
+        );
+    }
+    Ok(clean)
+}
+
+/// What a recorded trace holds: the file its `# file` line names and its
+/// operation lines (neither blank nor comments).
+fn trace_summary(text: &str) -> (Option<&str>, usize) {
+    let file = text.lines().next().and_then(|l| l.strip_prefix("# file "));
+    let ops = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    (file, ops)
+}
+
+/// After CMD: says on stderr how many lines were recorded, for which file.
+fn report_trace(trace: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(trace)
+        .with_context(|| format!("cannot read the trace {}", trace.display()))?;
+    match trace_summary(&text) {
+        (Some(file), n) => eprintln!(
+            "bufwrite run: recorded {n} line{} for {file} in {}",
+            if n == 1 { "" } else { "s" },
+            trace.display()
+        ),
+        (None, _) => crate::setup::warn(&format!(
+            "nothing was recorded in {} (did CMD open a mount file, and was the library loaded?)",
+            trace.display()
+        )),
+    }
+    Ok(())
 }
 
 /// `p` made absolute against the current directory (not resolved).
@@ -518,13 +605,22 @@ fn set_env(cmd: &mut Command, args: &Args, plan: &Plan, image: &Path, stats: Opt
         .env("BUFWRITE_BACKEND", args.backend.to_string())
         .env("BUFWRITE_ORDER", args.order.to_string())
         .env("BUFWRITE_POLICY", args.policy.to_string());
-    let optional: [(&str, Option<OsString>); 3] = [
+    let record = plan.record.as_ref();
+    let optional: [(&str, Option<OsString>); 5] = [
         (
             "BUFWRITE_CACHE_BUDGET",
             args.cache_budget.map(|b| b.to_string().into()),
         ),
         ("BUFWRITE_STATS", stats.map(|p| p.as_os_str().to_owned())),
         ("BUFWRITE_STRICT", args.strict.then(|| "1".into())),
+        (
+            "BUFWRITE_RECORD",
+            record.map(|(t, _)| t.as_os_str().to_owned()),
+        ),
+        (
+            "BUFWRITE_RECORD_FILE",
+            record.and_then(|(_, f)| f.as_ref().map(|f| f.as_os_str().to_owned())),
+        ),
     ];
     for (name, value) in optional {
         match value {
@@ -779,6 +875,26 @@ not json
         assert_eq!(s, Summary::default());
         assert_eq!(doc["processes"], json!([]));
         assert_eq!(doc["totals"]["calls_served"], 0);
+    }
+
+    #[test]
+    fn a_trace_names_its_file_and_counts_its_operations() {
+        let (file, n) = trace_summary("# file /bufwrite/f\npwrite 0 4096 1\n\nread 0 10\n");
+        assert_eq!((file, n), (Some("/bufwrite/f"), 2));
+        assert_eq!(trace_summary(""), (None, 0));
+    }
+
+    #[test]
+    fn record_file_must_be_under_the_mount() {
+        let m = Path::new("/bufwrite");
+        assert_eq!(
+            check_record_file(Path::new("/bufwrite//f"), m).unwrap(),
+            PathBuf::from("/bufwrite/f")
+        );
+        assert!(check_record_file(Path::new("/bufwrite"), m).is_err());
+        assert!(check_record_file(Path::new("/tmp/f"), m).is_err());
+        assert!(check_record_file(Path::new("bufwrite/f"), m).is_err());
+        assert!(check_record_file(Path::new("/bufwrite/../f"), m).is_err());
     }
 
     #[test]

@@ -13,8 +13,10 @@
 
 use crate::path;
 use crate::real::{self, real};
+use crate::record;
 use crate::state::{self, count, errno_of, not_served, OpenFile};
 use crate::{in_hook, serve};
+use bufwrite_engine::trace::Op;
 use bufwrite_engine::{FallocMode, OpenFlags};
 use libc::{c_char, c_int, c_uint, c_ulong, c_void, iovec, mode_t, off_t, size_t, ssize_t};
 use std::ffi::CStr;
@@ -87,7 +89,7 @@ pub(crate) unsafe fn mount_path(dirfd: c_int, path: *const c_char) -> Option<Str
 /// served call runs) are moved up to a high number, out of the range
 /// programs pick for themselves: a shell's `exec 3>FILE` does `dup2(x, 3)`,
 /// which would otherwise close the image under the cache.
-fn relocate_own_fd(fd: c_int) -> c_int {
+pub(crate) fn relocate_own_fd(fd: c_int) -> c_int {
     if fd < 0 || !in_hook() {
         return fd;
     }
@@ -201,12 +203,35 @@ fn idle_after<T>(r: Result<T, c_int>) -> Result<T, c_int> {
 fn sync_after_write(of: &OpenFile) -> Result<(), c_int> {
     let f = of.flags();
     if f & libc::O_SYNC == libc::O_SYNC {
-        eng(of.file.fsync())
+        eng(of.file.fsync())?;
+        record::call(of, || Op::Fsync);
     } else if f & libc::O_DSYNC != 0 {
-        eng(of.file.fdatasync())
-    } else {
-        Ok(())
+        eng(of.file.fdatasync())?;
+        record::call(of, || Op::Fdatasync);
     }
+    Ok(())
+}
+
+/// Records a write of `n` bytes at `at` (the offset it really went to).
+fn record_write(of: &OpenFile, at: u64, n: usize) {
+    record::call(of, || Op::Pwrite {
+        off: at,
+        len: n as u64,
+        seed: record::seed(),
+    });
+}
+
+/// Records a read of `len` bytes asked for at `at`.
+fn record_read(of: &OpenFile, at: u64, len: usize) {
+    record::call(of, || Op::Read {
+        off: at,
+        len: len as u64,
+    });
+}
+
+/// The total length of an iovec array.
+fn iov_len(iov: &[iovec]) -> usize {
+    iov.iter().map(|v| v.iov_len).fold(0, usize::saturating_add)
 }
 
 // ---------------------------------------------------------------- open
@@ -279,6 +304,9 @@ pub(crate) fn do_open(rel: String, flags: c_int) -> Result<c_int, c_int> {
         u32::from(inode.mode),
         format!("{prefix}{rel}"),
     ));
+    if oflags.truncate && wants_write {
+        record::call(&of, || Op::Truncate { size: 0 });
+    }
     drop(state::insert_fd(fd, of));
     Ok(fd)
 }
@@ -556,8 +584,11 @@ fcntl_hook!(fcntl64);
 pub(crate) fn do_read(of: &OpenFile, buf: &mut [u8]) -> Result<ssize_t, c_int> {
     readable(of)?;
     let mut pos = of.pos();
-    let n = eng(of.file.pread(*pos, buf))?;
+    let at = *pos;
+    let n = eng(of.file.pread(at, buf))?;
     *pos += n as u64;
+    drop(pos);
+    record_read(of, at, buf.len());
     Ok(n as ssize_t)
 }
 
@@ -572,13 +603,16 @@ pub(crate) fn do_write(of: &OpenFile, buf: &[u8]) -> Result<ssize_t, c_int> {
     let n = eng(of.file.pwrite(at, buf))?;
     *pos = at + n as u64;
     drop(pos);
+    record_write(of, at, n);
     sync_after_write(of)?;
     Ok(n as ssize_t)
 }
 
 fn do_pread(of: &OpenFile, buf: &mut [u8], off: off_t) -> Result<ssize_t, c_int> {
     readable(of)?;
-    let n = eng(of.file.pread(offset(off)?, buf))?;
+    let at = offset(off)?;
+    let n = eng(of.file.pread(at, buf))?;
+    record_read(of, at, buf.len());
     Ok(n as ssize_t)
 }
 
@@ -590,6 +624,7 @@ fn do_pwrite(of: &OpenFile, buf: &[u8], off: off_t) -> Result<ssize_t, c_int> {
         at = of.file.size();
     }
     let n = eng(of.file.pwrite(at, buf))?;
+    record_write(of, at, n);
     sync_after_write(of)?;
     Ok(n as ssize_t)
 }
@@ -621,34 +656,41 @@ fn slices(iov: &[iovec]) -> Vec<IoSlice<'_>> {
 
 fn do_readv(of: &OpenFile, iov: &[iovec], off: Option<off_t>) -> Result<ssize_t, c_int> {
     readable(of)?;
-    match off {
-        Some(off) => Ok(preadv_at(of, iov, offset(off)?)? as ssize_t),
+    let (at, n) = match off {
+        Some(off) => {
+            let at = offset(off)?;
+            (at, preadv_at(of, iov, at)?)
+        }
         None => {
             let mut pos = of.pos();
-            let n = preadv_at(of, iov, *pos)?;
+            let at = *pos;
+            let n = preadv_at(of, iov, at)?;
             *pos += n as u64;
-            Ok(n as ssize_t)
+            (at, n)
         }
-    }
+    };
+    record_read(of, at, iov_len(iov));
+    Ok(n as ssize_t)
 }
 
 fn do_writev(of: &OpenFile, iov: &[iovec], off: Option<off_t>) -> Result<ssize_t, c_int> {
     writable(of)?;
     let bufs = slices(iov);
     let append = of.flags() & libc::O_APPEND != 0;
-    let n = match off {
+    let (at, n) = match off {
         Some(off) => {
             let at = if append { of.file.size() } else { offset(off)? };
-            eng(of.file.pwritev(at, &bufs))?
+            (at, eng(of.file.pwritev(at, &bufs))?)
         }
         None => {
             let mut pos = of.pos();
             let at = if append { of.file.size() } else { *pos };
             let n = eng(of.file.pwritev(at, &bufs))?;
             *pos = at + n as u64;
-            n
+            (at, n)
         }
     };
+    record_write(of, at, n);
     sync_after_write(of)?;
     Ok(n as ssize_t)
 }
@@ -1274,7 +1316,9 @@ pub unsafe extern "C" fn fsync(fd: c_int) -> c_int {
     if let Some(of) = ours(fd) {
         return serve(-1, || {
             count("fsync");
-            eng(of.file.fsync()).map(|()| 0)
+            eng(of.file.fsync())?;
+            record::call(&of, || Op::Fsync);
+            Ok(0)
         });
     }
     let f = real!(fsync: unsafe extern "C" fn(c_int) -> c_int);
@@ -1288,7 +1332,9 @@ pub unsafe extern "C" fn fdatasync(fd: c_int) -> c_int {
     if let Some(of) = ours(fd) {
         return serve(-1, || {
             count("fdatasync");
-            eng(of.file.fdatasync()).map(|()| 0)
+            eng(of.file.fdatasync())?;
+            record::call(&of, || Op::Fdatasync);
+            Ok(0)
         });
     }
     let f = real!(fdatasync: unsafe extern "C" fn(c_int) -> c_int);
@@ -1322,7 +1368,10 @@ pub unsafe extern "C" fn sync_file_range(
 
 fn do_ftruncate(of: &OpenFile, len: off_t) -> Result<c_int, c_int> {
     writable(of).map_err(|_| libc::EINVAL)?;
-    eng(of.file.set_len(offset(len)?)).map(|()| 0)
+    let size = offset(len)?;
+    eng(of.file.set_len(size))?;
+    record::call(of, || Op::Truncate { size });
+    Ok(0)
 }
 
 macro_rules! ftruncate_hook {
@@ -1358,7 +1407,12 @@ fn do_truncate(rel: &str, len: off_t) -> Result<c_int, c_int> {
     let f = eng(m
         .mount
         .open(rel, OpenFlags::default(), m.make_path(), m.opts))?;
-    eng(f.set_len(len)).map(|()| 0)
+    eng(f.set_len(len))?;
+    if record::enabled() {
+        let prefix = String::from_utf8_lossy(state::config().prefix.as_deref().unwrap_or(b""));
+        record::path_call(&format!("{prefix}{rel}"), || Op::Truncate { size: len });
+    }
+    Ok(0)
 }
 
 macro_rules! truncate_hook {
@@ -1393,7 +1447,16 @@ fn do_fallocate(of: &OpenFile, mode: c_int, off: off_t, len: off_t) -> Result<()
         m if m == punch | keep => FallocMode::PunchHole,
         _ => return Err(libc::EOPNOTSUPP),
     };
-    eng(of.file.fallocate(off, len, mode))
+    eng(of.file.fallocate(off, len, mode))?;
+    record::call(of, || match mode {
+        FallocMode::PunchHole => Op::Punch { off, len },
+        m => Op::Fallocate {
+            off,
+            len,
+            keep_size: m == FallocMode::KeepSize,
+        },
+    });
+    Ok(())
 }
 
 macro_rules! fallocate_hook {

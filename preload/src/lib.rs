@@ -8,7 +8,9 @@
 //! (sync, uring), `BUFWRITE_ORDER` (0..=9), `BUFWRITE_CACHE_BUDGET` (bytes),
 //! `BUFWRITE_POLICY` (unwritten, ordered), `BUFWRITE_STATS` (a file: one JSON
 //! line per process at exit), `BUFWRITE_STRICT=1` (calls not served fail
-//! with EOPNOTSUPP). A bad value fails the first mount-touching call (EIO,
+//! with EOPNOTSUPP), `BUFWRITE_RECORD` (a trace file: the calls on one mount
+//! file appended as replay lines, see [`record`]) and `BUFWRITE_RECORD_FILE`
+//! (that file's absolute mount path). A bad value fails the first mount-touching call (EIO,
 //! ENOENT for a missing image, EBUSY for an image another process holds)
 //! with one `bufwrite-preload:` line on stderr.
 //!
@@ -80,6 +82,7 @@
 
 pub mod path;
 pub mod real;
+pub mod record;
 pub mod state;
 
 mod hooks;

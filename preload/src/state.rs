@@ -306,6 +306,9 @@ pub struct OpenFile {
     pub mode: u32,
     /// The path inside the mount, for the stats' not_served entries.
     pub path: String,
+    /// This is the file `BUFWRITE_RECORD` records (decided at open; the
+    /// flag travels with the description to dups and forked children).
+    pub recorded: bool,
     /// Last, so that it drops after `file` (whose drop writes back).
     _live: Live,
 }
@@ -339,6 +342,7 @@ impl OpenFile {
             flags: AtomicI32::new(flags),
             ino,
             mode,
+            recorded: crate::record::is_recorded(&path),
             path,
             _live: Live::new(),
         }
@@ -557,6 +561,7 @@ pub fn stats_line(m: Option<&Mounted>) -> String {
         s.push('}');
     }
     s.push(']');
+    s.push_str(&crate::record::stats_json());
     // The mounts this process let go of, plus the open one.
     let mut t = *lock(&TOTALS);
     if let Some(m) = m {
