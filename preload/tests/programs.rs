@@ -11,25 +11,13 @@
 //! next to the test executable's own path first (fresh, and right for any
 //! `CARGO_TARGET_DIR`), then in `target/debug/`.
 
+mod common;
 use bufwrite_testkit::e2fs;
+use common::so;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const MOUNT: &str = "/bufwrite";
-
-fn so() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let candidates = [
-        deps.join("libbufwrite_preload.so"),
-        deps.parent().unwrap().join("libbufwrite_preload.so"),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("libbufwrite_preload.so not found in {candidates:?}"))
-        .clone()
-}
 
 struct Env {
     dir: tempfile::TempDir,
@@ -42,8 +30,7 @@ impl Env {
             !Path::new(MOUNT).exists(),
             "{MOUNT} exists on the host: these tests prove the kernel never sees it"
         );
-        let dir = tempfile::tempdir().unwrap();
-        let img = e2fs::mkfs(dir.path(), "img", 4096, "", 64, &[]);
+        let (dir, img) = common::image();
         Env { dir, img }
     }
 

@@ -4,26 +4,13 @@
 //! file per trace, chosen by `BUFWRITE_RECORD_FILE` or by the first open,
 //! and the calls on other files counted as `not_recorded` in the stats.
 
+mod common;
 use bufwrite_engine::trace::{parse, Op};
 use bufwrite_testkit::e2fs;
+use common::so;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-
-/// The library beside the test executable (see tests/programs.rs).
-fn so() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let candidates = [
-        deps.join("libbufwrite_preload.so"),
-        deps.parent().unwrap().join("libbufwrite_preload.so"),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("libbufwrite_preload.so not found in {candidates:?}"))
-        .clone()
-}
 
 struct Env {
     dir: tempfile::TempDir,
@@ -32,8 +19,7 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let img = e2fs::mkfs(dir.path(), "img", 4096, "", 64, &[]);
+        let (dir, img) = common::image();
         Env { dir, img }
     }
 
