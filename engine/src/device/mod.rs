@@ -1,12 +1,12 @@
 //! The device layer: the [`BlockDevice`] trait and its backends.
 //!
-//! The trait is shaped for a submit-a-batch / reap-completions model: the
-//! caller hands over a batch of requests whose buffers it borrows, and the
-//! call returns once every request has completed. The buffers are the
-//! folios' own memory (a scatter list per request, so that a run of dirty
-//! blocks spanning several folios is one device I/O): no backend needs a
-//! second copy of the data, and the borrow keeps each buffer alive until its
-//! completion arrives.
+//! Two ways in. `submit` takes a batch of requests whose buffers it borrows
+//! (reads into locked folios' memory, a scatter list per request) and
+//! returns once every request has completed; the borrow keeps each buffer
+//! alive until its completion arrives. `submit_stream` runs writes whose
+//! buffers the device owns while they are in flight (writeback copies the
+//! runs of folios it has unlocked into them), pulling the next as a queue
+//! slot frees and handing back each completion as it arrives.
 
 mod counters;
 pub mod faulty;
