@@ -117,3 +117,31 @@ pub fn run_small(
     });
     apply_to(&mut subject, &mut model, &all).map_err(|e| format!("final read: {e}"))
 }
+
+/// Sums the counters a small-budget model run checks over its cases.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    /// Folios reclaimed.
+    pub reclaimed: u64,
+    /// Flusher passes.
+    pub flusher_passes: u64,
+    /// Folios created over budget.
+    pub overcommits: u64,
+}
+
+impl Totals {
+    /// Adds one case's memory counters.
+    pub fn add(&mut self, s: &bufwrite_engine::MemStats) {
+        self.reclaimed += s.reclaimed;
+        self.flusher_passes += s.flusher_passes;
+        self.overcommits += s.overcommits;
+    }
+
+    /// Over the whole run: reclaim and the flusher really ran, and reclaim
+    /// always found room.
+    pub fn check(&self) {
+        assert!(self.reclaimed > 0, "reclaim never ran: {self:?}");
+        assert!(self.flusher_passes > 0, "the flusher never wrote: {self:?}");
+        assert_eq!(self.overcommits, 0, "reclaim found no room: {self:?}");
+    }
+}

@@ -10,7 +10,7 @@ use bufwrite_engine::device::mem::Mem;
 use bufwrite_engine::{
     CacheLimits, CacheMemory, Error, File, FileOptions, Flat, MemStats, OrderPolicy,
 };
-use bufwrite_testkit::budget::{run_small, small_case, SmallCase, SMALL_WEIGHTS};
+use bufwrite_testkit::budget::{run_small, small_case, SmallCase, Totals, SMALL_WEIGHTS};
 use bufwrite_testkit::{ops_strategy, Op, OpWeights};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
@@ -42,7 +42,7 @@ fn run(mode: Mode, c: &SmallCase, ops: &[Op]) -> Result<MemStats, String> {
 #[test]
 fn bh_paths_small_budget_with_flusher_match_the_model() {
     let mut runner = TestRunner::new(ProptestConfig::with_cases(48));
-    let totals = std::cell::Cell::new(MemStats::default());
+    let totals = std::cell::Cell::new(Totals::default());
     let strategy = small_case().prop_flat_map(|c| {
         let ops = ops_strategy(c.capacity, WEIGHTS, 1..24);
         (Just(c), ops)
@@ -52,19 +52,13 @@ fn bh_paths_small_budget_with_flusher_match_the_model() {
             for mode in Mode::ALL {
                 let s = run(mode, &c, &ops).map_err(TestCaseError::fail)?;
                 let mut t = totals.get();
-                t.reclaimed += s.reclaimed;
-                t.flusher_passes += s.flusher_passes;
-                t.overcommits += s.overcommits;
+                t.add(&s);
                 totals.set(t);
             }
             Ok(())
         })
         .unwrap();
-    let t = totals.get();
-    eprintln!("totals over the run: {t:?}");
-    assert!(t.reclaimed > 0, "reclaim never ran: {t:?}");
-    assert!(t.flusher_passes > 0, "the flusher never wrote: {t:?}");
-    assert_eq!(t.overcommits, 0, "reclaim found no room: {t:?}");
+    totals.get().check();
 }
 
 fn file_on(mode: Mode, faulty: &Arc<Faulty>, memory: &Arc<CacheMemory>) -> File {
