@@ -142,15 +142,16 @@ fn close_and_drop_write_back() {
     assert_eq!(mem.snapshot(0, 100), vec![2u8; 100]);
 }
 
-/// A filesystem of fixed-size Flat regions, one per name.
-struct TinyFs {
+/// A filesystem of fixed-size Flat regions, one per name (also the
+/// writeback tests' mount, wbstate.rs).
+pub(crate) struct TinyFs {
     slot: u64,
     files: Mutex<(HashMap<String, Arc<Flat>>, u64)>,
     syncs: Mutex<u32>,
 }
 
 impl TinyFs {
-    fn new(slot: u64) -> Self {
+    pub(crate) fn new(slot: u64) -> Self {
         TinyFs {
             slot,
             files: Mutex::new((HashMap::new(), 0)),

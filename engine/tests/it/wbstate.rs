@@ -7,8 +7,8 @@
 use bufwrite_engine::device::faulty::{CrashMode, Faulty};
 use bufwrite_engine::device::mem::Mem;
 use bufwrite_engine::{
-    BlockDevice, BlockSize, CacheLimits, CacheMemory, Error, File, FileOptions, Filesystem, Flat,
-    IomapPath, Mapper, Mount, OpenFlags, OrderPolicy, Result,
+    BlockDevice, CacheLimits, CacheMemory, Error, File, FileOptions, Flat, IomapPath, Mount,
+    OpenFlags, OrderPolicy, Result,
 };
 use bufwrite_testkit::budget::{
     run_small, small_case, small_limits as limits, Totals, SMALL_WEIGHTS,
@@ -16,7 +16,6 @@ use bufwrite_testkit::budget::{
 use bufwrite_testkit::ops_strategy;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::{Barrier, Mutex};
@@ -302,45 +301,8 @@ fn redirty_under_writeback() {
     assert!(seen_under_wb > 0, "never wrote a folio under writeback");
 }
 
-/// A filesystem of fixed-size Flat regions, one per name (as alloc.rs's).
-struct TinyFs {
-    slot: u64,
-    files: Mutex<(HashMap<String, Arc<Flat>>, u64)>,
-}
-
-impl Filesystem for TinyFs {
-    fn block_size(&self) -> BlockSize {
-        BlockSize::new(4096).unwrap()
-    }
-    fn open(&self, path: &str) -> Result<Arc<dyn Mapper>> {
-        let files = self.files.lock().unwrap();
-        match files.0.get(path) {
-            Some(f) => Ok(f.clone()),
-            None => Err(Error::NotFound(path.to_string())),
-        }
-    }
-    fn create(&self, path: &str) -> Result<Arc<dyn Mapper>> {
-        let mut files = self.files.lock().unwrap();
-        let base = files.1 * self.slot;
-        files.1 += 1;
-        let f = Arc::new(Flat::new(base, self.slot, 4096, 0)?);
-        files.0.insert(path.to_string(), f.clone());
-        Ok(f)
-    }
-    fn unlink(&self, path: &str) -> Result<()> {
-        self.files.lock().unwrap().0.remove(path);
-        Ok(())
-    }
-    fn sync_fs(&self) -> Result<()> {
-        Ok(())
-    }
-}
-
 fn tiny_mount(dev: Arc<dyn BlockDevice>, limits: CacheLimits) -> Mount {
-    let fs = Arc::new(TinyFs {
-        slot: MIB,
-        files: Mutex::new((HashMap::new(), 0)),
-    });
+    let fs = Arc::new(crate::alloc::TinyFs::new(MIB));
     Mount::with_limits(dev, fs, limits).unwrap()
 }
 
