@@ -288,7 +288,9 @@ fn prepare_edge_block(
         // answer is current (a conversion precedes the eviction that made
         // this folio new). The kernel's iomap checks a validity cookie
         // (`iomap_valid`) for the same race; here only the slow path of a
-        // partial block that is not uptodate pays for it.
+        // partial block that is not uptodate pays for it. The buffer-head
+        // path has no such window: it maps each head with get_block under
+        // the folio lock.
         let m = mapping
             .mapper
             .iomap_begin(block_pos, bsize.get(), MapIntent::Read)?;
