@@ -11,6 +11,7 @@
 
 #![allow(clippy::missing_safety_doc)]
 
+use crate::handover;
 use crate::path;
 use crate::real::{self, real};
 use crate::record;
@@ -19,7 +20,7 @@ use crate::{in_hook, serve};
 use bufwrite_engine::trace::Op;
 use bufwrite_engine::{FallocMode, OpenFlags};
 use libc::{c_char, c_int, c_uint, c_ulong, c_void, iovec, mode_t, off_t, size_t, ssize_t};
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io::IoSlice;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -110,7 +111,7 @@ pub(crate) fn relocate_own_fd(fd: c_int) -> c_int {
 
 /// Where the library's own fds go: three quarters of the soft fd limit,
 /// at most 4096 (the kernel's fd table grows to the highest fd in use).
-fn own_fd_base() -> c_int {
+pub(crate) fn own_fd_base() -> c_int {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -203,10 +204,10 @@ fn idle_after<T>(r: Result<T, c_int>) -> Result<T, c_int> {
 fn sync_after_write(of: &OpenFile) -> Result<(), c_int> {
     let f = of.flags();
     if f & libc::O_SYNC == libc::O_SYNC {
-        eng(of.file.fsync())?;
+        eng(of.file()?.fsync())?;
         record::call(of, || Op::Fsync);
     } else if f & libc::O_DSYNC != 0 {
-        eng(of.file.fdatasync())?;
+        eng(of.file()?.fdatasync())?;
         record::call(of, || Op::Fdatasync);
     }
     Ok(())
@@ -297,12 +298,15 @@ pub(crate) fn do_open(rel: String, flags: c_int) -> Result<c_int, c_int> {
     let prefix = String::from_utf8_lossy(state::config().prefix.as_deref().unwrap_or(b""));
     let kept =
         flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOCTTY);
+    let path = format!("{prefix}{rel}");
     let of = Arc::new(OpenFile::new(
         file,
+        m.epoch,
         kept,
         u64::from(inode.ino),
         u32::from(inode.mode),
-        format!("{prefix}{rel}"),
+        rel,
+        path,
     ));
     if oflags.truncate && wants_write {
         record::call(&of, || Op::Truncate { size: 0 });
@@ -585,7 +589,7 @@ pub(crate) fn do_read(of: &OpenFile, buf: &mut [u8]) -> Result<ssize_t, c_int> {
     readable(of)?;
     let mut pos = of.pos();
     let at = *pos;
-    let n = eng(of.file.pread(at, buf))?;
+    let n = eng(of.file()?.pread(at, buf))?;
     *pos += n as u64;
     drop(pos);
     record_read(of, at, buf.len());
@@ -594,13 +598,14 @@ pub(crate) fn do_read(of: &OpenFile, buf: &mut [u8]) -> Result<ssize_t, c_int> {
 
 pub(crate) fn do_write(of: &OpenFile, buf: &[u8]) -> Result<ssize_t, c_int> {
     writable(of)?;
+    let file = of.file()?;
     let mut pos = of.pos();
     let at = if of.flags() & libc::O_APPEND != 0 {
-        of.file.size()
+        file.size()
     } else {
         *pos
     };
-    let n = eng(of.file.pwrite(at, buf))?;
+    let n = eng(file.pwrite(at, buf))?;
     *pos = at + n as u64;
     drop(pos);
     record_write(of, at, n);
@@ -611,7 +616,7 @@ pub(crate) fn do_write(of: &OpenFile, buf: &[u8]) -> Result<ssize_t, c_int> {
 fn do_pread(of: &OpenFile, buf: &mut [u8], off: off_t) -> Result<ssize_t, c_int> {
     readable(of)?;
     let at = offset(off)?;
-    let n = eng(of.file.pread(at, buf))?;
+    let n = eng(of.file()?.pread(at, buf))?;
     record_read(of, at, buf.len());
     Ok(n as ssize_t)
 }
@@ -619,11 +624,12 @@ fn do_pread(of: &OpenFile, buf: &mut [u8], off: off_t) -> Result<ssize_t, c_int>
 fn do_pwrite(of: &OpenFile, buf: &[u8], off: off_t) -> Result<ssize_t, c_int> {
     writable(of)?;
     let mut at = offset(off)?;
+    let file = of.file()?;
     // Linux: pwrite on an O_APPEND fd appends whatever the offset says.
     if of.flags() & libc::O_APPEND != 0 {
-        at = of.file.size();
+        at = file.size();
     }
-    let n = eng(of.file.pwrite(at, buf))?;
+    let n = eng(file.pwrite(at, buf))?;
     record_write(of, at, n);
     sync_after_write(of)?;
     Ok(n as ssize_t)
@@ -632,11 +638,12 @@ fn do_pwrite(of: &OpenFile, buf: &[u8], off: off_t) -> Result<ssize_t, c_int> {
 /// Reads into each iovec in turn from `at`, stopping at a short read.
 fn preadv_at(of: &OpenFile, iov: &[iovec], mut at: u64) -> Result<usize, c_int> {
     let mut total = 0usize;
+    let file = of.file()?;
     for v in iov {
         // SAFETY: each iovec of the caller's array describes a buffer it
         // owns for writing.
         let b = unsafe { buf_mut(v.iov_base, v.iov_len) };
-        let n = eng(of.file.pread(at, b))?;
+        let n = eng(file.pread(at, b))?;
         total += n;
         at += n as u64;
         if n < b.len() {
@@ -677,15 +684,16 @@ fn do_writev(of: &OpenFile, iov: &[iovec], off: Option<off_t>) -> Result<ssize_t
     writable(of)?;
     let bufs = slices(iov);
     let append = of.flags() & libc::O_APPEND != 0;
+    let file = of.file()?;
     let (at, n) = match off {
         Some(off) => {
-            let at = if append { of.file.size() } else { offset(off)? };
-            (at, eng(of.file.pwritev(at, &bufs))?)
+            let at = if append { file.size() } else { offset(off)? };
+            (at, eng(file.pwritev(at, &bufs))?)
         }
         None => {
             let mut pos = of.pos();
-            let at = if append { of.file.size() } else { *pos };
-            let n = eng(of.file.pwritev(at, &bufs))?;
+            let at = if append { file.size() } else { *pos };
+            let n = eng(file.pwritev(at, &bufs))?;
             *pos = at + n as u64;
             (at, n)
         }
@@ -965,7 +973,7 @@ pwritev2_hook!(pwritev64v2);
 
 pub(crate) fn do_lseek(of: &OpenFile, off: off_t, whence: c_int) -> Result<off_t, c_int> {
     let mut pos = of.pos();
-    let size = of.file.size() as i128;
+    let size = of.file()?.size() as i128;
     let off = i128::from(off);
     let new = match whence {
         libc::SEEK_SET => off,
@@ -1016,13 +1024,13 @@ struct StatInfo {
     size: u64,
 }
 
-fn stat_of_file(of: &OpenFile) -> StatInfo {
-    StatInfo {
+fn stat_of_file(of: &OpenFile) -> Result<StatInfo, c_int> {
+    Ok(StatInfo {
         ino: of.ino,
         mode: of.mode,
         nlink: 1,
-        size: of.file.size(),
-    }
+        size: of.file()?.size(),
+    })
 }
 
 fn stat_of_path(rel: &str) -> Result<StatInfo, c_int> {
@@ -1113,7 +1121,7 @@ macro_rules! fstat_hook {
             if let Some(of) = ours(fd) {
                 return serve(-1, || {
                     count("fstat");
-                    fill_stat(st, &stat_of_file(&of))
+                    fill_stat(st, &stat_of_file(&of)?)
                 });
             }
             let f = real!($name: unsafe extern "C" fn(c_int, *mut libc::stat) -> c_int);
@@ -1173,7 +1181,7 @@ unsafe fn fstatat_ours(
         let of = ours(dirfd)?;
         return Some(serve(-1, || {
             count("fstat");
-            fill_stat(st, &stat_of_file(&of))
+            fill_stat(st, &stat_of_file(&of)?)
         }));
     }
     // SAFETY: the caller's C string.
@@ -1220,7 +1228,7 @@ macro_rules! fxstat_hook {
             if let Some(of) = ours(fd) {
                 return serve(-1, || {
                     count("fstat");
-                    fill_stat(st, &stat_of_file(&of))
+                    fill_stat(st, &stat_of_file(&of)?)
                 });
             }
             let f = real!($name: unsafe extern "C" fn(c_int, c_int, *mut libc::stat) -> c_int);
@@ -1293,7 +1301,7 @@ pub unsafe extern "C" fn statx(
         if let Some(of) = ours(dirfd) {
             return serve(-1, || {
                 count("statx");
-                fill_statx(stx, &stat_of_file(&of))
+                fill_statx(stx, &stat_of_file(&of)?)
             });
         }
     // SAFETY: the caller's C string.
@@ -1316,7 +1324,7 @@ pub unsafe extern "C" fn fsync(fd: c_int) -> c_int {
     if let Some(of) = ours(fd) {
         return serve(-1, || {
             count("fsync");
-            eng(of.file.fsync())?;
+            eng(of.file()?.fsync())?;
             record::call(&of, || Op::Fsync);
             Ok(0)
         });
@@ -1332,7 +1340,7 @@ pub unsafe extern "C" fn fdatasync(fd: c_int) -> c_int {
     if let Some(of) = ours(fd) {
         return serve(-1, || {
             count("fdatasync");
-            eng(of.file.fdatasync())?;
+            eng(of.file()?.fdatasync())?;
             record::call(&of, || Op::Fdatasync);
             Ok(0)
         });
@@ -1354,11 +1362,12 @@ pub unsafe extern "C" fn sync_file_range(
         return serve(-1, || {
             count("sync_file_range");
             let off = offset(off)?;
+            let file = of.file()?;
             let len = match offset(nbytes)? {
-                0 => of.file.size().saturating_sub(off),
+                0 => file.size().saturating_sub(off),
                 n => n,
             };
-            eng(of.file.writeback(off, len)).map(|()| 0)
+            eng(file.writeback(off, len)).map(|()| 0)
         });
     }
     let f = real!(sync_file_range: unsafe extern "C" fn(c_int, off_t, off_t, c_uint) -> c_int);
@@ -1369,7 +1378,7 @@ pub unsafe extern "C" fn sync_file_range(
 fn do_ftruncate(of: &OpenFile, len: off_t) -> Result<c_int, c_int> {
     writable(of).map_err(|_| libc::EINVAL)?;
     let size = offset(len)?;
-    eng(of.file.set_len(size))?;
+    eng(of.file()?.set_len(size))?;
     record::call(of, || Op::Truncate { size });
     Ok(0)
 }
@@ -1447,7 +1456,7 @@ fn do_fallocate(of: &OpenFile, mode: c_int, off: off_t, len: off_t) -> Result<()
         m if m == punch | keep => FallocMode::PunchHole,
         _ => return Err(libc::EOPNOTSUPP),
     };
-    eng(of.file.fallocate(off, len, mode))?;
+    eng(of.file()?.fallocate(off, len, mode))?;
     record::call(of, || match mode {
         FallocMode::PunchHole => Op::Punch { off, len },
         m => Op::Fallocate {
@@ -1862,38 +1871,83 @@ pub unsafe extern "C" fn renameat2(
 
 // ---------------------------------------------------------------- exec
 
+/// The environment an exec passes on when bufwrite fds survive it: the
+/// caller's, with [`handover::VAR`] set (see [`crate::handover`]).
+struct ExecEnv {
+    _strings: Vec<CString>,
+    ptrs: Vec<*const c_char>,
+}
+
 /// Before an exec: the new program image has no cache and no fd table, so
-/// everything is written back and synced first (what the kernel's page
-/// cache would have kept), and each bufwrite fd that survives the exec
-/// (no FD_CLOEXEC: its placeholder stays open, and the new program's I/O
-/// on it fails with EBADF) is named on stderr and recorded.
-fn before_exec() {
-    if in_hook() || state::mounted_if_open().is_none() {
-        return;
+/// everything is written back and synced, and the mount let go of (what
+/// the kernel's page cache would have kept for the new program, it now
+/// reads from the disk). The bufwrite fds that survive the exec (no
+/// FD_CLOEXEC) are handed to the new image: the returned environment is
+/// `envp` plus their table (None when there are none: `envp` as it is).
+///
+/// # Safety
+///
+/// `envp` is null or a null-terminated array of C strings.
+unsafe fn before_exec(envp: *const *const c_char) -> Option<ExecEnv> {
+    if in_hook() || state::SHUT_DOWN.load(Ordering::Acquire) {
+        return None;
     }
-    serve((), || {
-        for (fd, of) in state::all_fd_entries() {
-            if let Err(e) = of.file.fsync() {
-                real::log_line(&format!("exec: writeback of {} failed: {e}", of.path));
-            }
-            // SAFETY: F_GETFD on the placeholder.
-            let fdflags = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD) };
-            if fdflags >= 0 && fdflags & i64::from(libc::FD_CLOEXEC) == 0 {
-                real::log_line(&format!(
-                    "fd {fd} ({}) stays open across exec, but the new program cannot use it \
-                     (bufwrite fds do not survive exec)",
-                    of.path
-                ));
-                state::record_not_served("exec with an open bufwrite fd", &of.path);
+    serve(None, || {
+        let entries = state::all_fd_entries();
+        if entries.is_empty() && state::mounted_if_open().is_none() {
+            return Ok(None);
+        }
+        // Written back, synced, the image lock dropped (also from a vfork
+        // child, on its parent's behalf).
+        state::let_go_for_exec();
+        let kept: Vec<_> = entries
+            .into_iter()
+            .filter(|(fd, _)| {
+                // SAFETY: F_GETFD on the placeholder.
+                let fdflags = unsafe { libc::syscall(libc::SYS_fcntl, *fd, libc::F_GETFD) };
+                fdflags >= 0 && fdflags & i64::from(libc::FD_CLOEXEC) == 0
+            })
+            .collect();
+        let Some(value) = handover::encode(real::sys_getpid(), crate::offsets::table_fd(), &kept)
+        else {
+            return Ok(None);
+        };
+        let strings =
+            vec![CString::new(format!("{}={value}", handover::VAR)).map_err(|_| libc::EINVAL)?];
+        let mut ptrs = vec![strings[0].as_ptr()];
+        let skip = format!("{}=", handover::VAR);
+        if !envp.is_null() {
+            let mut p = envp;
+            // SAFETY: a null-terminated array of C strings (the caller's
+            // contract, as for execve).
+            while let Some(e) = unsafe { p.as_ref() }.copied().filter(|e| !e.is_null()) {
+                // SAFETY: each entry is a C string.
+                if !unsafe { CStr::from_ptr(e) }
+                    .to_bytes()
+                    .starts_with(skip.as_bytes())
+                {
+                    ptrs.push(e);
+                }
+                // SAFETY: within the array, up to its null terminator.
+                p = unsafe { p.add(1) };
             }
         }
-        if let Some(m) = state::mounted_if_open() {
-            if let Err(e) = m.mount.sync() {
-                real::log_line(&format!("exec: sync of the mount failed: {e}"));
-            }
-        }
-        Ok(())
+        ptrs.push(std::ptr::null());
+        Ok(Some(ExecEnv {
+            _strings: strings,
+            ptrs,
+        }))
     })
+}
+
+extern "C" {
+    static environ: *const *const c_char;
+}
+
+/// The process's environment (for the exec calls that take none).
+fn current_env() -> *const *const c_char {
+    // SAFETY: reading libc's `environ` pointer.
+    unsafe { environ }
 }
 
 /// execve(2): see [`before_exec`].
@@ -1903,7 +1957,9 @@ pub unsafe extern "C" fn execve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    before_exec();
+    // SAFETY: the caller's environment array.
+    let env = unsafe { before_exec(envp) };
+    let envp = env.as_ref().map_or(envp, |e| e.ptrs.as_ptr());
     let f = real!(execve: unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int);
     // SAFETY: forwarding the caller's arguments to the real function.
     unsafe { f(path, argv, envp) }
@@ -1912,19 +1968,39 @@ pub unsafe extern "C" fn execve(
 /// execv(3): see [`before_exec`].
 #[no_mangle]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
-    before_exec();
-    let f = real!(execv: unsafe extern "C" fn(*const c_char, *const *const c_char) -> c_int);
-    // SAFETY: forwarding the caller's arguments to the real function.
-    unsafe { f(path, argv) }
+    // SAFETY: the process's environment.
+    match unsafe { before_exec(current_env()) } {
+        Some(env) => {
+            let f = real!(execve: unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int);
+            // SAFETY: the caller's arguments, our environment array.
+            unsafe { f(path, argv, env.ptrs.as_ptr()) }
+        }
+        None => {
+            let f =
+                real!(execv: unsafe extern "C" fn(*const c_char, *const *const c_char) -> c_int);
+            // SAFETY: forwarding the caller's arguments to the real function.
+            unsafe { f(path, argv) }
+        }
+    }
 }
 
 /// execvp(3): see [`before_exec`].
 #[no_mangle]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
-    before_exec();
-    let f = real!(execvp: unsafe extern "C" fn(*const c_char, *const *const c_char) -> c_int);
-    // SAFETY: forwarding the caller's arguments to the real function.
-    unsafe { f(file, argv) }
+    // SAFETY: the process's environment.
+    match unsafe { before_exec(current_env()) } {
+        Some(env) => {
+            let f = real!(execvpe: unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int);
+            // SAFETY: the caller's arguments, our environment array.
+            unsafe { f(file, argv, env.ptrs.as_ptr()) }
+        }
+        None => {
+            let f =
+                real!(execvp: unsafe extern "C" fn(*const c_char, *const *const c_char) -> c_int);
+            // SAFETY: forwarding the caller's arguments to the real function.
+            unsafe { f(file, argv) }
+        }
+    }
 }
 
 /// execvpe(3): see [`before_exec`].
@@ -1934,11 +2010,43 @@ pub unsafe extern "C" fn execvpe(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    before_exec();
+    // SAFETY: the caller's environment array.
+    let env = unsafe { before_exec(envp) };
+    let envp = env.as_ref().map_or(envp, |e| e.ptrs.as_ptr());
     let f = real!(execvpe: unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int);
     // SAFETY: forwarding the caller's arguments to the real function.
     unsafe { f(file, argv, envp) }
 }
+
+macro_rules! spawn_hook {
+    ($name:ident) => {
+        /// posix_spawn(3): glibc execs in the child with internal calls no
+        /// hook sees, so the parent lets go of the mount first (written
+        /// back, synced, the image unlocked) for the new program to open
+        /// it; bufwrite fds are not handed to it (see the crate docs).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            pid: *mut libc::pid_t,
+            path: *const c_char,
+            actions: *const libc::posix_spawn_file_actions_t,
+            attr: *const libc::posix_spawnattr_t,
+            argv: *const *mut c_char,
+            envp: *const *mut c_char,
+        ) -> c_int {
+            if !in_hook() && state::mounted_if_open().is_some() {
+                serve((), || {
+                    state::let_go_for_exec();
+                    Ok(())
+                });
+            }
+            let f = real!($name: unsafe extern "C" fn(*mut libc::pid_t, *const c_char, *const libc::posix_spawn_file_actions_t, *const libc::posix_spawnattr_t, *const *mut c_char, *const *mut c_char) -> c_int);
+            // SAFETY: forwarding the caller's arguments to the real function.
+            unsafe { f(pid, path, actions, attr, argv, envp) }
+        }
+    };
+}
+spawn_hook!(posix_spawn);
+spawn_hook!(posix_spawnp);
 
 // ---------------------------------------------------------------- xattrs
 

@@ -55,31 +55,57 @@
 //! written back and the mount synced, so the image is fsck-clean, and the
 //! `BUFWRITE_STATS` line appended (raw writes, never fd 2).
 //!
+//! Processes (see [`state`], [`handover`], [`offsets`]): **one process at
+//! a time uses an image**, and the mount follows the process that uses it.
+//! - The image is locked (`flock`) while a process has it open; another
+//!   process that touches the mount waits for it to let go, up to
+//!   `BUFWRITE_WAIT` seconds (default 30; 0 refuses at once), then fails
+//!   with EBUSY and one line naming the image. A process lets go when it
+//!   has no bufwrite file open, at fork, at exec and at exit; whoever opens
+//!   the image next reads what the others wrote from the disk (the cache
+//!   of an earlier opening is dropped: that is the revalidation).
+//! - **fork**: the prepare handler waits for the calls in progress, writes
+//!   everything back, syncs and lets go; parent and child keep the fd
+//!   table, and whichever touches a bufwrite file first takes the mount
+//!   over (its inherited fds attach again by name, checked by inode
+//!   number: ESTALE if another process replaced the file).
+//! - **exec**: `execve`/`execv`/`execvp`/`execvpe` let go of the mount and
+//!   hand the bufwrite fds without FD_CLOEXEC to the new program through
+//!   `BUFWRITE_FDS` (so `sh -c 'cmd > /bufwrite/f'` works). A vfork child
+//!   (dash runs commands so) lets go on its parent's behalf: it syncs the
+//!   shared mount and drops the parent's image lock; the parent drops its
+//!   copy at its next call. `posix_spawn` lets go first, but hands no fds.
+//! - **Offsets are shared** between the processes that inherited an open
+//!   file description, as on the kernel (`{ cmd1; cmd2; } > /bufwrite/f`
+//!   appends cmd2's output after cmd1's), through a memfd table that fork
+//!   shares and exec passes on.
+//! - Two processes that both hold bufwrite files and wait for each other
+//!   (a pipeline `cat /bufwrite/a | cmd > /bufwrite/b` with more than a pipe
+//!   buffer of data) cannot both have the image: the second waits, then
+//!   fails with EBUSY.
+//!
 //! Not done (this slice):
-//! - **exec**: the fd table does not survive exec. `execve`/`execv`/
-//!   `execvp`/`execvpe` write everything back first and name each bufwrite
-//!   fd left open across the exec; the new program's I/O on it fails with
-//!   EBADF (so `sh -c 'cmd > /bufwrite/f'`, where the shell opens the file in
-//!   the forked child before the exec, fails loudly). `execl*` and
-//!   `posix_spawn` go through glibc-internal calls: no write-back first.
-//! - **fork**: the prepare handler writes everything back; parent and
-//!   child then each have a private copy of the cache, the fd table and the
-//!   offsets (not shared as a kernel open file description would be). A
-//!   child is safe when the parent holds no bufwrite fd at the fork (the
-//!   parent has let go of the mount; the child opens the image itself).
-//!   When both go on writing through inherited fds, each writes back its
-//!   own view (data and allocation metadata): do not do that. The child has
-//!   no flusher thread (dirty data waits for fsync, close or exit).
-//! - **vfork children** never flush; `close_range`/`closefrom`, `isatty`,
+//! - A vfork child that exits without exec writes nothing back (its
+//!   parent does); `close_range`/`closefrom`, `isatty`,
 //!   `fchmod`/`fchown`/`futimens`, `readdir`/`opendir`, `chdir` into the
 //!   mount, `freopen`, `preadv2`/`pwritev2` flags other than RWF_HIPRI, are
 //!   not hooked or not served (placeholder or kernel answers).
+//! - Directories: `mkdir`, `rmdir`, `rename` and `readdir` are refused
+//!   (the ext4 layer creates and unlinks files in the root directory and
+//!   existing directories, but makes no directories).
+//! - glibc's standard streams on inherited bufwrite fds 0-2 are replaced
+//!   by cookie streams at start-up (glibc's own write with internal calls
+//!   no hook sees); `fileno(stdout)` is then -1, and a program that
+//!   `dup2`s onto 0-2 itself keeps glibc's stream (EBADF on the
+//!   placeholder).
 //! - Unlinking a file open in this process is refused (EBUSY: the engine
 //!   frees the blocks at unlink). The create mode is ignored (ext4 layer's
 //!   default). Symlinks outside the mount pointing into it are not followed.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod handover;
+pub mod offsets;
 pub mod path;
 pub mod real;
 pub mod record;
@@ -123,7 +149,10 @@ pub(crate) fn leave_hook(prev: bool) {
 pub(crate) fn serve<R>(fail: R, f: impl FnOnce() -> Result<R, c_int>) -> R {
     let saved = real::errno();
     let prev = enter_hook();
+    // The outermost call of a thread holds the fork gate.
+    let gate = (!prev).then(state::Gate::enter);
     let r = std::panic::catch_unwind(AssertUnwindSafe(f));
+    drop(gate);
     leave_hook(prev);
     match r {
         Ok(Ok(v)) => {
@@ -147,6 +176,10 @@ pub(crate) fn serve<R>(fail: R, f: impl FnOnce() -> Result<R, c_int>) -> R {
 extern "C" fn init() {
     let _ = std::panic::catch_unwind(|| {
         let _ = state::config();
+        let prev = enter_hook();
+        handover::adopt();
+        stdio::rebind_std_streams();
+        leave_hook(prev);
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if in_hook() {
@@ -195,8 +228,10 @@ pub(crate) fn exit_flush() {
         let m = state::mounted_if_open();
         if let Some(m) = &m {
             for of in state::all_fds() {
-                if let Err(e) = of.file.fsync() {
-                    real::log_line(&format!("exit: writeback of {} failed: {e}", of.path));
+                if let Some(f) = of.attached_file() {
+                    if let Err(e) = f.fsync() {
+                        real::log_line(&format!("exit: writeback of {} failed: {e}", of.path));
+                    }
                 }
             }
             if let Err(e) = m.mount.sync() {

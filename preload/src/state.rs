@@ -1,20 +1,22 @@
 //! The library's global state: the configuration (environment, read once),
 //! the lazily opened mount, the fd table and the counters.
 
+use crate::offsets::{Offset, OffsetGuard};
 use crate::path;
 use crate::real;
 use bufwrite_compat::{BufferHeadPath, Mode};
 use bufwrite_engine::device::{open_device, Backend, OpenOptions};
 use bufwrite_engine::{
     AllocPolicy, BlockDevice, CacheLimits, Error, File, FileOptions, IoStats, IomapPath, MemStats,
-    Mount, OrderPolicy, WritePath,
+    Mount, OpenFlags, OrderPolicy, WritePath,
 };
 use bufwrite_ext4::Ext4;
 use libc::c_int;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 /// The configuration from the environment (see the crate docs for the
 /// variables). Values are checked when the mount is opened, so a bad one
@@ -31,6 +33,7 @@ pub struct Config {
     budget: Option<String>,
     policy: String,
     stats: Option<String>,
+    wait: Option<String>,
     /// `BUFWRITE_STRICT=1`.
     pub strict: bool,
 }
@@ -70,6 +73,7 @@ impl Config {
             budget: var("BUFWRITE_CACHE_BUDGET"),
             policy: var("BUFWRITE_POLICY").unwrap_or_else(|| "unwritten".into()),
             stats: var("BUFWRITE_STATS"),
+            wait: var("BUFWRITE_WAIT"),
             strict: var("BUFWRITE_STRICT").as_deref() == Some("1"),
         }
     }
@@ -85,6 +89,10 @@ pub fn config() -> &'static Config {
 pub struct Mounted {
     /// The mount (cache memory, open inodes).
     pub mount: Mount,
+    /// Which opening of the image this is (see [`OpenFile::file`]).
+    pub epoch: u64,
+    /// The image's canonical path (what /proc/self/fd links name).
+    image: PathBuf,
     /// The filesystem, for lookups (inode numbers, types).
     pub ext4: Arc<Ext4>,
     write_path: String,
@@ -110,39 +118,107 @@ fn make_path(name: &str) -> Option<Box<dyn WritePath>> {
 /// or the errno its opening failed with (reported once).
 static MOUNT: Mutex<Option<Result<Arc<Mounted>, c_int>>> = Mutex::new(None);
 
+/// The epoch of the open mount, 0 when none is open: a file attached in
+/// another epoch is attached again (see [`OpenFile::file`]).
+static CURRENT: AtomicU64 = AtomicU64::new(0);
+/// The epoch the next opening of the image gets.
+static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The mount, opened on first use. A failure prints one line (naming the
 /// variable and the reason) and every later call fails with the same errno
-/// (a configuration does not get better); an image locked by another
-/// process (EBUSY) is not remembered: that process may let go of it.
+/// (a configuration does not get better). An image another process holds
+/// is waited for (up to `BUFWRITE_WAIT` seconds, then EBUSY) and the
+/// refusal is not remembered: that process may let go of it later.
 pub fn mounted() -> Result<Arc<Mounted>, c_int> {
     if SHUT_DOWN.load(Ordering::Acquire) {
         return Err(libc::EIO);
     }
     let mut m = lock(&MOUNT);
+    if VFORK_RELEASED.swap(false, Ordering::AcqRel) {
+        drop_released(&mut m);
+    }
     if let Some(r) = m.as_ref() {
         return r.clone();
     }
-    let r = open_mount(config()).map(Arc::new);
-    if r.is_ok() {
+    let r = open_waiting(config()).map(Arc::new);
+    if let Ok(mt) = &r {
+        CURRENT.store(mt.epoch, Ordering::Release);
         OWNER_PID.store(real::sys_getpid(), Ordering::Release);
         if !ATFORK.swap(true, Ordering::AcqRel) {
             // SAFETY: registering plain extern "C" handlers that take no
             // arguments.
-            unsafe { libc::pthread_atfork(Some(fork_prepare), None, Some(fork_child)) };
+            unsafe {
+                libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child))
+            };
         }
     }
-    let r = r.map_err(|(errno, msg)| {
-        real::log_line(&msg);
-        errno
-    });
     if !matches!(r, Err(libc::EBUSY)) {
         *m = Some(r.clone());
     }
     r
+}
+
+/// How long to wait for an image another process holds (`BUFWRITE_WAIT`,
+/// seconds; default 30).
+fn wait_limit(c: &Config) -> Result<Duration, c_int> {
+    match &c.wait {
+        None => Ok(Duration::from_secs(30)),
+        Some(w) => match w.parse::<f64>() {
+            Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => {
+                Ok(Duration::from_secs_f64(s))
+            }
+            _ => {
+                real::log_line(&format!(
+                    "BUFWRITE_WAIT={w:?}: must be a number of seconds from 0 to 86400"
+                ));
+                Err(libc::EIO)
+            }
+        },
+    }
+}
+
+/// Opens the mount, waiting while the image is locked by another process
+/// (one line on stderr when the wait starts, one if it gives up).
+fn open_waiting(c: &Config) -> Result<Mounted, c_int> {
+    let limit = wait_limit(c)?;
+    let start = Instant::now();
+    let mut nap = Duration::from_millis(1);
+    let mut said = false;
+    loop {
+        match open_mount(c) {
+            Ok(m) => return Ok(m),
+            Err((libc::EBUSY, msg)) => {
+                let waited = start.elapsed();
+                if waited >= limit {
+                    real::log_line(&format!(
+                        "{msg}; gave up after {:.1} s (BUFWRITE_WAIT={}): one process \
+                         at a time uses a bufwrite image",
+                        waited.as_secs_f64(),
+                        limit.as_secs_f64()
+                    ));
+                    return Err(libc::EBUSY);
+                }
+                if !said {
+                    real::log_line(&format!(
+                        "{msg}; waiting up to {} s for it to let go (BUFWRITE_WAIT)",
+                        limit.as_secs_f64()
+                    ));
+                    said = true;
+                }
+                // nanosleep: a system call no hook serves.
+                std::thread::sleep(nap.min(limit - waited));
+                nap = (nap * 2).min(Duration::from_millis(50));
+            }
+            Err((errno, msg)) => {
+                real::log_line(&msg);
+                return Err(errno);
+            }
+        }
+    }
 }
 
 /// The atfork handlers are registered (once per process image).
@@ -163,11 +239,60 @@ pub fn release_if_idle() {
         return;
     }
     let Some(Ok(m)) = g.take() else { return };
+    CURRENT.store(0, Ordering::Release);
     if let Err(e) = m.mount.sync() {
         real::log_line(&format!("sync of the mount failed: {e}"));
     }
     add_totals(&m);
     // Every file of it is closed: this drops the device (and its lock).
+    drop(m);
+    drop(g);
+}
+
+/// Lets go of the mount although files are open (at fork): writes
+/// everything back and syncs, detaches every open file description from
+/// it (each attaches again at its next use, to whichever opening of the
+/// image is current then) and closes the image, so that another process
+/// can open it. The cache goes with it: what this process reads next comes
+/// from the disk, where another process may have written in between (the
+/// revalidation). A failed sync keeps the mount (its dirty data is not
+/// dropped) and says so.
+fn let_go(why: &str) {
+    let mut g = lock(&MOUNT);
+    let m = match g.take() {
+        Some(Ok(m)) => m,
+        other => {
+            *g = other;
+            return;
+        }
+    };
+    // Each file's fsync first, as at exit: it completes the data's I/O
+    // (unwritten extents converted) before the metadata goes out.
+    let mut failed = None;
+    for of in all_fds() {
+        if let Some(f) = of.attached_file() {
+            if let Err(e) = f.fsync() {
+                failed.get_or_insert(format!("{}: {e}", of.path));
+            }
+        }
+    }
+    if let Err(e) = m.mount.sync() {
+        failed.get_or_insert(e.to_string());
+    }
+    if let Some(e) = failed {
+        real::log_line(&format!(
+            "{why}: writing back failed, so this process keeps the mount: {e}"
+        ));
+        *g = Some(Ok(m));
+        return;
+    }
+    CURRENT.store(0, Ordering::Release);
+    // The open files are the last users of the inodes, the cache memory
+    // (and its flusher thread) and the device: all clean now.
+    for of in all_fds() {
+        drop(of.detach());
+    }
+    add_totals(&m);
     drop(m);
     drop(g);
 }
@@ -183,27 +308,134 @@ pub fn is_owner() -> bool {
     owner == 0 || owner == real::sys_getpid()
 }
 
-/// fork's prepare handler: writes everything back first, so that parent
-/// and child start with a clean cache (neither has dirty data the other
-/// would write back again). After fork only one of the two may go on
-/// using the mount (see the crate docs).
+/// Set by [`fork_prepare`] until the fork is done: new served calls wait.
+static FORKING: AtomicBool = AtomicBool::new(false);
+/// Served calls in progress (outermost ones).
+static INFLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// A served call in progress: while one is, a fork waits for it (so that
+/// no lock of ours or the engine's is held by a thread the child will not
+/// have, and the mount is let go of between calls, not inside one).
+pub struct Gate(());
+
+impl Gate {
+    /// Enters, waiting while a fork is being prepared.
+    pub fn enter() -> Gate {
+        loop {
+            while FORKING.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            INFLIGHT.fetch_add(1, Ordering::SeqCst);
+            if !FORKING.load(Ordering::SeqCst) {
+                return Gate(());
+            }
+            INFLIGHT.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        INFLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// fork's prepare handler: waits for the served calls in progress, then
+/// lets go of the mount ([`let_go`]): written back, synced and closed, so
+/// that whichever of parent and child touches a bufwrite file next opens
+/// the image afresh and takes it over (its inherited fds attach to it),
+/// while the other waits for it to let go (see [`mounted`]).
 extern "C" fn fork_prepare() {
+    if crate::in_hook() {
+        return;
+    }
+    FORKING.store(true, Ordering::SeqCst);
+    while INFLIGHT.load(Ordering::SeqCst) != 0 {
+        std::thread::yield_now();
+    }
     let _ = std::panic::catch_unwind(|| {
         let prev = crate::enter_hook();
-        if let Some(m) = mounted_if_open() {
-            if let Err(e) = m.mount.sync() {
-                real::log_line(&format!("fork: sync of the mount failed: {e}"));
-            }
-        }
+        let_go("fork");
         crate::leave_hook(prev);
     });
 }
 
-/// fork's child handler: the child is the owner of its copy of the mount
-/// (the parent stays the owner of its own copy; see the crate docs' fork
-/// limitation).
+/// fork's parent handler: calls go on.
+extern "C" fn fork_parent() {
+    FORKING.store(false, Ordering::SeqCst);
+}
+
+/// fork's child handler: the child owns whatever it opens from now on
+/// (and writes its own stats line at exit); calls go on.
 extern "C" fn fork_child() {
     OWNER_PID.store(real::sys_getpid(), Ordering::Release);
+    FORKING.store(false, Ordering::SeqCst);
+}
+
+/// Lets go of the mount before an exec (the new program image attaches
+/// the fds it inherits to a fresh opening, see [`crate::handover`]).
+///
+/// A vfork child (a shell running a command) shares the owner's memory
+/// but has its own copy of the fd table, and the owner cannot run until
+/// the exec: so the child writes everything back and syncs on the owner's
+/// behalf, drops the image lock of the owner's open file description
+/// (`flock` locks belong to it, so the child's copy of the fd can), and
+/// marks the mount released; the owner's next call drops its copy without
+/// any I/O and opens the image again (waiting for the new program to let
+/// go of it).
+pub fn let_go_for_exec() {
+    if is_owner() {
+        let_go("exec");
+        return;
+    }
+    let g = lock(&MOUNT);
+    let Some(Ok(m)) = g.as_ref() else { return };
+    for of in all_fds() {
+        if let Some(f) = of.attached_file() {
+            if let Err(e) = f.fsync() {
+                real::log_line(&format!("exec: writeback of {} failed: {e}", of.path));
+            }
+        }
+    }
+    if let Err(e) = m.mount.sync() {
+        real::log_line(&format!(
+            "exec (vfork child): sync of the mount failed; the new program cannot have it: {e}"
+        ));
+        return;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<c_int>().ok()) else {
+            continue;
+        };
+        if std::fs::read_link(e.path()).is_ok_and(|t| t == m.image) {
+            // SAFETY: flock on an fd of this process's table.
+            unsafe { libc::flock(fd, libc::LOCK_UN) };
+        }
+    }
+    CURRENT.store(0, Ordering::Release);
+    VFORK_RELEASED.store(true, Ordering::Release);
+}
+
+/// Set by a vfork child that let go of the mount on the owner's behalf
+/// (see [`let_go_for_exec`]).
+static VFORK_RELEASED: AtomicBool = AtomicBool::new(false);
+
+/// Drops the mount a vfork child released: no I/O (it was synced, and
+/// another process may be writing the image now), every open file
+/// detached.
+fn drop_released(g: &mut MutexGuard<'_, Option<Result<Arc<Mounted>, c_int>>>) {
+    let Some(Ok(m)) = g.take() else { return };
+    CURRENT.store(0, Ordering::Release);
+    for of in all_fds() {
+        if let Some(f) = of.detach() {
+            f.set_writeback_on_drop(false);
+        }
+    }
+    add_totals(&m);
+    drop(m);
 }
 
 /// The mount if it is open (for the exit path: never opens it).
@@ -283,6 +515,8 @@ fn open_mount(c: &Config) -> Result<Mounted, (c_int, String)> {
     })?;
     Ok(Mounted {
         mount,
+        epoch: NEXT_EPOCH.fetch_add(1, Ordering::AcqRel),
+        image: std::fs::canonicalize(&image).unwrap_or_else(|_| image.clone()),
         ext4,
         write_path: c.write_path.clone(),
         opts: FileOptions {
@@ -294,22 +528,27 @@ fn open_mount(c: &Config) -> Result<Mounted, (c_int, String)> {
 /// One open file description on a bufwrite file (what an fd, and its
 /// dups, share): the engine file, the offset, the status flags.
 pub struct OpenFile {
-    /// The engine file (its inode shared through the mount).
-    pub file: File,
-    /// The file offset that read/write/lseek use.
-    pub pos: Mutex<u64>,
+    /// The engine file and the epoch of the mount it belongs to; `None`
+    /// while detached (after a fork or an exec let go of the mount).
+    /// First, so that it drops before `_live` (the drop writes back).
+    attached: Mutex<Option<(u64, Arc<File>)>>,
+    /// The file offset that read/write/lseek use (shared with the
+    /// family's other processes, see [`crate::offsets`]).
+    pos: Offset,
     /// Status flags (access mode, O_APPEND, O_SYNC, ...), F_GETFL's answer.
     pub flags: AtomicI32,
-    /// The inode number, for st_ino.
+    /// The inode number, for st_ino (and to check a re-attach).
     pub ino: u64,
     /// The inode's mode (type and permission bits), for st_mode.
     pub mode: u32,
-    /// The path inside the mount, for the stats' not_served entries.
+    /// The name inside the mount, as the engine takes it (to attach again).
+    pub rel: String,
+    /// The path the program used (mount prefix + name), for messages and
+    /// the stats' not_served entries.
     pub path: String,
     /// This is the file `BUFWRITE_RECORD` records (decided at open; the
     /// flag travels with the description to dups and forked children).
     pub recorded: bool,
-    /// Last, so that it drops after `file` (whose drop writes back).
     _live: Live,
 }
 
@@ -334,24 +573,118 @@ impl Drop for Live {
 }
 
 impl OpenFile {
-    /// An open file description of `file`.
-    pub fn new(file: File, flags: c_int, ino: u64, mode: u32, path: String) -> OpenFile {
+    /// An open file description of `file`, opened in the mount of `epoch`.
+    pub fn new(
+        file: File,
+        epoch: u64,
+        flags: c_int,
+        ino: u64,
+        mode: u32,
+        rel: String,
+        path: String,
+    ) -> OpenFile {
         OpenFile {
-            file,
-            pos: Mutex::new(0),
+            attached: Mutex::new(Some((epoch, Arc::new(file)))),
+            pos: Offset::new(0),
             flags: AtomicI32::new(flags),
             ino,
             mode,
+            rel,
             recorded: crate::record::is_recorded(&path),
             path,
             _live: Live::new(),
         }
     }
 
+    /// A detached description this process inherited across an exec: it
+    /// attaches at its first use.
+    pub(crate) fn inherited(h: crate::handover::Handed) -> OpenFile {
+        OpenFile {
+            attached: Mutex::new(None),
+            pos: Offset::inherited(h.slot, h.pos),
+            flags: AtomicI32::new(h.flags),
+            ino: h.ino,
+            mode: h.mode,
+            recorded: h.recorded,
+            path: h.path,
+            rel: h.rel,
+            _live: Live::new(),
+        }
+    }
+
+    /// The engine file, attached to the open mount: after a fork or an
+    /// exec let go of the mount, the first use opens the image again
+    /// (taking it over, or waiting for the process that has it) and opens
+    /// the file again by name, checking that the name still leads to the
+    /// same inode (ESTALE if another process replaced it).
+    pub fn file(&self) -> Result<Arc<File>, c_int> {
+        let cur = CURRENT.load(Ordering::Acquire);
+        if let Some((e, f)) = lock(&self.attached).as_ref() {
+            if *e == cur {
+                return Ok(Arc::clone(f));
+            }
+        }
+        self.attach()
+    }
+
+    #[cold]
+    fn attach(&self) -> Result<Arc<File>, c_int> {
+        // Not under `attached`: opening the mount takes its own lock.
+        let m = mounted()?;
+        let file = m
+            .mount
+            .open(&self.rel, OpenFlags::default(), m.make_path(), m.opts)
+            .map_err(|e| {
+                real::log_line(&format!("{}: cannot open it again: {e}", self.path));
+                errno_of(&e)
+            })?;
+        match m.ext4.lookup(&self.rel) {
+            Ok(i) if u64::from(i.ino) == self.ino => {}
+            _ => {
+                real::log_line(&format!(
+                    "{}: the name leads to another file now (replaced by another process)",
+                    self.path
+                ));
+                return Err(libc::ESTALE);
+            }
+        }
+        let file = Arc::new(file);
+        let mut g = lock(&self.attached);
+        if let Some((e, f)) = g.as_ref() {
+            if *e == m.epoch {
+                return Ok(Arc::clone(f));
+            }
+        }
+        let old = g.replace((m.epoch, Arc::clone(&file)));
+        drop(g);
+        drop(old);
+        Ok(file)
+    }
+
+    /// The engine file if it is attached to the open mount (the exit
+    /// path: never opens anything).
+    pub fn attached_file(&self) -> Option<Arc<File>> {
+        let cur = CURRENT.load(Ordering::Acquire);
+        lock(&self.attached)
+            .as_ref()
+            .filter(|(e, _)| *e == cur)
+            .map(|(_, f)| Arc::clone(f))
+    }
+
+    /// Takes the engine file off (the mount is being let go of).
+    fn detach(&self) -> Option<Arc<File>> {
+        lock(&self.attached).take().map(|(_, f)| f)
+    }
+
     /// The offset, locked (read/write hold it across the I/O, so the
     /// shared offset advances atomically).
-    pub fn pos(&self) -> MutexGuard<'_, u64> {
-        lock(&self.pos)
+    pub fn pos(&self) -> OffsetGuard<'_> {
+        self.pos.lock()
+    }
+
+    /// The offset's slot in the family's table (for the exec hand-over).
+    pub fn offset_slot(&self) -> Option<usize> {
+        self.pos.slot()
     }
 
     /// The status flags.

@@ -100,7 +100,7 @@ fn mode_flags(mode: &[u8]) -> Option<c_int> {
 }
 
 /// A cookie stream over bufwrite fd `fd` (null with errno set on failure).
-fn stream(fd: c_int, mode: *const c_char) -> *mut FILE {
+pub(crate) fn stream(fd: c_int, mode: *const c_char) -> *mut FILE {
     let io = CookieIo {
         read: Some(cookie_read),
         write: Some(cookie_write),
@@ -166,6 +166,43 @@ pub unsafe extern "C" fn fdopen(fd: c_int, mode: *const c_char) -> *mut FILE {
     let f = real!(fdopen: unsafe extern "C" fn(c_int, *const c_char) -> *mut FILE);
     // SAFETY: forwarding the caller's arguments to the real function.
     unsafe { f(fd, mode) }
+}
+
+extern "C" {
+    static mut stdin: *mut FILE;
+    static mut stdout: *mut FILE;
+    static mut stderr: *mut FILE;
+}
+
+/// After an exec handed bufwrite fds 0, 1 or 2 over (a shell's `> /bufwrite/f`):
+/// glibc's standard streams write and read with internal calls no hook
+/// sees, so each one on a bufwrite fd is replaced by a cookie stream over
+/// it (stdout and stderr as their stdio defaults buffer: fully and not at
+/// all; the exit path flushes).
+pub(crate) fn rebind_std_streams() {
+    for fd in 0..3 {
+        if crate::state::lookup_fd(fd).is_none() {
+            continue;
+        }
+        let mode: &std::ffi::CStr = if fd == 0 { c"r" } else { c"w" };
+        let s = stream(fd, mode.as_ptr());
+        if s.is_null() {
+            continue;
+        }
+        // SAFETY: the constructor runs before the program does; assigning
+        // the standard stream pointers is what glibc documents for
+        // redirecting them (the old stream is left, unused).
+        unsafe {
+            if fd == 2 {
+                libc::setvbuf(s, std::ptr::null_mut(), libc::_IONBF, 0);
+            }
+            match fd {
+                0 => stdin = s,
+                1 => stdout = s,
+                _ => stderr = s,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -400,22 +400,119 @@ fn shell_fd_numbers_never_clobber_the_image() {
 }
 
 #[test]
-fn bufwrite_fds_do_not_survive_exec_and_say_so() {
-    // Known limitation: a shell opens a redirection in the forked child and
-    // then execs the program; the fd table does not survive exec, so the
-    // program's writes fail loudly (EBADF on the placeholder) instead of
-    // going anywhere silently.
+fn bufwrite_fds_survive_exec_with_their_shared_offsets() {
+    // A shell opens a redirection (in a forked child, or in itself for a
+    // group) and execs programs with it as stdout: the fds and their
+    // offsets pass to each program, which writes on where the previous
+    // one stopped, as on the kernel.
     let env = Env::new();
     let input = env.path("in.txt");
     std::fs::write(&input, "data\n").unwrap();
-    let out = env.sh_with(&format!("cat {} > /bufwrite/y", input.display()), &[]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(
-        err.contains("fd 1 (/bufwrite/y) stays open across exec"),
-        "{err}"
+    let i = input.display();
+    env.sh(&format!("cat {i} > /bufwrite/y"));
+    assert_eq!(e2fs::dump(&env.img, "/y"), b"data\n");
+    // seq writes through glibc's stdout stream (rebound at start-up).
+    env.sh("{ seq 2; seq 5 6; } > /bufwrite/s");
+    assert_eq!(e2fs::dump(&env.img, "/s"), b"1\n2\n5\n6\n");
+    // A group: the builtin echo writes in the shell, cat in children.
+    env.sh(&format!(
+        "{{ echo one; cat {i}; cat {i}; echo two; }} > /bufwrite/z; \
+         exec 3>>/bufwrite/z; cat {i} >&3; echo three >&3; exec 3>&-; cat /bufwrite/z > z.out"
+    ));
+    let want = "one\ndata\ndata\ntwo\ndata\nthree\n";
+    assert_eq!(std::fs::read_to_string(env.path("z.out")).unwrap(), want);
+    assert_eq!(e2fs::dump(&env.img, "/z"), want.as_bytes());
+    // dd reading a redirected stdin from the mount, two programs in turn
+    // on one inherited read offset.
+    let out = env.sh("{ head -c 4 > a.out; cat > b.out; } < /bufwrite/z");
+    assert!(out.status.success());
+    assert_eq!(std::fs::read_to_string(env.path("a.out")).unwrap(), "one\n");
+    assert_eq!(
+        std::fs::read_to_string(env.path("b.out")).unwrap(),
+        &want[4..]
     );
-    assert!(err.contains("Bad file descriptor"), "{err}");
+    env.check_clean();
+}
+
+#[test]
+fn a_forked_child_takes_the_mount_over_through_inherited_fds() {
+    // The parent opens and writes, forks; the child writes through the
+    // inherited fd (taking the mount over: the parent let go at the fork)
+    // and exits; the parent reads everything, and its offset is where the
+    // child left it (one open file description, as on the kernel).
+    let env = Env::new();
+    let script = r#"
+import os
+fd = os.open('/bufwrite/f', os.O_RDWR | os.O_CREAT, 0o644)
+os.write(fd, b'parent ')
+pid = os.fork()
+if pid == 0:
+    os.write(fd, b'child ' * 1000)
+    os.fsync(fd)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0, status
+assert os.lseek(fd, 0, os.SEEK_CUR) == 7 + 6000, os.lseek(fd, 0, os.SEEK_CUR)
+os.write(fd, b'end')
+os.lseek(fd, 0, os.SEEK_SET)
+d = os.read(fd, 100000)
+assert d == b'parent ' + b'child ' * 1000 + b'end', len(d)
+os.close(fd)
+print('ok')
+"#;
+    let out = env.sh(&format!("python3 -c \"{}\"", script.replace('"', "\\\"")));
+    assert_eq!(stdout(&out), "ok\n", "{}", stderr(&out));
+    let mut want = b"parent ".to_vec();
+    want.extend(b"child ".repeat(1000));
+    want.extend(b"end");
+    assert_eq!(e2fs::dump(&env.img, "/f"), want);
+    env.check_clean();
+}
+
+#[test]
+fn a_second_process_waits_for_the_image_or_is_refused() {
+    // One process at a time uses an image: a second one waits for the
+    // first to let go (BUFWRITE_WAIT seconds), or with BUFWRITE_WAIT=0 is
+    // refused at once with EBUSY and one line naming the image; the image
+    // stays intact either way.
+    let env = Env::new();
+    // Python holds the file (and so the image) while it sleeps (a shell
+    // would let go while it runs `sleep`: see the exec hand-over).
+    let holder = "import os, time\n\
+                  fd = os.open('/bufwrite/held', os.O_WRONLY | os.O_CREAT, 0o644)\n\
+                  os.write(fd, b'held\\n'); time.sleep(2); os.write(fd, b'done\\n')\n";
+    let mut c = Command::new("python3");
+    c.arg("-c")
+        .arg(holder)
+        .current_dir(env.dir.path())
+        .env("LD_PRELOAD", so())
+        .env("BUFWRITE_IMAGE", &env.img)
+        .env("BUFWRITE_MOUNT_AT", MOUNT);
+    let mut h = c.spawn().unwrap();
+    // Wait until the holder has the image (its file exists).
+    let t0 = std::time::Instant::now();
+    loop {
+        let o = env.sh_with("test -e /bufwrite/held", &[("BUFWRITE_WAIT", "0")]);
+        if !o.status.success() && stderr(&o).contains("in use") {
+            break;
+        }
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "the holder never took the image"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let refused = env.sh_with("cat /bufwrite/held", &[("BUFWRITE_WAIT", "0")]);
+    assert!(!refused.status.success());
+    let err = stderr(&refused);
+    assert!(err.contains("gave up after"), "{err}");
+    assert!(err.contains("Device or resource busy"), "{err}");
+    // With a wait it gets the image once the holder exits.
+    let waited = env.sh_with("cat /bufwrite/held", &[("BUFWRITE_WAIT", "30")]);
+    assert!(waited.status.success(), "{}", stderr(&waited));
+    assert!(stderr(&waited).contains("waiting up to 30 s"));
+    assert_eq!(stdout(&waited), "held\ndone\n");
+    assert!(h.wait().unwrap().success());
     env.check_clean();
 }
 
