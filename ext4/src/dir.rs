@@ -15,6 +15,18 @@ use std::collections::HashSet;
 /// htree depth limit (3 with large_dir).
 const MAX_DX_LEVELS: u8 = 3;
 
+/// One directory entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The name (any bytes but `/` and NUL).
+    pub name: Vec<u8>,
+    /// The inode number.
+    pub ino: u32,
+    /// The entry's file type byte (1 file, 2 directory, 7 symlink, ...;
+    /// 0 when the filesystem has no `filetype` feature).
+    pub file_type: u8,
+}
+
 /// A directory with its block map, ready for lookups.
 pub(crate) struct Dir<'a, 'b> {
     pub ctx: &'b TreeCtx<'a>,
@@ -224,6 +236,67 @@ impl Dir<'_, '_> {
     }
 
     fn scan_leaf(&self, lblk: u64, b: &[u8], name: &[u8]) -> Result<Option<u32>> {
+        let mut found = None;
+        self.walk_leaf(lblk, b, &mut |ino, _, n| {
+            if n == name {
+                found = Some(ino);
+            }
+            found.is_some()
+        })?;
+        Ok(found)
+    }
+
+    /// Every entry of the directory (live ones: inode != 0), leaf by leaf
+    /// in block order, `.` and `..` included.
+    pub(crate) fn entries(&self) -> Result<Vec<DirEntry>> {
+        let bs = u64::from(self.ctx.block_size);
+        let nblocks = self.inode.size.div_ceil(bs);
+        let index_blocks = if self.inode.has_flag(flags::INDEX) {
+            self.index_blocks()?
+        } else {
+            HashSet::new()
+        };
+        let mut out = Vec::new();
+        for e in self.extents.iter().filter(|e| !e.unwritten) {
+            for lblk in e.lblk..e.end().min(nblocks) {
+                let Some(b) = self.read(lblk)? else { continue };
+                if index_blocks.contains(&lblk) {
+                    // The htree root holds `.` and `..` (fake entries).
+                    if lblk == 0 && b.len() >= 24 {
+                        out.push(DirEntry {
+                            name: b".".to_vec(),
+                            ino: le32(&b, 0),
+                            file_type: 2,
+                        });
+                        out.push(DirEntry {
+                            name: b"..".to_vec(),
+                            ino: le32(&b, 12),
+                            file_type: 2,
+                        });
+                    }
+                    continue;
+                }
+                self.walk_leaf(lblk, &b, &mut |ino, ft, name| {
+                    out.push(DirEntry {
+                        name: name.to_vec(),
+                        ino,
+                        file_type: ft,
+                    });
+                    false
+                })?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `f(ino, file_type, name)` for each live entry of leaf `b` until
+    /// it returns true; checks every record.
+    fn walk_leaf(
+        &self,
+        lblk: u64,
+        b: &[u8],
+        f: &mut dyn FnMut(u32, u8, &[u8]) -> bool,
+    ) -> Result<()> {
         let end = if self.ctx.csum {
             self.verify_leaf(lblk, b)?
         } else {
@@ -262,12 +335,13 @@ impl Dir<'_, '_> {
                     },
                 ));
             }
-            if ino != 0 && &b[off + 8..off + 8 + name_len] == name {
-                return Ok(Some(ino));
+            let ft = if self.filetype { b[off + 7] } else { 0 };
+            if ino != 0 && f(ino, ft, &b[off + 8..off + 8 + name_len]) {
+                return Ok(());
             }
             off += rec_len;
         }
-        Ok(None)
+        Ok(())
     }
 
     /// Verifies the 12-byte checksum tail of a leaf; returns where the

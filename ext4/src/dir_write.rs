@@ -85,7 +85,6 @@ const NODE_COUNT_OFF: usize = 8;
 /// The name length limit (`EXT4_NAME_LEN`).
 const NAME_MAX: usize = 255;
 /// File type byte of a directory (`EXT4_FT_DIR`).
-#[cfg(test)]
 const FT_DIR: u8 = 2;
 /// Leaf splits one insert may need before the entry fits: each split moves
 /// at least one entry out of the target leaf, and a leaf of one hash is
@@ -552,7 +551,6 @@ fn check_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
 /// A new directory's first block (linear): `.` -> `self_ino`, `..` ->
 /// `parent_ino` running to the tail, sealed.
 pub(crate) fn new_dir_block(bs: usize, p: &DirParams, self_ino: u32, parent_ino: u32) -> Vec<u8> {

@@ -37,6 +37,13 @@ pub enum Ext4Error {
     /// component that is not a directory); the text says what it is.
     #[error("wrong file type: {0}")]
     WrongType(String),
+    /// A directory to be removed still has entries. Nothing was changed.
+    #[error("directory not empty: {0}")]
+    NotEmpty(String),
+    /// A rename bufwrite makes only within one directory (a directory
+    /// moving to another parent). Nothing was changed.
+    #[error("cross-directory rename: {0}")]
+    CrossDir(String),
     /// No free blocks or inodes are left for what the text names. Nothing
     /// was changed.
     #[error("no space left on the filesystem: {0}")]

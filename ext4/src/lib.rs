@@ -52,6 +52,7 @@ pub mod superblock;
 pub mod txn;
 mod util;
 
+pub use dir::DirEntry;
 pub use error::{Corrupt, CorruptKind, Ext4Error, Location, OverlapWith, Result, Structure};
 pub use extent::Extent;
 pub use file::Ext4File;

@@ -339,6 +339,335 @@ impl Ext4 {
     }
 }
 
+/// `i_mode` of a new directory: type bits and 0755.
+const NEW_DIR_MODE: u16 = 0o040_755;
+/// File type byte of a directory in a directory entry.
+const FT_DIR: u8 = 2;
+/// The root directory's inode number.
+const ROOT_INO: u32 = 2;
+
+impl Ext4 {
+    /// The entries of directory `path` (`.` and `..` included), in block
+    /// order.
+    pub fn read_dir(&self, path: &str) -> Result<Vec<crate::dir::DirEntry>> {
+        let inode = self.lookup(path)?;
+        if !inode.is_dir() {
+            return Err(Ext4Error::WrongType(format!(
+                "{path} is {}, not a directory",
+                inode.file_type()
+            )));
+        }
+        if inode.protection().encrypted {
+            return Err(Ext4Error::Unsupported(format!(
+                "{path} is an encrypted directory: its names cannot be read without the key"
+            )));
+        }
+        let extents = self.map_inode(&inode)?;
+        let dir = crate::dir::Dir {
+            ctx: &self.tree_ctx(),
+            inode: &inode,
+            extents: &extents,
+            filetype: self.superblock().has_incompat(incompat::FILETYPE),
+        };
+        dir.entries()
+    }
+
+    /// The inode record of `dir` after its entries changed: size, extent
+    /// root and block count from `tree`.
+    fn dir_record(
+        &self,
+        meta: &Meta,
+        raw: &mut RawInode,
+        ino: u32,
+        tree: &ExtentTree,
+        size: u64,
+    ) -> Result<()> {
+        let sb = self.superblock();
+        raw.set_size(size);
+        raw.set_block_area(&tree.root());
+        let blocks: u64 = tree.extents().iter().map(|e| e.len).sum::<u64>() + tree.node_blocks();
+        raw.set_blocks(
+            blocks * u64::from(sb.block_size / 512),
+            sb.has_ro_compat(ro_compat::HUGE_FILE),
+        )?;
+        raw.update_checksum(ino, meta.fs_seed());
+        Ok(())
+    }
+
+    /// mkdir(2): makes the empty directory `path` (one block holding `.`
+    /// and `..`), one transaction: the inode and block claims, then the new
+    /// inode and its block, then the parent's entry and link count.
+    pub fn make_dir(&self, path: &str) -> Result<()> {
+        let (dir, name) = self.parent_of(path)?;
+        match self.lookup(path) {
+            Ok(_) => return Err(Ext4Error::AlreadyExists(format!("{path} exists"))),
+            Err(Ext4Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if dir.links >= 65_000 {
+            return Err(Ext4Error::Unsupported(format!(
+                "{path}: the parent has {} links (dir_nlink is not modelled)",
+                dir.links
+            )));
+        }
+        let meta = self.meta()?;
+        let sb = self.superblock();
+        let bs = sb.block_size as usize;
+        let mut ms = meta.lock();
+        let ino = meta.alloc_inode(&mut ms, dir.ino, true)?;
+        let give_back = |meta: &Meta, ms: &mut MetaState, e: Ext4Error| {
+            let mut rel = Frees::default();
+            rel.inodes.push((ino, true));
+            meta.commit(ms, Transaction::new(), &[], rel)?;
+            Err(e)
+        };
+        let goal = ms.alloc.inode_goal(ino);
+        let block = match meta.alloc_blocks(&mut ms, goal, 1) {
+            Ok((p, _)) => p,
+            Err(e) => return give_back(&meta, &mut ms, e),
+        };
+        let generation = crc32c::crc32c(&[ino.to_le_bytes(), now().to_le_bytes()].concat());
+        let mut raw = RawInode::new_inode(
+            usize::from(sb.inode_size),
+            NEW_DIR_MODE,
+            2,
+            generation,
+            sb.want_extra_isize,
+            now(),
+        );
+        raw.update_checksum(ino, meta.fs_seed());
+        let new = self.parse_inode(ino, &raw.bytes, 0)?;
+        let mut txn = Transaction::new();
+        let mut frees = Frees::default();
+        let mut tree = ExtentTree::empty(&self.tree_ctx(), &new);
+        tree.insert(
+            0,
+            1,
+            block,
+            false,
+            &mut TreeAlloc {
+                meta: &meta,
+                st: &mut ms,
+                frees: &mut frees,
+            },
+            &mut txn,
+        )?;
+        let mut params = self.dir_params(&new);
+        params.htree = false;
+        let first = dir_write::new_dir_block(bs, &params, ino, dir.ino);
+        txn.put(block, MetaKind::Directory, Phase::Init, first);
+        self.dir_record(&meta, &mut raw, ino, &tree, bs as u64)?;
+        let parent_params = self.dir_params(&dir);
+        let mut dir_tree = ExtentTree::load(&self.tree_ctx(), &dir)?;
+        let mut dir_raw = meta.read_raw_inode(dir.ino)?;
+        let mut io = DirIo::new(&meta, &mut ms, &mut txn, &mut frees, &mut dir_tree, &dir);
+        let r = dir_write::add_entry(&mut io, &parent_params, name.as_bytes(), ino, FT_DIR);
+        let size = io.size;
+        drop(io);
+        if let Err(e) = r {
+            // Nothing was written: the claims are only in memory.
+            let mut rel = Frees::default();
+            rel.inodes.push((ino, true));
+            rel.blocks.push((block, 1));
+            meta.commit(&mut ms, Transaction::new(), &[], rel)?;
+            return Err(e);
+        }
+        dir_raw.set_links(dir.links + 1);
+        self.dir_record(&meta, &mut dir_raw, dir.ino, &dir_tree, size)?;
+        meta.commit(
+            &mut ms,
+            txn,
+            &[(ino, &raw, Phase::Init), (dir.ino, &dir_raw, Phase::Point)],
+            frees,
+        )
+        .map(|_| ())
+    }
+
+    /// rmdir(2): removes the empty directory `path`: its entry first, then
+    /// the parent's link count and the dead inode, then its block and inode
+    /// are released.
+    pub fn remove_dir(&self, path: &str) -> Result<()> {
+        let (dir, name) = self.parent_of(path)?;
+        let target = self.lookup(path)?;
+        if !target.is_dir() {
+            return Err(Ext4Error::WrongType(format!(
+                "{path} is {}, not a directory",
+                target.file_type()
+            )));
+        }
+        if target.ino == ROOT_INO {
+            return Err(Ext4Error::Unsupported("the root directory stays".into()));
+        }
+        let live = self.read_dir(path)?;
+        if live.iter().any(|e| e.name != b"." && e.name != b"..") {
+            return Err(Ext4Error::NotEmpty(path.to_string()));
+        }
+        if !target.has_flag(flags::EXTENTS) {
+            return Err(Ext4Error::Unsupported(format!(
+                "{path} is mapped by indirect blocks; bufwrite frees only extent-mapped directories"
+            )));
+        }
+        let meta = self.meta()?;
+        let params = self.dir_params(&dir);
+        let mut ms = meta.lock();
+        let mut txn = Transaction::new();
+        let mut frees = Frees::default();
+        let mut dir_tree = ExtentTree::load(&self.tree_ctx(), &dir)?;
+        let mut dir_raw = meta.read_raw_inode(dir.ino)?;
+        let mut io = DirIo::new(&meta, &mut ms, &mut txn, &mut frees, &mut dir_tree, &dir);
+        let ino = dir_write::remove_entry(&mut io, &params, name.as_bytes())?;
+        let size = io.size;
+        drop(io);
+        if ino != target.ino {
+            return Err(Ext4Error::Unsupported(format!(
+                "{path}: the entry names inode {ino} but the lookup found {}",
+                target.ino
+            )));
+        }
+        let mut tree = ExtentTree::load(&self.tree_ctx(), &target)?;
+        tree.remove(
+            0,
+            u64::MAX,
+            &mut TreeAlloc {
+                meta: &meta,
+                st: &mut ms,
+                frees: &mut frees,
+            },
+            &mut txn,
+        )?;
+        dir_raw.set_links(dir.links.saturating_sub(1).max(2));
+        self.dir_record(&meta, &mut dir_raw, dir.ino, &dir_tree, size)?;
+        let mut raw = meta.read_raw_inode(ino)?;
+        raw.set_links(0);
+        raw.set_dtime(now());
+        raw.set_size(0);
+        raw.set_blocks(0, false)?;
+        raw.set_block_area(&tree.root());
+        raw.update_checksum(ino, meta.fs_seed());
+        frees.inodes.push((ino, true));
+        meta.commit(
+            &mut ms,
+            txn,
+            &[
+                (dir.ino, &dir_raw, Phase::Point),
+                (ino, &raw, Phase::Release),
+            ],
+            frees,
+        )
+        .map(|_| ())
+    }
+
+    /// rename(2) of a regular file (to any directory) or of a directory
+    /// within its parent. The new entry is written before the old one is
+    /// removed (a crash between leaves two names for one inode, which
+    /// e2fsck counts, never none); an existing regular file at `to` is
+    /// replaced (its entry rewritten to the moved inode, then it is freed).
+    /// A directory moving to another parent is refused (its `..` is not
+    /// rewritten here): `mv` then copies.
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (odir, oname) = self.parent_of(from)?;
+        let (ndir, nname) = self.parent_of(to)?;
+        let src = self.lookup(from)?;
+        if !src.is_file() && !src.is_dir() {
+            return Err(Ext4Error::Unsupported(format!(
+                "{from} is {}; bufwrite renames files and directories",
+                src.file_type()
+            )));
+        }
+        if src.is_dir() && odir.ino != ndir.ino {
+            return Err(Ext4Error::CrossDir(format!(
+                "{from} is a directory: bufwrite renames directories only within their parent"
+            )));
+        }
+        let victim = match self.lookup(to) {
+            Ok(v) if v.ino == src.ino => return Ok(()),
+            Ok(v) if v.is_file() && src.is_file() => {
+                if self.is_open(v.ino) {
+                    return Err(Ext4Error::Unsupported(format!(
+                        "{to} is open for writing; close it before replacing it"
+                    )));
+                }
+                if v.links > 1 || !v.has_flag(flags::EXTENTS) {
+                    return Err(Ext4Error::Unsupported(format!(
+                        "{to}: bufwrite replaces only extent-mapped files with one link"
+                    )));
+                }
+                Some(v)
+            }
+            Ok(v) => {
+                return Err(Ext4Error::Unsupported(format!(
+                "{to} exists and is {}: bufwrite replaces only a regular file by a regular file",
+                v.file_type()
+            )))
+            }
+            Err(Ext4Error::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let ft = if src.is_dir() { FT_DIR } else { FT_REG_FILE };
+        let meta = self.meta()?;
+        let mut ms = meta.lock();
+        let mut txn = Transaction::new();
+        let mut frees = Frees::default();
+        let mut inodes: Vec<(u32, RawInode, Phase)> = Vec::new();
+        // The new name: replace the victim's entry, or add one.
+        let nparams = self.dir_params(&ndir);
+        let mut ntree = ExtentTree::load(&self.tree_ctx(), &ndir)?;
+        let mut io = DirIo::new(&meta, &mut ms, &mut txn, &mut frees, &mut ntree, &ndir);
+        if victim.is_some() {
+            dir_write::remove_entry(&mut io, &nparams, nname.as_bytes())?;
+        }
+        dir_write::add_entry(&mut io, &nparams, nname.as_bytes(), src.ino, ft)?;
+        let (nchanged, nsize) = (io.changed_inode, io.size);
+        drop(io);
+        if nchanged {
+            let mut raw = meta.read_raw_inode(ndir.ino)?;
+            self.dir_record(&meta, &mut raw, ndir.ino, &ntree, nsize)?;
+            inodes.push((ndir.ino, raw, Phase::Point));
+        }
+        // The old name goes after the new one is written.
+        let mut old_txn = Transaction::new();
+        let oparams = self.dir_params(&odir);
+        if odir.ino == ndir.ino {
+            // One directory: its edits are one set of block copies.
+            let mut io = DirIo::new(&meta, &mut ms, &mut txn, &mut frees, &mut ntree, &ndir);
+            dir_write::remove_entry(&mut io, &oparams, oname.as_bytes())?;
+        } else {
+            let mut otree = ExtentTree::load(&self.tree_ctx(), &odir)?;
+            let mut io = DirIo::new(&meta, &mut ms, &mut old_txn, &mut frees, &mut otree, &odir);
+            dir_write::remove_entry(&mut io, &oparams, oname.as_bytes())?;
+        }
+        if let Some(v) = &victim {
+            let mut tree = ExtentTree::load(&self.tree_ctx(), v)?;
+            tree.remove(
+                0,
+                u64::MAX,
+                &mut TreeAlloc {
+                    meta: &meta,
+                    st: &mut ms,
+                    frees: &mut frees,
+                },
+                &mut txn,
+            )?;
+            let mut raw = meta.read_raw_inode(v.ino)?;
+            raw.set_links(0);
+            raw.set_dtime(now());
+            raw.set_size(0);
+            raw.set_blocks(0, false)?;
+            raw.set_block_area(&tree.root());
+            raw.update_checksum(v.ino, meta.fs_seed());
+            frees.inodes.push((v.ino, false));
+            inodes.push((v.ino, raw, Phase::Release));
+        }
+        let refs: Vec<(u32, &RawInode, Phase)> =
+            inodes.iter().map(|(i, r, p)| (*i, r, *p)).collect();
+        meta.commit(&mut ms, txn, &refs, frees)?;
+        if !old_txn.is_empty() {
+            meta.commit(&mut ms, old_txn, &[], Frees::default())?;
+        }
+        Ok(())
+    }
+}
+
 /// The filesystem seam: `Mount` opens, creates and unlinks through it.
 impl Filesystem for Ext4 {
     fn block_size(&self) -> BlockSize {

@@ -6,6 +6,7 @@ mod alloc;
 mod bad;
 mod common;
 mod crash;
+mod dirs;
 mod extent_tree;
 mod fuzz;
 mod gaps;
