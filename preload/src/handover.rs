@@ -88,7 +88,7 @@ pub fn encode(pid: i64, table_fd: c_int, entries: &[(c_int, Arc<OpenFile>)]) -> 
             of.ino,
             of.mode,
             u8::from(of.recorded),
-            hex(&of.rel),
+            hex(&of.rel()),
             hex(&of.path),
             fds.join(".")
         ));

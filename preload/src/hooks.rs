@@ -75,11 +75,25 @@ pub(crate) unsafe fn mount_path(dirfd: c_int, path: *const c_char) -> Option<Str
         return None;
     }
     let mut buf = [0u8; 4096];
+    let dir_path;
+    let cwd;
     let base = if dirfd == libc::AT_FDCWD {
-        real::sys_getcwd(&mut buf)?
+        match crate::cwd::virtual_cwd() {
+            Some(c) => {
+                cwd = c;
+                &cwd[..]
+            }
+            None => real::sys_getcwd(&mut buf)?,
+        }
+    } else if let Some(of) = state::lookup_fd(dirfd) {
+        // A bufwrite directory fd is the base of its `*at` calls (a file
+        // fd is no directory: the placeholder's ENOTDIR is right then).
+        if !of.dir {
+            return None;
+        }
+        dir_path = of.path.clone().into_bytes();
+        &dir_path[..]
     } else {
-        // A bufwrite fd is never a directory: the kernel's ENOTDIR is what
-        // the pass-through on the placeholder returns anyway.
         real::sys_fd_path(dirfd, &mut buf)?
     };
     let norm = path::normalise(base, p)?;
@@ -270,7 +284,7 @@ pub(crate) fn do_open(rel: String, flags: c_int) -> Result<c_int, c_int> {
             if wants_write || create {
                 return Err(libc::EISDIR);
             }
-            return Err(not_served("open(directory)", &rel, libc::EOPNOTSUPP));
+            return open_dir(&rel, flags, &i);
         }
         Some(i) if !is_reg(i.mode) => {
             return Err(not_served(
@@ -1025,6 +1039,9 @@ struct StatInfo {
 }
 
 fn stat_of_file(of: &OpenFile) -> Result<StatInfo, c_int> {
+    if of.dir {
+        return stat_of_path(&of.rel());
+    }
     Ok(StatInfo {
         ino: of.ino,
         mode: of.mode,
@@ -1324,6 +1341,10 @@ pub unsafe extern "C" fn fsync(fd: c_int) -> c_int {
     if let Some(of) = ours(fd) {
         return serve(-1, || {
             count("fsync");
+            if of.dir {
+                // Directory edits are committed when they are made.
+                return Ok(0);
+            }
             eng(of.file()?.fsync())?;
             record::call(&of, || Op::Fsync);
             Ok(0)
@@ -1340,6 +1361,9 @@ pub unsafe extern "C" fn fdatasync(fd: c_int) -> c_int {
     if let Some(of) = ours(fd) {
         return serve(-1, || {
             count("fdatasync");
+            if of.dir {
+                return Ok(0);
+            }
             eng(of.file()?.fdatasync())?;
             record::call(&of, || Op::Fdatasync);
             Ok(0)
@@ -1544,7 +1568,17 @@ fn do_unlink(rel: &str, flags: c_int) -> Result<c_int, c_int> {
         if !is_dir(inode.mode) {
             return Err(libc::ENOTDIR);
         }
-        return Err(not_served("rmdir", rel, libc::EOPNOTSUPP));
+        if state::all_fds()
+            .iter()
+            .any(|of| of.dir && of.ino == u64::from(inode.ino))
+        {
+            return Err(libc::EBUSY);
+        }
+        return m
+            .ext4
+            .remove_dir(rel)
+            .map(|()| 0)
+            .map_err(|e| ext4_errno(&e));
     }
     if is_dir(inode.mode) {
         return Err(libc::EISDIR);
@@ -1756,7 +1790,8 @@ fn do_rmdir(rel: &str) -> Result<c_int, c_int> {
     do_unlink(rel, libc::AT_REMOVEDIR)
 }
 
-/// rmdir(2): ENOTDIR on a file; directories are not removed (EOPNOTSUPP).
+/// rmdir(2): removes an empty directory (ENOTEMPTY, ENOTDIR, EBUSY while
+/// this process has it open).
 #[no_mangle]
 pub unsafe extern "C" fn rmdir(path: *const c_char) -> c_int {
     // SAFETY: `path` is the caller's C string.
@@ -1774,11 +1809,10 @@ fn do_mkdir(rel: &str) -> Result<c_int, c_int> {
     if lookup(&m, rel)?.is_some() {
         return Err(libc::EEXIST);
     }
-    Err(not_served("mkdir", rel, libc::EOPNOTSUPP))
+    m.ext4.make_dir(rel).map(|()| 0).map_err(|e| ext4_errno(&e))
 }
 
-/// mkdir(2): EEXIST for an existing name; new directories are not made
-/// (EOPNOTSUPP, recorded), never a pass-through to a kernel path.
+/// mkdir(2) (the mode is the ext4 layer's default, 0755).
 #[no_mangle]
 pub unsafe extern "C" fn mkdir(path: *const c_char, mode: mode_t) -> c_int {
     // SAFETY: `path` is the caller's C string.
@@ -1802,7 +1836,9 @@ pub unsafe extern "C" fn mkdirat(dirfd: c_int, path: *const c_char, mode: mode_t
     unsafe { f(dirfd, path, mode) }
 }
 
-/// rename on mount paths: EXDEV (recorded), so `mv` copies and unlinks.
+/// rename on mount paths: both inside the mount, a file anywhere or a
+/// directory within its parent (else EXDEV, so `mv` copies and unlinks;
+/// between the mount and the kernel's files too).
 ///
 /// # Safety
 /// Both paths are null or NUL-terminated strings.
@@ -1814,11 +1850,78 @@ unsafe fn rename_ours(
 ) -> Option<c_int> {
     // SAFETY: the caller's C strings.
     let (a, b) = unsafe { (mount_path(olddir, old), mount_path(newdir, new)) };
-    let rel = a.or(b)?;
+    if a.is_none() && b.is_none() {
+        return None;
+    }
     Some(serve(-1, || {
         count("rename");
-        Err(not_served("rename", &rel, libc::EXDEV))
+        let (Some(a), Some(b)) = (a, b) else {
+            return Err(libc::EXDEV);
+        };
+        let r = idle_after(do_rename(&a, &b));
+        if r == Err(libc::EXDEV) {
+            state::record_not_served("rename", &a);
+        }
+        r
     }))
+}
+
+fn do_rename(a: &str, b: &str) -> Result<c_int, c_int> {
+    let m = state::mounted()?;
+    m.ext4.rename(a, b).map_err(|e| ext4_errno(&e))?;
+    // Open descriptions of the moved file (or below a moved directory)
+    // follow it: they attach again by name after a fork or an exec.
+    for of in state::all_fds() {
+        let rel = of.rel();
+        if rel == a {
+            of.set_rel(b.to_string());
+        } else if let Some(rest) = rel.strip_prefix(a).filter(|r| r.starts_with('/')) {
+            of.set_rel(format!("{b}{rest}"));
+        }
+    }
+    Ok(0)
+}
+
+/// The errno an ext4 layer error means to a program.
+pub(crate) fn ext4_errno(e: &bufwrite_ext4::Ext4Error) -> c_int {
+    use bufwrite_ext4::Ext4Error as E;
+    match e {
+        E::NotFound(_) => libc::ENOENT,
+        E::AlreadyExists(_) => libc::EEXIST,
+        E::WrongType(_) => libc::ENOTDIR,
+        E::NotEmpty(_) => libc::ENOTEMPTY,
+        E::CrossDir(_) => libc::EXDEV,
+        E::NoSpace(_) => libc::ENOSPC,
+        E::Unsupported(_) | E::Refused(_) => {
+            real::log_line(&format!("not supported here: {e}"));
+            libc::EOPNOTSUPP
+        }
+        _ => {
+            real::log_line(&format!("I/O error: {e}"));
+            libc::EIO
+        }
+    }
+}
+
+/// A bufwrite directory fd on `rel` (O_DIRECTORY or a read-only open of a
+/// directory): for `fdopendir`, `fstat`, `fsync` and as the base of `*at`
+/// calls.
+fn open_dir(rel: &str, flags: c_int, inode: &bufwrite_ext4::Inode) -> Result<c_int, c_int> {
+    let fd = real::sys_open(
+        b"/dev/null\0",
+        libc::O_RDONLY | (flags & libc::O_CLOEXEC),
+        0,
+    )?;
+    let prefix = String::from_utf8_lossy(state::config().prefix.as_deref().unwrap_or(b""));
+    let of = Arc::new(OpenFile::directory(
+        flags & (libc::O_ACCMODE | libc::O_DIRECTORY | libc::O_NONBLOCK),
+        u64::from(inode.ino),
+        u32::from(inode.mode),
+        rel.to_string(),
+        format!("{prefix}{rel}"),
+    ));
+    drop(state::insert_fd(fd, of));
+    Ok(fd)
 }
 
 /// rename(2): see [`rename_ours`].
@@ -1894,7 +1997,10 @@ unsafe fn before_exec(envp: *const *const c_char) -> Option<ExecEnv> {
     }
     serve(None, || {
         let entries = state::all_fd_entries();
-        if entries.is_empty() && state::mounted_if_open().is_none() {
+        if entries.is_empty()
+            && state::mounted_if_open().is_none()
+            && crate::cwd::virtual_cwd().is_none()
+        {
             return Ok(None);
         }
         // Written back, synced, the image lock dropped (also from a vfork
@@ -1908,24 +2014,34 @@ unsafe fn before_exec(envp: *const *const c_char) -> Option<ExecEnv> {
                 fdflags >= 0 && fdflags & i64::from(libc::FD_CLOEXEC) == 0
             })
             .collect();
-        let Some(value) = handover::encode(real::sys_getpid(), crate::offsets::table_fd(), &kept)
-        else {
+        let pid = real::sys_getpid();
+        let ours: Vec<(&str, String)> = [
+            handover::encode(pid, crate::offsets::table_fd(), &kept).map(|v| (handover::VAR, v)),
+            crate::cwd::encode(pid).map(|v| (crate::cwd::VAR, v)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if ours.is_empty() {
             return Ok(None);
-        };
-        let strings =
-            vec![CString::new(format!("{}={value}", handover::VAR)).map_err(|_| libc::EINVAL)?];
-        let mut ptrs = vec![strings[0].as_ptr()];
-        let skip = format!("{}=", handover::VAR);
+        }
+        let strings = ours
+            .iter()
+            .map(|(k, v)| CString::new(format!("{k}={v}")).map_err(|_| libc::EINVAL))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut ptrs: Vec<*const c_char> = strings.iter().map(|c| c.as_ptr()).collect();
+        let skips: Vec<String> = [handover::VAR, crate::cwd::VAR]
+            .iter()
+            .map(|k| format!("{k}="))
+            .collect();
         if !envp.is_null() {
             let mut p = envp;
             // SAFETY: a null-terminated array of C strings (the caller's
             // contract, as for execve).
             while let Some(e) = unsafe { p.as_ref() }.copied().filter(|e| !e.is_null()) {
                 // SAFETY: each entry is a C string.
-                if !unsafe { CStr::from_ptr(e) }
-                    .to_bytes()
-                    .starts_with(skip.as_bytes())
-                {
+                let bytes = unsafe { CStr::from_ptr(e) }.to_bytes();
+                if !skips.iter().any(|k| bytes.starts_with(k.as_bytes())) {
                     ptrs.push(e);
                 }
                 // SAFETY: within the array, up to its null terminator.
@@ -2048,6 +2164,119 @@ macro_rules! spawn_hook {
 spawn_hook!(posix_spawn);
 spawn_hook!(posix_spawnp);
 
+// ---------------------------------------------------------------- attributes
+
+/// chmod, chown and the utime family on mount files are accepted and
+/// change nothing (the ext4 layer keeps its default mode, owner and zero
+/// times): `cp -p`, `shutil.copystat` and `touch` then succeed. Counted as
+/// `attr_ignored` in the stats.
+fn attr_ok(rel: &str) -> Result<c_int, c_int> {
+    count("attr_ignored");
+    let m = state::mounted()?;
+    let r = lookup(&m, rel).and_then(|i| i.map(|_| 0).ok_or(libc::ENOENT));
+    drop(m);
+    idle_after(r)
+}
+
+macro_rules! attr_path_hook {
+    ($name:ident ($($arg:ident: $ty:ty),*)) => {
+        /// Accepted on mount paths (see [`attr_ok`]).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, $($arg: $ty),*) -> c_int {
+            // SAFETY: `path` is the caller's C string.
+            if let Some(rel) = unsafe { mount_path(libc::AT_FDCWD, path) } {
+                return serve(-1, || attr_ok(&rel));
+            }
+            let f = real!($name: unsafe extern "C" fn(*const c_char, $($ty),*) -> c_int);
+            // SAFETY: forwarding the caller's arguments to the real function.
+            unsafe { f(path, $($arg),*) }
+        }
+    };
+}
+attr_path_hook!(chmod(mode: mode_t));
+attr_path_hook!(chown(uid: libc::uid_t, gid: libc::gid_t));
+attr_path_hook!(lchown(uid: libc::uid_t, gid: libc::gid_t));
+attr_path_hook!(utime(times: *const libc::utimbuf));
+attr_path_hook!(utimes(times: *const libc::timeval));
+attr_path_hook!(lutimes(times: *const libc::timeval));
+
+macro_rules! attr_at_hook {
+    ($name:ident ($($arg:ident: $ty:ty),*)) => {
+        /// Accepted on mount paths (see [`attr_ok`]).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, $($arg: $ty),*) -> c_int {
+            // SAFETY: `path` is the caller's C string.
+            if let Some(rel) = unsafe { mount_path(dirfd, path) } {
+                return serve(-1, || attr_ok(&rel));
+            }
+            // SAFETY: a non-null C string has at least its NUL byte.
+            if !path.is_null() && unsafe { *path } == 0 {
+                // An empty path with AT_EMPTY_PATH (or utimensat's null
+                // path) names the fd itself.
+                if ours(dirfd).is_some() {
+                    return serve(-1, || {
+                        count("attr_ignored");
+                        Ok(0)
+                    });
+                }
+            }
+            let f = real!($name: unsafe extern "C" fn(c_int, *const c_char, $($ty),*) -> c_int);
+            // SAFETY: forwarding the caller's arguments to the real function.
+            unsafe { f(dirfd, path, $($arg),*) }
+        }
+    };
+}
+attr_at_hook!(fchmodat(mode: mode_t, flags: c_int));
+attr_at_hook!(fchownat(uid: libc::uid_t, gid: libc::gid_t, flags: c_int));
+attr_at_hook!(futimesat(times: *const libc::timeval));
+
+/// utimensat(2): a null path names `dirfd` itself (futimens).
+#[no_mangle]
+pub unsafe extern "C" fn utimensat(
+    dirfd: c_int,
+    path: *const c_char,
+    times: *const libc::timespec,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: a non-null C string has at least its NUL byte.
+    if path.is_null() || unsafe { *path } == 0 {
+        if ours(dirfd).is_some() {
+            return serve(-1, || {
+                count("attr_ignored");
+                Ok(0)
+            });
+        }
+    // SAFETY: `path` is the caller's C string.
+    } else if let Some(rel) = unsafe { mount_path(dirfd, path) } {
+        return serve(-1, || attr_ok(&rel));
+    }
+    let f = real!(utimensat: unsafe extern "C" fn(c_int, *const c_char, *const libc::timespec, c_int) -> c_int);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(dirfd, path, times, flags) }
+}
+
+macro_rules! attr_fd_hook {
+    ($name:ident ($($arg:ident: $ty:ty),*)) => {
+        /// Accepted on bufwrite fds (see [`attr_ok`]).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(fd: c_int, $($arg: $ty),*) -> c_int {
+            if ours(fd).is_some() {
+                return serve(-1, || {
+                    count("attr_ignored");
+                    Ok(0)
+                });
+            }
+            let f = real!($name: unsafe extern "C" fn(c_int, $($ty),*) -> c_int);
+            // SAFETY: forwarding the caller's arguments to the real function.
+            unsafe { f(fd, $($arg),*) }
+        }
+    };
+}
+attr_fd_hook!(fchmod(mode: mode_t));
+attr_fd_hook!(fchown(uid: libc::uid_t, gid: libc::gid_t));
+attr_fd_hook!(futimens(times: *const libc::timespec));
+attr_fd_hook!(futimes(times: *const libc::timeval));
+
 // ---------------------------------------------------------------- xattrs
 
 macro_rules! getxattr_hook {
@@ -2100,6 +2329,50 @@ macro_rules! listxattr_hook {
 }
 listxattr_hook!(listxattr);
 listxattr_hook!(llistxattr);
+
+macro_rules! setxattr_hook {
+    ($name:ident ($($arg:ident: $ty:ty),*)) => {
+        /// Extended attributes are not kept: ENOTSUP (`cp -a` then sets
+        /// the mode instead of an ACL).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, $($arg: $ty),*) -> c_int {
+            // SAFETY: `path` is the caller's C string.
+            if let Some(rel) = unsafe { mount_path(libc::AT_FDCWD, path) } {
+                return serve(-1, || {
+                    count("setxattr");
+                    Err(xattr_errno(&rel))
+                });
+            }
+            let f = real!($name: unsafe extern "C" fn(*const c_char, $($ty),*) -> c_int);
+            // SAFETY: forwarding the caller's arguments to the real function.
+            unsafe { f(path, $($arg),*) }
+        }
+    };
+}
+setxattr_hook!(setxattr(name: *const c_char, value: *const c_void, size: size_t, flags: c_int));
+setxattr_hook!(lsetxattr(name: *const c_char, value: *const c_void, size: size_t, flags: c_int));
+setxattr_hook!(removexattr(name: *const c_char));
+setxattr_hook!(lremovexattr(name: *const c_char));
+
+macro_rules! fsetxattr_hook {
+    ($name:ident ($($arg:ident: $ty:ty),*)) => {
+        /// Extended attributes are not kept: ENOTSUP.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(fd: c_int, $($arg: $ty),*) -> c_int {
+            if ours(fd).is_some() {
+                return serve(-1, || {
+                    count("setxattr");
+                    Err(libc::ENOTSUP)
+                });
+            }
+            let f = real!($name: unsafe extern "C" fn(c_int, $($ty),*) -> c_int);
+            // SAFETY: forwarding the caller's arguments to the real function.
+            unsafe { f(fd, $($arg),*) }
+        }
+    };
+}
+fsetxattr_hook!(fsetxattr(name: *const c_char, value: *const c_void, size: size_t, flags: c_int));
+fsetxattr_hook!(fremovexattr(name: *const c_char));
 
 /// ENOENT for a missing name, else ENOTSUP.
 fn xattr_errno(rel: &str) -> c_int {

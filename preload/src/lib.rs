@@ -46,9 +46,18 @@
 //! the errno that makes programs fall back, recorded in the stats'
 //! `not_served`: `mmap` ENODEV, `copy_file_range` EXDEV, `sendfile` and
 //! `splice` EINVAL, `ioctl` ENOTTY (FICLONE* EOPNOTSUPP), `O_TMPFILE`,
-//! opening a directory, `mkdir`, `rmdir` EOPNOTSUPP, `rename` EXDEV (`mv`
-//! copies), fallocate modes other than 0, KEEP_SIZE and PUNCH_HOLE|KEEP_SIZE
-//! EOPNOTSUPP; extended attributes ENOTSUP (an empty list for listxattr).
+//! a rename the ext4 layer does not make (a directory to another parent,
+//! anything over a directory) EXDEV (`mv` copies), fallocate modes other
+//! than 0, KEEP_SIZE and PUNCH_HOLE|KEEP_SIZE EOPNOTSUPP; extended
+//! attributes ENOTSUP (an empty list for listxattr). `chmod`, `chown` and
+//! the utime family are accepted and change nothing (`attr_ignored`).
+//!
+//! Directories: `mkdir`/`mkdirat`, `rmdir` and `unlinkat(AT_REMOVEDIR)`,
+//! `rename` of files and of directories within their parent are the ext4
+//! layer's; an `open` of a directory gives a directory fd (`fstat`,
+//! `fsync`, the base of `*at` calls, `fdopendir`); `opendir`/`readdir`
+//! streams are the library's (`dirs.rs`); `chdir`/`fchdir` into the mount
+//! keep a working directory inside it (`cwd.rs`).
 //!
 //! At exit (the `.fini_array` destructor, which runs after the program's
 //! atexit handlers, and `_exit`/`_Exit`) stdio is flushed, every open file
@@ -86,13 +95,10 @@
 //!
 //! Not done (this slice):
 //! - A vfork child that exits without exec writes nothing back (its
-//!   parent does); `close_range`/`closefrom`, `isatty`,
-//!   `fchmod`/`fchown`/`futimens`, `readdir`/`opendir`, `chdir` into the
-//!   mount, `freopen`, `preadv2`/`pwritev2` flags other than RWF_HIPRI, are
-//!   not hooked or not served (placeholder or kernel answers).
-//! - Directories: `mkdir`, `rmdir`, `rename` and `readdir` are refused
-//!   (the ext4 layer creates and unlinks files in the root directory and
-//!   existing directories, but makes no directories).
+//!   parent does); `close_range`/`closefrom`, `isatty`, `statfs`,
+//!   `scandir` (glibc's reads with internal calls), `freopen`,
+//!   `preadv2`/`pwritev2` flags other than RWF_HIPRI, are not hooked or not
+//!   served (placeholder or kernel answers).
 //! - glibc's standard streams on inherited bufwrite fds 0-2 are replaced
 //!   by cookie streams at start-up (glibc's own write with internal calls
 //!   no hook sees); `fileno(stdout)` is then -1, and a program that
@@ -111,6 +117,8 @@ pub mod real;
 pub mod record;
 pub mod state;
 
+mod cwd;
+mod dirs;
 mod hooks;
 mod stdio;
 
@@ -178,6 +186,7 @@ extern "C" fn init() {
         let _ = state::config();
         let prev = enter_hook();
         handover::adopt();
+        cwd::adopt();
         stdio::rebind_std_streams();
         leave_hook(prev);
         let prev = std::panic::take_hook();

@@ -541,8 +541,12 @@ pub struct OpenFile {
     pub ino: u64,
     /// The inode's mode (type and permission bits), for st_mode.
     pub mode: u32,
-    /// The name inside the mount, as the engine takes it (to attach again).
-    pub rel: String,
+    /// The name inside the mount, as the engine takes it (to attach
+    /// again; a rename in this process updates it).
+    rel: Mutex<String>,
+    /// A directory (opened with `open`/`opendir` for reading its entries
+    /// and as the base of `*at` calls): no engine file.
+    pub dir: bool,
     /// The path the program used (mount prefix + name), for messages and
     /// the stats' not_served entries.
     pub path: String,
@@ -589,11 +593,38 @@ impl OpenFile {
             flags: AtomicI32::new(flags),
             ino,
             mode,
-            rel,
+            rel: Mutex::new(rel),
+            dir: false,
             recorded: crate::record::is_recorded(&path),
             path,
             _live: Live::new(),
         }
+    }
+
+    /// An open directory `rel` (inode `ino`, `mode`).
+    pub fn directory(flags: c_int, ino: u64, mode: u32, rel: String, path: String) -> OpenFile {
+        OpenFile {
+            attached: Mutex::new(None),
+            pos: Offset::new(0),
+            flags: AtomicI32::new(flags),
+            ino,
+            mode,
+            rel: Mutex::new(rel),
+            dir: true,
+            recorded: false,
+            path,
+            _live: Live::new(),
+        }
+    }
+
+    /// The name inside the mount.
+    pub fn rel(&self) -> String {
+        lock(&self.rel).clone()
+    }
+
+    /// The file was renamed to `rel` (by this process).
+    pub fn set_rel(&self, rel: String) {
+        *lock(&self.rel) = rel;
     }
 
     /// A detached description this process inherited across an exec: it
@@ -607,7 +638,8 @@ impl OpenFile {
             mode: h.mode,
             recorded: h.recorded,
             path: h.path,
-            rel: h.rel,
+            dir: h.mode & libc::S_IFMT == libc::S_IFDIR,
+            rel: Mutex::new(h.rel),
             _live: Live::new(),
         }
     }
@@ -629,16 +661,20 @@ impl OpenFile {
 
     #[cold]
     fn attach(&self) -> Result<Arc<File>, c_int> {
+        if self.dir {
+            return Err(libc::EISDIR);
+        }
         // Not under `attached`: opening the mount takes its own lock.
         let m = mounted()?;
+        let rel = self.rel();
         let file = m
             .mount
-            .open(&self.rel, OpenFlags::default(), m.make_path(), m.opts)
+            .open(&rel, OpenFlags::default(), m.make_path(), m.opts)
             .map_err(|e| {
                 real::log_line(&format!("{}: cannot open it again: {e}", self.path));
                 errno_of(&e)
             })?;
-        match m.ext4.lookup(&self.rel) {
+        match m.ext4.lookup(&rel) {
             Ok(i) if u64::from(i.ino) == self.ino => {}
             _ => {
                 real::log_line(&format!(

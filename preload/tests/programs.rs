@@ -663,3 +663,66 @@ print('ok')
     );
     assert_eq!(stdout(&out), "ok\n", "{}", stderr(&out));
 }
+
+#[test]
+fn directories_mkdir_ls_cp_r_mv_rm_r_cd_and_python() {
+    // Programs that walk trees (mkdir -p walks into each directory it
+    // makes; cp -r, rm -r, tar and shutil use the *at calls, fdopendir and
+    // readdir), renames of files and directories, and a working directory
+    // inside the mount; debugfs sees the same tree, e2fsck is clean and
+    // everything removed leaves the free counts where they were.
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    std::fs::write(src.join("a"), "alpha\n").unwrap();
+    std::fs::write(src.join("sub/b"), vec![b'b'; 70_000]).unwrap();
+    std::fs::write(src.join("sub/deeper/c"), "gamma\n").unwrap();
+    let before = e2fs::debugfs_r(&env.img, "stats");
+    let free = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("Free blocks:"))
+            .map(str::to_owned)
+    };
+    let out = env.sh("mkdir -p /bufwrite/x/y && echo hi > /bufwrite/x/y/f && \
+         cp -r src /bufwrite/s && diff -r src /bufwrite/s && \
+         mv /bufwrite/s/a /bufwrite/x/a2 && mv /bufwrite/s /bufwrite/s2 && \
+         ls /bufwrite && (cd /bufwrite/x && pwd && ls && cat y/f) && \
+         mkdir /bufwrite/t && tar -C src -cf - . | tar -C /bufwrite/t -xf - && \
+         find /bufwrite/t -type f | sort && \
+         rmdir /bufwrite/x 2>/dev/null; echo rmdir=$?");
+    let text = stdout(&out);
+    assert!(text.contains("lost+found\ns2\nx\n"), "{text}");
+    assert!(text.contains("/bufwrite/x\na2\ny\nhi\n"), "{text}");
+    assert!(
+        text.contains("/bufwrite/t/a\n/bufwrite/t/sub/b\n/bufwrite/t/sub/deeper/c\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("rmdir=1\n"), "{text}");
+    let ls = e2fs::debugfs_r(&env.img, "ls -l /s2/sub");
+    assert!(ls.contains(" b") && ls.contains(" deeper"), "{ls}");
+    assert_eq!(e2fs::dump(&env.img, "/x/a2"), b"alpha\n");
+    assert_eq!(e2fs::dump(&env.img, "/s2/sub/b"), vec![b'b'; 70_000]);
+    env.check_clean();
+    let script = r#"
+import os, shutil
+shutil.copytree('src', '/bufwrite/p')
+assert sorted(os.listdir('/bufwrite/p')) == ['a', 'sub'], os.listdir('/bufwrite/p')
+assert sorted(e.name for e in os.scandir('/bufwrite/p/sub')) == ['b', 'deeper']
+os.rename('/bufwrite/p/a', '/bufwrite/p/sub/a')
+os.replace('/bufwrite/p/sub/a', '/bufwrite/p/sub/b')
+assert open('/bufwrite/p/sub/b').read() == 'alpha\n'
+try:
+    os.rmdir('/bufwrite/p')
+    raise SystemExit('rmdir of a non-empty directory worked')
+except OSError as e:
+    assert e.errno == 39, e
+for d in ['/bufwrite/p', '/bufwrite/s2', '/bufwrite/t', '/bufwrite/x']:
+    shutil.rmtree(d)
+assert os.listdir('/bufwrite') == ['lost+found'], os.listdir('/bufwrite')
+print('ok')
+"#;
+    let out = env.sh(&format!("python3 -c \"{}\"", script.replace('"', "\\\"")));
+    assert_eq!(stdout(&out), "ok\n", "{}", stderr(&out));
+    env.check_clean();
+    assert_eq!(free(&e2fs::debugfs_r(&env.img, "stats")), free(&before));
+}
