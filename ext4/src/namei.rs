@@ -6,7 +6,11 @@
 //! then the new inode record and any directory block appended for the entry
 //! (nothing points at either yet), then the entry and the directory's inode;
 //! for unlink, the entry is removed first, then the dead inode record is
-//! written and the inode and its blocks are released.
+//! written and the inode and its blocks are released. mkdir is create's
+//! order with the new directory's first block (`.` and `..`) written with
+//! its inode; rmdir is unlink's; rename writes the new entry in one
+//! transaction and removes the old one in the next, so a crash between
+//! leaves a second name (a link count e2fsck corrects), never none.
 
 use crate::dir_write::{self, DirBlocks, DirParams};
 use crate::error::Structure;
