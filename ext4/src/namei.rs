@@ -8,9 +8,10 @@
 //! for unlink, the entry is removed first, then the dead inode record is
 //! written and the inode and its blocks are released. mkdir is create's
 //! order with the new directory's first block (`.` and `..`) written with
-//! its inode; rmdir is unlink's; rename writes the new entry in one
-//! transaction and removes the old one in the next, so a crash between
-//! leaves a second name (a link count e2fsck corrects), never none.
+//! its inode; rmdir is unlink's; a rename across directories writes the
+//! new entry in one transaction and removes the old one in the next, so a
+//! crash between leaves a second name (a link count e2fsck corrects), never
+//! none (within one directory both edits go out in one transaction).
 
 use crate::dir_write::{self, DirBlocks, DirParams};
 use crate::error::Structure;
