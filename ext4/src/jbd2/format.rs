@@ -423,12 +423,15 @@ impl JournalSuperblock {
     }
 
     /// Writes the fields bufwrite changes (`s_sequence`, `s_start`,
-    /// `s_errno`) into the raw superblock `b` and refreshes its checksum
-    /// when the journal has one.
+    /// `s_errno`, and on v2 `s_feature_incompat`) into the raw superblock
+    /// `b` and refreshes its checksum when the journal has one.
     pub fn store(&self, b: &mut [u8]) {
         put_be32(b, 0x18, self.sequence);
         put_be32(b, 0x1C, self.start);
         put_be32(b, 0x20, self.errno as u32);
+        if self.version == 2 {
+            put_be32(b, 0x28, self.feature_incompat);
+        }
         if self.version == 2 && self.csum_v2_or_v3() {
             let c = Self::compute_checksum(b);
             put_be32(b, 0xFC, c);

@@ -71,9 +71,20 @@ impl std::fmt::Debug for JournalWriter {
 
 impl JournalWriter {
     /// A writer for `journal`, whose log must be empty (`s_start == 0`:
-    /// recover it first). The first transaction gets `s_sequence + 1`, as
+    /// recover it first). A v2 journal gets the revoke feature, as the
+    /// kernel gives it at mount. The first transaction gets `s_sequence + 1`, as
     /// the kernel numbers them after an empty log, and starts at `s_first`.
-    pub fn new(journal: Journal) -> Result<JournalWriter> {
+    pub fn new(mut journal: Journal) -> Result<JournalWriter> {
+        if journal.sb.version == 2
+            && journal.sb.start == 0
+            && !journal.sb.has_incompat(feature::INCOMPAT_REVOKE)
+        {
+            // The kernel turns revoke records on at every read-write
+            // mount (ext4 asks jbd2 for the feature); mke2fs leaves it off.
+            journal.sb.feature_incompat |= feature::INCOMPAT_REVOKE;
+            journal.write_superblock()?;
+            journal.dev().flush()?;
+        }
         let sb = journal.superblock();
         if sb.start != 0 {
             return Err(Ext4Error::NeedsRecovery(

@@ -9,6 +9,7 @@ mod crash;
 mod extent_tree;
 mod fuzz;
 mod gaps;
+mod journal;
 mod layout;
 mod root;
 mod variants;
