@@ -755,3 +755,61 @@ fn random_flips_never_panic_or_write_outside() {
         }
     }
 }
+
+/// Opt-in (`BUFWRITE_ROOT_TESTS=1`; needs root, `losetup` and `mount`): a
+/// journal the kernel wrote. The image is mounted read-write on a loop
+/// device, files are written and `sync -f` commits them to the journal
+/// (a commit, not a checkpoint: the log stays live and needs_recovery is
+/// on disk while mounted); the backing file is copied while still
+/// mounted, so the copies are what a crash would leave. bufwrite's and
+/// e2fsck's replays of two copies are equal block for block.
+#[test]
+fn a_kernel_written_journal_replays_as_e2fsck_replays_it() {
+    if std::env::var_os("BUFWRITE_ROOT_TESTS").is_none_or(|v| v != "1") {
+        eprintln!("skip: set BUFWRITE_ROOT_TESTS=1 to run (needs root, losetup and mount)");
+        return;
+    }
+    use bufwrite_testkit::loopdev::{LoopDevice, LoopOptions, Mounted};
+    let dir = tempfile::tempdir().unwrap();
+    for (bs, features) in [(4096u32, ""), (1024, "^metadata_csum,^64bit")] {
+        let name = format!("kernel-{bs}.img");
+        let img = image(dir.path(), &name, bs, features);
+        let lo = LoopDevice::attach(&img, LoopOptions::default())
+            .expect("a free loop device (losetup --find)");
+        let mnt = tempfile::tempdir().unwrap();
+        let mounted = Mounted::ext4(lo.path(), mnt.path(), false).expect("mount");
+        for i in 0..20u64 {
+            let p = mnt.path().join(format!("k{i}"));
+            std::fs::write(&p, pattern(3000 + i as usize * 700, 70 + i)).unwrap();
+        }
+        std::fs::create_dir(mnt.path().join("kd")).unwrap();
+        std::fs::remove_file(mnt.path().join("k3")).unwrap();
+        let out = std::process::Command::new("sync")
+            .arg("-f")
+            .arg(mnt.path().join("k0"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sync -f");
+        let (e, w) = two_copies(&img);
+        drop(mounted);
+        lo.detach().expect("losetup -d");
+        let bytes = std::fs::read(&w).unwrap();
+        assert!(
+            u32::from_le_bytes(bytes[1024 + 0x60..1024 + 0x64].try_into().unwrap()) & 0x4 != 0,
+            "{name}: the copy has no needs_recovery"
+        );
+        e2fsck_replay(&e);
+        let r = bufwrite_replay(&w);
+        eprintln!("{name}: {r}");
+        assert!(r.transactions > 0 && r.replayed > 0, "{name}: {r}");
+        assert!(!r.marked_error && r.skipped.is_empty(), "{name}: {r}");
+        // The kernel keeps the superblock's free counts lazily (the group
+        // descriptors are authoritative) and counted this mount; e2fsck
+        // rewrites the counts from the descriptors and resets the mount
+        // count: s_free_blocks_count (lo, hi), s_free_inodes_count,
+        // s_mnt_count.
+        assert_same_image_but(&e, &w, &[(0xC, 4), (0x158, 4), (0x10, 4), (0x34, 2)]);
+        fsck_ok(&w);
+        assert_eq!(dump(&w, "/k5"), pattern(3000 + 5 * 700, 75), "{name}");
+    }
+}
