@@ -53,6 +53,15 @@ pub enum Ext4Error {
     /// changed.
     #[error("refused: {0}")]
     Refused(String),
+    /// The journal failed a check (its superblock, its map, or a log the
+    /// kernel would refuse to recover); the text says what and where.
+    /// Nothing was replayed.
+    #[error("corrupt journal: {0}")]
+    JournalCorrupt(String),
+    /// The journal needs recovery and this operation may not do it (a
+    /// read-only open, or a log writer on a log not yet recovered).
+    #[error("the journal needs recovery: {0}")]
+    NeedsRecovery(String),
 }
 
 impl Ext4Error {

@@ -41,6 +41,10 @@ pub struct Ext4 {
     meta: Mutex<Option<Arc<Meta>>>,
     /// Files open for writing, by inode: one mapper per inode.
     open: Mutex<HashMap<u32, Weak<Ext4File>>>,
+    /// What the journal recovery done by this open found, if one ran.
+    recovery: Option<crate::jbd2::RecoveryReport>,
+    /// Opened with [`Ext4::open_read_only`]: every write is refused.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Ext4 {
@@ -57,8 +61,16 @@ impl Ext4 {
     /// Reads and verifies the superblock and every group descriptor.
     ///
     /// Images with incompatible features this crate does not understand
-    /// are refused outright; images it can read but must not write (journal
-    /// needing recovery, MMP, ...) open, and [`Ext4::open_file`] refuses them.
+    /// are refused outright; images it can read but must not write (MMP,
+    /// ...) open, and [`Ext4::open_file`] refuses them.
+    ///
+    /// On a writable device, an internal journal that needs recovery is
+    /// replayed first (see [`crate::jbd2::recovery`]), before anything
+    /// else is read: the superblock and descriptors are then read again
+    /// from the recovered image ([`Ext4::recovery`] says what was done). A
+    /// journal bufwrite cannot replay (external, fast commits) leaves the
+    /// image opened with writes refused; a corrupt one fails the open, as
+    /// it fails the kernel's mount.
     pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Ext4> {
         Self::open_with(dev, AllocPolicy::default())
     }
@@ -66,6 +78,37 @@ impl Ext4 {
     /// As [`Ext4::open`], with the writeback allocation policy the files
     /// opened for writing use.
     pub fn open_with(dev: Arc<dyn BlockDevice>, policy: AllocPolicy) -> Result<Ext4> {
+        let fs = Self::open_raw(Arc::clone(&dev), policy, false)?;
+        if !fs.sb.has_incompat(incompat::RECOVER) || dev.read_only() {
+            return Ok(fs);
+        }
+        // Only the superblock, the journal inode's group descriptor and
+        // inode, and its block map were read: none of them is journaled
+        // (the kernel never logs the journal inode).
+        let recovered = crate::jbd2::Journal::open(&fs).and_then(|mut j| j.recover());
+        match recovered {
+            Ok(report) => {
+                let mut fs = Self::open_raw(dev, policy, false)?;
+                fs.recovery = Some(report);
+                Ok(fs)
+            }
+            Err(Ext4Error::Unsupported(_)) => Ok(fs),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens the image without replaying its journal and with every write
+    /// refused (a journal needing recovery is named as the reason).
+    pub fn open_read_only(dev: Arc<dyn BlockDevice>) -> Result<Ext4> {
+        Self::open_raw(dev, AllocPolicy::default(), true)
+    }
+
+    /// What the journal recovery this open ran found, if it ran one.
+    pub fn recovery(&self) -> Option<&crate::jbd2::RecoveryReport> {
+        self.recovery.as_ref()
+    }
+
+    fn open_raw(dev: Arc<dyn BlockDevice>, policy: AllocPolicy, read_only: bool) -> Result<Ext4> {
         let sb = Superblock::read(dev.as_ref())?;
         let unknown = sb.unknown_incompat();
         if unknown != 0 {
@@ -84,6 +127,8 @@ impl Ext4 {
             policy,
             meta: Mutex::new(None),
             open: Mutex::new(HashMap::new()),
+            recovery: None,
+            read_only,
         })
     }
 
@@ -109,7 +154,11 @@ impl Ext4 {
 
     /// Why nothing on this image may be written (empty when it may).
     pub fn write_blockers(&self) -> Vec<String> {
-        self.sb.write_blockers()
+        let mut v = self.sb.write_blockers();
+        if self.read_only {
+            v.push("the filesystem was opened read-only".into());
+        }
+        v
     }
 
     fn fs_seed(&self) -> Option<u32> {
@@ -283,6 +332,12 @@ impl Ext4 {
     /// place (indirect-mapped, inline, encrypted, verity).
     pub fn open_file(&self, path: &str) -> Result<Arc<Ext4File>> {
         let blockers = self.write_blockers();
+        if self.sb.has_incompat(incompat::RECOVER) {
+            return Err(Ext4Error::NeedsRecovery(format!(
+                "refusing to write this image: {}",
+                blockers.join("; ")
+            )));
+        }
         if !blockers.is_empty() {
             return Err(Ext4Error::Unsupported(format!(
                 "refusing to write this image: {}",

@@ -43,6 +43,7 @@ mod group_desc;
 mod indirect;
 pub mod inode;
 mod inode_write;
+pub mod jbd2;
 mod meta;
 pub mod mount;
 mod namei;

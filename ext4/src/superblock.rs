@@ -162,6 +162,16 @@ pub struct Superblock {
     pub reserved_gdt_blocks: u16,
     /// The journal inode (0 when none).
     pub journal_inum: u32,
+    /// `s_journal_uuid`: the external journal's UUID (zero for an
+    /// internal journal).
+    pub journal_uuid: [u8; 16],
+    /// `s_journal_dev`: the external journal's device number.
+    pub journal_dev: u32,
+    /// `s_jnl_backup_type` (1: `s_jnl_blocks` holds a copy of the journal
+    /// inode's `i_block`, then `i_size_high` and `i_size`).
+    pub jnl_backup_type: u8,
+    /// `s_jnl_blocks`: the journal inode backup e2fsck falls back on.
+    pub jnl_blocks: [u32; 17],
     /// The user quota inode (`s_usr_quota_inum`, 0 when none).
     pub usr_quota_inum: u32,
     /// The group quota inode (`s_grp_quota_inum`, 0 when none).
@@ -326,6 +336,8 @@ impl Superblock {
         } else {
             chksum(!0, &uuid)
         };
+        let mut journal_uuid = [0u8; 16];
+        journal_uuid.copy_from_slice(&b[0xD0..0xE0]);
         let mo = &b[0x200..0x240];
         let mo_len = mo.iter().position(|&c| c == 0).unwrap_or(mo.len());
         let sb = Superblock {
@@ -349,6 +361,10 @@ impl Superblock {
             first_meta_bg: le32(b, 0x104),
             reserved_gdt_blocks: le16(b, 0xCE),
             journal_inum: le32(b, 0xE0),
+            journal_uuid,
+            journal_dev: le32(b, 0xE4),
+            jnl_backup_type: b[0xFD],
+            jnl_blocks: std::array::from_fn(|i| le32(b, 0x10C + 4 * i)),
             usr_quota_inum: le32(b, 0x240),
             grp_quota_inum: le32(b, 0x244),
             prj_quota_inum: le32(b, 0x26C),

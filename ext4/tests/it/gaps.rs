@@ -171,10 +171,16 @@ fn needs_recovery_refuses_writes() {
         &[],
     );
     let dev = Arc::new(Mem::from_bytes(std::fs::read(&img).unwrap(), 512));
-    let fs = Ext4::open(dev).unwrap();
+    // A read-only open does not replay the journal.
+    let fs = Ext4::open_read_only(dev.clone()).unwrap();
     let e = fs.open_file("/d/l").unwrap_err().to_string();
     assert!(e.contains("needs recovery"), "{e}");
     assert!(fs.open_file_read_only("/d/l").is_ok());
+    // A writable open replays it (the log is empty: it only clears the
+    // flag) and may write.
+    let fs = Ext4::open(dev).unwrap();
+    assert!(fs.recovery().is_some());
+    assert!(fs.write_blockers().is_empty(), "{:?}", fs.write_blockers());
 }
 
 /// The journal, the three quota files and the orphan file are not user
