@@ -244,12 +244,28 @@ fn is_reg(mode: u16) -> bool {
     u32::from(mode) & libc::S_IFMT == libc::S_IFREG
 }
 
-/// The inode at `rel`, or None when absent.
+/// The inode at `rel`, or None when absent. A path through a file
+/// (`file/x`) is ENOTDIR, as the kernel says.
 fn lookup(m: &state::Mounted, rel: &str) -> Result<Option<bufwrite_ext4::Inode>, c_int> {
     match m.ext4.lookup(rel) {
         Ok(i) => Ok(Some(i)),
         Err(bufwrite_ext4::Ext4Error::NotFound(_)) => Ok(None),
+        Err(bufwrite_ext4::Ext4Error::WrongType(_)) => Err(libc::ENOTDIR),
         Err(e) => eng(Err(e.into())),
+    }
+}
+
+/// A new name needs its directory: ENOENT when it is missing (the ext4
+/// layer's create reports that as unsupported), ENOTDIR when it is a file.
+fn parent_exists(m: &state::Mounted, rel: &str) -> Result<(), c_int> {
+    let parent = match rel.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &rel[..i],
+    };
+    match lookup(m, parent)? {
+        None => Err(libc::ENOENT),
+        Some(i) if !is_dir(i.mode) => Err(libc::ENOTDIR),
+        Some(_) => Ok(()),
     }
 }
 
@@ -280,6 +296,7 @@ pub(crate) fn do_open(rel: String, flags: c_int) -> Result<c_int, c_int> {
         }
         Some(_) if flags & libc::O_DIRECTORY != 0 => return Err(libc::ENOTDIR),
         None if !create => return Err(libc::ENOENT),
+        None => parent_exists(&m, &rel)?,
         _ => {}
     }
     let oflags = OpenFlags {
