@@ -1370,6 +1370,12 @@ pub unsafe extern "C" fn sync_file_range(
     if let Some(of) = ours(fd) {
         return serve(-1, || {
             count("sync_file_range");
+            let known = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            if flags & !known != 0 {
+                return Err(libc::EINVAL);
+            }
             let off = offset(off)?;
             let len = match offset(nbytes)? {
                 0 => of.file.size().saturating_sub(off),
