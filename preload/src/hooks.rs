@@ -1530,12 +1530,19 @@ posix_fallocate_hook!(posix_fallocate64);
 
 macro_rules! fadvise_hook {
     ($name:ident) => {
-        /// posix_fadvise(2) (and its alias): accepted (0) on bufwrite fds.
+        /// posix_fadvise(2) (and its alias): any valid advice is accepted
+        /// (0) on bufwrite fds; an unknown one or a negative length is
+        /// EINVAL, returned (errno untouched), as the kernel's.
         #[no_mangle]
         pub unsafe extern "C" fn $name(fd: c_int, off: off_t, len: off_t, advice: c_int) -> c_int {
             if ours(fd).is_some() {
-                return serve(0, || {
+                // A panic (EIO in errno) returns EIO too: the call's result
+                // is its error number.
+                return serve(libc::EIO, || {
                     count("posix_fadvise");
+                    if len < 0 || !(libc::POSIX_FADV_NORMAL..=libc::POSIX_FADV_NOREUSE).contains(&advice) {
+                        return Ok(libc::EINVAL);
+                    }
                     Ok(0)
                 });
             }
