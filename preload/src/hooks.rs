@@ -68,7 +68,7 @@ pub(crate) unsafe fn mount_path(dirfd: c_int, path: *const c_char) -> Option<Str
             return None;
         }
         let norm = path::normalise(b"/", p)?;
-        return path::under_mount(prefix, &norm);
+        return path::under_mount(prefix, &norm).map(|rel| dir_only(rel, p));
     }
     if p.is_empty() {
         return None;
@@ -82,7 +82,17 @@ pub(crate) unsafe fn mount_path(dirfd: c_int, path: *const c_char) -> Option<Str
         real::sys_fd_path(dirfd, &mut buf)?
     };
     let norm = path::normalise(base, p)?;
-    path::under_mount(prefix, &norm)
+    path::under_mount(prefix, &norm).map(|rel| dir_only(rel, p))
+}
+
+/// Normalising drops a trailing `/` or `/.`, which the kernel takes to mean
+/// "a directory": it is kept as a trailing `/` on `rel`, so that
+/// [`lookup`] fails a file named so with ENOTDIR.
+fn dir_only(mut rel: String, raw: &[u8]) -> String {
+    if rel != "/" && (raw.ends_with(b"/") || raw.ends_with(b"/.")) {
+        rel.push('/');
+    }
+    rel
 }
 
 /// The library's own fds (the image, files the engine reads while a
@@ -245,9 +255,11 @@ fn is_reg(mode: u16) -> bool {
 }
 
 /// The inode at `rel`, or None when absent. A path through a file
-/// (`file/x`) is ENOTDIR, as the kernel says.
+/// (`file/x`), or a file named as a directory (`file/`), is ENOTDIR, as
+/// the kernel says.
 fn lookup(m: &state::Mounted, rel: &str) -> Result<Option<bufwrite_ext4::Inode>, c_int> {
     match m.ext4.lookup(rel) {
+        Ok(i) if rel.len() > 1 && rel.ends_with('/') && !is_dir(i.mode) => Err(libc::ENOTDIR),
         Ok(i) => Ok(Some(i)),
         Err(bufwrite_ext4::Ext4Error::NotFound(_)) => Ok(None),
         Err(bufwrite_ext4::Ext4Error::WrongType(_)) => Err(libc::ENOTDIR),
