@@ -1002,9 +1002,8 @@ pub(crate) fn do_lseek(of: &OpenFile, off: off_t, whence: c_int) -> Result<off_t
         libc::SEEK_END => size + off,
         // Data everywhere below EOF: the next data is here, the next hole
         // is EOF.
-        libc::SEEK_DATA if off >= size => return Err(libc::ENXIO),
+        libc::SEEK_DATA | libc::SEEK_HOLE if off < 0 || off >= size => return Err(libc::ENXIO),
         libc::SEEK_DATA => off,
-        libc::SEEK_HOLE if off >= size => return Err(libc::ENXIO),
         libc::SEEK_HOLE => size,
         _ => return Err(libc::EINVAL),
     };
