@@ -1570,6 +1570,9 @@ fadvise_hook!(posix_fadvise64);
 
 fn do_unlink(rel: &str, flags: c_int) -> Result<c_int, c_int> {
     count("unlink");
+    if flags & !libc::AT_REMOVEDIR != 0 {
+        return Err(libc::EINVAL);
+    }
     let m = state::mounted()?;
     let inode = lookup(&m, rel)?.ok_or(libc::ENOENT)?;
     if flags & libc::AT_REMOVEDIR != 0 {
@@ -1609,8 +1612,12 @@ pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_in
     unsafe { f(dirfd, path, flags) }
 }
 
-fn do_access(rel: &str, mode: c_int) -> Result<c_int, c_int> {
+fn do_access(rel: &str, mode: c_int, flags: c_int) -> Result<c_int, c_int> {
     count("access");
+    let known = libc::AT_EACCESS | libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH;
+    if mode & !(libc::F_OK | libc::R_OK | libc::W_OK | libc::X_OK) != 0 || flags & !known != 0 {
+        return Err(libc::EINVAL);
+    }
     let m = state::mounted()?;
     let inode = lookup(&m, rel)?.ok_or(libc::ENOENT)?;
     if mode & libc::X_OK != 0 && u32::from(inode.mode) & 0o111 == 0 {
@@ -1625,7 +1632,7 @@ fn do_access(rel: &str, mode: c_int) -> Result<c_int, c_int> {
 pub unsafe extern "C" fn access(path: *const c_char, mode: c_int) -> c_int {
     // SAFETY: `path` is the caller's C string.
     if let Some(rel) = unsafe { mount_path(libc::AT_FDCWD, path) } {
-        return serve(-1, || idle_after(do_access(&rel, mode)));
+        return serve(-1, || idle_after(do_access(&rel, mode, 0)));
     }
     let f = real!(access: unsafe extern "C" fn(*const c_char, c_int) -> c_int);
     // SAFETY: forwarding the caller's arguments to the real function.
@@ -1642,7 +1649,7 @@ pub unsafe extern "C" fn faccessat(
 ) -> c_int {
     // SAFETY: `path` is the caller's C string.
     if let Some(rel) = unsafe { mount_path(dirfd, path) } {
-        return serve(-1, || idle_after(do_access(&rel, mode)));
+        return serve(-1, || idle_after(do_access(&rel, mode, flags)));
     }
     let f = real!(faccessat: unsafe extern "C" fn(c_int, *const c_char, c_int, c_int) -> c_int);
     // SAFETY: forwarding the caller's arguments to the real function.
