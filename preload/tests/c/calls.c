@@ -312,6 +312,18 @@ static void t_open(void)
     FAILS(open(mp("open-a/x"), O_WRONLY | O_CREAT, 0644), ENOTDIR);
     struct stat st;
     FAILS(stat(mp("open-a/x"), &st), ENOTDIR);
+    /* A trailing / or /. names a directory. */
+    FAILS(open(mp("open-a/"), O_RDONLY), ENOTDIR);
+    FAILS(open(mp("open-a/"), O_WRONLY | O_CREAT, 0644), ENOTDIR);
+    FAILS(stat(mp("open-a/"), &st), ENOTDIR);
+    FAILS(stat(mp("open-a/."), &st), ENOTDIR);
+    FAILS(access(mp("open-a/"), F_OK), ENOTDIR);
+    FAILS(truncate(mp("open-a/"), 0), ENOTDIR);
+    FAILS(unlink(mp("open-a/")), ENOTDIR);
+    OK(stat(mp("lost+found/"), &st));
+    CHECK(S_ISDIR(st.st_mode));
+    OK(stat(mp("lost+found/."), &st));
+    CHECK(S_ISDIR(st.st_mode));
     FAILS(open(mp("missing"), O_RDONLY | O_TRUNC), ENOENT);
 
     /* creat = O_WRONLY|O_CREAT|O_TRUNC. */
@@ -402,6 +414,8 @@ static void t_dirs(void)
     FAILS(open(lf, O_WRONLY), EISDIR);
     FAILS(open(lf, O_RDWR), EISDIR);
     FAILS(open(lf, O_RDONLY | O_CREAT, 0644), EISDIR);
+    FAILS(open(lf, O_RDWR | O_CREAT | O_EXCL, 0644), EEXIST);
+    FAILS(open(mp("lost+found/"), O_RDONLY), EOPNOTSUPP);
     FAILS(creat(lf, 0644), EISDIR);
     FAILS_PTR(fopen(lf, "w"), NULL, EISDIR);
     FAILS(truncate(lf, 0), EISDIR);
@@ -595,6 +609,8 @@ static void t_seek(void)
     FAILS(lseek(fd, 10000, SEEK_DATA), ENXIO);
     FAILS(lseek(fd, 10000, SEEK_HOLE), ENXIO);
     FAILS(lseek(fd, 20000, SEEK_HOLE), ENXIO);
+    FAILS(lseek(fd, -1, SEEK_DATA), ENXIO);
+    FAILS(lseek(fd, -1, SEEK_HOLE), ENXIO);
     EQ(pos(fd), 0);
     /* Bad whence, and results below 0: EINVAL, the offset unchanged. */
     FAILS(lseek(fd, 0, 99), EINVAL);
@@ -712,6 +728,10 @@ static void t_trunc(void)
     FAILS(ftruncate(fd, -1), EINVAL);
     FAILS(truncate(f, -1), EINVAL);
     FAILS(truncate(mp("missing"), 0), ENOENT);
+    /* Past the largest ext4 file (2^32 blocks of 4 KiB): EFBIG. */
+    FAILS(ftruncate(fd, ((off_t)1 << 44) + 1), EFBIG);
+    FAILS(pwrite(fd, "x", 1, (off_t)1 << 44), EFBIG);
+    FAILS(fallocate(fd, 0, LLONG_MAX - 10, 100), EFBIG);
     EQ(fsize(fd), 6000);
     OK(close(fd));
     left("trunc", 6000, 8, "3000:3000");
@@ -855,6 +875,11 @@ static void t_names(void)
     OK(faccessat(AT_FDCWD, f, R_OK, 0));
     OK(faccessat(AT_FDCWD, f, W_OK, AT_EACCESS));
     FAILS(faccessat(AT_FDCWD, mp("missing"), F_OK, 0), ENOENT);
+    /* Unknown mode bits and flags. */
+    FAILS(access(f, 0x100), EINVAL);
+    FAILS(faccessat(AT_FDCWD, f, R_OK, 0x4000), EINVAL);
+    FAILS(unlinkat(AT_FDCWD, f, 0x1), EINVAL);
+    OK(access(f, F_OK));
     OK(access(mnt, F_OK));
 
     /* rename into, out of or within the mount: EXDEV (mv copies). */
@@ -1066,14 +1091,23 @@ static void t_stdio(void)
     CHECK(is_pat(r, 16, 990, 120));
     OK(fclose(s));
 
-    /* a: appends. */
+    /* a: starts at EOF and appends; a+ reads from the start. */
     s = fopen(f, "a");
     CHECK(s != NULL);
     if (!s)
         return;
+    EQ(ftell(s), 50000);
     EQ(fwrite(pbuf(16, 50000, 1000), 1, 1000, s), 1000);
+    EQ(ftell(s), 51000);
     OK(fclose(s));
     EQ(psize(f), 51000);
+    s = fopen(f, "a+");
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    EQ(fread(r, 1, 10, s), 10);
+    CHECK(is_pat(r, 16, 0, 10));
+    OK(fclose(s));
 
     FAILS_PTR(fopen(f, "wx"), NULL, EEXIST);
     FAILS_PTR(fopen(mp("missing"), "r"), NULL, ENOENT);
