@@ -350,6 +350,24 @@ static void t_open(void)
     CHECK(memcmp(b, "1234", 4) == 0);
     OK(close(fd));
 
+    /* O_EXCL without O_CREAT is ignored; O_PATH opens for fstat only. */
+    fd = FD(open(f, O_RDONLY | O_EXCL));
+    OK(close(fd));
+    fd = FD(open(f, O_PATH));
+    FAILS(read(fd, b, 1), EBADF);
+    FAILS(write(fd, b, 1), EBADF);
+    EQ(fsize(fd), 4);
+    OK(close(fd));
+    /* O_TRUNC through one fd empties the file under another. */
+    fd = FD(open(f, O_RDONLY));
+    int t = FD(open(f, O_WRONLY | O_TRUNC));
+    EQ(fsize(fd), 0);
+    EQ(read(fd, b, sizeof b), 0);
+    EQ(write(t, "1234", 4), 4);
+    EQ(read(fd, b, sizeof b), 4);
+    OK(close(t));
+    OK(close(fd));
+
     /* A file is not a directory; O_TMPFILE is not served. */
     FAILS(open(f, O_RDONLY | O_DIRECTORY), ENOTDIR);
     FAILS(open(mnt, O_TMPFILE | O_RDWR, 0600), EOPNOTSUPP);
@@ -942,6 +960,8 @@ static void t_fds(void)
     int fl = fcntl(fd, F_GETFL);
     EQ(fl & O_ACCMODE, O_RDWR);
     EQ(fl & O_APPEND, 0);
+    OK(fcntl(fd, F_SETFL, fl | O_NONBLOCK));
+    EQ(fcntl(d, F_GETFL) & O_NONBLOCK, O_NONBLOCK);
     OK(fcntl(fd, F_SETFL, fl | O_APPEND));
     EQ(fcntl(d, F_GETFL) & O_APPEND, O_APPEND);
     EQ(lseek(d, 0, SEEK_SET), 0);
