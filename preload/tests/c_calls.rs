@@ -246,6 +246,7 @@ fn hashes(paths: &[PathBuf]) -> Vec<(PathBuf, Option<u64>)> {
 
 #[test]
 fn c_program_runs_every_hooked_call_on_the_mount() {
+    require_tool("cc", "gcc");
     for (name, flags) in BUILDS {
         let run = Run::new();
         let exe = build(run.dir.path(), name, flags);
@@ -358,6 +359,7 @@ fn calls_on(lines: &[&str], fds: &[String]) -> Vec<String> {
 
 #[test]
 fn under_strace_no_mount_path_or_bufwrite_fd_reaches_the_kernel() {
+    require_tool("cc", "gcc");
     require_tool("strace", "strace");
     for (name, flags) in BUILDS {
         let run = Run::new();
