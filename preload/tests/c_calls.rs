@@ -38,7 +38,10 @@ const BUILDS: [(&str, &[&str]); 2] = [
 ];
 
 /// The fortified entry points the `-O2 -D_FORTIFY_SOURCE=2` build must
-/// import (and so call, through the library's exports of the same names).
+/// import. That the library serves them (not glibc's, which would hand the
+/// mount path or the placeholder fd to the kernel) the strace test shows:
+/// the program calls `__open_2` and friends on mount paths, and
+/// `__read_chk`/`__pread_chk` on bufwrite fds inside the fd window.
 const FORTIFIED: [&str; 7] = [
     "__open_2",
     "__open64_2",
