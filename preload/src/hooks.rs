@@ -69,7 +69,7 @@ pub(crate) unsafe fn mount_path(dirfd: c_int, path: *const c_char) -> Option<Str
             return None;
         }
         let norm = path::normalise(b"/", p)?;
-        return path::under_mount(prefix, &norm);
+        return path::under_mount(prefix, &norm).map(|rel| dir_only(rel, p));
     }
     if p.is_empty() {
         return None;
@@ -97,7 +97,17 @@ pub(crate) unsafe fn mount_path(dirfd: c_int, path: *const c_char) -> Option<Str
         real::sys_fd_path(dirfd, &mut buf)?
     };
     let norm = path::normalise(base, p)?;
-    path::under_mount(prefix, &norm)
+    path::under_mount(prefix, &norm).map(|rel| dir_only(rel, p))
+}
+
+/// Normalising drops a trailing `/` or `/.`, which the kernel takes to mean
+/// "a directory": it is kept as a trailing `/` on `rel`, so that
+/// [`lookup`] fails a file named so with ENOTDIR.
+fn dir_only(mut rel: String, raw: &[u8]) -> String {
+    if rel != "/" && (raw.ends_with(b"/") || raw.ends_with(b"/.")) {
+        rel.push('/');
+    }
+    rel
 }
 
 /// The library's own fds (the image, files the engine reads while a
@@ -259,12 +269,30 @@ fn is_reg(mode: u16) -> bool {
     u32::from(mode) & libc::S_IFMT == libc::S_IFREG
 }
 
-/// The inode at `rel`, or None when absent.
+/// The inode at `rel`, or None when absent. A path through a file
+/// (`file/x`), or a file named as a directory (`file/`), is ENOTDIR, as
+/// the kernel says.
 fn lookup(m: &state::Mounted, rel: &str) -> Result<Option<bufwrite_ext4::Inode>, c_int> {
     match m.ext4.lookup(rel) {
+        Ok(i) if rel.len() > 1 && rel.ends_with('/') && !is_dir(i.mode) => Err(libc::ENOTDIR),
         Ok(i) => Ok(Some(i)),
         Err(bufwrite_ext4::Ext4Error::NotFound(_)) => Ok(None),
+        Err(bufwrite_ext4::Ext4Error::WrongType(_)) => Err(libc::ENOTDIR),
         Err(e) => eng(Err(e.into())),
+    }
+}
+
+/// A new name needs its directory: ENOENT when it is missing (the ext4
+/// layer's create reports that as unsupported), ENOTDIR when it is a file.
+fn parent_exists(m: &state::Mounted, rel: &str) -> Result<(), c_int> {
+    let parent = match rel.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &rel[..i],
+    };
+    match lookup(m, parent)? {
+        None => Err(libc::ENOENT),
+        Some(i) if !is_dir(i.mode) => Err(libc::ENOTDIR),
+        Some(_) => Ok(()),
     }
 }
 
@@ -295,6 +323,7 @@ pub(crate) fn do_open(rel: String, flags: c_int) -> Result<c_int, c_int> {
         }
         Some(_) if flags & libc::O_DIRECTORY != 0 => return Err(libc::ENOTDIR),
         None if !create => return Err(libc::ENOENT),
+        None => parent_exists(&m, &rel)?,
         _ => {}
     }
     let oflags = OpenFlags {
@@ -995,9 +1024,8 @@ pub(crate) fn do_lseek(of: &OpenFile, off: off_t, whence: c_int) -> Result<off_t
         libc::SEEK_END => size + off,
         // Data everywhere below EOF: the next data is here, the next hole
         // is EOF.
-        libc::SEEK_DATA if off >= size => return Err(libc::ENXIO),
+        libc::SEEK_DATA | libc::SEEK_HOLE if off < 0 || off >= size => return Err(libc::ENXIO),
         libc::SEEK_DATA => off,
-        libc::SEEK_HOLE if off >= size => return Err(libc::ENXIO),
         libc::SEEK_HOLE => size,
         _ => return Err(libc::EINVAL),
     };
@@ -1385,6 +1413,12 @@ pub unsafe extern "C" fn sync_file_range(
     if let Some(of) = ours(fd) {
         return serve(-1, || {
             count("sync_file_range");
+            let known = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            if flags & !known != 0 {
+                return Err(libc::EINVAL);
+            }
             let off = offset(off)?;
             let file = of.file()?;
             let len = match offset(nbytes)? {
@@ -1540,12 +1574,19 @@ posix_fallocate_hook!(posix_fallocate64);
 
 macro_rules! fadvise_hook {
     ($name:ident) => {
-        /// posix_fadvise(2) (and its alias): accepted (0) on bufwrite fds.
+        /// posix_fadvise(2) (and its alias): any valid advice is accepted
+        /// (0) on bufwrite fds; an unknown one or a negative length is
+        /// EINVAL, returned (errno untouched), as the kernel's.
         #[no_mangle]
         pub unsafe extern "C" fn $name(fd: c_int, off: off_t, len: off_t, advice: c_int) -> c_int {
             if ours(fd).is_some() {
-                return serve(0, || {
+                // A panic (EIO in errno) returns EIO too: the call's result
+                // is its error number.
+                return serve(libc::EIO, || {
                     count("posix_fadvise");
+                    if len < 0 || !(libc::POSIX_FADV_NORMAL..=libc::POSIX_FADV_NOREUSE).contains(&advice) {
+                        return Ok(libc::EINVAL);
+                    }
                     Ok(0)
                 });
             }
@@ -1562,6 +1603,9 @@ fadvise_hook!(posix_fadvise64);
 
 fn do_unlink(rel: &str, flags: c_int) -> Result<c_int, c_int> {
     count("unlink");
+    if flags & !libc::AT_REMOVEDIR != 0 {
+        return Err(libc::EINVAL);
+    }
     let m = state::mounted()?;
     let inode = lookup(&m, rel)?.ok_or(libc::ENOENT)?;
     if flags & libc::AT_REMOVEDIR != 0 {
@@ -1611,8 +1655,12 @@ pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_in
     unsafe { f(dirfd, path, flags) }
 }
 
-fn do_access(rel: &str, mode: c_int) -> Result<c_int, c_int> {
+fn do_access(rel: &str, mode: c_int, flags: c_int) -> Result<c_int, c_int> {
     count("access");
+    let known = libc::AT_EACCESS | libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH;
+    if mode & !(libc::F_OK | libc::R_OK | libc::W_OK | libc::X_OK) != 0 || flags & !known != 0 {
+        return Err(libc::EINVAL);
+    }
     let m = state::mounted()?;
     let inode = lookup(&m, rel)?.ok_or(libc::ENOENT)?;
     if mode & libc::X_OK != 0 && u32::from(inode.mode) & 0o111 == 0 {
@@ -1627,7 +1675,7 @@ fn do_access(rel: &str, mode: c_int) -> Result<c_int, c_int> {
 pub unsafe extern "C" fn access(path: *const c_char, mode: c_int) -> c_int {
     // SAFETY: `path` is the caller's C string.
     if let Some(rel) = unsafe { mount_path(libc::AT_FDCWD, path) } {
-        return serve(-1, || idle_after(do_access(&rel, mode)));
+        return serve(-1, || idle_after(do_access(&rel, mode, 0)));
     }
     let f = real!(access: unsafe extern "C" fn(*const c_char, c_int) -> c_int);
     // SAFETY: forwarding the caller's arguments to the real function.
@@ -1644,7 +1692,7 @@ pub unsafe extern "C" fn faccessat(
 ) -> c_int {
     // SAFETY: `path` is the caller's C string.
     if let Some(rel) = unsafe { mount_path(dirfd, path) } {
-        return serve(-1, || idle_after(do_access(&rel, mode)));
+        return serve(-1, || idle_after(do_access(&rel, mode, flags)));
     }
     let f = real!(faccessat: unsafe extern "C" fn(c_int, *const c_char, c_int, c_int) -> c_int);
     // SAFETY: forwarding the caller's arguments to the real function.

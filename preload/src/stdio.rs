@@ -121,6 +121,13 @@ fn do_fopen(rel: String, mode: *const c_char) -> Result<*mut FILE, c_int> {
     let m = unsafe { CStr::from_ptr(mode) }.to_bytes();
     let flags = mode_flags(m).ok_or(libc::EINVAL)?;
     let fd = do_open(rel, flags)?;
+    // glibc starts an "a" stream (not "a+", which reads from 0) at EOF, so
+    // ftell before the first write says where it will land.
+    if m.first() == Some(&b'a') && !m.contains(&b'+') {
+        if let Some(of) = crate::state::lookup_fd(fd) {
+            let _ = do_lseek(&of, 0, libc::SEEK_END);
+        }
+    }
     let f = stream(fd, mode);
     if f.is_null() {
         let e = real::errno();

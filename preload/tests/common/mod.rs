@@ -26,3 +26,22 @@ pub fn image() -> (tempfile::TempDir, PathBuf) {
     let img = e2fs::mkfs(dir.path(), "img", 4096, "", 64, &[]);
     (dir, img)
 }
+
+/// Panics, naming the Debian package and `.ci/run`, when `tool` cannot be
+/// started: the default suite needs what `.ci/run` installs, so a missing
+/// tool fails loudly instead of skipping.
+// Not every test binary that includes this module calls it.
+#[allow(dead_code)]
+pub fn require_tool(tool: &str, package: &str) {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if let Err(e) = found {
+        panic!(
+            "`{tool}` cannot be run ({e}): install the Debian package `{package}` \
+             (.ci/run installs it: `apt-get install {package}`)"
+        );
+    }
+}
