@@ -1612,12 +1612,6 @@ fn do_unlink(rel: &str, flags: c_int) -> Result<c_int, c_int> {
         if !is_dir(inode.mode) {
             return Err(libc::ENOTDIR);
         }
-        if state::all_fds()
-            .iter()
-            .any(|of| of.dir && of.ino == u64::from(inode.ino))
-        {
-            return Err(libc::EBUSY);
-        }
         return m
             .ext4
             .remove_dir(rel)
@@ -1838,8 +1832,8 @@ fn do_rmdir(rel: &str) -> Result<c_int, c_int> {
     do_unlink(rel, libc::AT_REMOVEDIR)
 }
 
-/// rmdir(2): removes an empty directory (ENOTEMPTY, ENOTDIR, EBUSY while
-/// this process has it open).
+/// rmdir(2): removes an empty directory (ENOTEMPTY, ENOTDIR); as on Linux
+/// also one this process has open (its fd then lists nothing).
 #[no_mangle]
 pub unsafe extern "C" fn rmdir(path: *const c_char) -> c_int {
     // SAFETY: `path` is the caller's C string.
@@ -1895,6 +1889,7 @@ unsafe fn rename_ours(
     old: *const c_char,
     newdir: c_int,
     new: *const c_char,
+    flags: c_uint,
 ) -> Option<c_int> {
     // SAFETY: the caller's C strings.
     let (a, b) = unsafe { (mount_path(olddir, old), mount_path(newdir, new)) };
@@ -1903,9 +1898,19 @@ unsafe fn rename_ours(
     }
     Some(serve(-1, || {
         count("rename");
+        // RENAME_NOREPLACE is served; EXCHANGE and WHITEOUT are not.
+        if flags & !libc::RENAME_NOREPLACE != 0 {
+            return Err(libc::EINVAL);
+        }
         let (Some(a), Some(b)) = (a, b) else {
             return Err(libc::EXDEV);
         };
+        if flags & libc::RENAME_NOREPLACE != 0 {
+            let m = state::mounted()?;
+            if lookup(&m, &b)?.is_some() {
+                return Err(libc::EEXIST);
+            }
+        }
         let r = idle_after(do_rename(&a, &b));
         if r == Err(libc::EXDEV) {
             state::record_not_served("rename", &a);
@@ -1976,7 +1981,7 @@ fn open_dir(rel: &str, flags: c_int, inode: &bufwrite_ext4::Inode) -> Result<c_i
 #[no_mangle]
 pub unsafe extern "C" fn rename(old: *const c_char, new: *const c_char) -> c_int {
     // SAFETY: the caller's C strings.
-    if let Some(r) = unsafe { rename_ours(libc::AT_FDCWD, old, libc::AT_FDCWD, new) } {
+    if let Some(r) = unsafe { rename_ours(libc::AT_FDCWD, old, libc::AT_FDCWD, new, 0) } {
         return r;
     }
     let f = real!(rename: unsafe extern "C" fn(*const c_char, *const c_char) -> c_int);
@@ -1993,7 +1998,7 @@ pub unsafe extern "C" fn renameat(
     new: *const c_char,
 ) -> c_int {
     // SAFETY: the caller's C strings.
-    if let Some(r) = unsafe { rename_ours(od, old, nd, new) } {
+    if let Some(r) = unsafe { rename_ours(od, old, nd, new, 0) } {
         return r;
     }
     let f =
@@ -2012,7 +2017,7 @@ pub unsafe extern "C" fn renameat2(
     flags: c_uint,
 ) -> c_int {
     // SAFETY: the caller's C strings.
-    if let Some(r) = unsafe { rename_ours(od, old, nd, new) } {
+    if let Some(r) = unsafe { rename_ours(od, old, nd, new, flags) } {
         return r;
     }
     let f = real!(renameat2: unsafe extern "C" fn(c_int, *const c_char, c_int, *const c_char, c_uint) -> c_int);
