@@ -2217,6 +2217,121 @@ macro_rules! spawn_hook {
 spawn_hook!(posix_spawn);
 spawn_hook!(posix_spawnp);
 
+// ---------------------------------------------------------------- links
+
+/// Hard and symbolic links are not made (the ext4 layer makes regular
+/// files and directories): EPERM, the errno of a filesystem without them,
+/// recorded; between the mount and the kernel's files EXDEV.
+fn no_links(call: &'static str, a: Option<String>, b: Option<String>) -> Result<c_int, c_int> {
+    count(call);
+    match (a, b) {
+        (Some(a), Some(_)) => Err(not_served(call, &a, libc::EPERM)),
+        (None, Some(b)) if call == "symlink" => Err(not_served(call, &b, libc::EPERM)),
+        _ => Err(libc::EXDEV),
+    }
+}
+
+/// link(2): see [`no_links`].
+#[no_mangle]
+pub unsafe extern "C" fn link(old: *const c_char, new: *const c_char) -> c_int {
+    // SAFETY: the caller's C strings.
+    let (a, b) = unsafe {
+        (
+            mount_path(libc::AT_FDCWD, old),
+            mount_path(libc::AT_FDCWD, new),
+        )
+    };
+    if a.is_some() || b.is_some() {
+        return serve(-1, || no_links("link", a, b));
+    }
+    let f = real!(link: unsafe extern "C" fn(*const c_char, *const c_char) -> c_int);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(old, new) }
+}
+
+/// linkat(2): see [`no_links`].
+#[no_mangle]
+pub unsafe extern "C" fn linkat(
+    od: c_int,
+    old: *const c_char,
+    nd: c_int,
+    new: *const c_char,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: the caller's C strings.
+    let (a, b) = unsafe { (mount_path(od, old), mount_path(nd, new)) };
+    if a.is_some() || b.is_some() {
+        return serve(-1, || no_links("link", a, b));
+    }
+    let f = real!(linkat: unsafe extern "C" fn(c_int, *const c_char, c_int, *const c_char, c_int) -> c_int);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(od, old, nd, new, flags) }
+}
+
+/// symlink(2): a link made inside the mount is refused (the target is
+/// only a string: it may name anything).
+#[no_mangle]
+pub unsafe extern "C" fn symlink(target: *const c_char, new: *const c_char) -> c_int {
+    // SAFETY: the caller's C string.
+    if let Some(b) = unsafe { mount_path(libc::AT_FDCWD, new) } {
+        return serve(-1, || no_links("symlink", None, Some(b)));
+    }
+    let f = real!(symlink: unsafe extern "C" fn(*const c_char, *const c_char) -> c_int);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(target, new) }
+}
+
+/// symlinkat(2): as [`symlink`].
+#[no_mangle]
+pub unsafe extern "C" fn symlinkat(target: *const c_char, nd: c_int, new: *const c_char) -> c_int {
+    // SAFETY: the caller's C string.
+    if let Some(b) = unsafe { mount_path(nd, new) } {
+        return serve(-1, || no_links("symlink", None, Some(b)));
+    }
+    let f = real!(symlinkat: unsafe extern "C" fn(*const c_char, c_int, *const c_char) -> c_int);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(target, nd, new) }
+}
+
+/// readlink on a mount path: no file there is a symbolic link the library
+/// follows (EINVAL, as for any file that is not one; ENOENT if missing).
+fn do_readlink(rel: &str) -> Result<ssize_t, c_int> {
+    count("readlink");
+    let m = state::mounted()?;
+    let r = lookup(&m, rel)?.map_or(Err(libc::ENOENT), |_| Err(libc::EINVAL));
+    drop(m);
+    idle_after(r)
+}
+
+/// readlink(2).
+#[no_mangle]
+pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: size_t) -> ssize_t {
+    // SAFETY: the caller's C string.
+    if let Some(rel) = unsafe { mount_path(libc::AT_FDCWD, path) } {
+        return serve(-1, || do_readlink(&rel));
+    }
+    let f = real!(readlink: unsafe extern "C" fn(*const c_char, *mut c_char, size_t) -> ssize_t);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(path, buf, size) }
+}
+
+/// readlinkat(2).
+#[no_mangle]
+pub unsafe extern "C" fn readlinkat(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut c_char,
+    size: size_t,
+) -> ssize_t {
+    // SAFETY: the caller's C string.
+    if let Some(rel) = unsafe { mount_path(dirfd, path) } {
+        return serve(-1, || do_readlink(&rel));
+    }
+    let f = real!(readlinkat: unsafe extern "C" fn(c_int, *const c_char, *mut c_char, size_t) -> ssize_t);
+    // SAFETY: forwarding the caller's arguments to the real function.
+    unsafe { f(dirfd, path, buf, size) }
+}
+
 // ---------------------------------------------------------------- attributes
 
 /// chmod, chown and the utime family on mount files are accepted and
