@@ -282,6 +282,11 @@ fn parse_call(line: &str) -> Option<(&str, Vec<&str>)> {
     let rest = line
         .trim_start_matches(|c: char| c.is_ascii_digit())
         .trim_start();
+    // Another thread's call between this call's start and its end splits
+    // it: `fsync(12 <unfinished ...>` has its arguments before the marker.
+    let rest = rest
+        .strip_suffix("<unfinished ...>")
+        .map_or(rest, str::trim_end);
     let open = rest.find('(')?;
     let name = &rest[..open];
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
@@ -452,6 +457,10 @@ fn strace_lines_parse_into_names_and_fd_arguments() {
             .unwrap();
     assert_eq!(args.len(), 4);
     assert!(parse_call("9 pread64(5, <unfinished ...>").is_some());
+    assert_eq!(
+        parse_call("9 fsync(12 <unfinished ...>"),
+        Some(("fsync", vec!["12"]))
+    );
     assert!(parse_call("9 <... pread64 resumed>\"x\", 1, 0) = 1").is_none());
     assert!(parse_call("9 +++ exited with 0 +++").is_none());
     let fds = vec!["5".to_string()];
