@@ -821,7 +821,15 @@ impl Mapper for Ext4File {
             st.disk_size = isize;
             st.inode_dirty = true;
         }
-        self.flush_pending(&mut st)
+        self.flush_pending(&mut st)?;
+        drop(st);
+        // With a journal the metadata is durable once the running
+        // transaction (which holds this inode's changes, and the entry
+        // that names a new file) commits.
+        if let Some(meta) = &self.meta {
+            meta.journal_commit()?;
+        }
+        Ok(())
     }
 
     fn truncate(&self, size: u64) -> EResult<()> {

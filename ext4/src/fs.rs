@@ -9,6 +9,7 @@ use crate::file::Ext4File;
 use crate::gaps::GapReport;
 use crate::group_desc::{self, GroupDesc};
 use crate::inode::{flags, FileType, Inode};
+use crate::journal::{JournalState, Overlay, OverlayDev};
 use crate::meta::Meta;
 use crate::superblock::{compat, incompat, ro_compat, Superblock};
 use crate::util::read_meta;
@@ -45,6 +46,9 @@ pub struct Ext4 {
     recovery: Option<crate::jbd2::RecoveryReport>,
     /// Opened with [`Ext4::open_read_only`]: every write is refused.
     read_only: bool,
+    /// The device under `dev` when `dev` is the journal's overlay (see
+    /// `journal.rs`): the log writer uses it directly.
+    raw: Option<(Arc<dyn BlockDevice>, Arc<Overlay>)>,
 }
 
 impl std::fmt::Debug for Ext4 {
@@ -103,6 +107,28 @@ impl Ext4 {
         Self::open_raw(dev, AllocPolicy::default(), true)
     }
 
+    /// What the journal did since this open (`None` when no journal is
+    /// written: none on the image, read-only, or nothing written yet).
+    pub fn journal_stats(&self) -> Option<crate::JournalStats> {
+        let m = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        m.as_ref().and_then(|m| m.journal_stats())
+    }
+
+    /// Sets how old the running transaction may get before the commit
+    /// thread commits it (default [`crate::COMMIT_INTERVAL`]).
+    pub fn set_commit_interval(&self, interval: std::time::Duration) -> Result<()> {
+        self.meta()?.set_commit_interval(interval);
+        Ok(())
+    }
+
+    /// Commits the running transaction now (what fsync does).
+    pub fn journal_commit(&self) -> Result<()> {
+        match self.meta.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(m) => m.journal_commit(),
+            None => Ok(()),
+        }
+    }
+
     /// What the journal recovery this open ran found, if it ran one.
     pub fn recovery(&self) -> Option<&crate::jbd2::RecoveryReport> {
         self.recovery.as_ref()
@@ -119,8 +145,27 @@ impl Ext4 {
         }
         let groups = group_desc::read_all(dev.as_ref(), &sb)?;
         let system = system_zone(&sb, &groups);
+        // A writable filesystem with an internal journal journals its
+        // metadata: its reads go through the overlay of blocks not yet
+        // written home.
+        let journaled = !read_only
+            && !dev.read_only()
+            && sb.feature_compat & crate::superblock::compat::HAS_JOURNAL != 0
+            && sb.journal_inum != 0;
+        let (dev, raw) = if journaled {
+            let overlay = Arc::new(Overlay::default());
+            let over: Arc<dyn BlockDevice> = Arc::new(OverlayDev::new(
+                Arc::clone(&dev),
+                Arc::clone(&overlay),
+                sb.block_size,
+            ));
+            (over, Some((dev, overlay)))
+        } else {
+            (dev, None)
+        };
         Ok(Ext4 {
             dev,
+            raw,
             sb: Box::new(sb),
             groups,
             system,
@@ -373,12 +418,32 @@ impl Ext4 {
             .iter()
             .map(|g| g.inode_table * u64::from(self.sb.block_size))
             .collect();
+        let journal = match &self.raw {
+            None => None,
+            Some((raw, overlay)) => {
+                match crate::jbd2::Journal::open_on(self, Arc::clone(raw))
+                    .and_then(crate::jbd2::JournalWriter::new)
+                {
+                    Ok(w) => Some(JournalState::new(w, Arc::clone(overlay))),
+                    // A journal bufwrite does not write (external, fast
+                    // commits): the metadata goes in place, in the
+                    // crash-safe order, as without one.
+                    Err(Ext4Error::Unsupported(_)) => None,
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let journaled = journal.is_some();
         let meta = Arc::new(Meta::new(
             Arc::clone(&self.dev),
             (*self.sb).clone(),
             tables,
             self.policy,
+            journal,
         )?);
+        if journaled {
+            crate::journal::spawn_commit_thread(&meta);
+        }
         *m = Some(Arc::clone(&meta));
         Ok(meta)
     }

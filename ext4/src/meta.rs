@@ -13,6 +13,7 @@ use crate::alloc::Allocator;
 use crate::error::{Ext4Error, Result, Structure};
 use crate::extent_tree::TreeBlocks;
 use crate::inode_write::RawInode;
+use crate::journal::{JournalState, JournalStats};
 use crate::superblock::Superblock;
 use crate::txn::{MetaCounts, MetaKind, Phase, Transaction};
 use crate::util::read_meta;
@@ -54,6 +55,9 @@ pub(crate) struct MetaState {
     claims: Transaction,
     /// Blocks reserved by delayed allocation and not yet allocated.
     pub reserved: u64,
+    /// The journal, when the filesystem has one (see `journal.rs`):
+    /// commits go to its running transaction instead of in place.
+    journal: Option<JournalState>,
 }
 
 /// The write side of one open filesystem, shared by its files.
@@ -69,6 +73,8 @@ pub(crate) struct Meta {
     emergency: u64,
     state: Mutex<MetaState>,
     counts: Mutex<MetaCounts>,
+    /// The commit interval in milliseconds (the commit thread's).
+    interval_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Meta {
@@ -85,8 +91,16 @@ impl Meta {
         sb: Superblock,
         inode_tables: Vec<u64>,
         policy: AllocPolicy,
+        journal: Option<JournalState>,
     ) -> Result<Meta> {
-        let alloc = Allocator::load(dev.as_ref(), &sb)?;
+        let mut alloc = Allocator::load(dev.as_ref(), &sb)?;
+        if journal.is_some() {
+            // Every journaled copy of the superblock says the log is live,
+            // as the kernel's in-memory one does while mounted: a
+            // checkpoint that writes it home never clears the flag before
+            // the log is empty.
+            alloc.set_needs_recovery_bit(true);
+        }
         let emergency = (sb.blocks_count / 50).min(4096);
         Ok(Meta {
             dev,
@@ -98,8 +112,12 @@ impl Meta {
                 alloc,
                 claims: Transaction::new(),
                 reserved: 0,
+                journal,
             }),
             counts: Mutex::new(MetaCounts::default()),
+            interval_ms: std::sync::atomic::AtomicU64::new(
+                crate::journal::COMMIT_INTERVAL.as_millis() as u64,
+            ),
         })
     }
 
@@ -223,6 +241,9 @@ impl Meta {
         for &b in &frees.fresh {
             txn.set_phase(b, Phase::Init);
         }
+        if st.journal.is_some() {
+            return self.commit_journaled(st, txn, frees);
+        }
         let mut counts = txn.commit(self.dev.as_ref(), self.sb.block_size)?;
         if !frees.is_empty() {
             let mut rel = Transaction::new();
@@ -242,6 +263,115 @@ impl Meta {
             .unwrap_or_else(|e| e.into_inner())
             .add(&counts);
         Ok(counts)
+    }
+}
+
+impl Meta {
+    /// [`Meta::commit`] with a journal: the blocks join the running
+    /// transaction; frees are applied to the allocator now (their bitmap
+    /// blocks join too) and become allocatable when it commits.
+    fn commit_journaled(
+        &self,
+        st: &mut MetaState,
+        mut txn: Transaction,
+        frees: Frees,
+    ) -> Result<MetaCounts> {
+        let Some(j) = st.journal.as_mut() else {
+            return Err(Ext4Error::Refused("no journal".into()));
+        };
+        for &(start, len) in &frees.blocks {
+            j.freed(start, len);
+        }
+        for (start, len) in frees.blocks {
+            st.alloc
+                .free_blocks_range(self.dev.as_ref(), start, len, &mut txn)?;
+        }
+        for (ino, dir) in frees.inodes {
+            st.alloc.free_inode(self.dev.as_ref(), ino, dir, &mut txn)?;
+        }
+        // The bitmap and counter blocks the frees changed.
+        txn.merge(std::mem::take(&mut st.claims));
+        let Some(j) = st.journal.as_mut() else {
+            return Err(Ext4Error::Refused("no journal".into()));
+        };
+        let counts = j.add(txn);
+        if j.too_big() {
+            self.journal_commit_locked(st)?;
+        }
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(&counts);
+        Ok(counts)
+    }
+
+    /// Commits the running transaction, if any (fsync's commit).
+    pub(crate) fn journal_commit(&self) -> Result<()> {
+        let mut st = self.lock();
+        self.journal_commit_locked(&mut st)
+    }
+
+    fn journal_commit_locked(&self, st: &mut MetaState) -> Result<()> {
+        let Some(j) = st.journal.as_mut() else {
+            return Ok(());
+        };
+        if j.commit()? {
+            st.alloc.frees_committed();
+        }
+        Ok(())
+    }
+
+    /// Commits the running transaction when it is older than `interval`
+    /// (the commit thread's tick).
+    pub(crate) fn journal_commit_if_due(&self, interval: std::time::Duration) -> Result<()> {
+        let mut st = self.lock();
+        if st.journal.as_ref().is_some_and(|j| j.due(interval)) {
+            self.journal_commit_locked(&mut st)?;
+        }
+        Ok(())
+    }
+
+    /// Commits and checkpoints: the log is empty and `needs_recovery`
+    /// clear afterwards (sync, unmount).
+    pub(crate) fn journal_sync(&self) -> Result<()> {
+        let mut st = self.lock();
+        self.journal_commit_locked(&mut st)?;
+        match st.journal.as_mut() {
+            Some(j) => j.checkpoint(),
+            None => Ok(()),
+        }
+    }
+
+    /// The commit interval.
+    pub(crate) fn commit_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.interval_ms.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Sets the commit interval.
+    pub(crate) fn set_commit_interval(&self, d: std::time::Duration) {
+        self.interval_ms.store(
+            d.as_millis().clamp(1, u128::from(u32::MAX)) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The journal's counters (`None` without a journal).
+    pub(crate) fn journal_stats(&self) -> Option<JournalStats> {
+        self.lock().journal.as_ref().map(JournalState::stats)
+    }
+}
+
+impl Drop for Meta {
+    /// Unmount: what the running transaction holds is committed and the
+    /// log checkpointed, best effort (a failed device keeps the log, which
+    /// the next open replays).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let _ = self.journal_sync();
     }
 }
 

@@ -709,8 +709,12 @@ impl Filesystem for Ext4 {
 
     fn sync_fs(&self) -> bufwrite_engine::Result<()> {
         if let Ok(meta) = self.meta() {
-            let mut ms = meta.lock();
-            meta.commit(&mut ms, Transaction::new(), &[], Frees::default())?;
+            {
+                let mut ms = meta.lock();
+                meta.commit(&mut ms, Transaction::new(), &[], Frees::default())?;
+            }
+            // Commit and checkpoint: the image is as after an unmount.
+            meta.journal_sync()?;
         }
         Ok(())
     }

@@ -115,7 +115,7 @@ impl MetaCounts {
         out
     }
 
-    fn bump(&mut self, kind: MetaKind) {
+    pub(crate) fn bump(&mut self, kind: MetaKind) {
         self.blocks[kind.index()] += 1;
     }
 }
@@ -231,6 +231,13 @@ impl Transaction {
     /// The queued contents of `block`, if it is queued.
     pub fn get(&self, block: u64) -> Option<&[u8]> {
         self.blocks.get(&block).map(|p| p.data.as_slice())
+    }
+
+    /// The queued blocks with their kinds and contents, in block order
+    /// (for the journal, which writes them all atomically: phases do not
+    /// matter there).
+    pub(crate) fn into_blocks(self) -> impl Iterator<Item = (u64, MetaKind, Vec<u8>)> {
+        self.blocks.into_iter().map(|(b, p)| (b, p.kind, p.data))
     }
 
     /// Moves every block of `other` into this transaction (later contents win).

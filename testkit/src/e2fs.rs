@@ -60,8 +60,51 @@ pub fn debugfs_w(img: &Path, cmds: &[String]) {
     );
 }
 
-/// One debugfs request, read-only; returns its stdout.
+/// True when the image's superblock has `needs_recovery` (a journal with
+/// live transactions: what an image looks like while a journaling
+/// filesystem has it, or after a crash).
+pub fn needs_recovery(img: &Path) -> bool {
+    let Ok(b) = std::fs::read(img).map(|d| d.get(1024 + 0x60).copied()) else {
+        return false;
+    };
+    b.is_some_and(|v| v & 0x4 != 0)
+}
+
+/// The image as the kernel would mount it: itself, or — when its journal
+/// needs recovery — a copy beside it (`IMG.replayed`) whose journal
+/// e2fsck replayed (`e2fsck -fy -E journal_only`, which changes nothing
+/// else). debugfs and `e2fsck -n` never replay, so the judges below read
+/// this copy: a journaled fsync leaves the metadata in the log.
+pub fn as_mounted(img: &Path) -> std::path::PathBuf {
+    if !needs_recovery(img) {
+        return img.to_path_buf();
+    }
+    let copy = img.with_extension("replayed");
+    std::fs::copy(img, &copy).expect("copy the image for its replay");
+    let out = tool("e2fsck")
+        .args(["-fy", "-E", "journal_only"])
+        .arg(&copy)
+        .output()
+        .expect("e2fsck is installed");
+    assert!(
+        out.status.code().unwrap_or(8) < 4,
+        "e2fsck -E journal_only on a copy of {}: {}{}",
+        img.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    copy
+}
+
+/// One debugfs request, read-only, on the image as mounted (see
+/// [`as_mounted`]); returns its stdout.
 pub fn debugfs_r(img: &Path, req: &str) -> String {
+    debugfs_raw(&as_mounted(img), req)
+}
+
+/// One debugfs request, read-only, on the image as it is (its journal
+/// not replayed: `logdump`, or the journal inode's map).
+pub fn debugfs_raw(img: &Path, req: &str) -> String {
     let out = tool("debugfs")
         .arg("-R")
         .arg(req)
@@ -79,11 +122,13 @@ pub fn dump(img: &Path, path: &str) -> Vec<u8> {
     std::fs::read(&out).unwrap_or_else(|e| panic!("debugfs dumped nothing for {path}: {e}"))
 }
 
-/// `e2fsck -fn`: whether it passed, and what it printed.
+/// `e2fsck -fn` on the image as mounted (see [`as_mounted`]): whether it
+/// passed, and what it printed.
 pub fn fsck(img: &Path) -> (bool, String) {
+    let img = as_mounted(img);
     let out = tool("e2fsck")
         .arg("-fn")
-        .arg(img)
+        .arg(&img)
         .output()
         .expect("e2fsck is installed");
     (

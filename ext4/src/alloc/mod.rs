@@ -899,6 +899,19 @@ impl Allocator {
 
     /// Writes the free counts into the superblock, its checksum, and
     /// queues the block holding it.
+    /// Sets or clears `needs_recovery` in the superblock copy the
+    /// allocator writes (and journals) with its counts.
+    pub(crate) fn set_needs_recovery_bit(&mut self, on: bool) {
+        let s = &mut self.sb_data[self.sb_off..self.sb_off + 1024];
+        let mut inc = u32::from_le_bytes([s[0x60], s[0x61], s[0x62], s[0x63]]);
+        if on {
+            inc |= incompat::RECOVER;
+        } else {
+            inc &= !incompat::RECOVER;
+        }
+        s[0x60..0x64].copy_from_slice(&inc.to_le_bytes());
+    }
+
     fn put_sb(&mut self, phase: Phase, txn: &mut Transaction) {
         let bit64 = self.sb.has_incompat(incompat::BIT64);
         let csum = self.sb.has_metadata_csum();

@@ -81,9 +81,9 @@ impl JournalWriter {
         {
             // The kernel turns revoke records on at every read-write
             // mount (ext4 asks jbd2 for the feature); mke2fs leaves it off.
+            // Here it goes to disk with the first transaction's superblock
+            // update, so that opening a writer writes nothing.
             journal.sb.feature_incompat |= feature::INCOMPAT_REVOKE;
-            journal.write_superblock()?;
-            journal.dev().flush()?;
         }
         let sb = journal.superblock();
         if sb.start != 0 {

@@ -77,6 +77,13 @@ impl Journal {
     /// [`JournalSuperblock::parse`] and
     /// [`JournalSuperblock::check_geometry`]).
     pub fn open(fs: &Ext4) -> Result<Journal> {
+        Self::open_on(fs, Arc::clone(fs.device()))
+    }
+
+    /// As [`Journal::open`], reading and writing through `dev` (the
+    /// filesystem's own device under any overlay the write side lays over
+    /// it).
+    pub(crate) fn open_on(fs: &Ext4, dev: Arc<dyn BlockDevice>) -> Result<Journal> {
         let sb = fs.superblock();
         if let Some(why) = journal_refusal(sb) {
             return Err(Ext4Error::Unsupported(why));
@@ -111,7 +118,7 @@ impl Journal {
             }
         }
         let mut j = Journal {
-            dev: Arc::clone(fs.device()),
+            dev,
             map,
             runs: merged,
             // Replaced below: a placeholder so that `read_block` can

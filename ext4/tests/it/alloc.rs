@@ -75,15 +75,10 @@ fn scenario(bs: u32, features: &str, extra: &[&str], pname: &str, policy: AllocP
     let mut want: Vec<u8> = Vec::new();
     let check = |dev: &Arc<dyn BlockDevice>, want: &[u8], what: &str| {
         sync_image(&img, backend, dev);
-        let out = std::process::Command::new("e2fsck")
-            .arg("-fn")
-            .arg(&img)
-            .output()
-            .unwrap();
+        let (ok, text) = bufwrite_testkit::e2fs::fsck(&img);
         assert!(
-            out.status.success(),
-            "{pname} {policy} {features} {bs}: e2fsck after {what}:\n{}",
-            String::from_utf8_lossy(&out.stdout)
+            ok,
+            "{pname} {policy} {features} {bs}: e2fsck after {what}:\n{text}"
         );
         let got = dump(&img, "/new");
         assert_eq!(got.len(), want.len(), "{pname} {policy} {what}: size");

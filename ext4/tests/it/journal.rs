@@ -314,7 +314,10 @@ fn set_journal_features(img: &Path, compat: u32, incompat_or: u32) {
 
 /// The device block of the journal superblock (`debugfs bmap <8> 0`).
 fn first_journal_block(img: &Path) -> u64 {
-    debugfs_r(img, "bmap <8> 0").trim().parse().unwrap()
+    bufwrite_testkit::e2fs::debugfs_raw(img, "bmap <8> 0")
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// bufwrite-written journals, every layout (none, v1 crc32 with and
@@ -369,7 +372,7 @@ fn writer_journals_replay_under_e2fsck() {
                     .unwrap();
                 std::fs::write(&img, dev.bytes()).unwrap();
             }
-            let dump = debugfs_r(&img, "logdump");
+            let dump = bufwrite_testkit::e2fs::debugfs_raw(&img, "logdump");
             assert!(dump.contains("Found expected sequence"), "{name}: {dump}");
             assert!(!dump.to_lowercase().contains("bad"), "{name}: {dump}");
             let (e, w) = two_copies(&img);
@@ -534,7 +537,7 @@ fn journal_superblock_checks() {
 fn edit_log_block(img: &Path, jblk: u64, f: impl FnOnce(&mut [u8])) {
     let mut bytes = std::fs::read(img).unwrap();
     let (_, bs) = geometry(&bytes);
-    let p: u64 = debugfs_r(img, &format!("bmap <8> {jblk}"))
+    let p: u64 = bufwrite_testkit::e2fs::debugfs_raw(img, &format!("bmap <8> {jblk}"))
         .trim()
         .parse()
         .unwrap();
@@ -715,7 +718,7 @@ fn random_flips_never_panic_or_write_outside() {
     // the block after them).
     let log: Vec<u64> = (0..12)
         .map(|j| {
-            debugfs_r(&img, &format!("bmap <8> {j}"))
+            bufwrite_testkit::e2fs::debugfs_raw(&img, &format!("bmap <8> {j}"))
                 .trim()
                 .parse()
                 .unwrap()
