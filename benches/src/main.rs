@@ -3,6 +3,7 @@
 use clap::{CommandFactory, FromArgMatches, Subcommand};
 
 mod append;
+mod fio;
 mod gaps_cmd;
 mod harness;
 mod image;
@@ -67,6 +68,10 @@ enum Command {
     /// under --mount-at (default /bufwrite) go to a bufwrite mount of an
     /// ext4 image (a temporary one by default); exits with CMD's status.
     Run(run::Args),
+    /// fio, unmodified, on the kernel's ext4 and through `bufwrite run` on
+    /// each write path: 1 KiB and 4 KiB random overwrites of a cached file
+    /// and a sequential write with an fsync; MB/s and usecs per write.
+    Fio(fio::Args),
 }
 
 fn main() {
@@ -95,6 +100,7 @@ fn main() {
         Command::Gaps(a) => gaps_cmd::run(a),
         // CMD's exit status is this process's; everything `run` made is
         // gone (dropped) once it returns.
+        Command::Fio(a) => fio::run(a),
         Command::Run(a) => run::run(a).map(|code| std::process::exit(code)),
     };
     if let Err(e) = result {
