@@ -267,12 +267,9 @@ fn fio_two_thread_jobs_verify() {
     e2fs::fsck_ok(&env.img);
 }
 
-/// Two forked jobs: each child opens the image itself while the other
-/// holds it, and the second is refused (EBUSY: "in use by another
-/// process"), because a forked child gets a private mount rather than
-/// the parent's (the fork hand-over is being built).
+/// Two forked jobs at once: one process at a time has the image, so the
+/// second job waits (BUFWRITE_WAIT) until the first lets go of it at exit.
 #[test]
-#[ignore = "fork limitation: two forked fio jobs each open the image; the second gets EBUSY"]
 fn fio_two_forked_jobs_verify() {
     let env = Env::new();
     let j = two_jobs();
