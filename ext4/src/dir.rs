@@ -93,11 +93,7 @@ impl Dir<'_, '_> {
     pub(crate) fn lookup(&self, name: &[u8]) -> Result<Option<u32>> {
         let bs = u64::from(self.ctx.block_size);
         let nblocks = self.inode.size.div_ceil(bs);
-        let index_blocks = if self.inode.has_flag(flags::INDEX) {
-            self.index_blocks()?
-        } else {
-            HashSet::new()
-        };
+        let index_blocks = self.index_blocks_if_htree()?;
         // Walk the mapped blocks, not every block below i_size: a corrupt
         // i_size of 2^63 would otherwise mean 2^53 hole lookups (a hang).
         for e in self.extents.iter().filter(|e| !e.unwritten) {
@@ -112,6 +108,15 @@ impl Dir<'_, '_> {
             }
         }
         Ok(None)
+    }
+
+    /// [`Dir::index_blocks`] of an htree directory; none of a linear one.
+    fn index_blocks_if_htree(&self) -> Result<HashSet<u64>> {
+        if self.inode.has_flag(flags::INDEX) {
+            self.index_blocks()
+        } else {
+            Ok(HashSet::new())
+        }
     }
 
     /// File blocks of the htree root and its interior index nodes,
@@ -251,11 +256,7 @@ impl Dir<'_, '_> {
     pub(crate) fn entries(&self) -> Result<Vec<DirEntry>> {
         let bs = u64::from(self.ctx.block_size);
         let nblocks = self.inode.size.div_ceil(bs);
-        let index_blocks = if self.inode.has_flag(flags::INDEX) {
-            self.index_blocks()?
-        } else {
-            HashSet::new()
-        };
+        let index_blocks = self.index_blocks_if_htree()?;
         let mut out = Vec::new();
         for e in self.extents.iter().filter(|e| !e.unwritten) {
             for lblk in e.lblk..e.end().min(nblocks) {

@@ -320,25 +320,7 @@ impl Ext4 {
                 target.ino
             )));
         }
-        let mut tree = ExtentTree::load(&self.tree_ctx(), &target)?;
-        tree.remove(
-            0,
-            u64::MAX,
-            &mut TreeAlloc {
-                meta: &meta,
-                st: &mut ms,
-                frees: &mut frees,
-            },
-            &mut txn,
-        )?;
-        let mut raw = meta.read_raw_inode(ino)?;
-        raw.set_links(0);
-        raw.set_dtime(now());
-        raw.set_size(0);
-        raw.set_blocks(0, false)?;
-        raw.set_block_area(&tree.root());
-        raw.update_checksum(ino, meta.fs_seed());
-        frees.inodes.push((ino, false));
+        let raw = self.release_inode(&meta, &mut ms, &mut txn, &mut frees, &target)?;
         meta.commit(&mut ms, txn, &[(ino, &raw, Phase::Release)], frees)?;
         Ok(())
     }
@@ -375,6 +357,40 @@ impl Ext4 {
             filetype: self.superblock().has_incompat(incompat::FILETYPE),
         };
         dir.entries()
+    }
+
+    /// Releases `dead` (no entry names it any more): its blocks are freed,
+    /// its record zeroed (links, size, blocks, extents; dtime set) and the
+    /// inode queued for freeing. Returns the record, to be written at
+    /// [`Phase::Release`].
+    fn release_inode(
+        &self,
+        meta: &Meta,
+        ms: &mut MetaState,
+        txn: &mut Transaction,
+        frees: &mut Frees,
+        dead: &Inode,
+    ) -> Result<RawInode> {
+        let mut tree = ExtentTree::load(&self.tree_ctx(), dead)?;
+        tree.remove(
+            0,
+            u64::MAX,
+            &mut TreeAlloc {
+                meta,
+                st: ms,
+                frees,
+            },
+            txn,
+        )?;
+        let mut raw = meta.read_raw_inode(dead.ino)?;
+        raw.set_links(0);
+        raw.set_dtime(now());
+        raw.set_size(0);
+        raw.set_blocks(0, false)?;
+        raw.set_block_area(&tree.root());
+        raw.update_checksum(dead.ino, meta.fs_seed());
+        frees.inodes.push((dead.ino, dead.is_dir()));
+        Ok(raw)
     }
 
     /// The inode record of `dir` after its entries changed: size, extent
@@ -529,27 +545,9 @@ impl Ext4 {
                 target.ino
             )));
         }
-        let mut tree = ExtentTree::load(&self.tree_ctx(), &target)?;
-        tree.remove(
-            0,
-            u64::MAX,
-            &mut TreeAlloc {
-                meta: &meta,
-                st: &mut ms,
-                frees: &mut frees,
-            },
-            &mut txn,
-        )?;
         dir_raw.set_links(dir.links.saturating_sub(1).max(2));
         self.dir_record(&meta, &mut dir_raw, dir.ino, &dir_tree, size)?;
-        let mut raw = meta.read_raw_inode(ino)?;
-        raw.set_links(0);
-        raw.set_dtime(now());
-        raw.set_size(0);
-        raw.set_blocks(0, false)?;
-        raw.set_block_area(&tree.root());
-        raw.update_checksum(ino, meta.fs_seed());
-        frees.inodes.push((ino, true));
+        let raw = self.release_inode(&meta, &mut ms, &mut txn, &mut frees, &target)?;
         meta.commit(
             &mut ms,
             txn,
@@ -642,25 +640,7 @@ impl Ext4 {
             dir_write::remove_entry(&mut io, &oparams, oname.as_bytes())?;
         }
         if let Some(v) = &victim {
-            let mut tree = ExtentTree::load(&self.tree_ctx(), v)?;
-            tree.remove(
-                0,
-                u64::MAX,
-                &mut TreeAlloc {
-                    meta: &meta,
-                    st: &mut ms,
-                    frees: &mut frees,
-                },
-                &mut txn,
-            )?;
-            let mut raw = meta.read_raw_inode(v.ino)?;
-            raw.set_links(0);
-            raw.set_dtime(now());
-            raw.set_size(0);
-            raw.set_blocks(0, false)?;
-            raw.set_block_area(&tree.root());
-            raw.update_checksum(v.ino, meta.fs_seed());
-            frees.inodes.push((v.ino, false));
+            let raw = self.release_inode(&meta, &mut ms, &mut txn, &mut frees, v)?;
             inodes.push((v.ino, raw, Phase::Release));
         }
         let refs: Vec<(u32, &RawInode, Phase)> =

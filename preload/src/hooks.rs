@@ -1370,8 +1370,14 @@ pub unsafe extern "C" fn fsync(fd: c_int) -> c_int {
         return serve(-1, || {
             count("fsync");
             if of.dir {
-                // Directory edits are committed when they are made.
-                return Ok(0);
+                // A directory's edits are in the journal's running
+                // transaction (or already in place without a journal).
+                let m = state::mounted()?;
+                return m
+                    .ext4
+                    .journal_commit()
+                    .map(|()| 0)
+                    .map_err(|e| ext4_errno(&e));
             }
             eng(of.file()?.fsync())?;
             record::call(&of, || Op::Fsync);
@@ -1390,7 +1396,12 @@ pub unsafe extern "C" fn fdatasync(fd: c_int) -> c_int {
         return serve(-1, || {
             count("fdatasync");
             if of.dir {
-                return Ok(0);
+                let m = state::mounted()?;
+                return m
+                    .ext4
+                    .journal_commit()
+                    .map(|()| 0)
+                    .map_err(|e| ext4_errno(&e));
             }
             eng(of.file()?.fdatasync())?;
             record::call(&of, || Op::Fdatasync);

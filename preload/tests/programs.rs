@@ -26,11 +26,7 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        assert!(
-            !Path::new(MOUNT).exists(),
-            "{MOUNT} exists on the host: these tests prove the kernel never sees it"
-        );
-        let (dir, img) = common::image();
+        let (dir, img) = common::image_off_host(MOUNT);
         Env { dir, img }
     }
 

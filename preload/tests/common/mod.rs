@@ -45,3 +45,14 @@ pub fn require_tool(tool: &str, package: &str) {
         );
     }
 }
+
+/// [`image`], after checking that `mount` does not exist on the host (the
+/// tests prove the kernel never sees those paths).
+#[allow(dead_code)]
+pub fn image_off_host(mount: &str) -> (tempfile::TempDir, PathBuf) {
+    assert!(
+        !std::path::Path::new(mount).exists(),
+        "{mount} exists on the host: these tests prove the kernel never sees it"
+    );
+    image()
+}
