@@ -6,7 +6,17 @@
 //! call: the cached cost) and the fsyncs that allocate, write and commit
 //! (the durable cost, per fsync: one at the end, or one per
 //! `--fsync-every` bytes), and counts the metadata blocks the image got per
-//! MiB appended, by kind, and the device requests. The file is
+//! MiB appended, by kind, and the device requests. On an image with a
+//! journal (mkfs's default, and the default here: the kernel's ext4 has
+//! one; `--journal off` makes the temporary image without, the layout
+//! whose metadata is written in place) it also counts, per MiB appended,
+//! the journal commits, the log blocks written, the metadata blocks they
+//! logged and the blocks revoked, and a second table puts the unwritten and
+//! ordered policies side by side with their ratio: how much more journal
+//! always-unwritten costs. The metadata blocks by kind are the blocks each
+//! operation wrote (journaled or in place); the logged ones are the
+//! distinct blocks per commit, which is what the journal writes when
+//! several operations change one block before it commits. The file is
 //! unlinked afterwards, so the next measurement starts from the same free
 //! space. Configurations alternate within each run (`--runs` of them) and
 //! the median is reported, so that a slow spell of the disk does not land
@@ -22,7 +32,8 @@ use anyhow::{bail, Context, Result};
 use bufwrite_engine::{
     AllocPolicy, BlockDevice, File, FileOptions, Mount, OpenFlags, OrderPolicy, WritePath,
 };
-use bufwrite_ext4::{Ext4, MetaCounts, MetaKind};
+use bufwrite_ext4::superblock::compat;
+use bufwrite_ext4::{Ext4, JournalStats, MetaCounts, MetaKind};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +67,12 @@ pub struct Args {
     /// is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Make the temporary image with mkfs's journal (on, the default, as
+    /// the kernel's ext4 is made) or without one (off: `-O ^has_journal`,
+    /// metadata written in place). With --image, the image's own layout
+    /// is used and this, if given, must match it.
+    #[arg(long, value_enum)]
+    journal: Option<Journal>,
     /// Device backend, block size (of the temporary image) and the largest
     /// folio order (folios are sized from each write, up to it).
     #[command(flatten)]
@@ -63,6 +80,15 @@ pub struct Args {
     /// Also write the results as JSON (the one schema) to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// `--journal`: the temporary image's layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Journal {
+    /// mkfs's default journal: metadata is logged, then checkpointed.
+    On,
+    /// No journal: metadata is written in place, in a crash-safe order.
+    Off,
 }
 
 /// One configuration's figures from one run.
@@ -74,6 +100,8 @@ struct Sample {
     reads: u64,
     writes: u64,
     bytes_written: u64,
+    /// What the journal did while appending; `None` without one.
+    journal: Option<JournalStats>,
 }
 
 #[derive(Debug, Clone)]
@@ -120,15 +148,29 @@ pub fn run(args: Args) -> Result<()> {
     let (_temp, image) = match &args.image {
         Some(p) => (None, p.clone()),
         None => {
-            let t = TempExt4::empty(bs, 2 * total + (32 << 20))?;
+            let journal = args.journal.unwrap_or(Journal::On) == Journal::On;
+            let t = TempExt4::empty_with(bs, 2 * total + (32 << 20), journal)?;
             let p = t.path().to_path_buf();
             (Some(t), p)
         }
     };
     let device = open_path(&image, args.common.backend)?;
-    let block_size = Ext4::open(Arc::clone(&device))
-        .with_context(|| format!("cannot read {} as ext4", image.display()))?
-        .block_size();
+    let probe = Ext4::open(Arc::clone(&device))
+        .with_context(|| format!("cannot read {} as ext4", image.display()))?;
+    let block_size = probe.block_size();
+    let sb = probe.superblock();
+    let journaled = sb.feature_compat & compat::HAS_JOURNAL != 0 && sb.journal_inum != 0;
+    drop(probe);
+    if let (Some(want), Some(p)) = (args.journal, &args.image) {
+        if (want == Journal::On) != journaled {
+            bail!(
+                "--journal {}: {} {} a journal (--journal chooses the temporary image's layout)",
+                if want == Journal::On { "on" } else { "off" },
+                p.display(),
+                if journaled { "has" } else { "has no" }
+            );
+        }
+    }
     let mut configs = Vec::new();
     for p in &paths {
         for &policy in &policies {
@@ -166,7 +208,9 @@ pub fn run(args: Args) -> Result<()> {
         let heads = count_heads(&device, c, opts, serial)?;
         rows.push(row(c, s, total, block_size, args.common.order, heads));
     }
+    compare_with_ordered(&mut rows);
     print_table(&rows);
+    print_comparison(&rows, journaled);
     if let Some(path) = &args.json {
         let params = json!({
             "command": "append",
@@ -176,6 +220,7 @@ pub fn run(args: Args) -> Result<()> {
             "runs": args.runs,
             "backend": args.common.backend.to_string(),
             "max_order": args.common.order,
+            "journal": journaled,
         });
         report::write_json(path, params, &rows)?;
     }
@@ -216,6 +261,10 @@ fn measure(
     let (m, fs) = mount(device, c.policy)?;
     let name = format!("/bufwrite-append-{serial}");
     let file = open_new(&m, &name, paths::make_path(&c.path)?, opts)?;
+    // The create's blocks are committed first, so that the journal counts
+    // (as the metadata counts) are the appends' alone.
+    fs.journal_commit()?;
+    let journal0 = fs.journal_stats();
     let buf = vec![0xa5u8; c.size as usize];
     let calls = total / c.size;
     let meta0 = fs.meta_counts();
@@ -242,6 +291,9 @@ fn measure(
     }
     let io = device.stats() - io0;
     let meta = fs.meta_counts().since(&meta0);
+    let journal = fs
+        .journal_stats()
+        .map(|j| j.since(&journal0.unwrap_or_default()));
     file.close()?;
     m.unlink(&name)?;
     m.sync()?;
@@ -252,6 +304,7 @@ fn measure(
         reads: io.reads,
         writes: io.writes,
         bytes_written: io.bytes_written,
+        journal,
     })
 }
 
@@ -300,6 +353,23 @@ fn row(c: &Config, s: &[Sample], total: u64, block_size: u32, order: u8, heads: 
         serde_json::to_value(med(&|x: &Sample| x.fsync_usecs)).unwrap_or(Value::Null),
     );
     extra.insert("meta_blocks_per_mib".into(), Value::Object(meta));
+    // Null without a journal (no sample has one), rather than zeros that
+    // would read as a journal that cost nothing.
+    let journal = if s.iter().all(|x| x.journal.is_some()) && !s.is_empty() {
+        let j = |f: fn(&JournalStats) -> u64| {
+            json!(med(&|x: &Sample| per_mib(x.journal.map_or(0, |j| f(&j)))).median)
+        };
+        json!({
+            "commits": j(|j| j.commits),
+            "log_blocks": j(|j| j.log_blocks),
+            "metadata_blocks": j(|j| j.metadata_blocks),
+            "revoked": j(|j| j.revoked),
+            "checkpoints": j(|j| j.checkpoints),
+        })
+    } else {
+        Value::Null
+    };
+    extra.insert("journal_per_mib".into(), journal);
     extra.insert(
         "device_bytes_written".into(),
         json!(med(&|x: &Sample| x.bytes_written as f64).median as u64),
@@ -319,6 +389,153 @@ fn row(c: &Config, s: &[Sample], total: u64, block_size: u32, order: u8, heads: 
     }
 }
 
+/// A number at `pointer` (a JSON pointer) in a row's extra fields.
+fn extra_f64(r: &Row, pointer: &str) -> Option<f64> {
+    let (key, rest) = pointer.trim_start_matches('/').split_once('/')?;
+    r.extra.get(key)?.pointer(&format!("/{rest}"))?.as_f64()
+}
+
+/// The figures the comparison divides, as JSON pointers into a row's
+/// extra fields, and their names in `vs_ordered`.
+const COMPARED: [(&str, &str); 5] = [
+    ("log_blocks", "/journal_per_mib/log_blocks"),
+    ("logged_metadata_blocks", "/journal_per_mib/metadata_blocks"),
+    ("commits", "/journal_per_mib/commits"),
+    ("meta_blocks", "/meta_blocks_per_mib/total"),
+    ("fsync_usecs", "/fsync_usecs/median"),
+];
+
+/// `a / b`, or `None` when either is missing or `b` is zero (nothing to
+/// compare against).
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 && a.is_finite() && b.is_finite() => Some(a / b),
+        _ => None,
+    }
+}
+
+/// Gives every row of a policy other than ordered a `vs_ordered` field:
+/// its figures divided by the ordered row's of the same path and size
+/// (null figures where there is nothing to divide; the field is null on
+/// ordered rows and where ordered was not measured).
+fn compare_with_ordered(rows: &mut [Row]) {
+    let ordered = AllocPolicy::Ordered.to_string();
+    let policy = |r: &Row| {
+        r.extra
+            .get("policy")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows.iter() {
+        let base = rows.iter().find(|o| {
+            policy(o).as_deref() == Some(&ordered)
+                && o.path == r.path
+                && o.write_size == r.write_size
+        });
+        let v = match base {
+            Some(b) if policy(r).as_deref() != Some(&ordered) => {
+                let mut m = Map::new();
+                for (name, ptr) in COMPARED {
+                    m.insert(
+                        name.into(),
+                        json!(ratio(extra_f64(r, ptr), extra_f64(b, ptr))),
+                    );
+                }
+                Value::Object(m)
+            }
+            _ => Value::Null,
+        };
+        out.push(v);
+    }
+    for (r, v) in rows.iter_mut().zip(out) {
+        r.extra.insert("vs_ordered".into(), v);
+    }
+}
+
+/// The second table: per path and size, the unwritten policy's journal and
+/// fsync figures next to the ordered policy's, and their ratio (printed
+/// only when both were measured).
+fn print_comparison(rows: &[Row], journaled: bool) {
+    let is = |r: &Row, p: AllocPolicy| {
+        r.extra.get("policy").and_then(Value::as_str) == Some(p.to_string().as_str())
+    };
+    let pairs: Vec<(&Row, &Row)> = rows
+        .iter()
+        .filter(|r| is(r, AllocPolicy::Unwritten))
+        .filter_map(|u| {
+            rows.iter()
+                .find(|o| {
+                    is(o, AllocPolicy::Ordered) && o.path == u.path && o.write_size == u.write_size
+                })
+                .map(|o| (u, o))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let header: Vec<String> = [
+        "path",
+        "size",
+        "log/MiB unwr",
+        "ordered",
+        "ratio",
+        "logged/MiB unwr",
+        "ordered",
+        "ratio",
+        "commits/MiB unwr",
+        "ordered",
+        "meta/MiB ratio",
+        "fsync ms unwr",
+        "ordered",
+        "ratio",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let f1 = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+    let f2 = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}", v / 1000.0));
+    let body: Vec<Vec<String>> = pairs
+        .iter()
+        .map(|(u, o)| {
+            let g = |r: &Row, p: &str| extra_f64(r, p);
+            let vs = |name: &str| {
+                u.extra
+                    .get("vs_ordered")
+                    .and_then(|v| v.get(name))
+                    .and_then(Value::as_f64)
+            };
+            vec![
+                u.path.clone(),
+                human(u.write_size.unwrap_or(0), Units::Flag),
+                f1(g(u, "/journal_per_mib/log_blocks")),
+                f1(g(o, "/journal_per_mib/log_blocks")),
+                f2(vs("log_blocks")),
+                f1(g(u, "/journal_per_mib/metadata_blocks")),
+                f1(g(o, "/journal_per_mib/metadata_blocks")),
+                f2(vs("logged_metadata_blocks")),
+                f1(g(u, "/journal_per_mib/commits")),
+                f1(g(o, "/journal_per_mib/commits")),
+                f2(vs("meta_blocks")),
+                ms(g(u, "/fsync_usecs/median")),
+                ms(g(o, "/fsync_usecs/median")),
+                f2(vs("fsync_usecs")),
+            ]
+        })
+        .collect();
+    println!();
+    println!(
+        "unwritten vs ordered ({}): per MiB appended; ratio = unwritten / ordered",
+        if journaled {
+            "journal on"
+        } else {
+            "no journal"
+        }
+    );
+    print!("{}", crate::table::render(&header, &body));
+}
+
 fn print_table(rows: &[Row]) {
     let header: Vec<String> = [
         "path",
@@ -332,6 +549,10 @@ fn print_table(rows: &[Row]) {
         "extent",
         "inode",
         "sb",
+        "commits/MiB",
+        "log/MiB",
+        "logged/MiB",
+        "revoked/MiB",
         "dev writes",
         "heads/call",
     ]
@@ -344,6 +565,13 @@ fn print_table(rows: &[Row]) {
             let meta = r.extra.get("meta_blocks_per_mib");
             let m = |k: &str| {
                 meta.and_then(|v| v.get(k))
+                    .and_then(Value::as_f64)
+                    .map_or("-".into(), |v| format!("{v:.1}"))
+            };
+            let journal = r.extra.get("journal_per_mib");
+            let j = |k: &str| {
+                journal
+                    .and_then(|v| v.get(k))
                     .and_then(Value::as_f64)
                     .map_or("-".into(), |v| format!("{v:.1}"))
             };
@@ -368,6 +596,10 @@ fn print_table(rows: &[Row]) {
                 m("extent"),
                 m("inode"),
                 m("superblock"),
+                j("commits"),
+                j("log_blocks"),
+                j("metadata_blocks"),
+                j("revoked"),
                 r.device_writes.to_string(),
                 r.walked_heads.to_string(),
             ]

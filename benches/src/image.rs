@@ -103,8 +103,15 @@ impl TempExt4 {
 
     /// Makes an empty image of about `size` bytes (`mkfs.ext4 -q -F -b BS
     /// IMG SIZE`, whole MiB, at least 16 MiB) in the system temp dir, for
-    /// commands that create their own files.
+    /// commands that create their own files. It has mkfs's default journal.
     pub fn empty(block_size: u32, size: u64) -> anyhow::Result<TempExt4> {
+        Self::empty_with(block_size, size, true)
+    }
+
+    /// As [`TempExt4::empty`], with mkfs's journal or, when `journal` is
+    /// false, without one (`-O ^has_journal`: the layout whose metadata is
+    /// written in place), for comparing the two.
+    pub fn empty_with(block_size: u32, size: u64, journal: bool) -> anyhow::Result<TempExt4> {
         let mkfs = find_tool("mkfs.ext4")?;
         let image = tempfile::Builder::new()
             .prefix("bufwrite-")
@@ -116,6 +123,11 @@ impl TempExt4 {
         let size_kib = size.max(16 << 20).div_ceil(1 << 20) << 10;
         run(Command::new(&mkfs)
             .args(["-q", "-F", "-b", &block_size.to_string()])
+            .args(if journal {
+                &[][..]
+            } else {
+                &["-O", "^has_journal"][..]
+            })
             .arg(&image)
             .arg(format!("{size_kib}k")))
         .with_context(|| format!("mkfs.ext4 failed on {}", image.display()))?;

@@ -34,11 +34,18 @@ fn append_reports_every_path_and_policy_in_the_one_schema() {
         "unwritten",
         "ordered",
         "meta blocks/MiB",
+        "commits/MiB",
+        "log/MiB",
+        "logged/MiB",
+        "revoked/MiB",
+        "unwritten vs ordered (journal on)",
     ] {
         assert!(table.contains(want), "{want} not in {table}");
     }
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // The temporary image has mkfs's journal by default.
+    assert_eq!(doc["params"]["journal"], true);
     let rows = doc["results"].as_array().unwrap();
     // 2 paths x 2 policies x 2 sizes.
     assert_eq!(rows.len(), 8);
@@ -58,6 +65,35 @@ fn append_reports_every_path_and_policy_in_the_one_schema() {
         ] {
             assert!(!r[field].is_null(), "{field} missing in {r}");
         }
+        // The journal's figures are numbers; every fsync commits.
+        for field in [
+            "commits",
+            "log_blocks",
+            "metadata_blocks",
+            "revoked",
+            "checkpoints",
+        ] {
+            let v = &r["journal_per_mib"][field];
+            assert!(v.is_number(), "journal_per_mib.{field} in {r}");
+        }
+        assert!(
+            r["journal_per_mib"]["commits"].as_f64().unwrap() > 0.0,
+            "{r}"
+        );
+        let vs = &r["vs_ordered"];
+        if r["policy"] == "unwritten" {
+            for field in [
+                "log_blocks",
+                "logged_metadata_blocks",
+                "commits",
+                "meta_blocks",
+                "fsync_usecs",
+            ] {
+                assert!(vs[field].is_number(), "vs_ordered.{field} in {r}");
+            }
+        } else {
+            assert!(vs.is_null(), "{r}");
+        }
         // 4 fsyncs of 64 KiB each: every one commits an allocation, so
         // metadata is written, and unwritten writes the inode twice.
         let inode = r["meta_blocks_per_mib"]["inode"].as_f64().unwrap();
@@ -67,6 +103,46 @@ fn append_reports_every_path_and_policy_in_the_one_schema() {
         // Buffer heads walk the written blocks; iomap none.
         let heads = r["walked_heads"].as_u64().unwrap();
         assert_eq!(heads == 0, r["path"] == "iomap", "{r}");
+    }
+}
+
+#[test]
+fn append_without_a_journal_reports_no_journal_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("append.json");
+    let out = bufwrite(
+        &[
+            "append",
+            "--total",
+            "128K",
+            "--size",
+            "64K",
+            "--runs",
+            "1",
+            "--paths",
+            "iomap",
+            "--journal",
+            "off",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("unwritten vs ordered (no journal)"));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["params"]["journal"], false);
+    let rows = doc["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        // Null, not zeros: there is no journal to cost anything.
+        assert!(r["journal_per_mib"].is_null(), "{r}");
+        assert!(r["meta_blocks_per_mib"]["total"].is_number(), "{r}");
+        if r["policy"] == "unwritten" {
+            assert!(r["vs_ordered"]["log_blocks"].is_null(), "{r}");
+            assert!(r["vs_ordered"]["meta_blocks"].is_number(), "{r}");
+        }
     }
 }
 
@@ -85,6 +161,7 @@ fn append_flags_are_checked_before_anything_runs() {
         (&["append", "--runs", "0"][..], "at least 1"),
         (&["append", "--paths", "ext2"][..], "unknown write path"),
         (&["append", "--policy", "ordered,ordered"][..], "twice"),
+        (&["append", "--journal", "maybe"][..], "invalid value"),
     ] {
         let out = bufwrite(args, "");
         assert!(!out.status.success(), "{args:?} succeeded");
