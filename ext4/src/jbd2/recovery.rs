@@ -204,8 +204,10 @@ fn tid_geq(x: u32, y: u32) -> bool {
 
 impl Journal {
     /// Recovers the journal: the three passes, then the reset (see the
-    /// module doc). An empty log (`s_start == 0`) only clears
-    /// `needs_recovery`. On an error nothing has been written (every
+    /// module doc). An empty log (`s_start == 0`) replays nothing; its
+    /// `s_sequence` is still moved on by one, as e2fsck does (the kernel
+    /// numbers its next transaction so too, and writes it with the first
+    /// tail update). On an error nothing has been written (every
     /// failure the kernel reports happens before the replay pass) and the
     /// journal still needs recovery.
     pub fn recover(&mut self) -> Result<RecoveryReport> {
@@ -229,8 +231,8 @@ impl Journal {
         };
         let end = if self.sb.start == 0 {
             // The kernel's "no recovery required": the next transaction
-            // is s_sequence + 1, and s_sequence is left as it is.
-            None
+            // is s_sequence + 1.
+            Some(start_sequence)
         } else {
             self.pass(Pass::Scan, &mut info)?;
             self.pass(Pass::Revoke, &mut info)?;
