@@ -72,7 +72,7 @@ pub fn needs_recovery(img: &Path) -> bool {
 
 /// The image as the kernel would mount it: itself, or — when its journal
 /// needs recovery — a copy beside it (`IMG.replayed`) whose journal
-/// e2fsck replayed (`e2fsck -fy -E journal_only`, which changes nothing
+/// e2fsck replayed (`e2fsck -y -E journal_only`, which changes nothing
 /// else). debugfs and `e2fsck -n` never replay, so the judges below read
 /// this copy: a journaled fsync leaves the metadata in the log.
 pub fn as_mounted(img: &Path) -> std::path::PathBuf {
@@ -82,7 +82,7 @@ pub fn as_mounted(img: &Path) -> std::path::PathBuf {
     let copy = img.with_extension("replayed");
     std::fs::copy(img, &copy).expect("copy the image for its replay");
     let out = tool("e2fsck")
-        .args(["-fy", "-E", "journal_only"])
+        .args(["-y", "-E", "journal_only"])
         .arg(&copy)
         .output()
         .expect("e2fsck is installed");

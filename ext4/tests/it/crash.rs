@@ -20,13 +20,35 @@ use std::sync::Arc;
 
 /// Passes the first `limit` write requests to the Faulty device below;
 /// from then on every write and flush fails, as if the machine had died.
-struct CrashAfter {
+pub(super) struct CrashAfter {
     inner: Arc<Faulty>,
     limit: u64,
     writes: AtomicU64,
+    /// Flushes that succeeded.
+    flushes: AtomicU64,
 }
 
 impl CrashAfter {
+    /// Dies after `limit` writes to `inner`.
+    pub(super) fn new(inner: Arc<Faulty>, limit: u64) -> Arc<CrashAfter> {
+        Arc::new(CrashAfter {
+            inner,
+            limit,
+            writes: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+        })
+    }
+
+    /// Flushes that succeeded (before the crash).
+    pub(super) fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::SeqCst)
+    }
+
+    /// Writes passed on so far.
+    pub(super) fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
     fn dead(&self) -> bool {
         self.writes.load(Ordering::SeqCst) >= self.limit
     }
@@ -62,7 +84,11 @@ impl BlockDevice for CrashAfter {
         if self.dead() {
             self.inner.fail_next_flushes(1);
         }
-        self.inner.flush()
+        let r = self.inner.flush();
+        if r.is_ok() {
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+        }
+        r
     }
     fn stats(&self) -> IoStats {
         self.inner.stats()
@@ -217,6 +243,7 @@ fn crash_everywhere(pname: &str, mkpath: fn() -> Box<dyn WritePath>, policy: All
             inner: faulty,
             limit: u64::MAX,
             writes: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
         });
         let states = workload(dev.clone(), policy, mkpath);
         assert_eq!(
@@ -237,6 +264,7 @@ fn crash_everywhere(pname: &str, mkpath: fn() -> Box<dyn WritePath>, policy: All
             inner: faulty.clone(),
             limit: k,
             writes: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
         });
         let states = workload(dev.clone(), policy, mkpath);
         faulty.heal();

@@ -79,7 +79,7 @@ impl BlockDevice for Bounded {
 }
 
 /// Filesystem block count and size from the image's superblock.
-fn geometry(img: &[u8]) -> (u64, u64) {
+pub(super) fn geometry(img: &[u8]) -> (u64, u64) {
     let le32 = |o: usize| u32::from_le_bytes(img[o..o + 4].try_into().unwrap());
     let bs = 1024u64 << le32(1024 + 0x18);
     let inc = le32(1024 + 0x60);
@@ -107,10 +107,12 @@ fn bufwrite_replay(img: &Path) -> RecoveryReport {
     report
 }
 
-/// `e2fsck -fy -E journal_only IMG`: replays the journal only.
-fn e2fsck_replay(img: &Path) -> String {
+/// `e2fsck -y -E journal_only IMG`: replays the journal only (with `-f`
+/// e2fsck 1.47 goes on to a full check, which rewrites fields such as
+/// `bg_itable_unused`).
+pub(super) fn e2fsck_replay(img: &Path) -> String {
     let out = tool("e2fsck")
-        .args(["-fy", "-E", "journal_only"])
+        .args(["-y", "-E", "journal_only"])
         .arg(img)
         .output()
         .unwrap();
@@ -137,7 +139,7 @@ const SB_MASKED: [(usize, usize); 6] = [
 
 /// Panics unless the two images are equal block for block, the primary
 /// superblock's masked fields aside.
-fn assert_same_image(a: &Path, b: &Path) {
+pub(super) fn assert_same_image(a: &Path, b: &Path) {
     assert_same_image_but(a, b, &[]);
 }
 

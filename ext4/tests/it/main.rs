@@ -10,6 +10,7 @@ mod dirs;
 mod extent_tree;
 mod fuzz;
 mod gaps;
+mod jcrash;
 mod journal;
 mod layout;
 mod root;
