@@ -581,8 +581,8 @@ impl File {
             end,
             writeback::SyncMode::Background,
             None,
-        )
-        .map(|_| ())
+        )?;
+        writeback::complete_if_journaled(self.mapping())
     }
 
     /// Whether dropping the file writes its dirty data back (the default)

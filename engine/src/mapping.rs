@@ -208,9 +208,23 @@ pub trait Mapper: Send + Sync {
         Ok(())
     }
 
-    /// Called by fsync / fdatasync after the data was written back and the
-    /// device flushed: make the file's metadata durable (extents of the
-    /// ordered policy, the size). `datasync` is fdatasync's.
+    /// True when the mapper journals its metadata with commits that flush
+    /// the device before their commit block (jbd2 in data=ordered): what
+    /// [`Mapper::end_io`] records joins the running transaction and is
+    /// durable only with a commit, which follows the data's flush, so a
+    /// completion needs no flush of its own and is reported as soon as
+    /// the write completed (as ext4's end_io runs at I/O completion); and
+    /// [`Mapper::sync_metadata`] makes the data durable by itself (the
+    /// commit, or one flush when there is nothing to commit), so fsync
+    /// does not flush first (ext4's fsync leaves the barrier to jbd2).
+    fn commit_orders_data(&self) -> bool {
+        false
+    }
+
+    /// Called by fsync / fdatasync after the data was written back (and
+    /// the device flushed, unless [`Mapper::commit_orders_data`]): make the
+    /// file's metadata durable (extents of the ordered policy, the size).
+    /// `datasync` is fdatasync's.
     fn sync_metadata(&self, _datasync: bool) -> Result<()> {
         Ok(())
     }

@@ -63,19 +63,35 @@ pub struct WbStats {
 /// fsync's data half: writes back every dirty block (waiting for writeback
 /// already in flight), flushes the device, then reports the completed
 /// ranges to the mapper (`Mapper::end_io`: unwritten conversion and on-disk
-/// size, only once the data is durable). Returns the first error of this
-/// call (with its file offset); what failed stays dirty, and a range whose
-/// write failed gets no end_io.
+/// size, only once the data is durable). A mapper whose metadata sync
+/// flushes for the data ([`Mapper::commit_orders_data`]: a journal) gets
+/// no flush here. Returns the first error of this call (with its file
+/// offset); what failed stays dirty, and a range whose write failed gets
+/// no end_io.
 pub fn write_back(mapping: &AddressSpace) -> Result<()> {
     write_range(mapping, 0, u64::MAX, SyncMode::All, None)?;
-    mapping.device.flush()?;
+    if !mapping.mapper.commit_orders_data() {
+        mapping.device.flush()?;
+    }
     mapping.complete_pending_io()
 }
 
 /// A background pass over the whole file, stopping once about `limit`
 /// bytes were queued (the flusher, reclaim). No flush.
 pub fn background(mapping: &AddressSpace, limit: Option<u64>) -> Result<WbStats> {
-    write_range(mapping, 0, u64::MAX, SyncMode::Background, limit)
+    let s = write_range(mapping, 0, u64::MAX, SyncMode::Background, limit)?;
+    complete_if_journaled(mapping)?;
+    Ok(s)
+}
+
+/// Reports the completed writes to a mapper whose journal orders the data
+/// ([`crate::Mapper::commit_orders_data`]): no flush is needed before its
+/// `end_io`. Others' completions wait for the next flush.
+pub fn complete_if_journaled(mapping: &AddressSpace) -> Result<()> {
+    if mapping.mapper.commit_orders_data() {
+        mapping.complete_pending_io()?;
+    }
+    Ok(())
 }
 
 /// Writes back the dirty folios with bytes in `[from, to)` (the kernel's

@@ -806,7 +806,19 @@ impl Mapper for Ext4File {
             st.disk_size = new_disk;
             st.inode_dirty = true;
         }
+        // With a journal the completion's edits join the running
+        // transaction now, as ext4's end_io does in a handle: the commit
+        // timer, not only fsync, makes them durable. Ordered extents still
+        // waiting for their data's completion keep the whole set back (a
+        // commit now would have to make them unwritten first).
+        if self.refusal.is_none() && meta.commit_orders_data() && st.unconfirmed.is_empty() {
+            self.flush_pending(&mut st)?;
+        }
         Ok(())
+    }
+
+    fn commit_orders_data(&self) -> bool {
+        self.refusal.is_none() && self.meta.as_ref().is_some_and(|m| m.commit_orders_data())
     }
 
     fn sync_metadata(&self, _datasync: bool) -> EResult<()> {
@@ -827,7 +839,13 @@ impl Mapper for Ext4File {
         // transaction (which holds this inode's changes, and the entry
         // that names a new file) commits.
         if let Some(meta) = &self.meta {
-            meta.journal_commit()?;
+            let logged = meta.journal_commit()?;
+            // With nothing to commit (an overwrite of mapped blocks, or
+            // another commit took this file's metadata first), the data
+            // still needs its flush (ext4's `needs_barrier`).
+            if !logged && meta.commit_orders_data() {
+                meta.dev.flush()?;
+            }
         }
         Ok(())
     }

@@ -124,7 +124,7 @@ impl Ext4 {
     /// Commits the running transaction now (what fsync does).
     pub fn journal_commit(&self) -> Result<()> {
         match self.meta.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            Some(m) => m.journal_commit(),
+            Some(m) => m.journal_commit().map(|_| ()),
             None => Ok(()),
         }
     }

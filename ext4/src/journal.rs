@@ -155,6 +155,16 @@ impl BlockDevice for OverlayDev {
     }
 }
 
+/// What [`JournalState::commit`] did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Committed {
+    /// The allocator may hand out the blocks freed since the last commit.
+    pub frees_reusable: bool,
+    /// A transaction went to the log (and the device was flushed before
+    /// its commit block and after it).
+    pub logged: bool,
+}
+
 /// The journal of an open filesystem: the log writer and the running
 /// transaction. Lives inside the metadata state, under its lock.
 pub(crate) struct JournalState {
@@ -249,12 +259,26 @@ impl JournalState {
         self.running.len() as u64 * 4 > lap
     }
 
-    /// Commits the running transaction. Returns true if the allocator may
-    /// hand out the blocks freed since the last commit.
-    pub(crate) fn commit(&mut self) -> Result<bool> {
+    /// Whether a commit flushes the device before its commit block, so
+    /// that data written before the commit is durable when the commit is
+    /// (not so with ASYNC_COMMIT, whose one flush follows the commit
+    /// block: ext4 refuses that option with data=ordered for this reason).
+    pub(crate) fn commit_orders_data(&self) -> bool {
+        !self
+            .writer
+            .journal()
+            .superblock()
+            .has_incompat(crate::jbd2::format::feature::INCOMPAT_ASYNC_COMMIT)
+    }
+
+    /// Commits the running transaction.
+    pub(crate) fn commit(&mut self) -> Result<Committed> {
         let frees = std::mem::take(&mut self.frees_pending);
         if self.running.is_empty() && self.revokes.is_empty() {
-            return Ok(frees);
+            return Ok(Committed {
+                frees_reusable: frees,
+                logged: false,
+            });
         }
         let blocks: Vec<(u64, Vec<u8>)> = std::mem::take(&mut self.running).into_iter().collect();
         let revoked: Vec<u64> = std::mem::take(&mut self.revokes).into_iter().collect();
@@ -276,7 +300,10 @@ impl JournalState {
         self.stats.metadata_blocks += blocks.len() as u64;
         self.stats.revoked += revoked.len() as u64;
         self.logged.extend(blocks.iter().map(|(b, _)| *b));
-        Ok(true)
+        Ok(Committed {
+            frees_reusable: true,
+            logged: true,
+        })
     }
 
     /// Writes every committed block home and empties the log (after

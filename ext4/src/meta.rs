@@ -75,6 +75,8 @@ pub(crate) struct Meta {
     counts: Mutex<MetaCounts>,
     /// The commit interval in milliseconds (the commit thread's).
     interval_ms: std::sync::atomic::AtomicU64,
+    /// See [`Meta::commit_orders_data`].
+    orders_data: bool,
 }
 
 impl std::fmt::Debug for Meta {
@@ -102,7 +104,11 @@ impl Meta {
             alloc.set_needs_recovery_bit(true);
         }
         let emergency = (sb.blocks_count / 50).min(4096);
+        let orders_data = journal
+            .as_ref()
+            .is_some_and(JournalState::commit_orders_data);
         Ok(Meta {
+            orders_data,
             dev,
             sb,
             inode_tables,
@@ -305,20 +311,31 @@ impl Meta {
         Ok(counts)
     }
 
-    /// Commits the running transaction, if any (fsync's commit).
-    pub(crate) fn journal_commit(&self) -> Result<()> {
+    /// Commits the running transaction, if any (fsync's commit). Returns
+    /// true when a transaction went to the log: the device was flushed
+    /// before its commit block (see [`Meta::commit_orders_data`]).
+    pub(crate) fn journal_commit(&self) -> Result<bool> {
         let mut st = self.lock();
         self.journal_commit_locked(&mut st)
     }
 
-    fn journal_commit_locked(&self, st: &mut MetaState) -> Result<()> {
+    fn journal_commit_locked(&self, st: &mut MetaState) -> Result<bool> {
         let Some(j) = st.journal.as_mut() else {
-            return Ok(());
+            return Ok(false);
         };
-        if j.commit()? {
+        let done = j.commit()?;
+        if done.frees_reusable {
             st.alloc.frees_committed();
         }
-        Ok(())
+        Ok(done.logged)
+    }
+
+    /// True when the filesystem journals its metadata and each commit
+    /// flushes the device before its commit block: data written before a
+    /// commit is durable with it, so fsync need not flush for the data
+    /// first (jbd2's commit is ext4's fsync barrier).
+    pub(crate) fn commit_orders_data(&self) -> bool {
+        self.orders_data
     }
 
     /// Commits the running transaction when it is older than `interval`
