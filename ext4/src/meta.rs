@@ -102,6 +102,7 @@ impl Meta {
             // checkpoint that writes it home never clears the flag before
             // the log is empty.
             alloc.set_needs_recovery_bit(true);
+            alloc.set_lazy_superblock(true);
         }
         let emergency = (sb.blocks_count / 50).min(4096);
         let orders_data = journal
@@ -353,10 +354,29 @@ impl Meta {
     pub(crate) fn journal_sync(&self) -> Result<()> {
         let mut st = self.lock();
         self.journal_commit_locked(&mut st)?;
-        match st.journal.as_mut() {
-            Some(j) => j.checkpoint(),
-            None => Ok(()),
+        let Some(j) = st.journal.as_mut() else {
+            return Ok(());
+        };
+        j.checkpoint()?;
+        // The lazily kept free totals go home with the log empty, as
+        // ext4's unmount writes them (ext4_commit_super).
+        if let Some((blocks, inodes)) = st.alloc.take_lazy_counts() {
+            let bit64 = self.sb.has_incompat(crate::superblock::incompat::BIT64);
+            let written = crate::jbd2::rewrite_superblock(self.dev.as_ref(), |b| {
+                b[0x0C..0x10].copy_from_slice(&(blocks as u32).to_le_bytes());
+                if bit64 {
+                    b[0x158..0x15C].copy_from_slice(&((blocks >> 32) as u32).to_le_bytes());
+                }
+                b[0x10..0x14].copy_from_slice(&(inodes as u32).to_le_bytes());
+            })
+            .and_then(|()| Ok(self.dev.flush()?));
+            if let Err(e) = written {
+                // Still to be written: the next sync tries again.
+                st.alloc.mark_lazy_counts_dirty();
+                return Err(e);
+            }
         }
+        Ok(())
     }
 
     /// The commit interval.

@@ -73,6 +73,11 @@ pub(crate) struct Allocator {
     /// The filesystem block holding the primary superblock, whole (block 0
     /// also holds the boot sector when blocks are larger than 1 KiB).
     sb_block: u64,
+    /// See [`Allocator::set_lazy_superblock`].
+    lazy_sb: bool,
+    /// The free totals changed since they were last written home (lazy
+    /// superblock only).
+    sb_dirty: bool,
     sb_data: Vec<u8>,
     /// Byte offset of the superblock in `sb_data`.
     sb_off: usize,
@@ -250,6 +255,8 @@ impl Allocator {
             sb: sb.clone(),
             bs,
             sb_block,
+            lazy_sb: false,
+            sb_dirty: false,
             sb_data,
             sb_off,
             gdt,
@@ -912,6 +919,26 @@ impl Allocator {
         s[0x60..0x64].copy_from_slice(&inc.to_le_bytes());
     }
 
+    /// With a journal the superblock's free counts are kept lazily, as the
+    /// kernel keeps them (in percpu counters): the group descriptors are
+    /// authoritative, ext4's mount and e2fsck sum them, so allocations and
+    /// frees do not log the superblock. [`Allocator::take_lazy_counts`]
+    /// gives the totals to write home at sync and unmount.
+    pub(crate) fn set_lazy_superblock(&mut self, on: bool) {
+        self.lazy_sb = on;
+    }
+
+    /// The free block and inode totals, when they changed since the last
+    /// call and the superblock is kept lazily.
+    pub(crate) fn take_lazy_counts(&mut self) -> Option<(u64, u64)> {
+        std::mem::take(&mut self.sb_dirty).then_some((self.free_blocks, self.free_inodes))
+    }
+
+    /// The free totals still need writing home (a failed write).
+    pub(crate) fn mark_lazy_counts_dirty(&mut self) {
+        self.sb_dirty = self.lazy_sb;
+    }
+
     fn put_sb(&mut self, phase: Phase, txn: &mut Transaction) {
         let bit64 = self.sb.has_incompat(incompat::BIT64);
         let csum = self.sb.has_metadata_csum();
@@ -924,6 +951,10 @@ impl Allocator {
         if csum {
             let c = chksum(!0, &s[..0x3FC]);
             set32(s, 0x3FC, c);
+        }
+        if self.lazy_sb {
+            self.sb_dirty = true;
+            return;
         }
         txn.put(
             self.sb_block,

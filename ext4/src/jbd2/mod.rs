@@ -304,17 +304,28 @@ fn write_bytes(dev: &dyn BlockDevice, off: u64, data: &[u8]) -> Result<()> {
 /// bits into `s_state`), refreshing its checksum; reads the superblock as
 /// it is on the device now (replay may just have rewritten it).
 fn set_needs_recovery(dev: &dyn BlockDevice, on: bool, state_or: u16) -> Result<()> {
+    rewrite_superblock(dev, |b| {
+        let mut inc = u32::from_le_bytes([b[0x60], b[0x61], b[0x62], b[0x63]]);
+        if on {
+            inc |= incompat::RECOVER;
+        } else {
+            inc &= !incompat::RECOVER;
+        }
+        b[0x60..0x64].copy_from_slice(&inc.to_le_bytes());
+        let state = u16::from_le_bytes([b[0x3A], b[0x3B]]) | state_or;
+        b[0x3A..0x3C].copy_from_slice(&state.to_le_bytes());
+    })
+}
+
+/// Rewrites the ext4 superblock in place: reads it as it is on the device
+/// now, lets `edit` change its bytes, refreshes its checksum, writes it.
+pub(crate) fn rewrite_superblock(
+    dev: &dyn BlockDevice,
+    edit: impl FnOnce(&mut [u8]),
+) -> Result<()> {
     let mut b = vec![0u8; 1024];
     read_bytes(dev, SUPERBLOCK_OFFSET, &mut b)?;
-    let mut inc = u32::from_le_bytes([b[0x60], b[0x61], b[0x62], b[0x63]]);
-    if on {
-        inc |= incompat::RECOVER;
-    } else {
-        inc &= !incompat::RECOVER;
-    }
-    b[0x60..0x64].copy_from_slice(&inc.to_le_bytes());
-    let state = u16::from_le_bytes([b[0x3A], b[0x3B]]) | state_or;
-    b[0x3A..0x3C].copy_from_slice(&state.to_le_bytes());
+    edit(&mut b);
     let ro = u32::from_le_bytes([b[0x64], b[0x65], b[0x66], b[0x67]]);
     if ro & crate::superblock::ro_compat::METADATA_CSUM != 0 {
         let c = crate::checksum::chksum(!0, &b[..0x3FC]);
