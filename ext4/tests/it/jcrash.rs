@@ -290,6 +290,23 @@ fn e2fsck(img: &Path, args: &[&str]) -> (i32, String) {
     )
 }
 
+/// True when everything a `e2fsck -fy` run fixed is the superblock's
+/// free totals, which a journaled ext4 keeps lazily (the kernel's percpu
+/// counters; bufwrite's too): they are written at unmount, so a crash
+/// leaves them behind the group descriptors, which are authoritative.
+fn only_lazy_counts(out: &str) -> bool {
+    out.lines().map(str::trim).all(|l| {
+        l.is_empty()
+            || l.starts_with("Pass ")
+            || l.starts_with("e2fsck ")
+            || l.starts_with("Free blocks count wrong (")
+            || l.starts_with("Free inodes count wrong (")
+            || l == "Fix? yes"
+            || l.contains("***** FILE SYSTEM WAS MODIFIED *****")
+            || l.contains(" files (")
+    })
+}
+
 /// Replays `bytes` with bufwrite (`Ext4::open`, then unmount).
 fn bufwrite_replay(bytes: Vec<u8>, policy: AllocPolicy) -> Vec<u8> {
     let mem = Arc::new(Mem::from_bytes(bytes, 512));
@@ -394,8 +411,8 @@ fn recover_and_check(
     }
     assert_same_image(&ef, &bw);
     let (code, out) = e2fsck(&ef, &["-fy"]);
-    assert_eq!(
-        code, 0,
+    assert!(
+        code == 0 || (code == 1 && only_lazy_counts(&out)),
         "{what}: e2fsck -fy found something to fix after the replay:\n{out}"
     );
     // 3. The kernel's.
@@ -484,4 +501,121 @@ fn journaled_crash_at_every_write_bh_tailskip_ordered() {
 #[test]
 fn journaled_crash_at_every_write_bh_seek_unwritten() {
     crash_everywhere("bh-seek", paths()[3].1, AllocPolicy::Unwritten);
+}
+
+/// A journaled fsync flushes the device twice, as jbd2's commit does (before
+/// the commit block, covering the data written first, and after it: the
+/// kernel's PREFLUSH and FUA): fsync adds no flush of its own for the data.
+/// With nothing to commit (an overwrite of mapped blocks) it flushes once,
+/// for the data. Durability across these is what the crash tests above check.
+#[test]
+fn a_journaled_fsync_flushes_as_jbd2_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let img0 = mkfs(
+        dir.path(),
+        "j.img",
+        4096,
+        "metadata_csum,has_journal",
+        64,
+        &[],
+    );
+    for policy in [AllocPolicy::Unwritten, AllocPolicy::Ordered] {
+        for (pname, mkpath) in paths() {
+            let mem = Arc::new(Mem::from_bytes(std::fs::read(&img0).unwrap(), 512));
+            let dev: Arc<dyn BlockDevice> = mem.clone();
+            let fs = Arc::new(Ext4::open_with(dev.clone(), policy).unwrap());
+            let m = Mount::new(dev.clone(), fs);
+            let create = OpenFlags {
+                create: true,
+                exclusive: true,
+                truncate: false,
+            };
+            let f = m
+                .open("/f", create, mkpath(), FileOptions::default())
+                .unwrap();
+            // The first commit also marks the log live (two more flushes).
+            f.pwrite(0, &pattern(65536, 0)).unwrap();
+            f.fsync().unwrap();
+            for i in 1..4u64 {
+                let before = mem.stats();
+                f.pwrite(i * 65536, &pattern(65536, i)).unwrap();
+                f.fsync().unwrap();
+                let d = mem.stats() - before;
+                assert_eq!(d.flushes, 2, "{pname} {policy}: append {i} + fsync");
+            }
+            let before = mem.stats();
+            f.pwrite(4096, &pattern(8192, 9)).unwrap();
+            f.fsync().unwrap();
+            let d = mem.stats() - before;
+            assert_eq!(d.flushes, 1, "{pname} {policy}: overwrite + fsync");
+            assert_eq!(d.writes, 1, "{pname} {policy}: overwrite + fsync writes");
+        }
+    }
+}
+
+/// The commit thread (kjournald2's timer): with no fsync, a create and a
+/// written-back append are committed once the running transaction is older
+/// than the interval, and a crash after that (the device as it is, no
+/// unmount) keeps them: the kernel's, e2fsck's and bufwrite's replay find
+/// the file.
+#[test]
+fn the_commit_thread_commits_without_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let img0 = mkfs(
+        dir.path(),
+        "j.img",
+        1024,
+        "metadata_csum,has_journal",
+        8,
+        &[],
+    );
+    for policy in [AllocPolicy::Unwritten, AllocPolicy::Ordered] {
+        let mem = Arc::new(Mem::from_bytes(std::fs::read(&img0).unwrap(), 512));
+        let dev: Arc<dyn BlockDevice> = mem.clone();
+        let fs = Arc::new(Ext4::open_with(dev.clone(), policy).unwrap());
+        assert_eq!(
+            bufwrite_ext4::COMMIT_INTERVAL,
+            std::time::Duration::from_secs(5)
+        );
+        fs.set_commit_interval(std::time::Duration::from_millis(50))
+            .unwrap();
+        let m = Mount::new(dev.clone(), fs.clone());
+        let create = OpenFlags {
+            create: true,
+            exclusive: true,
+            truncate: false,
+        };
+        let f = m
+            .open("/t", create, paths()[0].1(), FileOptions::default())
+            .unwrap();
+        let data = pattern(10_000, 3);
+        f.pwrite(0, &data).unwrap();
+        // Written back (sync_file_range), no fsync, no flush: at the
+        // write's completion the allocation (and, for unwritten, its
+        // conversion) joins the running transaction.
+        f.writeback(0, 0).unwrap();
+        let before = fs.journal_stats().unwrap().commits;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while fs.journal_stats().unwrap().commits == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{policy}: no commit within 30 s of a 50 ms interval"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // The crash: the device as it is now, never unmounted.
+        let mut crashed = vec![0u8; mem.size() as usize];
+        mem.read_at(0, &mut crashed).unwrap();
+        f.set_writeback_on_drop(false);
+        let img = dir.path().join("t.img");
+        std::fs::write(&img, &crashed).unwrap();
+        assert!(bufwrite_testkit::e2fs::needs_recovery(&img), "{policy}");
+        fsck_ok(&img);
+        assert!(dump(&img, "/t") == data, "{policy}: e2fsck's replay");
+        let replayed = dir.path().join("t-bufwrite.img");
+        std::fs::write(&replayed, bufwrite_replay(crashed, policy)).unwrap();
+        fsck_ok(&replayed);
+        assert!(dump(&replayed, "/t") == data, "{policy}: bufwrite's replay");
+        drop(f);
+    }
 }
