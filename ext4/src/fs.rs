@@ -46,10 +46,17 @@ pub struct Ext4 {
     recovery: Option<crate::jbd2::RecoveryReport>,
     /// Opened with [`Ext4::open_read_only`]: every write is refused.
     read_only: bool,
+    /// What processing the orphan list did at this open.
+    orphans: Vec<crate::orphan::Orphan>,
+    /// Why the orphan list could not be processed, if it could not.
+    orphan_error: Option<String>,
     /// The device under `dev` when `dev` is the journal's overlay (see
     /// `journal.rs`): the log writer uses it directly.
     raw: Option<(Arc<dyn BlockDevice>, Arc<Overlay>)>,
 }
+
+/// How [`Ext4::alloc_blockers`] names a non-empty orphan list.
+const ORPHAN_BLOCKER: &str = "the orphan list is not empty";
 
 impl std::fmt::Debug for Ext4 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,6 +89,13 @@ impl Ext4 {
     /// As [`Ext4::open`], with the writeback allocation policy the files
     /// opened for writing use.
     pub fn open_with(dev: Arc<dyn BlockDevice>, policy: AllocPolicy) -> Result<Ext4> {
+        let mut fs = Self::open_replayed(dev, policy)?;
+        fs.finish_orphans();
+        Ok(fs)
+    }
+
+    /// Opens, replaying the journal first when it needs recovery.
+    fn open_replayed(dev: Arc<dyn BlockDevice>, policy: AllocPolicy) -> Result<Ext4> {
         let fs = Self::open_raw(Arc::clone(&dev), policy, false)?;
         if !fs.sb.has_incompat(incompat::RECOVER) || dev.read_only() {
             return Ok(fs);
@@ -99,6 +113,31 @@ impl Ext4 {
             Err(Ext4Error::Unsupported(_)) => Ok(fs),
             Err(e) => Err(e),
         }
+    }
+
+    /// Processes the orphan list on a writable image, as the kernel's
+    /// mount does after its replay (see `orphan.rs`). An image whose list
+    /// cannot be processed opens anyway, with allocation refused and the
+    /// reason named ([`Ext4::alloc_blockers`]).
+    fn finish_orphans(&mut self) {
+        if self.sb.last_orphan == 0 || self.dev.read_only() || !self.write_blockers().is_empty() {
+            return;
+        }
+        match self.release_orphans() {
+            Ok(done) => self.orphans = done,
+            Err(e) => self.orphan_error = Some(e.to_string()),
+        }
+    }
+
+    /// The inodes the orphan list named, and what this open did to each
+    /// (empty when the list was empty, or the open read-only).
+    pub fn orphans(&self) -> &[crate::orphan::Orphan] {
+        &self.orphans
+    }
+
+    /// Records that the orphan list now starts at `ino` (0: empty).
+    pub(crate) fn set_last_orphan(&mut self, ino: u32) {
+        self.sb.last_orphan = ino;
     }
 
     /// Opens the image without replaying its journal and with every write
@@ -174,6 +213,8 @@ impl Ext4 {
             open: Mutex::new(HashMap::new()),
             recovery: None,
             read_only,
+            orphans: Vec::new(),
+            orphan_error: None,
         })
     }
 
@@ -402,11 +443,24 @@ impl Ext4 {
     /// The write side, made on first use: refused when the image must not
     /// be allocated on (see [`Ext4::alloc_blockers`]).
     pub(crate) fn meta(&self) -> Result<Arc<Meta>> {
+        self.meta_checked(true)
+    }
+
+    /// [`Ext4::meta`] for processing the orphan list, which is the one
+    /// allocation blocker it removes.
+    pub(crate) fn meta_for_orphans(&self) -> Result<Arc<Meta>> {
+        self.meta_checked(false)
+    }
+
+    fn meta_checked(&self, orphans_block: bool) -> Result<Arc<Meta>> {
         let mut m = self.meta.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(meta) = &*m {
             return Ok(Arc::clone(meta));
         }
-        let blockers = self.alloc_blockers();
+        let mut blockers = self.alloc_blockers();
+        if !orphans_block {
+            blockers.retain(|b| !b.starts_with(ORPHAN_BLOCKER));
+        }
         if !blockers.is_empty() {
             return Err(Ext4Error::Unsupported(format!(
                 "refusing to allocate on this image: {}",
@@ -466,7 +520,17 @@ impl Ext4 {
             v.push("quota accounting is not modelled: the quota files would go stale".into());
         }
         if self.sb.last_orphan != 0 {
-            v.push("the orphan list is not empty: run e2fsck first".into());
+            v.push(match &self.orphan_error {
+                Some(e) => format!("{ORPHAN_BLOCKER} ({e}): run e2fsck first"),
+                None => format!("{ORPHAN_BLOCKER}: run e2fsck first"),
+            });
+        }
+        if self.sb.has_ro_compat(ro_compat::ORPHAN_PRESENT) {
+            v.push(
+                "the orphan file has entries (orphan_present), which bufwrite does not process: \
+                 run e2fsck first"
+                    .into(),
+            );
         }
         if !self.sb.has_incompat(incompat::EXTENTS) {
             v.push("the filesystem has no extents feature: new blocks could not be mapped".into());

@@ -149,6 +149,17 @@ impl RawInode {
         self.put16(off::LINKS, n);
     }
 
+    /// `i_dtime`: the deletion time, or on an orphan the next inode of the
+    /// orphan list.
+    pub(crate) fn dtime(&self) -> u32 {
+        u32::from_le_bytes([
+            self.bytes[off::DTIME],
+            self.bytes[off::DTIME + 1],
+            self.bytes[off::DTIME + 2],
+            self.bytes[off::DTIME + 3],
+        ])
+    }
+
     /// Sets `i_dtime` (0 on a live inode: e2fsck treats a non-zero dtime on
     /// a linked inode as a deleted one).
     pub(crate) fn set_dtime(&mut self, t: u32) {

@@ -50,6 +50,7 @@ pub mod mount;
 mod namei;
 #[cfg(test)]
 mod namei_tests;
+pub mod orphan;
 pub mod superblock;
 pub mod txn;
 mod util;

@@ -363,7 +363,7 @@ impl Ext4 {
     /// its record zeroed (links, size, blocks, extents; dtime set) and the
     /// inode queued for freeing. Returns the record, to be written at
     /// [`Phase::Release`].
-    fn release_inode(
+    pub(crate) fn release_inode(
         &self,
         meta: &Meta,
         ms: &mut MetaState,

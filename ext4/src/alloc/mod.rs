@@ -904,8 +904,6 @@ impl Allocator {
         );
     }
 
-    /// Writes the free counts into the superblock, its checksum, and
-    /// queues the block holding it.
     /// Sets or clears `needs_recovery` in the superblock copy the
     /// allocator writes (and journals) with its counts.
     pub(crate) fn set_needs_recovery_bit(&mut self, on: bool) {
@@ -939,6 +937,22 @@ impl Allocator {
         self.sb_dirty = self.lazy_sb;
     }
 
+    /// Sets `s_last_orphan` (the orphan list's head; 0 empties it) and
+    /// queues the superblock, whether the counts are kept lazily or not.
+    pub(crate) fn set_last_orphan(&mut self, ino: u32, txn: &mut Transaction) {
+        set32(
+            &mut self.sb_data[self.sb_off..self.sb_off + 1024],
+            0xE8,
+            ino,
+        );
+        let lazy = std::mem::replace(&mut self.lazy_sb, false);
+        self.put_sb(Phase::Point, txn);
+        self.lazy_sb = lazy;
+    }
+
+    /// Writes the free counts into the superblock, its checksum, and
+    /// queues the block holding it (only marks the counts dirty when they
+    /// are kept lazily).
     fn put_sb(&mut self, phase: Phase, txn: &mut Transaction) {
         let bit64 = self.sb.has_incompat(incompat::BIT64);
         let csum = self.sb.has_metadata_csum();

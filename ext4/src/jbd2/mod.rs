@@ -285,7 +285,7 @@ fn read_bytes(dev: &dyn BlockDevice, off: u64, buf: &mut [u8]) -> Result<()> {
 
 /// Writes `data` at `off`, read-modify-writing the device blocks it only
 /// partly covers.
-fn write_bytes(dev: &dyn BlockDevice, off: u64, data: &[u8]) -> Result<()> {
+pub(crate) fn write_bytes(dev: &dyn BlockDevice, off: u64, data: &[u8]) -> Result<()> {
     let lbs = u64::from(dev.logical_block_size().max(1));
     let end = off + data.len() as u64;
     if off.is_multiple_of(lbs) && end.is_multiple_of(lbs) {
