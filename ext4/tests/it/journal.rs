@@ -9,6 +9,7 @@ use bufwrite_engine::device::{IoBufs, IoRequest, IoStats};
 use bufwrite_engine::BlockDevice;
 use bufwrite_ext4::jbd2::format::{self, JournalSuperblock};
 use bufwrite_ext4::jbd2::{Journal, JournalWriter, RecoveryReport, ScanStop, SkipReason};
+use bufwrite_ext4::orphan::Orphan;
 use bufwrite_ext4::{Ext4, Ext4Error};
 use bufwrite_testkit::e2fs::tool;
 use std::path::{Path, PathBuf};
@@ -91,20 +92,51 @@ pub(super) fn geometry(img: &[u8]) -> (u64, u64) {
     ((hi << 32) | u64::from(le32(1024 + 0x4)), bs)
 }
 
-/// Replays `img` in place through `Ext4::open` on a bounded device; the
-/// recovery report.
-fn bufwrite_replay(img: &Path) -> RecoveryReport {
+/// What [`bufwrite_recover`] did.
+pub(super) struct Recovered {
+    /// The journal recovery, if one ran.
+    pub report: Option<RecoveryReport>,
+    /// The orphan list the open processed after the replay.
+    pub orphans: Vec<Orphan>,
+    /// The journal's `(first block, blocks)` runs.
+    pub journal: Vec<(u64, u64)>,
+}
+
+/// Replays `img` in place through `Ext4::open` on a bounded device (the
+/// journal, then the orphan list), unmounted.
+pub(super) fn bufwrite_recover(img: &Path) -> Recovered {
     let bytes = std::fs::read(img).unwrap();
     let (blocks, bs) = geometry(&bytes);
     let dev = Bounded::new(bytes, blocks * bs);
     let fs = Ext4::open(dev.clone()).unwrap();
-    let report = fs.recovery().expect("a recovery ran").clone();
+    let report = fs.recovery().cloned();
     assert!(
         fs.superblock().feature_incompat & 0x4 == 0,
         "needs_recovery still set"
     );
+    let orphans = fs.orphans().to_vec();
+    let jino = fs.superblock().journal_inum;
+    let journal = match jino {
+        0 => Vec::new(),
+        _ => fs
+            .map_inode(&fs.read_inode(jino).unwrap())
+            .unwrap()
+            .iter()
+            .map(|e| (e.pblk, e.len))
+            .collect(),
+    };
+    drop(fs);
     std::fs::write(img, dev.bytes()).unwrap();
-    report
+    Recovered {
+        report,
+        orphans,
+        journal,
+    }
+}
+
+/// [`bufwrite_recover`]'s journal recovery report.
+pub(super) fn bufwrite_replay(img: &Path) -> RecoveryReport {
+    bufwrite_recover(img).report.expect("a recovery ran")
 }
 
 /// `e2fsck -y -E journal_only IMG`: replays the journal only (with `-f`
@@ -144,7 +176,7 @@ pub(super) fn assert_same_image(a: &Path, b: &Path) {
 }
 
 /// As [`assert_same_image`], with more superblock fields masked.
-fn assert_same_image_but(a: &Path, b: &Path, more: &[(usize, usize)]) {
+pub(super) fn assert_same_image_but(a: &Path, b: &Path, more: &[(usize, usize)]) {
     let mut x = std::fs::read(a).unwrap();
     let mut y = std::fs::read(b).unwrap();
     assert_eq!(x.len(), y.len(), "image sizes");
@@ -816,5 +848,183 @@ fn a_kernel_written_journal_replays_as_e2fsck_replays_it() {
         assert_same_image_but(&e, &w, &[(0xC, 4), (0x158, 4), (0x10, 4), (0x34, 2)]);
         fsck_ok(&w);
         assert_eq!(dump(&w, "/k5"), pattern(3000 + 5 * 700, 75), "{name}");
+    }
+}
+
+/// `EXT4_IOC_SHUTDOWN` (the same number as XFS's GOINGDOWN: `_IOR('X',
+/// 125, __u32)`) and its flag that aborts the journal without flushing it:
+/// from that instant the filesystem writes nothing more to its device, so
+/// the device holds exactly what a power cut at that instant leaves
+/// (xfstests' "godown").
+const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D;
+const EXT4_GOING_FLAGS_NOLOGFLUSH: u32 = 0x2;
+
+/// Shuts the filesystem mounted at `mnt` down as a crash would.
+fn shutdown_now(mnt: &Path) {
+    let dir = std::fs::File::open(mnt).unwrap();
+    let flags: u32 = EXT4_GOING_FLAGS_NOLOGFLUSH;
+    // SAFETY: the fd is open for the whole call and the ioctl reads one
+    // u32 through the pointer, which points at a live local.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&dir),
+            EXT4_IOC_SHUTDOWN as _,
+            &flags as *const u32,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "EXT4_IOC_SHUTDOWN: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Opt-in (`BUFWRITE_ROOT_TESTS=1`): a kernel journal cut mid-run. Two
+/// writers create, append and fsync files on a kernel ext4 mount, a third
+/// thread unlinks and truncates; while they run the filesystem is shut
+/// down without flushing its log (`EXT4_IOC_SHUTDOWN`, NOLOGFLUSH), which
+/// freezes the device at that instant with transactions committed,
+/// committing and running. The device is then the crash image: bufwrite's
+/// replay equals e2fsck's block for block (but the lazily kept counts),
+/// is `e2fsck -fn` clean, and every byte an fsync acknowledged reads back.
+#[test]
+fn a_kernel_journal_cut_mid_run_replays_as_e2fsck_replays_it() {
+    if std::env::var_os("BUFWRITE_ROOT_TESTS").is_none_or(|v| v != "1") {
+        eprintln!("skip: set BUFWRITE_ROOT_TESTS=1 to run (needs root, losetup and mount)");
+        return;
+    }
+    use bufwrite_testkit::loopdev::{LoopDevice, LoopOptions, Mounted};
+    use std::io::Write;
+    use std::sync::atomic::AtomicBool;
+    let dir = tempfile::tempdir().unwrap();
+    for (bs, features) in [(4096u32, ""), (1024, "^metadata_csum,^64bit")] {
+        let name = format!("cut-{bs}.img");
+        let img = image(dir.path(), &name, bs, features);
+        let lo = LoopDevice::attach(&img, LoopOptions::default())
+            .expect("a free loop device (losetup --find)");
+        let mnt = tempfile::tempdir().unwrap();
+        let mounted = Mounted::ext4(lo.path(), mnt.path(), false).expect("mount");
+        let fsyncs = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        // Each writer's acknowledged (file, length, seed) triples.
+        let writers: Vec<_> = (0..2u64)
+            .map(|w| {
+                let root = mnt.path().to_path_buf();
+                let fsyncs = Arc::clone(&fsyncs);
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    // (file, length, seed, order of the acknowledgement).
+                    let mut acked: Vec<(String, usize, u64, u64)> = Vec::new();
+                    'files: for i in 0..10_000u64 {
+                        let rel = format!("w{w}-{i}");
+                        let seed = w * 100_000 + i;
+                        let data = pattern(64 * 1024, seed);
+                        let Ok(mut f) = std::fs::File::create(root.join(&rel)) else {
+                            break;
+                        };
+                        let mut len = 0;
+                        for chunk in data.chunks(3000 + 1000 * w as usize) {
+                            if stop.load(Ordering::Relaxed)
+                                || f.write_all(chunk).is_err()
+                                || f.sync_all().is_err()
+                            {
+                                break 'files;
+                            }
+                            len += chunk.len();
+                            let seq = fsyncs.fetch_add(1, Ordering::SeqCst);
+                            acked.push((rel.clone(), len, seed, seq));
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let churn = {
+            let root = mnt.path().to_path_buf();
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                // Files unlinked while open: orphans without links until
+                // closed, which is after the shutdown for the last ones.
+                let mut held = std::collections::VecDeque::new();
+                for i in 0..100_000u64 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let p = root.join(format!("c{}", i % 8));
+                    let _ = std::fs::write(&p, pattern(20_000, i));
+                    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&p) {
+                        let _ = f.set_len(5000);
+                        if i % 3 == 0 {
+                            held.push_back(f);
+                            if held.len() > 3 {
+                                held.pop_front();
+                            }
+                        }
+                    }
+                    if i % 3 == 0 {
+                        let _ = std::fs::remove_file(&p);
+                    }
+                }
+                held
+            })
+        };
+        while fsyncs.load(Ordering::Relaxed) < 150 {
+            std::thread::yield_now();
+        }
+        // What was acknowledged before the shutdown began must be on the
+        // device. ext4's shutdown sets its flag, waits 100 ms, then aborts
+        // the journal: an fsync returning inside that window is not held
+        // to it.
+        let cutoff = fsyncs.load(Ordering::SeqCst);
+        shutdown_now(mnt.path());
+        stop.store(true, Ordering::Relaxed);
+        // Per file, the longest length acknowledged before the cut.
+        let mut acked: Vec<(String, usize, u64)> = Vec::new();
+        for (rel, len, seed, seq) in writers.into_iter().flat_map(|h| h.join().unwrap()) {
+            if seq < cutoff {
+                acked.retain(|(r, _, _)| *r != rel);
+                acked.push((rel, len, seed));
+            }
+        }
+        let held = churn.join().unwrap();
+        // Unmounting a shut-down filesystem writes nothing; detaching
+        // waits for the loop device's last writes to reach the file.
+        drop(held);
+        drop(mounted);
+        lo.detach().expect("losetup -d");
+        let (e, w) = two_copies(&img);
+        let bytes = std::fs::read(&w).unwrap();
+        assert!(
+            u32::from_le_bytes(bytes[1024 + 0x60..1024 + 0x64].try_into().unwrap()) & 0x4 != 0,
+            "{name}: the crash image has no needs_recovery"
+        );
+        let text = e2fsck_replay(&e);
+        let got = bufwrite_recover(&w);
+        let r = got.report.as_ref().expect("a recovery ran");
+        eprintln!(
+            "{name}: {r}; orphans {:?}; {} files acknowledged",
+            got.orphans,
+            acked.len()
+        );
+        assert!(r.transactions > 0 && r.replayed > 0, "{name}: {r}");
+        assert!(!r.marked_error && r.skipped.is_empty(), "{name}: {r}");
+        fsck_ok(&w);
+        super::orphan::mask_orphan_differences(&e, &w, &text, &got.orphans, &got.journal);
+        assert_same_image_but(&e, &w, &[(0xC, 4), (0x158, 4), (0x10, 4), (0x34, 2)]);
+        assert!(!acked.is_empty(), "{name}: no fsync was acknowledged");
+        for (rel, len, seed) in &acked {
+            let got = dump(&w, &format!("/{rel}"));
+            assert!(
+                got.len() >= *len,
+                "{name}: /{rel} has {} of {len} fsynced bytes",
+                got.len()
+            );
+            assert_eq!(
+                &got[..*len],
+                &pattern(64 * 1024, *seed)[..*len],
+                "{name}: /{rel}"
+            );
+        }
     }
 }

@@ -13,6 +13,7 @@ mod gaps;
 mod jcrash;
 mod journal;
 mod layout;
+mod orphan;
 mod root;
 mod variants;
 
