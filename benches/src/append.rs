@@ -157,6 +157,7 @@ pub fn run(args: Args) -> Result<()> {
     let device = open_path(&image, args.common.backend)?;
     let probe = Ext4::open(Arc::clone(&device))
         .with_context(|| format!("cannot read {} as ext4", image.display()))?;
+    crate::setup::note_recovery(&probe, &image);
     let block_size = probe.block_size();
     let sb = probe.superblock();
     let journaled = sb.feature_compat & compat::HAS_JOURNAL != 0 && sb.journal_inum != 0;

@@ -261,6 +261,7 @@ impl Ext4Image {
         let device = crate::setup::open_path(path, backend)?;
         let fs = Ext4::open_with(Arc::clone(&device), policy)
             .with_context(|| format!("cannot read {} as ext4", path.display()))?;
+        crate::setup::note_recovery(&fs, path);
         Ok(Ext4Image {
             path: path.to_path_buf(),
             device,

@@ -559,8 +559,9 @@ fn make_image(dir: &Path, size: u64) -> Result<tempfile::TempPath> {
 /// open is refused here, with advice) and reads it as ext4; then lets go.
 fn check_image(path: &Path, backend: Backend) -> Result<()> {
     let device = open_path(path, backend)?;
-    bufwrite_ext4::Ext4::open(Arc::clone(&device))
+    let fs = bufwrite_ext4::Ext4::open(Arc::clone(&device))
         .with_context(|| format!("cannot read {} as ext4", path.display()))?;
+    crate::setup::note_recovery(&fs, path);
     Ok(())
 }
 

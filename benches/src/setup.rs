@@ -241,6 +241,23 @@ pub fn memory_available() -> Option<u64> {
     kib.checked_mul(1024)
 }
 
+/// Tells the user what opening `path` for writing recovered: a journal
+/// replay, orphans a crash left (on stderr: the image was changed).
+pub fn note_recovery(fs: &bufwrite_ext4::Ext4, path: &Path) {
+    if let Some(r) = fs.recovery() {
+        eprintln!("{}: journal recovered: {r}", path.display());
+    }
+    let orphans = fs.orphans();
+    if !orphans.is_empty() {
+        let list: Vec<String> = orphans.iter().map(ToString::to_string).collect();
+        eprintln!(
+            "{}: finished the orphan list a crash left: {}",
+            path.display(),
+            list.join(", ")
+        );
+    }
+}
+
 /// Opens an image file or block device with `backend` (io_uring always
 /// O_DIRECT; sync buffered).
 pub fn open_path(path: &Path, backend: Backend) -> anyhow::Result<Arc<dyn BlockDevice>> {

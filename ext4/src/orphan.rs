@@ -50,6 +50,17 @@ pub struct Orphan {
     pub action: OrphanAction,
 }
 
+impl std::fmt::Display for Orphan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.action {
+            OrphanAction::Freed => write!(f, "inode {} freed", self.ino),
+            OrphanAction::Truncated { size } => {
+                write!(f, "inode {} truncated to {size} bytes", self.ino)
+            }
+        }
+    }
+}
+
 /// Checks that an orphan-list link names an ordinary inode.
 fn check_link(sb: &Superblock, ino: u32, from: &str) -> Result<()> {
     if ino < sb.first_ino || ino > sb.inodes_count {
