@@ -146,16 +146,30 @@ fn e2fsck_orphan_pass(img: &Path) -> String {
 /// its blocks stay: an interrupted truncate) then `b` (unlinked while
 /// open: no links, no entry), as a crash of the kernel leaves them.
 fn orphan_image(dir: &Path, name: &str, bs: u32, features: &str, size: u64) -> std::path::PathBuf {
+    orphan_image_of(dir, name, bs, features, size, 100_000, 0)
+}
+
+/// As [`orphan_image`], with `a` of `len` bytes and every other block of
+/// its first `holes * 2` punched (many extents: a tree of depth 1 past
+/// four).
+fn orphan_image_of(
+    dir: &Path,
+    name: &str,
+    bs: u32,
+    features: &str,
+    size: u64,
+    len: usize,
+    holes: u64,
+) -> std::path::PathBuf {
     let img = mkfs(dir, name, bs, features, 32, &[]);
     let src = dir.join(format!("{name}.src"));
-    std::fs::write(&src, pattern(100_000, 5)).unwrap();
-    debugfs_w(
-        &img,
-        &[
-            format!("write {} a", src.display()),
-            format!("write {} b", src.display()),
-        ],
-    );
+    std::fs::write(&src, pattern(len, 5)).unwrap();
+    let mut cmds = vec![
+        format!("write {} a", src.display()),
+        format!("write {} b", src.display()),
+    ];
+    cmds.extend((0..holes).map(|i| format!("punch /a {} {}", 2 * i + 1, 2 * i + 1)));
+    debugfs_w(&img, &cmds);
     let ino = |p: &str| -> u32 {
         let out = debugfs_r(&img, &format!("stat {p}"));
         out.split_whitespace().nth(1).unwrap().parse().unwrap()
