@@ -176,28 +176,14 @@ fn append_flags_are_checked_before_anything_runs() {
 /// the image e2fsck-clean.
 #[test]
 fn append_on_a_crashed_image_reports_the_orphans_it_finished() {
-    use bufwrite_testkit::e2fs::{debugfs_r, debugfs_w, fsck_ok, mkfs};
+    use bufwrite_testkit::e2fs::{debugfs_w, fsck_ok, make_orphans, mkfs};
     let dir = tempfile::tempdir().unwrap();
     let img = mkfs(dir.path(), "orph.img", 4096, "", 32, &[]);
     let src = dir.path().join("src");
     std::fs::write(&src, vec![7u8; 100_000]).unwrap();
     let s = src.display();
     debugfs_w(&img, &[format!("write {s} a"), format!("write {s} b")]);
-    let ino = |p: &str| -> u32 {
-        let out = debugfs_r(&img, &format!("stat {p}"));
-        out.split_whitespace().nth(1).unwrap().parse().unwrap()
-    };
-    let (a, b) = (ino("/a"), ino("/b"));
-    debugfs_w(
-        &img,
-        &[
-            "unlink /b".into(),
-            format!("sif <{b}> links_count 0"),
-            format!("sif <{a}> size 5000"),
-            format!("sif <{a}> dtime {b}"),
-            format!("ssv last_orphan {a}"),
-        ],
-    );
+    let (a, b) = make_orphans(&img, "/a", 5000, "/b");
     let out = bufwrite(
         &[
             "append",

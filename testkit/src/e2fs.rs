@@ -146,3 +146,31 @@ pub fn fsck_ok(img: &Path) {
     let (ok, text) = fsck(img);
     assert!(ok, "e2fsck -fn failed on {}:\n{text}", img.display());
 }
+
+/// The inode number of `path` in `img` (debugfs `stat`).
+pub fn inode_number(img: &Path, path: &str) -> u32 {
+    let out = debugfs_r(img, &format!("stat {path}"));
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("debugfs stat {path}: {out}"))
+}
+
+/// Leaves the orphan list a kernel crash would: `truncated` (kept
+/// linked, its size cut to `size` while its blocks stay: an interrupted
+/// truncate) then `unlinked` (its entry removed and no links left: a file
+/// unlinked while open). Returns their inode numbers.
+pub fn make_orphans(img: &Path, truncated: &str, size: u64, unlinked: &str) -> (u32, u32) {
+    let (a, b) = (inode_number(img, truncated), inode_number(img, unlinked));
+    debugfs_w(
+        img,
+        &[
+            format!("unlink {unlinked}"),
+            format!("sif <{b}> links_count 0"),
+            format!("sif <{a}> size {size}"),
+            format!("sif <{a}> dtime {b}"),
+            format!("ssv last_orphan {a}"),
+        ],
+    );
+    (a, b)
+}

@@ -139,9 +139,10 @@ pub(super) fn bufwrite_replay(img: &Path) -> RecoveryReport {
     bufwrite_recover(img).report.expect("a recovery ran")
 }
 
-/// `e2fsck -y -E journal_only IMG`: replays the journal only (with `-f`
+/// `e2fsck -y -E journal_only IMG`: replays the journal and finishes the
+/// orphan list (even with no journal to replay), nothing more (with `-f`
 /// e2fsck 1.47 goes on to a full check, which rewrites fields such as
-/// `bg_itable_unused`).
+/// `bg_itable_unused`). Returns its output.
 pub(super) fn e2fsck_replay(img: &Path) -> String {
     let out = tool("e2fsck")
         .args(["-y", "-E", "journal_only"])

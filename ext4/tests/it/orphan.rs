@@ -3,11 +3,11 @@
 //! processing of a copy, block for block.
 
 use super::common::*;
-use super::journal::{assert_same_image_but, bufwrite_recover};
+use super::journal::{assert_same_image_but, bufwrite_recover, e2fsck_replay};
 use bufwrite_engine::device::mem::Mem;
 use bufwrite_ext4::orphan::{Orphan, OrphanAction};
 use bufwrite_ext4::Ext4;
-use bufwrite_testkit::e2fs::tool;
+use bufwrite_testkit::e2fs::{inode_number, make_orphans};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -125,23 +125,6 @@ pub(super) fn mask_orphan_differences(
     zero_ranges(w, &free);
 }
 
-/// `e2fsck -y -E journal_only IMG` (which processes the orphan list even
-/// with no journal to replay); its output.
-fn e2fsck_orphan_pass(img: &Path) -> String {
-    let out = tool("e2fsck")
-        .args(["-y", "-E", "journal_only"])
-        .arg(img)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.code().unwrap_or(8) < 4, "e2fsck: {text}");
-    text
-}
-
 /// An image whose orphan list holds `a` (linked, size cut to `size` while
 /// its blocks stay: an interrupted truncate) then `b` (unlinked while
 /// open: no links, no entry), as a crash of the kernel leaves them.
@@ -170,21 +153,7 @@ fn orphan_image_of(
     ];
     cmds.extend((0..holes).map(|i| format!("punch /a {} {}", 2 * i + 1, 2 * i + 1)));
     debugfs_w(&img, &cmds);
-    let ino = |p: &str| -> u32 {
-        let out = debugfs_r(&img, &format!("stat {p}"));
-        out.split_whitespace().nth(1).unwrap().parse().unwrap()
-    };
-    let (a, b) = (ino("/a"), ino("/b"));
-    debugfs_w(
-        &img,
-        &[
-            "unlink /b".into(),
-            format!("sif <{b}> links_count 0"),
-            format!("sif <{a}> size {size}"),
-            format!("sif <{a}> dtime {b}"),
-            format!("ssv last_orphan {a}"),
-        ],
-    );
+    make_orphans(&img, "/a", size, "/b");
     img
 }
 
@@ -210,7 +179,7 @@ fn the_orphan_list_is_finished_as_e2fsck_finishes_it() {
             let w = img.with_extension("bufwrite");
             std::fs::copy(&img, &e).unwrap();
             std::fs::copy(&img, &w).unwrap();
-            let text = e2fsck_orphan_pass(&e);
+            let text = e2fsck_replay(&e);
             let got = bufwrite_recover(&w);
             assert!(got.report.is_none(), "{name}: nothing to replay");
             assert_eq!(got.orphans.len(), 2, "{name}: {:?}", got.orphans);
@@ -251,14 +220,7 @@ fn the_orphan_list_is_finished_as_e2fsck_finishes_it() {
 fn a_bad_orphan_list_refuses_allocation_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let img = orphan_image(dir.path(), "bad.img", 4096, "", 5000);
-    let a = {
-        let out = debugfs_r(&img, "stat /a");
-        out.split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u32>()
-            .unwrap()
-    };
+    let a = inode_number(&img, "/a");
     for (what, edit) in [
         ("link", format!("sif <{a}> dtime 4000000")),
         ("head", "ssv last_orphan 5".to_string()),
